@@ -1,0 +1,3 @@
+from esrkit.cli.main import main
+
+main()

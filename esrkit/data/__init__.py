@@ -1,0 +1,5 @@
+"""Data: raw readers, preprocessing, the processed SequenceData format, splits, long-tail groups, synthetic data."""
+
+from esrkit.data.sequences import SequenceData, DatasetFormatError
+
+__all__ = ["SequenceData", "DatasetFormatError"]

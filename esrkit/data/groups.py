@@ -1,0 +1,95 @@
+"""Long-tail user and item groups, exactly as the official LLM-ESR code computes them, plus the paper's variants.
+
+Official rule (``--ts_user``/``--ts_item``, applied to the evaluated instance):
+
+* user: ``seq_len`` = number of items in the evaluated *input* (test: ``n_u - 1``), capped at ``max_len``;
+  tail if ``seq_len < ts_user``;
+* item: ``pop`` of the *target* item = distinct users over all data (train+valid+test); tail if ``pop < ts_item``.
+
+Paper rule (``rule="pareto"``): the top 20% of users by length and of items by popularity are head.
+Five buckets (paper Fig. 4): users by ``seq_len`` at 5/10/15/20, items by ``pop`` at 10/30/60/100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from esrkit.data.sequences import SequenceData
+
+# Per-dataset thresholds used by the official scripts (experiments/*.bash).
+OFFICIAL_THRESHOLDS: dict[str, tuple[int, int]] = {"yelp": (12, 13), "fashion": (3, 4), "beauty": (9, 4)}
+USER_BUCKET_EDGES = (5, 10, 15, 20)
+ITEM_BUCKET_EDGES = (10, 30, 60, 100)
+USER_BUCKET_LABELS = ("1-4", "5-9", "10-14", "15-19", "20+")
+ITEM_BUCKET_LABELS = ("1-9", "10-29", "30-59", "60-99", "100+")
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Boolean masks over users (rows) for one evaluated split, plus bucket indices."""
+
+    tail_user: np.ndarray
+    tail_item: np.ndarray
+    user_bucket: np.ndarray
+    item_bucket: np.ndarray
+    seq_len: np.ndarray
+    target_pop: np.ndarray
+
+    def masks(self) -> dict[str, np.ndarray]:
+        out = {
+            "tail_item": self.tail_item,
+            "head_item": ~self.tail_item,
+            "tail_user": self.tail_user,
+            "head_user": ~self.tail_user,
+        }
+        for b, label in enumerate(USER_BUCKET_LABELS):
+            out[f"user_{label}"] = self.user_bucket == b
+        for b, label in enumerate(ITEM_BUCKET_LABELS):
+            out[f"item_{label}"] = self.item_bucket == b
+        return out
+
+
+def evaluated_input_length(data: SequenceData, split: str = "test", max_len: int = 200) -> np.ndarray:
+    prefix, _ = data.split_lengths(split)
+    return np.minimum(prefix, max_len)
+
+
+def pareto_threshold(values: np.ndarray, head_share: float = 0.2) -> float:
+    """Smallest value that is still 'head' when the top ``head_share`` by value are head (ties go to head)."""
+    if values.size == 0:
+        return np.inf
+    k = max(1, int(np.ceil(head_share * values.size)))
+    return float(np.sort(values)[::-1][k - 1])
+
+
+def compute_groups(
+    data: SequenceData,
+    split: str = "test",
+    ts_user: int = 9,
+    ts_item: int = 4,
+    rule: str = "official",
+    max_len: int = 200,
+) -> Groups:
+    seq_len = evaluated_input_length(data, split, max_len)
+    pop = data.item_popularity()
+    target_pop = pop[data.targets(split)]
+    if rule == "official":
+        tail_user = seq_len < ts_user
+        tail_item = target_pop < ts_item
+    elif rule == "pareto":
+        user_len = data.lengths()
+        item_pop = pop[1:][pop[1:] > 0]
+        tail_user = user_len < pareto_threshold(user_len.astype(float))
+        tail_item = target_pop < pareto_threshold(item_pop.astype(float))
+    else:
+        raise ValueError(f"group rule must be 'official' or 'pareto', not {rule!r}")
+    return Groups(
+        tail_user=tail_user,
+        tail_item=tail_item,
+        user_bucket=np.searchsorted(USER_BUCKET_EDGES, seq_len, side="right"),
+        item_bucket=np.searchsorted(ITEM_BUCKET_EDGES, target_pop, side="right"),
+        seq_len=seq_len,
+        target_pop=target_pop,
+    )
