@@ -112,7 +112,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     negatives: int = 1  # training negatives per positive
     max_batches_per_epoch: int = 0  # 0 = all (a knob for smoke tests and benchmarks)
-    checkpoint_every: int = 1
+    buckets: int = 0  # length buckets per batch (exact); 0 = automatic (4 on CPU, 2 on GPU)
 
 
 @dataclass
@@ -247,10 +247,11 @@ def load_recipe_tree(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[di
         raise ConfigError(f"recipe 'extends' cycle: {' -> '.join(_seen + (str(path),))}")
     tree = load_toml(path)
     parent = tree.pop("extends", None)
+    own_name = tree.get("name") or path.stem  # a recipe is named after its own file, not its parent's
     if parent:
         base, _ = load_recipe_tree(parent, _seen + (str(path),))
         tree = _deep_merge(base, tree)
-    tree.setdefault("name", path.stem)
+    tree["name"] = own_name
     return tree, path
 
 

@@ -1,0 +1,133 @@
+"""``esrkit train``, ``esrkit evaluate``, ``esrkit recommend``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _resolve(recipe: str | None, provider: str | None, sets: tuple[str, ...], name: str | None,
+             output_dir: str | None, workdir: str | None):
+    from esrkit.config import resolve_recipe
+
+    overrides = list(sets)
+    if provider:
+        overrides.insert(0, f"embedding.provider={provider}")
+    cfg = resolve_recipe(recipe, overrides)
+    if name:
+        cfg.name = name
+    if output_dir:
+        cfg.output_dir = output_dir
+    if workdir:
+        cfg.workdir = workdir
+    return cfg
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"--seeds must be comma-separated integers, not {text!r}") from None
+
+
+@click.command()
+@click.option("--recipe", "-r", help="Recipe name (recipes/*.toml) or path to a recipe TOML.")
+@click.option("--provider", "-p", help="Embedding provider (providers/*.toml); same as --set embedding.provider=P.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.alpha=0.5.")
+@click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44 (default: train.seed).")
+@click.option("--name", help="Run name (default: the recipe name).")
+@click.option("--output-dir", help="Where run directories go (default: runs).")
+@click.option("--workdir", help="Cache folder for prepared data, embeddings and indexes (default: .esrkit).")
+@click.option("--resume", is_flag=True, help="Continue unfinished seeds and skip finished ones.")
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False),
+              help="A run folder (<output>/<name>) to t-test against, seed by seed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, baseline, quiet) -> None:
+    """Train (and test) a model from a recipe; one run directory per seed."""
+    from esrkit.reporting.console import results_table
+    from esrkit.training.pipeline import train as run_train
+
+    cfg = _resolve(recipe, provider, sets, name, output_dir, workdir)
+    summary = run_train(cfg, _seeds(seeds), resume=resume, progress=not quiet)
+    folder = Path(cfg.output_dir) / cfg.name
+    rows = [(f"{cfg.model.name}-{cfg.model.backbone}", summary["test"][p]) for p in summary["test"]]
+    for protocol in summary["test"]:
+        click.echo(results_table([(f"{cfg.name}", summary["test"][protocol])], protocol))
+        click.echo("")
+    if baseline:
+        _compare(summary, Path(baseline))
+    click.echo(f"runs: {folder}/seed-*  (summary.json holds mean and std over seeds)")
+    del rows
+
+
+def _compare(summary: dict, baseline: Path) -> None:
+    from esrkit.evaluation.significance import seed_ttest
+
+    other = json.loads((baseline / "summary.json").read_text())
+    for protocol, groups in summary["test"].items():
+        if protocol not in other["test"]:
+            continue
+        for metric in ("hr@10", "ndcg@10"):
+            a = groups["overall"][metric]
+            b = other["test"][protocol]["overall"][metric]
+            p = seed_ttest(a["values"], b["values"])
+            rel = (a["mean"] - b["mean"]) / b["mean"] * 100 if b["mean"] else float("nan")
+            click.echo(f"[{protocol}] {metric}: {a['mean']:.4f} vs {b['mean']:.4f} ({rel:+.1f}%), "
+                       f"two-sided t-test over seeds p = {p:.3g}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test")
+@click.option("--protocol", "protocols", multiple=True, type=click.Choice(["sampled", "full"]),
+              help="Protocols to compute (default: both).")
+@click.option("--device", default="auto")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate(run_dir, split, protocols, device, as_json) -> None:
+    """Re-evaluate a run's best checkpoint (both protocols, every group)."""
+    from esrkit.reporting.console import results_table
+    from esrkit.training.pipeline import evaluators, load_run
+
+    run = load_run(run_dir, device)
+    seed = run.cfg.train.seed
+    valid, test = evaluators(run.cfg, run.inputs.data, run.seqs, seed)
+    result = (test if split == "test" else valid).evaluate(run.model, protocols or ("sampled", "full"))
+    if as_json:
+        click.echo(json.dumps(result.metrics, indent=2))
+        return
+    for protocol, groups in result.metrics.items():
+        click.echo(results_table([(Path(run_dir).name, groups)], protocol))
+        click.echo("")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--user", "user", required=True, help="Raw user id (as in the input data), or #ROW for a row index.")
+@click.option("-k", default=10, show_default=True, help="How many items.")
+@click.option("--include-history", is_flag=True, help="Allow items the user already interacted with.")
+@click.option("--device", default="auto")
+def recommend(run_dir, user, k, include_history, device) -> None:
+    """Top-k next items for a user, scored from the run's cached tables (no LLM call)."""
+    from esrkit.training.pipeline import load_run, recommend as top_k
+
+    run = load_run(run_dir, device)
+    data = run.inputs.data
+    if user.startswith("#"):
+        row = int(user[1:])
+        if not 0 <= row < data.n_users:
+            raise click.BadParameter(f"row {row} is outside 0..{data.n_users - 1}")
+    else:
+        try:
+            row = data.user_ids.index(user)
+        except ValueError:
+            raise click.BadParameter(f"unknown user id {user!r} (ids look like {data.user_ids[0]!r})") from None
+    items = top_k(run, row, k, exclude_history=not include_history)
+    click.echo(f"user {data.user_ids[row]} (row {row}), {int(data.lengths()[row])} interactions; top {k}:")
+    for rank, (item, score) in enumerate(items, 1):
+        attrs = (data.item_attrs or [{}] * data.n_items)[item - 1] or {}
+        title = attrs.get("title") or attrs.get("name") or ""
+        click.echo(f"{rank:>3}. item {item:<7} {data.item_ids[item - 1]:<14} score {score:8.3f}  {title}")

@@ -1,0 +1,167 @@
+"""Evaluate a recommender on the validation or test split under both protocols.
+
+* ``sampled`` (the paper's): the target against 100 uniform negatives that avoid the user's sequence (fixed per
+  seed); every user is evaluated, as in the official code.
+* ``full``: the target against every item; items of the user's input history are excluded (they are not
+  recommendable), the target itself never is. Scores are computed in blocks of users, so memory is
+  O(block x n_items), never O(users x items).
+
+Both return per-user 0-based ranks (kept for significance tests) and H@K / N@K overall and for every long-tail
+group (tail/head item, tail/head user, the 5 user and item buckets). Every output is labelled with its protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from esrkit.data.groups import Groups, compute_groups
+from esrkit.data.sequences import SequenceData
+from esrkit.evaluation.metrics import metrics_from_ranks, rank_of_target
+from esrkit.evaluation.negatives import sample_eval_negatives
+from esrkit.models.recommender import SequentialRecommender
+from esrkit.training.batches import DeviceSequences, prediction_input
+
+PROTOCOLS = ("sampled", "full")
+
+
+@dataclass
+class EvalResult:
+    split: str
+    ranks: dict[str, np.ndarray]  # protocol -> (n_users,) 0-based ranks
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # protocol -> group -> metric
+
+    def get(self, protocol: str, metric: str, group: str = "overall") -> float:
+        return self.metrics[protocol][group][metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "metrics": self.metrics}
+
+
+class Evaluator:
+    def __init__(
+        self,
+        data: SequenceData,
+        split: str,
+        seqs: DeviceSequences,
+        *,
+        max_len: int = 200,
+        negatives: int = 100,
+        seed: int = 42,
+        ks: tuple[int, ...] = (5, 10, 20),
+        ties: str = "pessimistic",
+        exclude_history: bool = True,
+        batch_size: int = 1024,
+        groups: Groups | None = None,
+        ts_user: int = 9,
+        ts_item: int = 4,
+        group_rule: str = "official",
+        resample_negatives: bool = False,
+    ) -> None:
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be valid or test, not {split!r}")
+        self.data, self.split, self.seqs = data, split, seqs
+        self.max_len, self.n_negatives, self.seed = max_len, negatives, seed
+        self.ks, self.ties, self.exclude_history, self.batch_size = tuple(ks), ties, exclude_history, batch_size
+        self.resample = resample_negatives
+        self.groups = groups or compute_groups(data, split, ts_user, ts_item, group_rule, max_len)
+        self.targets = data.targets(split)
+        self._negatives: np.ndarray | None = None
+        self._round = 0
+        # evaluate users in length order so each block pads little
+        self.order = np.argsort(data.lengths(), kind="stable")
+
+    def negatives(self) -> np.ndarray:
+        if self._negatives is None or self.resample:
+            self._negatives = sample_eval_negatives(self.data, self.split, self.n_negatives, self.seed, self._round)
+            self._round += 1
+        return self._negatives
+
+    @torch.no_grad()
+    def user_vectors(self, model: SequentialRecommender) -> torch.Tensor:
+        """(n_users, D) prediction representations, in user-row order."""
+        was_training = model.training
+        model.eval()
+        out = None
+        for start in range(0, self.data.n_users, self.batch_size):
+            rows = self.order[start : start + self.batch_size]
+            inp = prediction_input(self.seqs, rows, self.split, self.max_len, model.objective, model.mask_token)
+            vec = model.last_hidden(inp)
+            if out is None:
+                out = vec.new_empty(self.data.n_users, vec.shape[1])
+            out[torch.as_tensor(rows, device=vec.device)] = vec
+        model.train(was_training)
+        assert out is not None
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model: SequentialRecommender, protocols: tuple[str, ...] | list[str] = PROTOCOLS) -> EvalResult:
+        for p in protocols:
+            if p not in PROTOCOLS:
+                raise ValueError(f"unknown protocol {p!r}; use {PROTOCOLS}")
+        was_training = model.training
+        model.eval()
+        users = self.user_vectors(model)
+        items = model.all_item_vectors()
+        ranks: dict[str, np.ndarray] = {}
+        if "sampled" in protocols:
+            ranks["sampled"] = self._sampled_ranks(users, items)
+        if "full" in protocols:
+            ranks["full"] = self._full_ranks(users, items)
+        model.train(was_training)
+        result = EvalResult(self.split, ranks)
+        for p, r in ranks.items():
+            result.metrics[p] = self.group_metrics(r)
+        return result
+
+    def group_metrics(self, ranks: np.ndarray) -> dict[str, dict[str, float]]:
+        out = {"overall": metrics_from_ranks(ranks, self.ks)}
+        for name, mask in self.groups.masks().items():
+            out[name] = metrics_from_ranks(ranks[mask], self.ks)
+            out[name]["users"] = int(mask.sum())
+        out["overall"]["users"] = int(len(ranks))
+        return out
+
+    def _sampled_ranks(self, users: torch.Tensor, items: torch.Tensor) -> np.ndarray:
+        negs = torch.as_tensor(self.negatives(), device=users.device)
+        targets = torch.as_tensor(self.targets, device=users.device)
+        gen = torch.Generator(device=users.device).manual_seed(self.seed)
+        out = []
+        for start in range(0, len(users), self.batch_size):
+            u = users[start : start + self.batch_size]
+            t = (u * items[targets[start : start + self.batch_size]]).sum(-1)
+            s = torch.einsum("bd,bnd->bn", u, items[negs[start : start + self.batch_size]])
+            out.append(rank_of_target(t, s, self.ties, gen))
+        return torch.cat(out).cpu().numpy()
+
+    def _full_ranks(self, users: torch.Tensor, items: torch.Tensor) -> np.ndarray:
+        targets = torch.as_tensor(self.targets, device=users.device)
+        prefix = self.data.lengths() - (2 if self.split == "valid" else 1)
+        gen = torch.Generator(device=users.device).manual_seed(self.seed)
+        out = []
+        block = max(1, min(self.batch_size, (1 << 26) // max(1, items.shape[0])))  # <= 64M scores per block
+        for start in range(0, len(users), block):
+            rows = np.arange(start, min(start + block, len(users)))
+            u = users[start : start + len(rows)]
+            scores = u @ items.T  # (b, n_items + 1)
+            tgt = targets[start : start + len(rows)]
+            t = scores.gather(1, tgt.unsqueeze(1)).squeeze(1)
+            scores[:, 0] = float("-inf")
+            if self.exclude_history:
+                r, i = self._history(rows, prefix)
+                scores[r, i] = float("-inf")
+            scores.scatter_(1, tgt.unsqueeze(1), float("-inf"))
+            out.append(rank_of_target(t, scores, self.ties, gen))
+        return torch.cat(out).cpu().numpy()
+
+    def _history(self, rows: np.ndarray, prefix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = prefix[rows]
+        local = np.repeat(np.arange(len(rows)), counts)
+        starts = np.repeat(self.data.offsets[rows], counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        items = self.data.items[starts + within]
+        dev = self.seqs.device
+        return torch.as_tensor(local, device=dev), torch.as_tensor(items.astype(np.int64), device=dev)

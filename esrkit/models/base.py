@@ -1,0 +1,144 @@
+"""The model contract shared by every recommender in esrkit, and the encoder registry.
+
+A *sequence encoder* is any ``nn.Module`` that maps an item-embedding sequence ``x`` (batch, length, d) and its
+padding ``mask`` (batch, length; True = real item) to hidden states of the same shape. Sequences are right-aligned
+(the most recent item is last), as in the official LLM-ESR code. Two optional keyword arguments let an encoder
+reproduce the official fixed-length computation exactly while esrkit trims padding:
+
+* ``pad_count`` (batch,): how many padding slots the official ``max_len`` layout would have had;
+* ``shared_pad``: True when every sequence's padding input is the same vector.
+
+Encoders that ignore them simply get trimmed, correctly masked sequences. Register an encoder with the objective
+its backbone trains with and the input stage it expects::
+
+    @ENCODERS.register("mine", objective="seq2seq", inputs="transformer")
+    class MyEncoder(nn.Module):
+        def __init__(self, hidden, **options): ...
+        def forward(self, x, mask, **kwargs): ...
+
+``objective``: ``seq2seq`` (next item at every position, SASRec), ``cloze`` (masked items, BERT4Rec) or ``last``
+(next item after the sequence, GRU4Rec). ``inputs``: ``transformer`` (item vectors x sqrt(d) + learned positions,
+then dropout) or ``plain`` (item vectors as they are).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esrkit.registry import Registry
+
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
+MODELS: Registry[type[nn.Module]] = Registry("model")
+
+
+@dataclass
+class SeqInput:
+    """A batch of right-aligned item sequences."""
+
+    tokens: Tensor  # (B, L) long; 0 = padding, n_items + 1 = [MASK]
+    positions: Tensor  # (B, L) long; 1..len counted from the oldest kept item, 0 at padding
+    pad_count: Tensor  # (B,) long; padding slots of the official fixed max_len layout
+
+    @property
+    def mask(self) -> Tensor:
+        return self.tokens != 0
+
+    def rows(self, index: Tensor) -> "SeqInput":
+        return SeqInput(self.tokens[index], self.positions[index], self.pad_count[index])
+
+    def last_columns(self, n: int) -> "SeqInput":
+        """Keep the last ``n`` columns (sequences are right-aligned, so nothing real is lost if n >= max length)."""
+        return SeqInput(self.tokens[:, -n:], self.positions[:, -n:], self.pad_count)
+
+    def with_leading_pad(self) -> "SeqInput":
+        """Prepend one padding column (used by recurrent encoders to read the padding input)."""
+        pad = torch.zeros_like(self.tokens[:, :1])
+        return SeqInput(
+            torch.cat([pad, self.tokens], 1), torch.cat([pad, self.positions], 1), self.pad_count
+        )
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout, as ``F.dropout``, but with cheap random bits on the CPU.
+
+    PyTorch's CPU dropout draws one Mersenne-Twister number per element (about 20-30 ns each here), which made it
+    the largest cost of an LLM-ESR step on a 2-core machine. On the CPU the mask comes from numpy's PCG64 instead:
+    for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32 per element.
+    The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable from torch's saved
+    RNG state. On GPUs ``F.dropout`` (Philox) is already fast and is used as is.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, True)
+    n = x.numel()
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    rng = np.random.Generator(np.random.PCG64(seed))
+    if p == 0.5:
+        keep = np.unpackbits(np.frombuffer(rng.bytes((n + 7) // 8), dtype=np.uint8), count=n)
+        mask = torch.from_numpy(keep).view(x.shape).to(x.dtype)
+    else:
+        mask = torch.from_numpy(rng.random(n, dtype=np.float32) >= p).view(x.shape).to(x.dtype)
+    return x * mask * (1.0 / (1.0 - p))
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` using :func:`dropout`."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def official_init(module: nn.Module, skip: tuple[str, ...] = ()) -> None:
+    """The official ``_init_weights``: xavier-normal for every parameter with >= 2 dims except the named tables.
+
+    1-D parameters (biases, LayerNorm) keep PyTorch's defaults, exactly as the official code (where xavier raises
+    on them and the error is swallowed).
+    """
+    for name, param in module.named_parameters():
+        if param.dim() >= 2 and not any(s in name for s in skip):
+            nn.init.xavier_normal_(param.data)
+
+
+class InputStage(nn.Module):
+    """Item vectors -> encoder input. ``transformer``: x * sqrt(d) + P[position], dropout; ``plain``: identity.
+
+    One positional table serves every view (the official dual models share it)."""
+
+    def __init__(self, style: str, hidden: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        if style not in ("transformer", "plain"):
+            raise ValueError(f"input style must be 'transformer' or 'plain', not {style!r}")
+        self.style = style
+        self.scale = math.sqrt(hidden)
+        if style == "transformer":
+            self.positions = nn.Embedding(max_len + 100, hidden)  # official size; no padding_idx
+            self.dropout = Dropout(dropout)
+
+    def forward(self, vectors: Tensor, positions: Tensor) -> Tensor:
+        if self.style == "plain":
+            return vectors
+        return self.dropout(vectors * self.scale + self.positions(positions))
+
+
+def build_encoder(name: str, hidden: int, **options) -> nn.Module:
+    cls = ENCODERS.get(name)
+    return cls(hidden, **options)
+
+
+def encoder_meta(name: str) -> dict:
+    meta = ENCODERS.meta(name)
+    return {"objective": meta.get("objective", "seq2seq"), "inputs": meta.get("inputs", "transformer")}

@@ -1,0 +1,61 @@
+"""GRU4Rec encoder (Hidasi et al. 2016) as the official LLM-ESR code runs it: one bias-free ``nn.GRU``, no
+positions, no scaling, no dropout, output at the last position.
+
+Faithfulness detail: the official code left-pads every sequence to ``max_len`` and feeds the padding through the
+GRU, so the state entering the first real item is the GRU run over ``n`` padding inputs. With ``pad_count``
+given, this encoder reproduces that state exactly without the padded arithmetic where it can: the trimmed batch
+keeps at least one padding column on the left (its input is the padding vector), and the ``max_len - L`` padding
+steps that were cut are run once — for a single sequence when every row shares the padding vector
+(``shared_pad``), otherwise per row. Without ``pad_count`` the GRU starts from zeros at the first real item.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from esrkit.models.base import ENCODERS
+
+
+@ENCODERS.register("gru4rec", objective="last", inputs="plain")
+class GRU4RecEncoder(nn.Module):
+    needs_leading_pad = True  # the model keeps one padding column so the padding input can be read
+
+    def __init__(self, hidden: int, layers: int = 1, **_: object) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.gru = nn.GRU(hidden, hidden, num_layers=layers, bias=False, batch_first=True)
+
+    def forward(
+        self, x: Tensor, mask: Tensor, pad_count: Tensor | None = None, shared_pad: bool = False, **_: object
+    ) -> Tensor:
+        if pad_count is None:
+            return self._forward_unpadded(x, mask)
+        B, L, _ = x.shape
+        lengths = mask.sum(1)
+        # padding steps that were trimmed away: the same for every row (= max_len - L) unless a row is full
+        cut = pad_count + lengths - L
+        steps = int(cut.max()) if B else 0
+        if steps <= 0:
+            out, _ = self.gru(x)
+            return out
+        pad_input = x[:1, 0] if shared_pad else x[:, 0]
+        _, h = self.gru(pad_input.unsqueeze(1).expand(-1, steps, -1))
+        if shared_pad:
+            h = h.expand(-1, B, -1).contiguous()
+        out, _ = self.gru(x, h)
+        return out
+
+    def _forward_unpadded(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Run each sequence from a zero state over its real items only (right-aligned output)."""
+        B, L, d = x.shape
+        lengths = mask.sum(1)
+        shift = (L - lengths).view(B, 1)
+        idx = (torch.arange(L, device=x.device).view(1, L) + shift) % L  # left-align
+        left = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
+        packed = nn.utils.rnn.pack_padded_sequence(left, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=L)
+        back = (torch.arange(L, device=x.device).view(1, L) - shift) % L  # right-align again
+        out = out.gather(1, back.unsqueeze(-1).expand(-1, -1, d))
+        return out * mask.unsqueeze(-1).to(out.dtype)

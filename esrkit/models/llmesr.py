@@ -1,0 +1,216 @@
+"""LLM-ESR (Liu et al., NeurIPS 2024): dual-view modelling over any registered sequence encoder.
+
+Semantic view: a frozen table of LLM item embeddings -> adapter (two linear layers, no activation, as official)
+-> the encoder. Collaborative view: a trainable ID table initialised by PCA of the LLM embeddings -> the same
+encoder. Sequence-level fusion: two cross-attentions (2 heads, bias-free Q/K/V, output projection with bias,
+key-padding mask, no residual) whose outputs *replace* the view sequences. Logit-level fusion: user = [u_co; u_se],
+item = [e_co; e_se], score = dot product. Retrieval-augmented self-distillation lives in
+esrkit/training/objectives.py (it needs teacher batches); this file holds the network.
+
+Every Table 2 / Table 6 ablation is a switch: ``co_view``, ``se_view``, ``share_encoder``, ``cross_attention``,
+``adapter_layers`` (2 or 1), ``id_init`` (pca | random), ``freeze_semantic``.
+
+Speed without changing the function: the adapter is affine, so it is applied as one composed matrix
+``W2 @ W1`` to the *unique* items of a batch instead of two matrices to every token (12x fewer FLOPs for
+1536 -> 768 -> 64); the shared encoder runs both views as one stacked batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.models.idrec import common_options
+from esrkit.models.recommender import ModelAssets, SequentialRecommender
+
+
+class Adapter(nn.Module):
+    """Eq. (2): ``W2 (W1 e + b1) + b2`` (1 layer: ``W e + b``). No activation, exactly as the official code."""
+
+    def __init__(self, d_in: int, d_out: int, layers: int = 2) -> None:
+        super().__init__()
+        if layers == 2:
+            self.layers = nn.ModuleList([nn.Linear(d_in, d_in // 2), nn.Linear(d_in // 2, d_out)])
+        elif layers == 1:
+            self.layers = nn.ModuleList([nn.Linear(d_in, d_out)])
+        else:
+            raise ValueError(f"adapter_layers must be 1 or 2, not {layers}")
+
+    def composed(self) -> tuple[Tensor, Tensor]:
+        weight, bias = self.layers[0].weight, self.layers[0].bias
+        for layer in self.layers[1:]:
+            weight, bias = layer.weight @ weight, layer.weight @ bias + layer.bias
+        return weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.composed()
+        return F.linear(x, weight, bias)
+
+
+class CrossAttention(nn.Module):
+    """The official ``Multi_CrossAttention``: queries from ``x``, keys/values from ``y``; -1e9 on padding keys."""
+
+    def __init__(self, hidden: int, heads: int = 2) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by {heads} cross-attention heads")
+        self.heads, self.head_dim = heads, hidden // heads
+        self.q = nn.Linear(hidden, hidden, bias=False)
+        self.k = nn.Linear(hidden, hidden, bias=False)
+        self.v = nn.Linear(hidden, hidden, bias=False)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        B, L, d = x.shape
+        H, dh = self.heads, self.head_dim
+        q = self.q(x).view(B, L, H, dh).transpose(1, 2)
+        k = self.k(y).view(B, L, H, dh).transpose(1, 2)
+        v = self.v(y).view(B, L, H, dh).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], -1e9) / math.sqrt(dh)
+        att = torch.softmax(scores, -1) @ v
+        return self.out(att.transpose(1, 2).reshape(B, L, d))
+
+
+@MODELS.register("llmesr")
+class LLMESR(SequentialRecommender):
+    uses_distillation = True
+
+    @classmethod
+    def requirements(cls, cfg) -> set[str]:
+        need = {"llm_items"}
+        if cfg.co_view and cfg.id_init == "pca":
+            need.add("pca")
+        return need
+
+    @classmethod
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "LLMESR":
+        if assets.llm_items is None:
+            raise ValueError("LLM-ESR needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
+        return cls(
+            n_items, assets.llm_items, assets.pca_table, max_len=max_len,
+            co_view=cfg.co_view, se_view=cfg.se_view, share_encoder=cfg.share_encoder,
+            cross_attention=cfg.cross_attention, cross_heads=cfg.cross_heads, adapter_layers=cfg.adapter_layers,
+            id_init=cfg.id_init, freeze_semantic=cfg.freeze_semantic, **common_options(cfg),
+        )
+
+    def __init__(
+        self,
+        n_items: int,
+        llm_items: np.ndarray,
+        pca_table: np.ndarray | None = None,
+        backbone: str = "sasrec",
+        hidden: int = 64,
+        max_len: int = 200,
+        dropout: float = 0.5,
+        layers: int = 2,
+        heads: int = 1,
+        causal: bool = False,
+        emulate_padding: bool = True,
+        co_view: bool = True,
+        se_view: bool = True,
+        share_encoder: bool = True,
+        cross_attention: bool = True,
+        cross_heads: int = 2,
+        adapter_layers: int = 2,
+        id_init: str = "pca",
+        freeze_semantic: bool = True,
+        encoder_options: dict | None = None,
+    ) -> None:
+        super().__init__(n_items, backbone, max_len, emulate_padding)
+        if not (co_view or se_view):
+            raise ValueError("LLM-ESR needs at least one view (co_view or se_view)")
+        if llm_items.shape[0] != n_items:
+            raise ValueError(f"LLM item embeddings have {llm_items.shape[0]} rows for {n_items} items")
+        if id_init not in ("pca", "random"):
+            raise ValueError(f"id_init must be 'pca' or 'random', not {id_init!r}")
+        self.hidden, self.co_view, self.se_view = hidden, co_view, se_view
+        self.use_cross = cross_attention and co_view and se_view
+        d_llm = llm_items.shape[1]
+        skip: list[str] = []
+        if se_view:
+            table = _with_padding_rows(torch.as_tensor(llm_items, dtype=torch.float32))
+            if freeze_semantic:  # a buffer never receives gradients and is not saved in checkpoints
+                self.register_buffer("semantic_table", table, persistent=False)
+            else:  # the "w/o F" ablation: fine-tune the LLM table
+                self.semantic_table = nn.Parameter(table)
+            self.adapter = Adapter(d_llm, hidden, adapter_layers)
+            skip.append("semantic_table")
+        if co_view:
+            self.collab = nn.Embedding(n_items + 2, hidden)  # no padding_idx, as official
+            if id_init == "pca":
+                if pca_table is None or pca_table.shape != (n_items, hidden):
+                    shape = None if pca_table is None else pca_table.shape
+                    raise ValueError(f"id_init='pca' needs a ({n_items}, {hidden}) PCA table, got {shape}")
+                skip.append("collab")
+        self.inputs = InputStage(self.input_style, hidden, max_len, dropout)
+        if self.use_cross:
+            self.llm2id = CrossAttention(hidden, cross_heads)  # Eq. (4): semantic queries, collaborative keys
+            self.id2llm = CrossAttention(hidden, cross_heads)
+        opts = dict(layers=layers, heads=heads, dropout=dropout, causal=causal, **(encoder_options or {}))
+        self.encoder = build_encoder(backbone, hidden, **opts)
+        self.share_encoder = share_encoder
+        if not share_encoder and co_view and se_view:  # the "w/o Share" ablation
+            self.encoder_se = build_encoder(backbone, hidden, **opts)
+        official_init(self, skip=tuple(skip))
+        if co_view and id_init == "pca":
+            with torch.no_grad():
+                self.collab.weight.copy_(_with_padding_rows(torch.as_tensor(pca_table, dtype=torch.float32)))
+
+    # ------------------------------------------------------------------ item side
+    def semantic_vectors(self, ids: Tensor) -> Tensor:
+        """adapter(E_llm[ids]), computed once per distinct item."""
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        return self.adapter(self.semantic_table[unique])[inverse]
+
+    def item_vectors(self, ids: Tensor) -> Tensor:
+        parts = []
+        if self.co_view:
+            parts.append(self.collab(ids))
+        if self.se_view:
+            parts.append(self.semantic_vectors(ids))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
+    def all_item_vectors(self) -> Tensor:
+        parts = []
+        if self.co_view:
+            parts.append(self.collab.weight[: self.n_items + 1])
+        if self.se_view:
+            parts.append(self.adapter(self.semantic_table[: self.n_items + 1]))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
+    # ------------------------------------------------------------------ user side
+    def encode(self, inp: SeqInput) -> Tensor:
+        inp, added = self._maybe_leading_pad(self.encoder, inp)
+        mask = inp.mask
+        views = []
+        if self.co_view:
+            views.append(self.inputs(self.collab(inp.tokens), inp.positions))
+        if self.se_view:
+            views.append(self.inputs(self.semantic_vectors(inp.tokens), inp.positions))
+        if self.use_cross:
+            co, se = views
+            views = [self.llm2id(se, co, mask), self.id2llm(co, se, mask)]  # replace, no residual (official)
+        kwargs = self._encoder_kwargs(inp, shared_pad=not self.use_cross)
+        if len(views) == 2 and self.share_encoder:
+            stacked = self.encoder(
+                torch.cat(views, 0),
+                mask.repeat(2, 1),
+                **{k: (v.repeat(2) if isinstance(v, Tensor) else v) for k, v in kwargs.items()},
+            )
+            out = torch.cat(stacked.chunk(2, 0), -1)
+        elif len(views) == 2:
+            out = torch.cat([self.encoder(views[0], mask, **kwargs), self.encoder_se(views[1], mask, **kwargs)], -1)
+        else:
+            out = self.encoder(views[0], mask, **kwargs)
+        return out[:, 1:] if added else out
+
+
+def _with_padding_rows(table: Tensor) -> Tensor:
+    """Prepend a zero row (id 0, padding) and append one (id n+1, [MASK]), as the official models do."""
+    zero = table.new_zeros(1, table.shape[1])
+    return torch.cat([zero, table, zero], 0)

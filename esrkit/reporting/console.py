@@ -1,0 +1,36 @@
+"""A compact results table for the terminal: the paper's Table 1 columns for one or more runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GROUPS = (("overall", "Overall"), ("tail_item", "Tail item"), ("head_item", "Head item"),
+          ("tail_user", "Tail user"), ("head_user", "Head user"))
+
+
+def _value(entry: Any) -> tuple[float, float | None]:
+    if isinstance(entry, dict):
+        return entry["mean"], entry.get("std")
+    return float(entry), None
+
+
+def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int = 10) -> str:
+    """``rows``: (label, test metrics {group: {metric: value or {mean, std}}}) for one protocol."""
+    header = ["model"] + [f"{title} H@{k}" for _, title in GROUPS] + [f"{title} N@{k}" for _, title in GROUPS]
+    header = ["model"]
+    for _, title in GROUPS:
+        header += [f"{title} H@{k}", f"N@{k}"]
+    lines = [header]
+    for label, groups in rows:
+        line = [label]
+        for g, _ in GROUPS:
+            for m in (f"hr@{k}", f"ndcg@{k}"):
+                mean, std = _value(groups[g][m])
+                line.append(f"{mean:.4f}" + (f"±{std:.4f}" if std else ""))
+        lines.append(line)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    title = {"sampled": "paper protocol: target + 100 sampled negatives", "full": "full ranking over all items"}
+    out = [f"[{protocol}] {title.get(protocol, protocol)}", fmt(lines[0]), "  ".join("-" * w for w in widths)]
+    out += [fmt(r) for r in lines[1:]]
+    return "\n".join(out)

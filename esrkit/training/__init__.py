@@ -1,0 +1,1 @@
+"""Training: batches built on the device, objectives (ranking + self-distillation), the trainer, run directories."""

@@ -1,0 +1,205 @@
+"""Training and prediction batches, built with vectorised tensor ops on the training device.
+
+All sequences live on the device as one CSR pair (``items``, ``offsets``); a batch is gathered by index, so there
+is no per-sample Python loop and no DataLoader. Semantics follow the official generators exactly
+(``generators/data.py``):
+
+* ``seq2seq`` (SASRec): input = train[:-1] (last ``max_len``), target at each position = the next item, one
+  negative per position, uniform over [1, n_items] and never in the user's training sequence;
+* ``cloze`` (BERT4Rec): an epoch has 2 x users samples; sample s < U masks each training token with probability
+  ``mask_prob`` (80% [MASK], 10% random item, 10% unchanged), sample s >= U masks only the last training item;
+* ``last`` (GRU4Rec): input = train[:-1], target = train[-1], ``negatives`` distinct negatives;
+* teachers (self-distillation): a similar user's train[:-1], right-aligned, standard positions;
+* prediction: input = the evaluated prefix; BERT4Rec appends [MASK] and drops the oldest item at full length.
+
+Positions count 1..len from the oldest kept item (0 = padding); ``pad_count`` = ``max_len`` - len records the
+padding the official fixed-length layout would have had (the encoders use it to reproduce that computation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from esrkit.data.sequences import SequenceData
+from esrkit.models.base import SeqInput
+
+
+class DeviceSequences:
+    """Every user's full sequence on one device, with vectorised prefix gathering and negative sampling."""
+
+    def __init__(self, data: SequenceData, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.n_items = data.n_items
+        self.n_users = data.n_users
+        self.items = torch.as_tensor(data.items.astype(np.int64), device=self.device)
+        self.offsets = torch.as_tensor(data.offsets, device=self.device)
+        self.lengths_np = data.lengths().astype(np.int64)
+        self.offsets_np = data.offsets
+
+    # ------------------------------------------------------------------ gathering
+    def window(self, users: Tensor, prefix: np.ndarray | Tensor, keep: int, min_width: int = 1) -> Tensor:
+        """Right-aligned tokens (B, W): the last ``min(prefix, keep)`` items of each user's first ``prefix`` items."""
+        prefix_t = torch.as_tensor(prefix, device=self.device)
+        taken = prefix_t.clamp(min=0, max=keep)
+        width = max(min_width, int(taken.max().item()) if len(taken) else min_width)
+        col = torch.arange(width, device=self.device).unsqueeze(0)
+        lead = (width - taken).unsqueeze(1)
+        idx = self.offsets[users].unsqueeze(1) + prefix_t.unsqueeze(1) - taken.unsqueeze(1) + (col - lead)
+        valid = col >= lead
+        idx = torch.where(valid, idx, torch.zeros_like(idx))
+        return torch.where(valid, self.items[idx], torch.zeros_like(idx))
+
+    def train_lengths(self, users: np.ndarray) -> np.ndarray:
+        return self.lengths_np[users] - 2
+
+    # ------------------------------------------------------------------ negatives
+    def sample_negatives(
+        self, users: Tensor, shape: tuple[int, ...], exclude_prefix: np.ndarray | Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        """Uniform item ids in [1, n_items] that are not among each user's first ``exclude_prefix`` items.
+
+        ``shape`` is (B, ...). Rejection sampling, vectorised: candidates that hit the user's excluded items are
+        redrawn until none do (the official ``random_neq`` loop, batched).
+        """
+        excl = torch.as_tensor(exclude_prefix, device=self.device)
+        keys = self._user_item_keys(users, excl)
+        out = torch.randint(1, self.n_items + 1, shape, device=self.device, generator=generator)
+        rows = torch.arange(len(users), device=self.device).view(-1, *([1] * (len(shape) - 1))).expand(shape)
+        for _ in range(1000):
+            bad = _isin_sorted(rows * (self.n_items + 2) + out, keys)
+            n_bad = int(bad.sum().item())
+            if n_bad == 0:
+                return out
+            out[bad] = torch.randint(1, self.n_items + 1, (n_bad,), device=self.device, generator=generator)
+        raise RuntimeError("could not sample negatives: a user has interacted with (almost) every item")
+
+    def _user_item_keys(self, users: Tensor, prefix: Tensor) -> Tensor:
+        """Sorted keys row * (n_items + 2) + item for every item in each batch row's first ``prefix`` items."""
+        counts = prefix.clamp(min=0)
+        rows = torch.repeat_interleave(torch.arange(len(users), device=self.device), counts)
+        starts = torch.repeat_interleave(self.offsets[users], counts)
+        within = torch.arange(int(counts.sum().item()), device=self.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        items = self.items[starts + within]
+        return torch.sort(rows * (self.n_items + 2) + items).values
+
+
+def _isin_sorted(values: Tensor, sorted_keys: Tensor) -> Tensor:
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, values).clamp(max=sorted_keys.numel() - 1)
+    return sorted_keys[pos] == values
+
+
+def positions_of(tokens: Tensor) -> Tensor:
+    """1..len counted from the oldest real item; 0 at padding (right-aligned, contiguous sequences)."""
+    mask = (tokens != 0).long()
+    return torch.cumsum(mask, 1) * mask
+
+
+def make_input(tokens: Tensor, max_len: int) -> SeqInput:
+    lengths = (tokens != 0).sum(1)
+    return SeqInput(tokens, positions_of(tokens), max_len - lengths)
+
+
+# ---------------------------------------------------------------------------------------------- batches
+@dataclass
+class TrainBatch:
+    users: Tensor  # (B,) user rows (whose neighbours teach them)
+    inp: SeqInput  # the ranking-loss input (BERT4Rec: the masked tokens)
+    pos: Tensor  # seq2seq/cloze: (B, L) target per position (0 = no loss); last: (B,)
+    neg: Tensor  # (B, L, k) or (B, k)
+    users_np: np.ndarray | None = None  # the same rows on the host (avoids a device sync)
+
+
+def seq2seq_batch(seqs: DeviceSequences, users_np: np.ndarray, max_len: int, negatives: int, gen) -> TrainBatch:
+    users = torch.as_tensor(users_np, device=seqs.device)
+    train_len = seqs.train_lengths(users_np)
+    window = seqs.window(users, train_len, max_len + 1, min_width=2)  # train items, one extra for the shift
+    tokens, pos = window[:, :-1], window[:, 1:]
+    pos = pos * (tokens != 0)  # only real inputs have a target (a one-item training sequence has none)
+    neg = seqs.sample_negatives(users, (*pos.shape, negatives), train_len, gen)
+    neg = neg * (pos != 0).unsqueeze(-1)
+    return TrainBatch(users, make_input(tokens, max_len), pos, neg, users_np)
+
+
+def last_item_batch(seqs: DeviceSequences, users_np: np.ndarray, max_len: int, negatives: int, gen) -> TrainBatch:
+    users = torch.as_tensor(users_np, device=seqs.device)
+    train_len = seqs.train_lengths(users_np)
+    tokens = seqs.window(users, train_len - 1, max_len)
+    target = seqs.items[seqs.offsets[users] + torch.as_tensor(train_len - 1, device=seqs.device)]
+    neg = _distinct_negatives(seqs, users, negatives, train_len, gen)
+    return TrainBatch(users, make_input(tokens, max_len), target, neg, users_np)
+
+
+def _distinct_negatives(seqs: DeviceSequences, users: Tensor, k: int, exclude: np.ndarray, gen) -> Tensor:
+    neg = seqs.sample_negatives(users, (len(users), k), exclude, gen)
+    if k > 1:  # the official loop also excludes negatives already drawn for the same sample
+        for _ in range(100):
+            srt = torch.sort(neg, 1).values
+            dup = (srt[:, 1:] == srt[:, :-1]).any(1)
+            if not bool(dup.any()):
+                break
+            rows = torch.nonzero(dup).squeeze(1)
+            neg[rows] = seqs.sample_negatives(users[rows], (len(rows), k), exclude[rows.cpu().numpy()], gen)
+    return neg
+
+
+def cloze_batch(
+    seqs: DeviceSequences, samples_np: np.ndarray, max_len: int, mask_prob: float, negatives: int, gen
+) -> TrainBatch:
+    """``samples_np`` in [0, 2U): s < U random cloze masking of user s, s >= U masks user s-U's last item."""
+    n_users = seqs.n_users
+    users_np = samples_np % n_users
+    last_only = torch.as_tensor(samples_np >= n_users, device=seqs.device)
+    users = torch.as_tensor(users_np, device=seqs.device)
+    train_len = seqs.train_lengths(users_np)
+    tokens = seqs.window(users, train_len, max_len)
+    real = tokens != 0
+    dev = seqs.device
+    u = torch.rand(tokens.shape, device=dev, generator=gen)
+    masked = (u < mask_prob) & real
+    r = u / mask_prob  # the official reuse of the same uniform draw: <0.8 [MASK], <0.9 random item, else unchanged
+    random_items = torch.randint(1, seqs.n_items + 1, tokens.shape, device=dev, generator=gen)
+    replaced = torch.where(r < 0.8, torch.full_like(tokens, seqs.n_items + 1), torch.where(r < 0.9, random_items, tokens))
+    last_col = torch.zeros_like(masked)
+    last_col[:, -1] = True
+    masked = torch.where(last_only.unsqueeze(1), last_col & real, masked)
+    replaced = torch.where(last_only.unsqueeze(1), torch.full_like(tokens, seqs.n_items + 1), replaced)
+    new_tokens = torch.where(masked, replaced, tokens)
+    pos = torch.where(masked, tokens, torch.zeros_like(tokens))
+    neg = seqs.sample_negatives(users, (*tokens.shape, negatives), train_len, gen) * masked.unsqueeze(-1)
+    return TrainBatch(users, make_input(new_tokens, max_len), pos, neg, users_np)
+
+
+def teacher_input(seqs: DeviceSequences, users_np: np.ndarray, max_len: int) -> SeqInput:
+    """A (similar) user's train[:-1], the official ``_get_user_seq``."""
+    users = torch.as_tensor(users_np, device=seqs.device)
+    tokens = seqs.window(users, seqs.train_lengths(users_np) - 1, max_len)
+    return make_input(tokens, max_len)
+
+
+def prediction_input(
+    seqs: DeviceSequences, users_np: np.ndarray, split: str, max_len: int, objective: str, mask_token: int
+) -> SeqInput:
+    """The evaluated prefix (valid: seq[:-2], test: seq[:-1], next: the whole sequence, for recommending);
+    BERT4Rec appends [MASK]."""
+    users = torch.as_tensor(users_np, device=seqs.device)
+    held_out = {"valid": 2, "test": 1, "next": 0}
+    if split not in held_out:
+        raise ValueError(f"split must be one of {sorted(held_out)}, not {split!r}")
+    prefix = seqs.lengths_np[users_np] - held_out[split]
+    if objective != "cloze":
+        return make_input(seqs.window(users, prefix, max_len), max_len)
+    # official predict(): cat([last max_len items, MASK]) then drop the first column
+    tokens = seqs.window(users, prefix, max_len - 1)
+    full = torch.as_tensor(prefix >= max_len, device=seqs.device).unsqueeze(1)
+    tokens = torch.cat([tokens, torch.full_like(tokens[:, :1], mask_token)], 1)
+    positions = positions_of(tokens) + full.long() * (tokens != 0).long()  # full windows start at position 2
+    lengths = (tokens != 0).sum(1)
+    return SeqInput(tokens, positions, max_len - lengths)

@@ -1,0 +1,157 @@
+"""Training losses: each backbone's ranking loss, and LLM-ESR's retrieval-augmented self-distillation (SD).
+
+Ranking loss (official, all backbones): binary cross-entropy with logits on one positive and one negative,
+the positive and negative terms averaged separately over the scored positions and summed; ``loss="bpr"`` gives
+the paper's pairwise Eq. (6) instead. Scored positions: every real input position (seq2seq), the masked positions
+(cloze), the last position (last).
+
+SD (official ``--user_sim_func kd``): a *second* forward pass of the same input gives the student (last position);
+the N most similar users' train[:-1] sequences go through the same model in training mode (dropout on) with no
+gradient, their last positions are averaged into the teacher; ``nn.MSELoss`` (mean over batch x dims) between
+them, weighted by alpha. ``sd_loss="paper"`` uses Eq. (9) (squared L2 per user, averaged over users).
+
+Speed without changing results: sequences are split into a few length buckets so short sequences are not padded
+to the longest one in the batch (every sequence is encoded independently, so this is exact), and teachers run
+under ``torch.no_grad()`` (the official code builds their autograd graph and then detaches).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from esrkit.models.base import SeqInput
+from esrkit.models.recommender import SequentialRecommender
+from esrkit.training.batches import DeviceSequences, TrainBatch, teacher_input
+
+
+def length_buckets(lengths: np.ndarray, n_buckets: int, min_size: int = 16) -> list[np.ndarray]:
+    """Row groups of similar length (sorted), at most ``n_buckets``, none smaller than ``min_size`` rows."""
+    order = np.argsort(lengths, kind="stable")
+    if n_buckets <= 1 or len(order) < 2 * min_size:
+        return [order]
+    n = min(n_buckets, len(order) // min_size)
+    return [chunk for chunk in np.array_split(order, n) if len(chunk)]
+
+
+def encode_bucketed(model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray]) -> list[tuple[Tensor, Tensor]]:
+    """[(rows, encode(rows trimmed to their own longest sequence))] per bucket."""
+    lengths = inp.mask.sum(1)
+    out = []
+    for rows_np in buckets:
+        rows = torch.as_tensor(rows_np, device=inp.tokens.device)
+        sub = inp.rows(rows)
+        width = max(1, int(lengths[rows].max().item()))
+        out.append((rows, model.encode(sub.last_columns(width))))
+    return out
+
+
+def last_hidden_bucketed(model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray]) -> Tensor:
+    result = None
+    for rows, h in encode_bucketed(model, inp, buckets):
+        last = h[:, -1]
+        if result is None:
+            result = last.new_empty(inp.tokens.shape[0], last.shape[-1])
+        result[rows] = last
+    assert result is not None
+    return result
+
+
+def _pair_loss(pos_logits: Tensor, neg_logits: Tensor, kind: str) -> Tensor:
+    if pos_logits.numel() == 0:
+        return pos_logits.sum() * 0.0
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(
+            pos_logits, torch.ones_like(pos_logits)
+        ) + F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
+    if kind == "bpr":
+        return -F.logsigmoid(pos_logits.unsqueeze(-1) - neg_logits.view(pos_logits.shape[0], -1)).mean()
+    raise ValueError(f"loss must be 'bce' or 'bpr', not {kind!r}")
+
+
+def ranking_loss(
+    model: SequentialRecommender, batch: TrainBatch, kind: str = "bce", buckets: list[np.ndarray] | None = None
+) -> Tensor:
+    buckets = buckets or [np.arange(batch.inp.tokens.shape[0])]
+    pos_parts, neg_parts = [], []
+    for rows, h in encode_bucketed(model, batch.inp, buckets):
+        if model.objective == "last":
+            user = h[:, -1]  # (b, D)
+            pos = batch.pos[rows]
+            neg = batch.neg[rows]  # (b, k)
+            pos_parts.append((user * model.item_vectors(pos)).sum(-1))
+            neg_parts.append(torch.einsum("bd,bkd->bk", user, model.item_vectors(neg)).reshape(-1))
+            continue
+        width = h.shape[1]
+        pos = batch.pos[rows][:, -width:]
+        neg = batch.neg[rows][:, -width:]  # (b, w, k)
+        scored = pos != 0
+        hs = h[scored]  # (m, D)
+        pos_parts.append((hs * model.item_vectors(pos[scored])).sum(-1))
+        neg_parts.append(torch.einsum("md,mkd->mk", hs, model.item_vectors(neg[scored])).reshape(-1))
+    return _pair_loss(torch.cat(pos_parts), torch.cat(neg_parts), kind)
+
+
+class SelfDistillation:
+    """Retrieval-augmented SD. ``neighbours``: (n_users, >= N) 0-based user rows, most similar first."""
+
+    def __init__(
+        self,
+        seqs: DeviceSequences,
+        neighbours: np.ndarray,
+        n_similar: int = 10,
+        alpha: float = 0.1,
+        scale: str = "mse_mean",
+        max_len: int = 200,
+        refresh: str = "step",
+        buckets: int = 4,
+    ) -> None:
+        if neighbours.shape[0] != seqs.n_users:
+            raise ValueError(f"neighbour table has {neighbours.shape[0]} rows for {seqs.n_users} users")
+        if neighbours.shape[1] < n_similar:
+            raise ValueError(f"neighbour table keeps {neighbours.shape[1]} users per row; N = {n_similar} needed")
+        if scale not in ("mse_mean", "paper"):
+            raise ValueError(f"sd_loss must be 'mse_mean' or 'paper', not {scale!r}")
+        if refresh not in ("step", "epoch"):
+            raise ValueError(f"teacher_refresh must be 'step' or 'epoch', not {refresh!r}")
+        self.seqs, self.n, self.alpha, self.scale = seqs, n_similar, alpha, scale
+        self.neighbours = np.ascontiguousarray(neighbours[:, :n_similar]).astype(np.int64)
+        self.max_len, self.refresh, self.buckets = max_len, refresh, buckets
+        self._cache: Tensor | None = None
+
+    def teachers(self, model: SequentialRecommender, users: np.ndarray) -> Tensor:
+        """Mean last-position representation of each user's N similar users (no gradient)."""
+        sim = self.neighbours[users].reshape(-1)
+        if self.refresh == "epoch":
+            assert self._cache is not None, "call refresh_cache() at the start of each epoch"
+            rep = self._cache[torch.as_tensor(sim, device=self._cache.device)]
+        else:
+            with torch.no_grad():  # train mode (dropout on) as official, but no autograd graph
+                inp = teacher_input(self.seqs, sim, self.max_len)
+                lengths = np.minimum(self.seqs.train_lengths(sim) - 1, self.max_len)
+                rep = last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets))
+        return rep.view(len(users), self.n, -1).mean(1)
+
+    @torch.no_grad()
+    def refresh_cache(self, model: SequentialRecommender, batch_size: int = 1024) -> None:
+        """teacher_refresh="epoch": every user's teacher representation once per epoch, in eval mode."""
+        was = model.training
+        model.eval()
+        reps = []
+        for start in range(0, self.seqs.n_users, batch_size):
+            rows = np.arange(start, min(start + batch_size, self.seqs.n_users))
+            inp = teacher_input(self.seqs, rows, self.max_len)
+            lengths = np.minimum(self.seqs.train_lengths(rows) - 1, self.max_len)
+            reps.append(last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets)))
+        self._cache = torch.cat(reps)
+        model.train(was)
+
+    def loss(self, model: SequentialRecommender, batch: TrainBatch, buckets: list[np.ndarray]) -> Tensor:
+        student = last_hidden_bucketed(model, batch.inp, buckets)  # a second forward pass (new dropout)
+        users = batch.users_np if batch.users_np is not None else batch.users.cpu().numpy()
+        teacher = self.teachers(model, users)
+        if self.scale == "mse_mean":
+            return F.mse_loss(student, teacher)
+        return ((student - teacher) ** 2).sum(-1).mean()

@@ -1,0 +1,360 @@
+"""From a resolved RunConfig to trained, evaluated run directories: the library behind ``esrkit train``.
+
+Steps, each cached in the workdir by content so reruns and other seeds reuse them:
+
+1. data: a processed dataset directory, or prepared on the fly (synthetic catalogue or any reader);
+2. embeddings (only if the model needs them): explicit ``.npy`` files or a provider via the content-addressed
+   cache; PCA of the item embeddings to the collaborative size;
+3. similar users (only for LLM-ESR's self-distillation): an official-style ``.npy`` or built from the user
+   embeddings (exact or hnswlib), cached by the embedding fingerprint;
+4. per seed: model, trainer, validation every epoch, early stopping, test of the best checkpoint under both
+   protocols, results and per-user ranks written to ``<output_dir>/<name>/seed-<seed>/``;
+5. across seeds: ``summary.json`` with mean and std of every metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from esrkit.config import RunConfig
+from esrkit.data.sequences import SequenceData
+from esrkit.evaluation.evaluator import Evaluator
+from esrkit.models import ModelAssets, build_model, model_class
+from esrkit.resources import expand_path
+from esrkit.training import checkpoint as ckpt
+from esrkit.training.batches import DeviceSequences
+from esrkit.training.objectives import SelfDistillation
+from esrkit.training.rundir import RunDir, environment
+from esrkit.training.trainer import Trainer, TrainerOptions
+from esrkit.utils.io import atomic_write_json, fingerprint_array, load_npy, read_json, stable_json_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunInputs:
+    data: SequenceData
+    assets: ModelAssets
+    neighbours: np.ndarray | None = None
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- devices
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------- step 1: data
+def load_data(cfg: RunConfig) -> SequenceData:
+    d = cfg.data
+    if d.path:
+        return SequenceData.load(expand_path(d.path))
+    if not d.source:
+        raise ValueError("set data.path (a processed dataset) or data.source (synthetic or a reader name)")
+    key = stable_json_hash({"source": d.source, "inputs": d.inputs, "prepare": d.prepare, "synthetic": d.synthetic})[:16]
+    cached = Path(cfg.workdir) / "datasets" / f"{d.name or d.source}-{key}"
+    if (cached / "dataset.json").exists():
+        return SequenceData.load(cached)
+    if d.source == "synthetic":
+        from esrkit.data.synthetic import SyntheticOptions, generate
+
+        data = generate(SyntheticOptions(**d.synthetic))
+    else:
+        from esrkit.data.prepare import prepare_from_config
+
+        data = prepare_from_config(d)
+    data.save(cached, overwrite=True)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- step 2: embeddings
+def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], progress: bool = True) -> dict[str, Any]:
+    """{"items": array|None, "users": array|None, "meta": {...}} from explicit files or a provider."""
+    e = cfg.embedding
+    out: dict[str, Any] = {"items": None, "users": None, "meta": {}}
+    explicit = {"items": e.item_embeddings, "users": e.user_embeddings}
+    needed_from_provider = []
+    for part in parts:
+        if explicit[part]:
+            path = expand_path(explicit[part])
+            arr = load_npy(path).astype(np.float32, copy=False)
+            rows = data.n_items if part == "items" else data.n_users
+            if arr.ndim != 2 or arr.shape[0] != rows:
+                raise ValueError(f"{path}: expected ({rows}, d) {part} embeddings, got {arr.shape}")
+            out[part] = arr
+            out["meta"][part] = {"source": str(path), "fingerprint": fingerprint_array(arr)}
+        else:
+            needed_from_provider.append(part)
+    if needed_from_provider:
+        if e.provider in ("", "none"):
+            raise ValueError(f"the model needs {needed_from_provider} embeddings but embedding.provider is 'none'")
+        from esrkit.embedding.pipeline import embed_dataset
+        from esrkit.prompts import load_templates
+        from esrkit.providers import load_provider
+
+        what = "both" if len(needed_from_provider) == 2 else needed_from_provider[0]
+        result = embed_dataset(data, load_provider(e.provider, **e.options), load_templates(e.templates), what,
+                               workdir=cfg.workdir, progress=progress)
+        for part in needed_from_provider:
+            arr = getattr(result, part)
+            out[part] = np.asarray(arr, dtype=np.float32)
+            out["meta"][part] = {"source": str(result.directory), "provider": e.provider,
+                                 "templates": e.templates, "fingerprint": fingerprint_array(out[part])}
+    return out
+
+
+def pca_for(cfg: RunConfig, items: np.ndarray, dim: int) -> np.ndarray:
+    if cfg.embedding.pca_table:
+        table = load_npy(expand_path(cfg.embedding.pca_table)).astype(np.float32)
+        if table.shape != (items.shape[0], dim):
+            raise ValueError(f"{cfg.embedding.pca_table}: expected ({items.shape[0]}, {dim}), got {table.shape}")
+        return table
+    from esrkit.embedding.pca import pca_table
+
+    return pca_table(items, dim=dim)
+
+
+# ---------------------------------------------------------------------------------------------- step 3: neighbours
+def load_neighbours(cfg: RunConfig, data: SequenceData, users: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    from esrkit.index import NeighbourTable, neighbours_for_config
+
+    r = cfg.retrieval
+    if not r.neighbours and users is not None:
+        key = stable_json_hash({"users": fingerprint_array(users), "k": r.top_k, "method": r.method,
+                                "exact_below": r.exact_below, "m": r.hnsw_m, "efc": r.hnsw_ef_construction,
+                                "ef": r.hnsw_ef})[:16]
+        cached = Path(cfg.workdir) / "neighbours" / key
+        if (cached / "neighbours.json").exists() or any(cached.glob("*.json")):
+            try:
+                table = NeighbourTable.load(cached)
+                return table.first(r.n_similar), {"source": str(cached), **_nb_meta(table)}
+            except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt
+                log.warning("rebuilding the neighbour cache %s", cached)
+        table = neighbours_for_config(r, users, user_ids=data.user_ids)
+        table.save(cached, overwrite=True)
+        return table.first(r.n_similar), {"source": str(cached), **_nb_meta(table)}
+    table = neighbours_for_config(r, users, user_ids=data.user_ids)
+    return table.first(r.n_similar), {"source": r.neighbours or "built", **_nb_meta(table)}
+
+
+def _nb_meta(table) -> dict:
+    rows = np.asarray(table.rows)
+    return {"k": int(rows.shape[1]), "fingerprint": fingerprint_array(rows)}
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
+    t0 = time.perf_counter()
+    data = load_data(cfg)
+    timings = {"data_s": time.perf_counter() - t0}
+    cls = model_class(cfg.model.name)
+    need = cls.requirements(cfg.model)
+    distill = cls.uses_distillation and cfg.model.alpha > 0
+    parts = tuple(p for p, wanted in (("items", bool(need & {"llm_items", "pca"})), ("users", distill and not cfg.retrieval.neighbours)) if wanted)
+    fps: dict[str, Any] = {"data": data.fingerprint()}
+    assets = ModelAssets()
+    emb: dict[str, Any] = {"items": None, "users": None, "meta": {}}
+    if parts:
+        t0 = time.perf_counter()
+        emb = load_embeddings(cfg, data, parts, progress)
+        timings["embed_s"] = time.perf_counter() - t0
+        fps["embeddings"] = emb["meta"]
+    if "llm_items" in need or "pca" in need:
+        assets.llm_items = emb["items"]
+    if "pca" in need:
+        t0 = time.perf_counter()
+        dim = cfg.embedding.pca_dim or cfg.model.hidden
+        assets.pca_table = pca_for(cfg, emb["items"], dim)
+        timings["pca_s"] = time.perf_counter() - t0
+        fps["pca"] = fingerprint_array(assets.pca_table)
+    neighbours = None
+    if distill:
+        t0 = time.perf_counter()
+        neighbours, meta = load_neighbours(cfg, data, emb["users"])
+        timings["retrieval_s"] = time.perf_counter() - t0
+        fps["neighbours"] = meta
+    return RunInputs(data, assets, neighbours, fps, timings)
+
+
+# ---------------------------------------------------------------------------------------------- one seed
+def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: int) -> tuple[Evaluator, Evaluator]:
+    d, e = cfg.data, cfg.eval
+    kw = dict(max_len=d.max_len, negatives=e.negatives, seed=seed, ks=tuple(e.ks), ties=e.ties,
+              exclude_history=e.exclude_history, batch_size=e.batch_size, ts_user=d.ts_user, ts_item=d.ts_item,
+              group_rule=d.group_rule)
+    valid = Evaluator(data, "valid", seqs, resample_negatives=e.validation_negatives == "resample", **kw)
+    test = Evaluator(data, "test", seqs, **kw)
+    return valid, test
+
+
+def trainer_options(cfg: RunConfig, seed: int, device: torch.device) -> TrainerOptions:
+    t = cfg.train
+    return TrainerOptions(
+        lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs, patience=t.patience,
+        seed=seed, negatives=t.negatives, loss=cfg.model.loss, mask_prob=cfg.model.mask_prob, max_len=cfg.data.max_len,
+        buckets=t.buckets if t.buckets else (2 if device.type == "cuda" else 4),
+        max_batches_per_epoch=t.max_batches_per_epoch, watch=t.watch.lower(), watch_protocol=cfg.eval.valid_protocol,
+    )
+
+
+def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume: bool = False,
+             progress: bool = True) -> dict[str, Any]:
+    device = resolve_device(cfg.train.device)
+    rd = RunDir(run_dir)
+    if resume and (rd.path / "results.json").exists():
+        log.info("%s is finished; skipping", rd.path)
+        return rd.results()
+    config = cfg.to_dict()
+    config["train"]["seed"] = seed
+    provenance = {"environment": environment(), "device": str(device), "fingerprints": inputs.fingerprints,
+                  "preparation_seconds": inputs.timings}
+    rd.create(config, provenance, resume=resume)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    data = inputs.data
+    seqs = DeviceSequences(data, device)
+    model = build_model(cfg.model, data.n_items, cfg.data.max_len, inputs.assets).to(device)
+    model.setup(data)
+    sd = None
+    if model.uses_distillation and cfg.model.alpha > 0:
+        assert inputs.neighbours is not None
+        sd = SelfDistillation(seqs, inputs.neighbours, cfg.retrieval.n_similar, cfg.model.alpha, cfg.model.sd_loss,
+                              cfg.data.max_len, cfg.model.teacher_refresh)
+    valid_eval, test_eval = evaluators(cfg, data, seqs, seed)
+    protocols = tuple(dict.fromkeys([cfg.eval.valid_protocol]))
+
+    def validate(m, epoch):
+        return valid_eval.evaluate(m, protocols).metrics
+
+    opts = trainer_options(cfg, seed, device)
+    if not model.trainable:  # nothing to learn: evaluate once (e.g. the popularity baseline)
+        opts.epochs = 0
+    trainer = Trainer(model, seqs, opts, validate, rd, sd, progress=progress)
+    t0 = time.perf_counter()
+    state = trainer.fit(resume=resume)
+    train_seconds = time.perf_counter() - t0
+    if rd.best.exists():
+        ckpt.load_model(rd.best, model)
+    t0 = time.perf_counter()
+    test = test_eval.evaluate(model, cfg.eval.protocols)
+    valid = valid_eval.evaluate(model, cfg.eval.protocols)
+    eval_seconds = time.perf_counter() - t0
+    epochs = [h for h in state.history]
+    results = {
+        "name": cfg.name,
+        "seed": seed,
+        "model": cfg.model.name,
+        "backbone": cfg.model.backbone,
+        "best_epoch": state.best_epoch,
+        "best_valid_score": state.best_score,
+        "watch": f"{cfg.eval.valid_protocol}:{opts.watch}",
+        "epochs_run": state.epoch,
+        "test": test.metrics,
+        "valid": valid.metrics,
+        "protocols": {"sampled": f"target + {cfg.eval.negatives} uniform negatives (paper protocol)",
+                      "full": "all items, input history excluded"},
+        "seconds": {"train": train_seconds, "final_eval": eval_seconds,
+                    "per_epoch_train": float(np.mean([h["train_seconds"] for h in epochs])) if epochs else None,
+                    **inputs.timings},
+        "device": str(device),
+    }
+    ranks = {f"test_{p}": r for p, r in test.ranks.items()} | {f"valid_{p}": r for p, r in valid.ranks.items()}
+    rd.save_results(results, ranks)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- seeds
+def run_dir_for(cfg: RunConfig, seed: int) -> Path:
+    return Path(cfg.output_dir) / cfg.name / f"seed-{seed}"
+
+
+def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    seeds = seeds or [cfg.train.seed]
+    inputs = prepare_inputs(cfg, progress)
+    per_seed = [run_seed(cfg, inputs, s, run_dir_for(cfg, s), resume=resume, progress=progress) for s in seeds]
+    summary = summarise(per_seed)
+    atomic_write_json(Path(cfg.output_dir) / cfg.name / "summary.json", summary)
+    return summary
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample std over seeds of every test metric, per protocol and group."""
+    out: dict[str, Any] = {"name": results[0]["name"], "seeds": [r["seed"] for r in results],
+                           "model": results[0]["model"], "backbone": results[0]["backbone"], "test": {}}
+    for protocol, groups in results[0]["test"].items():
+        out["test"][protocol] = {}
+        for group, metrics in groups.items():
+            out["test"][protocol][group] = {}
+            for metric in metrics:
+                vals = np.array([r["test"][protocol][group][metric] for r in results], dtype=float)
+                out["test"][protocol][group][metric] = {
+                    "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                    "values": vals.tolist()}
+    out["best_epochs"] = [r["best_epoch"] for r in results]
+    out["best_valid_scores"] = [r["best_valid_score"] for r in results]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- reuse a run
+@dataclass
+class LoadedRun:
+    cfg: RunConfig
+    inputs: RunInputs
+    model: Any
+    seqs: DeviceSequences
+    run_dir: RunDir
+
+
+def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = False) -> LoadedRun:
+    """Rebuild a trained model from its run directory (config + best checkpoint); no LLM call is made when the
+    embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error."""
+    from esrkit.config import config_from_dict
+
+    rd = RunDir(run_dir)
+    if not (rd.path / "config.json").exists():
+        raise FileNotFoundError(f"{rd.path} is not an esrkit run directory (no config.json)")
+    cfg = config_from_dict(rd.config())
+    if not need_neighbours:
+        cfg.model.alpha = 0.0 if model_class(cfg.model.name).uses_distillation else cfg.model.alpha
+    inputs = prepare_inputs(cfg)
+    recorded = read_json(rd.path / "provenance.json").get("fingerprints", {})
+    if recorded.get("data") and recorded["data"] != inputs.fingerprints["data"]:
+        raise ValueError(f"{rd.path}: the dataset changed since training (fingerprint mismatch)")
+    dev = resolve_device(device)
+    model = build_model(cfg.model, inputs.data.n_items, cfg.data.max_len, inputs.assets).to(dev)
+    path = rd.best if rd.best.exists() else rd.last
+    if path == rd.last:
+        raise FileNotFoundError(f"{rd.path} has no best checkpoint yet")
+    ckpt.load_model(path, model)
+    model.eval()
+    return LoadedRun(cfg, inputs, model, DeviceSequences(inputs.data, dev), rd)
+
+
+@torch.no_grad()
+def recommend(run: LoadedRun, user_row: int, k: int = 10, exclude_history: bool = True) -> list[tuple[int, float]]:
+    """Top-k item ids for the next interaction after the user's whole known sequence (scored from cached tables)."""
+    from esrkit.training.batches import prediction_input
+
+    data, model = run.inputs.data, run.model
+    inp = prediction_input(run.seqs, np.array([user_row]), "next", run.cfg.data.max_len, model.objective,
+                           model.mask_token)
+    user = model.last_hidden(inp)[0]
+    scores = model.all_item_vectors() @ user
+    scores[0] = float("-inf")
+    if exclude_history:
+        scores[torch.as_tensor(data.sequence(user_row).astype(np.int64), device=scores.device)] = float("-inf")
+    top = torch.topk(scores, min(k, data.n_items))
+    return [(int(i), float(s)) for i, s in zip(top.indices.tolist(), top.values.tolist())]

@@ -1,0 +1,111 @@
+"""Run directories: everything needed to tell what produced a number.
+
+``<output_dir>/<name>/seed-<seed>/`` holds ``config.json`` (the resolved RunConfig), ``provenance.json``
+(versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per epoch),
+``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors`` (resumable), ``results.json`` (test and
+validation metrics under both protocols and every group) and ``ranks/*.npy`` (per-user ranks for significance
+tests).
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import esrkit
+from esrkit.utils.io import atomic_save_npy, atomic_write_json, read_json
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions = {"python": sys.version.split()[0], "esrkit": esrkit.__version__, "torch": torch.__version__,
+                "numpy": np.__version__}
+    for mod in ("transformers", "sentence_transformers", "hnswlib", "sklearn", "openai"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional
+            pass
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(esrkit.__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.safetensors"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> "RunDir":
+        if (self.path / "config.json").exists() and not resume:
+            if (self.path / "results.json").exists():
+                raise FileExistsError(f"{self.path} holds a finished run; choose another --name or --output-dir")
+            raise FileExistsError(f"{self.path} holds an unfinished run; pass --resume to continue it")
+        if resume and (self.path / "config.json").exists():
+            old = read_json(self.path / "config.json")
+            if _strip_volatile(old) != _strip_volatile(config):
+                raise ValueError(f"{self.path}: --resume with a different configuration; start a new run instead")
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / "config.json", config)
+        atomic_write_json(self.path / "provenance.json", provenance)
+        return self
+
+    def save_results(self, results: dict[str, Any], ranks: dict[str, np.ndarray]) -> None:
+        for name, arr in ranks.items():
+            atomic_save_npy(self.path / "ranks" / f"{name}.npy", arr.astype(np.int32))
+        atomic_write_json(self.path / "results.json", results)
+
+    def results(self) -> dict[str, Any]:
+        return read_json(self.path / "results.json")
+
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / "config.json")
+
+
+def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg = dict(cfg)
+    cfg.pop("output_dir", None)
+    train = dict(cfg.get("train", {}))
+    train.pop("epochs", None)  # extending a run's epoch budget is allowed on resume
+    train.pop("device", None)
+    cfg["train"] = train
+    return cfg

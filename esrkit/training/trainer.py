@@ -1,0 +1,245 @@
+"""The training loop: Adam, early stopping on a validation metric, resumable checkpoints.
+
+Official schedule (``trainers/trainer.py``): Adam (lr 1e-3, no weight decay, no LR decay), batch 128, up to 200
+epochs, validation every epoch, early stopping when validation N@10 has not *strictly* improved for ``patience``
+(20) epochs; the best-validation checkpoint is tested once at the end.
+
+Reproducibility: the sample order and all sampling (negatives, cloze masks) of epoch ``e`` come from generators
+seeded by (seed, e); dropout uses the global torch RNG, whose state is saved with every ``last`` checkpoint. A run
+interrupted at any point and resumed with ``resume=True`` continues from the last finished epoch and reaches the
+same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from esrkit.models.recommender import SequentialRecommender
+from esrkit.training import checkpoint as ckpt
+from esrkit.training.batches import DeviceSequences, TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
+from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss
+from esrkit.training.rundir import RunDir
+from esrkit.utils.io import append_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerOptions:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 20
+    seed: int = 42
+    negatives: int = 1
+    loss: str = "bce"
+    mask_prob: float = 0.6
+    max_len: int = 200
+    buckets: int = 4  # length buckets per batch (exact; fewer on GPUs, where launches cost more than padding)
+    max_batches_per_epoch: int = 0
+    watch: str = "ndcg@10"
+    watch_protocol: str = "sampled"
+
+
+@dataclass
+class StepContext:
+    """What model hooks (``training_loss``, ``auxiliary_loss``, ``on_epoch_start``) may use."""
+
+    trainer: "Trainer"
+    epoch: int
+    buckets: list[np.ndarray] | None = None
+    generator: torch.Generator | None = None
+
+    @property
+    def seqs(self) -> DeviceSequences:
+        return self.trainer.seqs
+
+    @property
+    def options(self) -> "TrainerOptions":
+        return self.trainer.opt_cfg
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # next epoch to run
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: SequentialRecommender,
+        seqs: DeviceSequences,
+        options: TrainerOptions,
+        validate: Callable[[SequentialRecommender, int], dict[str, Any]],
+        run_dir: RunDir | None = None,
+        distillation: SelfDistillation | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model, self.seqs, self.opt_cfg = model, seqs, options
+        self.validate, self.run_dir, self.sd, self.progress = validate, run_dir, distillation, progress
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params or [torch.zeros(1, requires_grad=True)], lr=options.lr,
+                                          weight_decay=options.weight_decay)
+        self.state = TrainState()
+        self.n_users = seqs.n_users
+        self.n_samples = 2 * self.n_users if model.objective == "cloze" else self.n_users
+
+    # ------------------------------------------------------------------ one step
+    def make_batch(self, rows: np.ndarray, gen: torch.Generator) -> TrainBatch:
+        o, obj = self.opt_cfg, self.model.objective
+        if obj == "seq2seq":
+            return seq2seq_batch(self.seqs, rows, o.max_len, o.negatives, gen)
+        if obj == "last":
+            return last_item_batch(self.seqs, rows, o.max_len, o.negatives, gen)
+        if obj == "cloze":
+            return cloze_batch(self.seqs, rows, o.max_len, o.mask_prob, o.negatives, gen)
+        raise ValueError(f"unknown objective {obj!r}")
+
+    def input_lengths(self, rows: np.ndarray) -> np.ndarray:
+        users = rows % self.n_users
+        train = self.seqs.train_lengths(users)
+        return np.minimum(train if self.model.objective == "cloze" else train - 1, self.opt_cfg.max_len)
+
+    def losses(self, batch: TrainBatch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        custom = self.model.training_loss(batch, ctx)
+        if custom is not None:
+            return custom
+        rank = ranking_loss(self.model, batch, self.opt_cfg.loss, ctx.buckets)
+        parts = {"loss": rank, "rank": rank}
+        if self.sd is not None and self.sd.alpha > 0:
+            sd = self.sd.loss(self.model, batch, ctx.buckets)
+            parts["loss"] = parts["loss"] + self.sd.alpha * sd
+            parts["sd"] = sd
+        extra = self.model.auxiliary_loss(batch, ctx)
+        if extra is not None:
+            parts["loss"] = parts["loss"] + extra
+            parts["aux"] = extra
+        return parts
+
+    def step(self, rows: np.ndarray, gen: torch.Generator, epoch: int = 0) -> dict[str, float]:
+        batch = self.make_batch(rows, gen)
+        buckets = length_buckets(self.input_lengths(rows), self.opt_cfg.buckets)
+        parts = self.losses(batch, StepContext(self, epoch, buckets, gen))
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in parts.items()}
+
+    # ------------------------------------------------------------------ epochs
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.opt_cfg.seed, epoch]).permutation(self.n_samples)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        gen = torch.Generator(device=self.seqs.device).manual_seed(int(self.opt_cfg.seed * 100_003 + epoch))
+        self.model.on_epoch_start(StepContext(self, epoch, None, gen))
+        if self.sd is not None and self.sd.refresh == "epoch" and self.sd.alpha > 0:
+            self.sd.refresh_cache(self.model)
+        order = self.epoch_order(epoch)
+        bs = self.opt_cfg.batch_size
+        n_batches = math.ceil(len(order) / bs)
+        if self.opt_cfg.max_batches_per_epoch:
+            n_batches = min(n_batches, self.opt_cfg.max_batches_per_epoch)
+        totals: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = _progress(n_batches, f"epoch {epoch}", self.progress)
+        for b in range(n_batches):
+            out = self.step(order[b * bs : (b + 1) * bs], gen, epoch)
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + v
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{totals['loss'] / (b + 1):.4f}")
+        if bar is not None:
+            bar.close()
+        stats = {k: v / max(n_batches, 1) for k, v in totals.items()}
+        stats["train_seconds"] = time.perf_counter() - start
+        stats["batches"] = n_batches
+        return stats
+
+    def fit(self, resume: bool = False) -> TrainState:
+        o = self.opt_cfg
+        if resume and self.run_dir is not None and self.run_dir.last.exists():
+            self._resume()
+        else:
+            torch.manual_seed(o.seed)
+        while self.state.epoch < o.epochs and not self.state.stopped:
+            epoch = self.state.epoch
+            stats = self.train_epoch(epoch)
+            t0 = time.perf_counter()
+            valid = self.validate(self.model, epoch)
+            stats["valid_seconds"] = time.perf_counter() - t0
+            score = valid[o.watch_protocol]["overall"][o.watch]
+            self._update_stopper(epoch, score)
+            record = {"epoch": epoch, **stats, "valid": valid, "score": score, "best_epoch": self.state.best_epoch}
+            self.state.history.append(_compact(record))
+            self.state.epoch = epoch + 1
+            self._checkpoint(record)
+            log.info("epoch %d loss %.4f valid %s %.4f (best %.4f @ %d)", epoch, stats["loss"], o.watch, score,
+                     self.state.best_score, self.state.best_epoch)
+        return self.state
+
+    def _update_stopper(self, epoch: int, score: float) -> None:
+        s = self.state
+        if score > s.best_score:
+            s.best_score, s.best_epoch, s.bad_epochs = score, epoch, 0
+            if self.run_dir is not None:
+                ckpt.save_model(self.run_dir.best, self.model, {"epoch": epoch, "score": score})
+        else:
+            s.bad_epochs += 1
+            if s.bad_epochs >= self.opt_cfg.patience:
+                s.stopped = True
+
+    def _checkpoint(self, record: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        append_jsonl(self.run_dir.metrics, record)
+        ckpt.save_training_state(self.run_dir.last, self.model, self.optimizer, self._state_dict())
+
+    def _state_dict(self) -> dict[str, Any]:
+        s = self.state
+        return {"epoch": s.epoch, "best_score": s.best_score, "best_epoch": s.best_epoch,
+                "bad_epochs": s.bad_epochs, "stopped": s.stopped}
+
+    def _resume(self) -> None:
+        assert self.run_dir is not None
+        meta = ckpt.load_training_state(self.run_dir.last, self.model, self.optimizer)
+        s = self.state
+        s.epoch, s.best_score, s.best_epoch = meta["epoch"], meta["best_score"], meta["best_epoch"]
+        s.bad_epochs, s.stopped = meta["bad_epochs"], meta["stopped"]
+        # keep metrics.jsonl consistent with the checkpoint: drop lines of epochs that did not finish
+        if self.run_dir.metrics.exists():
+            rows = [r for r in read_jsonl(self.run_dir.metrics) if r["epoch"] < s.epoch]
+            s.history = [_compact(r) for r in rows]
+            from esrkit.utils.io import atomic_write_text
+            import json
+
+            atomic_write_text(self.run_dir.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+        log.info("resumed at epoch %d (best %.4f @ %d)", s.epoch, s.best_score, s.best_epoch)
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    """Keep the history small: overall validation metrics only."""
+    valid = {p: {"overall": g["overall"]} for p, g in record.get("valid", {}).items()}
+    return {**{k: v for k, v in record.items() if k != "valid"}, "valid": valid}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

@@ -1,0 +1,90 @@
+"""Both protocols on a toy model whose scores are known, groups, and the official negative sampling rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from esrkit.data.sequences import SequenceData
+from esrkit.evaluation.evaluator import Evaluator
+from esrkit.evaluation.negatives import sample_eval_negatives
+from esrkit.models.base import SeqInput
+from esrkit.models.recommender import SequentialRecommender
+from esrkit.training.batches import DeviceSequences
+
+
+class FixedScores(SequentialRecommender):
+    """Every user scores item i with ``item_scores[i]``."""
+
+    def __init__(self, item_scores: list[float]) -> None:
+        super().__init__(len(item_scores) - 1, "sasrec", 200, False)
+        self.table = nn.Parameter(torch.tensor(item_scores).unsqueeze(1))
+
+    def encode(self, inp: SeqInput) -> torch.Tensor:
+        return torch.ones(*inp.tokens.shape, 1)
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table[ids]
+
+
+def _data() -> SequenceData:
+    seqs = [[1, 2, 3, 4], [5, 6, 7], [2, 9, 8, 10, 1]]
+    return SequenceData.from_sequences(seqs, n_items=10)
+
+
+def test_full_ranking_excludes_history_but_never_the_target() -> None:
+    data = _data()
+    # item i scores i: item 10 is best
+    model = FixedScores([0.0] + [float(i) for i in range(1, 11)])
+    ev = Evaluator(data, "test", DeviceSequences(data), negatives=3, exclude_history=True)
+    ranks = ev.evaluate(model, ("full",)).ranks["full"]
+    # user 0: target 4, history {1,2,3}: items above 4 = 5..10 -> rank 6
+    # user 1: target 7, history {5,6}: above 7 = 8,9,10 -> 3
+    # user 2: target 1, history {2,9,8,10}: above 1 = 3,4,5,6,7 -> 5
+    assert ranks.tolist() == [6, 3, 5]
+    ev2 = Evaluator(data, "test", DeviceSequences(data), negatives=3, exclude_history=False)
+    assert ev2.evaluate(model, ("full",)).ranks["full"].tolist() == [6, 3, 9]
+
+
+def test_valid_split_targets_and_sampled_protocol() -> None:
+    data = _data()
+    model = FixedScores([0.0] + [float(i) for i in range(1, 11)])
+    ev = Evaluator(data, "valid", DeviceSequences(data), negatives=3, seed=1)
+    assert ev.targets.tolist() == [3, 6, 10]
+    res = ev.evaluate(model, ("sampled",))
+    negs = ev.negatives()
+    expected = [(negs[u] > t).sum() for u, t in enumerate(ev.targets)]
+    assert res.ranks["sampled"].tolist() == expected
+    assert set(res.metrics["sampled"]) >= {"overall", "tail_item", "head_user", "user_1-4", "item_100+"}
+
+
+def test_eval_negatives_follow_the_official_rules() -> None:
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, 300, size=int(n)).tolist() for n in rng.integers(3, 60, size=200)]
+    data = SequenceData.from_sequences(seqs, n_items=300)
+    for split in ("valid", "test"):
+        negs = sample_eval_negatives(data, split, 100, seed=7)
+        assert negs.shape == (200, 100)
+        for u in range(data.n_users):
+            seq = data.sequence(u)
+            excluded = set((seq[:-1] if split == "valid" else seq).tolist())
+            row = negs[u].tolist()
+            assert len(set(row)) == 100 and not excluded & set(row)
+            assert min(row) >= 1 and max(row) <= 300
+    again = sample_eval_negatives(data, "test", 100, seed=7)
+    assert (again == sample_eval_negatives(data, "test", 100, seed=7)).all()
+    assert not (sample_eval_negatives(data, "test", 100, seed=8) == again).all()
+    # validation may draw the held-out test item (the official code does not exclude it)
+    test_items = data.targets("test")
+    v = sample_eval_negatives(data, "valid", 100, seed=7)
+    allowed = [t for u, t in enumerate(test_items) if t not in data.sequence(u)[:-1]]
+    assert allowed and any(test_items[u] in v[u] for u in range(200))
+
+
+def test_uniformity_of_eval_negatives() -> None:
+    data = SequenceData.from_sequences([[1, 2, 3]] * 400, n_items=103)
+    negs = sample_eval_negatives(data, "test", 100, seed=0)
+    counts = np.bincount(negs.ravel(), minlength=104)
+    assert counts[1:4].sum() == 0
+    assert counts[4:].min() > 0.9 * counts[4:].mean()  # 100 of the 100 allowed items: every one, every time

@@ -1,0 +1,236 @@
+"""The trimmed, variable-length computation equals the official fixed-length (max_len) computation.
+
+The references below re-implement the official forward passes independently — padded to max_len, attention
+through torch.nn.MultiheadAttention with no key mask, the GRU run over every padding step — using the weights of
+the esrkit model under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esrkit.models import MODELS, SeqInput
+from esrkit.models.sasrec import PaddedSelfAttention, SASRecEncoder
+from esrkit.training.batches import make_input
+
+MAX_LEN = 24
+
+
+def _random_sequences(rng: np.random.Generator, n_items: int, lengths: list[int]) -> list[list[int]]:
+    return [rng.integers(1, n_items + 1, size=n).tolist() for n in lengths]
+
+
+def _right_aligned(seqs: list[list[int]], width: int) -> torch.Tensor:
+    out = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        s = s[-width:]
+        if s:
+            out[r, -len(s):] = torch.tensor(s)
+    return out
+
+
+def _official_positions(tokens: torch.Tensor) -> torch.Tensor:
+    mask = (tokens != 0).long()
+    return torch.cumsum(mask, 1) * mask
+
+
+def _mha_from(attn: PaddedSelfAttention, hidden: int, heads: int) -> nn.MultiheadAttention:
+    mha = nn.MultiheadAttention(hidden, heads, dropout=0.0)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(attn.in_proj_weight)
+        mha.in_proj_bias.copy_(attn.in_proj_bias)
+        mha.out_proj.weight.copy_(attn.out_proj.weight)
+        mha.out_proj.bias.copy_(attn.out_proj.bias)
+    return mha.eval()
+
+
+def official_sasrec_backbone(enc: SASRecEncoder, seqs: torch.Tensor, log_seqs: torch.Tensor, heads: int) -> torch.Tensor:
+    """``SASRecBackbone.forward`` of the official code (eval mode), on max_len-padded input."""
+    timeline_mask = (log_seqs == 0).unsqueeze(-1)
+    seqs = seqs * ~timeline_mask
+    for i in range(len(enc.attentions)):
+        mha = _mha_from(enc.attentions[i], enc.hidden, heads)
+        s = seqs.transpose(0, 1)
+        q = enc.attention_norms[i](s)
+        out, _ = mha(q, s, s)
+        s = q + out
+        seqs = s.transpose(0, 1)
+        seqs = enc.ffn_norms[i](seqs)
+        seqs = enc.ffns[i](seqs)
+        seqs = seqs * ~timeline_mask
+    return enc.final_norm(seqs)
+
+
+def official_cross_attention(ca, x, y, log_seqs):
+    B, L, d = x.shape
+    H, dh = ca.heads, ca.head_dim
+    q = ca.q(x).view(B, L, H, dh).transpose(1, 2)
+    k = ca.k(y).view(B, L, H, dh).transpose(1, 2)
+    v = ca.v(y).view(B, L, H, dh).transpose(1, 2)
+    mask = (log_seqs == 0).unsqueeze(1).repeat(1, L, 1).unsqueeze(1)
+    att = torch.matmul(q, k.transpose(-1, -2)).masked_fill(mask, -1e9)
+    att = torch.softmax(att / math.sqrt(dh), -1) @ v
+    return ca.out(att.transpose(1, 2).reshape(B, L, d))
+
+
+def official_llmesr_log2feats(model, log_seqs: torch.Tensor) -> torch.Tensor:
+    """``DualLLMSASRec.log2feats`` / ``DualLLMGRU4Rec.log2feats`` (eval mode) at full max_len."""
+    positions = _official_positions(log_seqs)
+    id_seqs = model.collab(log_seqs)
+    llm_seqs = model.adapter.layers[1](model.adapter.layers[0](model.semantic_table[log_seqs]))
+    if model.input_style == "transformer":
+        scale = math.sqrt(model.hidden)  # official: embedding_dim ** 0.5
+        id_seqs = id_seqs * scale + model.inputs.positions(positions)
+        llm_seqs = llm_seqs * scale + model.inputs.positions(positions)
+    cross_id = official_cross_attention(model.llm2id, llm_seqs, id_seqs, log_seqs)
+    cross_llm = official_cross_attention(model.id2llm, id_seqs, llm_seqs, log_seqs)
+    if model.input_style == "transformer":
+        f = lambda s: official_sasrec_backbone(model.encoder, s, log_seqs, 1)  # noqa: E731
+    else:
+        f = lambda s: model.encoder.gru(s)[0]  # noqa: E731
+    return torch.cat([f(cross_id), f(cross_llm)], -1)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sasrec_encoder_matches_padded_official(causal: bool) -> None:
+    torch.manual_seed(0)
+    enc = SASRecEncoder(16, layers=2, heads=1, dropout=0.5, causal=causal).eval()
+    seqs = _random_sequences(np.random.default_rng(1), 50, [1, 3, 7, 12, 0, 5])
+    full = _right_aligned(seqs, MAX_LEN)
+    x_full = torch.randn(len(seqs), MAX_LEN, 16)
+    trimmed_width = max(len(s) for s in seqs)
+    inp = make_input(full[:, -trimmed_width:], MAX_LEN)
+    ours = enc(x_full[:, -trimmed_width:], inp.mask, pad_count=inp.pad_count)
+    if causal:  # the official causal variant: attn_mask over all max_len slots
+        ref = _official_causal(enc, x_full, full)
+    else:
+        ref = official_sasrec_backbone(enc, x_full, full, 1)
+    torch.testing.assert_close(ours[:, -1], ref[:, -1], atol=2e-5, rtol=1e-4)
+    real = inp.mask
+    torch.testing.assert_close(ours[real], ref[:, -trimmed_width:][real], atol=2e-5, rtol=1e-4)
+
+
+def _official_causal(enc, seqs, log_seqs):
+    timeline_mask = (log_seqs == 0).unsqueeze(-1)
+    seqs = seqs * ~timeline_mask
+    L = seqs.shape[1]
+    attn_mask = ~torch.tril(torch.ones(L, L, dtype=torch.bool))
+    for i in range(len(enc.attentions)):
+        mha = _mha_from(enc.attentions[i], enc.hidden, 1)
+        s = seqs.transpose(0, 1)
+        q = enc.attention_norms[i](s)
+        out, _ = mha(q, s, s, attn_mask=attn_mask)
+        seqs = (q + out).transpose(0, 1)
+        seqs = enc.ffns[i](enc.ffn_norms[i](seqs)) * ~timeline_mask
+    return enc.final_norm(seqs)
+
+
+def test_without_emulation_padding_is_ignored() -> None:
+    torch.manual_seed(0)
+    enc = SASRecEncoder(8, layers=1).eval()
+    x = torch.randn(1, 5, 8)
+    mask = torch.tensor([[False, False, True, True, True]])
+    a = enc(x, mask)
+    b = enc(x[:, 2:], mask[:, 2:])
+    torch.testing.assert_close(a[:, -1], b[:, -1])
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+def test_llmesr_trimmed_equals_official_full_length(backbone: str) -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n_items, d_llm, hidden = 40, 32, 8
+    llm = rng.normal(size=(n_items, d_llm)).astype(np.float32)
+    pca = rng.normal(size=(n_items, hidden)).astype(np.float32)
+    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN).eval()
+    seqs = _random_sequences(rng, n_items, [2, 9, 4, 0, 17, 1])
+    full = _right_aligned(seqs, MAX_LEN)
+    with torch.no_grad():
+        ref = official_llmesr_log2feats(model, full)[:, -1]
+        width = max(len(s) for s in seqs)
+        ours = model.last_hidden(make_input(full[:, -width:], MAX_LEN))
+    torch.testing.assert_close(ours, ref, atol=3e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec", "gru4rec"])
+def test_id_model_trimmed_equals_full_length(backbone: str) -> None:
+    """Trimming to any width >= the longest sequence gives the same representation (padding emulation)."""
+    torch.manual_seed(0)
+    model = MODELS.get("id")(30, backbone=backbone, hidden=8, max_len=MAX_LEN).eval()
+    seqs = _random_sequences(np.random.default_rng(3), 30, [3, 1, 8, 0])
+    full = _right_aligned(seqs, MAX_LEN)
+    with torch.no_grad():
+        a = model.last_hidden(make_input(full, MAX_LEN))
+        b = model.last_hidden(make_input(full[:, -8:], MAX_LEN))
+        c = model.last_hidden(make_input(full[:, -12:], MAX_LEN))
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(a, c, atol=2e-5, rtol=1e-4)
+
+
+def test_gru_full_length_matches_plain_nn_gru() -> None:
+    """GRU4Rec id model at full width equals nn.GRU over the padded sequence (pads = the padding row)."""
+    torch.manual_seed(0)
+    model = MODELS.get("id")(30, backbone="gru4rec", hidden=8, max_len=MAX_LEN).eval()
+    seqs = _random_sequences(np.random.default_rng(4), 30, [5, 2])
+    full = _right_aligned(seqs, MAX_LEN)
+    with torch.no_grad():
+        ref = model.encoder.gru(model.items(full))[0][:, -1]
+        ours = model.last_hidden(make_input(full[:, -5:], MAX_LEN))
+    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+
+
+def test_pad_key_dropout_has_the_official_distribution() -> None:
+    """In training, n padding keys each dropped independently == one merged key with a Binomial count."""
+    torch.manual_seed(0)
+    d, n_pad, real = 4, 10, 2
+    attn = PaddedSelfAttention(d, 1, dropout=0.5, causal=False).train()
+    with torch.no_grad():
+        attn.in_proj_bias.normal_()
+    mha = _mha_from(attn, d, 1)
+    mha.dropout = 0.5
+    mha.train()
+    x_real = torch.randn(1, real, d)
+    x_full = torch.cat([torch.zeros(1, n_pad, d), x_real], 1)
+    samples = 4000
+    xr = x_real.expand(samples, -1, -1)
+    mask = torch.ones(samples, real, dtype=torch.bool)
+    with torch.no_grad():
+        ours = attn(xr, xr, mask, torch.full((samples,), n_pad))[:, -1, 0]
+        xf = x_full.expand(samples, -1, -1).transpose(0, 1)
+        ref = mha(xf, xf, xf)[0].transpose(0, 1)[:, -1, 0]
+    assert abs(ours.mean() - ref.mean()) < 4 * ref.std() / math.sqrt(samples)
+    ratio = (ours.var() / ref.var()).item()
+    assert 0.85 < ratio < 1.15, ratio
+
+
+def test_frozen_semantic_table_gets_no_gradient_and_is_not_saved() -> None:
+    rng = np.random.default_rng(0)
+    model = MODELS.get("llmesr")(10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"),
+                                 hidden=4, max_len=8)
+    assert "semantic_table" not in dict(model.named_parameters())
+    assert "semantic_table" not in model.state_dict()
+    inp = make_input(torch.tensor([[0, 1, 2, 3]]), 8)
+    probe = torch.randn(8)  # LayerNorm outputs sum to a constant: probe with a random direction
+    (model.last_hidden(inp) @ probe).sum().backward()
+    assert model.semantic_table.grad is None
+    assert model.adapter.layers[0].weight.grad is not None
+    unfrozen = MODELS.get("llmesr")(10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"),
+                                    hidden=4, max_len=8, freeze_semantic=False)
+    (unfrozen.last_hidden(inp) @ probe).sum().backward()
+    assert unfrozen.semantic_table.grad is not None and unfrozen.semantic_table.grad[1:4].abs().sum() > 0
+
+
+def test_composed_adapter_equals_two_layers() -> None:
+    rng = np.random.default_rng(0)
+    model = MODELS.get("llmesr")(10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"),
+                                 hidden=4, max_len=8)
+    x = torch.randn(5, 16)
+    two = model.adapter.layers[1](model.adapter.layers[0](x))
+    torch.testing.assert_close(model.adapter(x), two, atol=1e-5, rtol=1e-5)
+    assert F.linear(x, *model.adapter.composed()).shape == (5, 4)

@@ -1,0 +1,65 @@
+"""Small, fast training setups shared by the training tests."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from esrkit.data.synthetic import SyntheticOptions, generate
+from esrkit.evaluation.evaluator import Evaluator
+from esrkit.models.popularity import PopularityRecommender, training_items
+from esrkit.training.batches import DeviceSequences
+from esrkit.training.objectives import SelfDistillation
+from esrkit.training.trainer import Trainer, TrainerOptions
+
+
+@functools.lru_cache(maxsize=2)
+def small_data(n_users: int = 600, n_items: int = 300):
+    return generate(SyntheticOptions(n_users=n_users, n_items=n_items, seed=7))
+
+
+@functools.lru_cache(maxsize=2)
+def small_assets(n_users: int = 600, n_items: int = 300):
+    """Text-derived item/user embeddings (TF-IDF + SVD of the prompts), PCA table, neighbours: deterministic."""
+    from sklearn.decomposition import PCA, TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from esrkit.prompts import build_item_prompts, build_user_prompts, load_templates
+
+    data = small_data(n_users, n_items)
+    t = load_templates("generic")
+    ip, up = build_item_prompts(data, t), build_user_prompts(data, t)
+    tf = TfidfVectorizer().fit(ip + up)
+    svd = TruncatedSVD(48, random_state=0).fit(tf.transform(ip + up))
+    items = svd.transform(tf.transform(ip)).astype(np.float32)
+    users = svd.transform(tf.transform(up)).astype(np.float32)
+    un = users / (np.linalg.norm(users, axis=1, keepdims=True) + 1e-9)
+    sim = un @ un.T
+    np.fill_diagonal(sim, -np.inf)
+    neighbours = np.argsort(-sim, 1, kind="stable")[:, :20]
+    pca = {d: PCA(d, svd_solver="full").fit_transform(items).astype(np.float32) for d in (16, 32)}
+    return items, pca, neighbours
+
+
+def popularity_score(data, split: str = "test", metric: str = "ndcg@10") -> float:
+    seqs = DeviceSequences(data)
+    pop = PopularityRecommender(data.n_items).fit_counts(training_items(data))
+    return Evaluator(data, split, seqs, seed=0).evaluate(pop, ("sampled",)).get("sampled", metric)
+
+
+def train_and_score(model, data, epochs: int = 6, alpha: float = 0.0, neighbours=None, seed: int = 0,
+                    run_dir=None, resume: bool = False, **opts) -> tuple[float, Trainer]:
+    torch.manual_seed(seed)
+    seqs = DeviceSequences(data)
+    valid = Evaluator(data, "valid", seqs, seed=seed)
+    test = Evaluator(data, "test", seqs, seed=seed)
+    sd = None
+    if alpha > 0:
+        sd = SelfDistillation(seqs, neighbours, 10, alpha, opts.pop("sd_loss", "mse_mean"), 200,
+                              opts.pop("teacher_refresh", "step"))
+    o = TrainerOptions(epochs=epochs, patience=epochs, seed=seed, **opts)
+    trainer = Trainer(model, seqs, o, lambda m, e: valid.evaluate(m, ("sampled",)).metrics, run_dir, sd, progress=False)
+    trainer.fit(resume=resume)
+    return test.evaluate(model, ("sampled",)).get("sampled", "ndcg@10"), trainer
