@@ -78,7 +78,7 @@ class ModelConfig:
     name: str = "llmesr"  # llmesr | id (plain backbone) | llminit | (baselines: cities, melt, rlmrec)
     backbone: str = "sasrec"  # sasrec | bert4rec | gru4rec | any registered encoder
     hidden: int = 64  # per view for LLM-ESR (official 64); the paper's single-view baselines use 128
-    layers: int = 2
+    layers: int = 0  # 0 = the backbone's official default (2 self-attention layers, 1 GRU layer)
     heads: int = 1
     dropout: float = 0.5
     causal: bool = False  # the official SASRec is bidirectional (author-confirmed); True = textbook SASRec

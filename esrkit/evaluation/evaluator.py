@@ -80,14 +80,27 @@ class Evaluator:
             self._round += 1
         return self._negatives
 
+    def encoding_batches(self, token_budget: int = 16_384) -> list[np.ndarray]:
+        """User rows in length order, cut so each batch holds about ``token_budget`` padded tokens."""
+        prefix = self.data.lengths()[self.order] - (2 if self.split == "valid" else 1)
+        width = np.minimum(prefix, self.max_len) + 1
+        batches, start = [], 0
+        while start < len(self.order):
+            # rows are sorted by length, so the batch's width is its last row's width
+            end = start + 1
+            while end < len(self.order) and end - start < self.batch_size and (end - start + 1) * width[end] <= token_budget:
+                end += 1
+            batches.append(self.order[start:end])
+            start = end
+        return batches
+
     @torch.no_grad()
     def user_vectors(self, model: SequentialRecommender) -> torch.Tensor:
         """(n_users, D) prediction representations, in user-row order."""
         was_training = model.training
         model.eval()
         out = None
-        for start in range(0, self.data.n_users, self.batch_size):
-            rows = self.order[start : start + self.batch_size]
+        for rows in self.encoding_batches():
             inp = prediction_input(self.seqs, rows, self.split, self.max_len, model.objective, model.mask_token)
             vec = model.last_hidden(inp)
             if out is None:

@@ -16,3 +16,5 @@ def model_class(name: str) -> type[SequentialRecommender]:
 def build_model(cfg, n_items: int, max_len: int, assets: ModelAssets | None = None) -> SequentialRecommender:
     """The one place a ModelConfig becomes a model: ``MODELS[cfg.name].from_config(...)``."""
     return model_class(cfg.name).from_config(cfg, n_items, max_len, assets or ModelAssets())
+
+from esrkit.models import baselines  # noqa: E402,F401  (register cities, melt, rlmrec)

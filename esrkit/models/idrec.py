@@ -33,7 +33,7 @@ class IDRecommender(SequentialRecommender):
         hidden: int = 128,
         max_len: int = 200,
         dropout: float = 0.5,
-        layers: int = 2,
+        layers: int = 0,
         heads: int = 1,
         causal: bool = False,
         emulate_padding: bool = True,
@@ -44,8 +44,9 @@ class IDRecommender(SequentialRecommender):
         self.hidden = hidden
         self.items = nn.Embedding(n_items + 2, hidden, padding_idx=0)
         self.inputs = InputStage(self.input_style, hidden, max_len, dropout)
+        layer_opt = {"layers": layers} if layers else {}  # 0: the encoder's own default
         self.encoder = build_encoder(
-            backbone, hidden, layers=layers, heads=heads, dropout=dropout, causal=causal, **(encoder_options or {})
+            backbone, hidden, heads=heads, dropout=dropout, causal=causal, **layer_opt, **(encoder_options or {})
         )
         official_init(self)
         if init_table is not None:

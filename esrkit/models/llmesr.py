@@ -107,7 +107,7 @@ class LLMESR(SequentialRecommender):
         hidden: int = 64,
         max_len: int = 200,
         dropout: float = 0.5,
-        layers: int = 2,
+        layers: int = 0,
         heads: int = 1,
         causal: bool = False,
         emulate_padding: bool = True,
@@ -151,7 +151,8 @@ class LLMESR(SequentialRecommender):
         if self.use_cross:
             self.llm2id = CrossAttention(hidden, cross_heads)  # Eq. (4): semantic queries, collaborative keys
             self.id2llm = CrossAttention(hidden, cross_heads)
-        opts = dict(layers=layers, heads=heads, dropout=dropout, causal=causal, **(encoder_options or {}))
+        opts = dict(heads=heads, dropout=dropout, causal=causal, **({"layers": layers} if layers else {}),
+                    **(encoder_options or {}))
         self.encoder = build_encoder(backbone, hidden, **opts)
         self.share_encoder = share_encoder
         if not share_encoder and co_view and se_view:  # the "w/o Share" ablation

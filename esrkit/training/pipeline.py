@@ -14,6 +14,7 @@ Steps, each cached in the workdir by content so reruns and other seeds reuse the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -75,9 +76,15 @@ def load_data(cfg: RunConfig) -> SequenceData:
     else:
         from esrkit.data.prepare import prepare_from_config
 
-        data = prepare_from_config(d)
+        data = prepare_from_config(dataclasses.replace(d, inputs=_expanded(d.inputs)))
     data.save(cached, overwrite=True)
     return data
+
+
+def _expanded(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Recipe paths may use $ESRKIT_SHARED / $ESRKIT_DATA / ~."""
+    return {k: [str(expand_path(x)) for x in v] if isinstance(v, list) else str(expand_path(v))
+            for k, v in inputs.items()}
 
 
 # ---------------------------------------------------------------------------------------------- step 2: embeddings
@@ -132,6 +139,8 @@ def load_neighbours(cfg: RunConfig, data: SequenceData, users: np.ndarray | None
     from esrkit.index import NeighbourTable, neighbours_for_config
 
     r = cfg.retrieval
+    if r.neighbours:
+        r = dataclasses.replace(r, neighbours=str(expand_path(r.neighbours)))
     if not r.neighbours and users is not None:
         key = stable_json_hash({"users": fingerprint_array(users), "k": r.top_k, "method": r.method,
                                 "exact_below": r.exact_below, "m": r.hnsw_m, "efc": r.hnsw_ef_construction,

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from tests.conftest import shared_path
 
 from esrkit.data.groups import OFFICIAL_THRESHOLDS, compute_groups
 from esrkit.data.prepare import prepare_source

@@ -41,7 +41,7 @@ def _official_positions(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _mha_from(attn: PaddedSelfAttention, hidden: int, heads: int) -> nn.MultiheadAttention:
-    mha = nn.MultiheadAttention(hidden, heads, dropout=0.0)
+    mha = nn.MultiheadAttention(hidden, heads, dropout=0.0).to(attn.in_proj_weight.device)
     with torch.no_grad():
         mha.in_proj_weight.copy_(attn.in_proj_weight)
         mha.in_proj_bias.copy_(attn.in_proj_bias)

@@ -1,0 +1,37 @@
+"""``esrkit study providers``: the provider-swap study."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def study() -> None:
+    """Studies that run several trainings and report them together."""
+
+
+@study.command("providers")
+@click.option("--recipe", "-r", required=True, help="The recipe every run starts from.")
+@click.option("--providers", "-p", required=True, help="Comma-separated provider names, e.g. offline,minilm,smollm2.")
+@click.option("--models", default="llmesr,llminit", show_default=True, help="Model families trained per provider.")
+@click.option("--seeds", default="42", show_default=True, help="Comma-separated seeds.")
+@click.option("--controls/--no-controls", default=True, show_default=True,
+              help="Also run the backbone without LLM embeddings and the random-embedding control.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Overrides applied to every run.")
+@click.option("--baseline-hidden", default=128, show_default=True, help="Hidden size of single-view baselines.")
+@click.option("--output-dir", default="runs", show_default=True)
+@click.option("--name", help="Study folder name (default: study-<recipe>).")
+@click.option("--quiet", "-q", is_flag=True)
+def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden, output_dir, name, quiet) -> None:
+    """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
+    protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
+    from esrkit.reporting.study import StudyPlan, run_study
+
+    plan = StudyPlan(recipe=recipe, providers=[p for p in providers.split(",") if p],
+                     models=[m for m in models.split(",") if m], controls=controls,
+                     seeds=[int(s) for s in seeds.split(",") if s], overrides=list(sets),
+                     baseline_hidden=baseline_hidden, output_dir=output_dir, name=name or "")
+    report = run_study(plan, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    click.echo((plan.folder / "study.md").read_text())
+    if report["failures"]:
+        raise click.ClickException(f"{len(report['failures'])} run(s) failed: see {plan.folder / 'study.md'}")

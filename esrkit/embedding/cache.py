@@ -1,0 +1,199 @@
+"""Content-addressed embedding cache: one SQLite file per provider identity, one row per distinct text.
+
+Layout: ``<workdir>/cache/<identity hash[:16]>/vectors.sqlite`` (+ ``identity.json``, for people). A row is
+(sha256 of the exact text embedded, little-endian float32 vector bytes). So:
+
+* two providers never mix: each identity has its own file, and the file records its identity and refuses any other;
+* a changed template re-embeds only prompts whose text changed; duplicate texts are stored and embedded once;
+* every finished batch is one SQLite transaction (WAL journal): a run killed with ``kill -9`` keeps every batch
+  committed before the kill, and the next run embeds only what is missing. A torn transaction is rolled back by
+  SQLite on the next open; nothing half-written is ever read;
+* safe formats only: raw float32 bytes and JSON text, never pickle. Texts themselves are not stored (only hashes).
+
+Concurrency: one writer per provider identity is the supported case. Concurrent writers are still safe (SQLite
+serialises transactions, waiting up to ``busy_timeout``; ``INSERT OR IGNORE`` makes a text embedded by two
+writers harmless), they just duplicate work. Any number of readers may run alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from esrkit.providers.base import ProviderIdentity
+from esrkit.utils.io import atomic_write_json
+
+CACHE_FORMAT = "esrkit-embedding-cache"
+CACHE_VERSION = 1
+_QUERY_CHUNK = 500  # well under SQLite's bound-parameter limit
+
+
+class CacheError(RuntimeError):
+    """The cache file is unusable or belongs to another provider identity."""
+
+
+def cache_directory(workdir: str | Path, identity: ProviderIdentity) -> Path:
+    return Path(workdir) / "cache" / identity.hash()[:16]
+
+
+class EmbeddingCache:
+    """Vectors of one provider identity keyed by ``sha256(text)`` (hex)."""
+
+    def __init__(self, workdir: str | Path, identity: ProviderIdentity, readonly: bool = False,
+                 busy_timeout_s: float = 60.0) -> None:
+        self.identity = identity
+        self.identity_hash = identity.hash()
+        self.directory = cache_directory(workdir, identity)
+        self.path = self.directory / "vectors.sqlite"
+        self.readonly = readonly
+        self._conn: sqlite3.Connection | None = None
+        self._dim: int | None = None
+        if readonly and not self.path.exists():
+            return  # an empty read-only view: everything is missing
+        if not readonly:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
+        self._conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+        if not readonly:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process kills
+            self._initialise()
+        self._check_identity()
+
+    # -------------------------------------------------------------- setup
+    def _initialise(self) -> None:
+        conn = self._require()
+        with _transaction(conn):
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS vectors (text_sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+                         " WITHOUT ROWID")
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (CACHE_FORMAT,))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(CACHE_VERSION),))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity_hash', ?)", (self.identity_hash,))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)",
+                         (json.dumps(self.identity.to_dict(), sort_keys=True),))
+        readme = self.directory / "identity.json"
+        if not readme.exists():
+            atomic_write_json(readme, {"identity_hash": self.identity_hash, "identity": self.identity.to_dict()})
+
+    def _check_identity(self) -> None:
+        meta = dict(self._require().execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("format") != CACHE_FORMAT:
+            raise CacheError(f"{self.path} is not an esrkit embedding cache")
+        if int(meta.get("version", 0)) > CACHE_VERSION:
+            raise CacheError(f"{self.path}: cache version {meta['version']} is newer than this esrkit")
+        if meta.get("identity_hash") != self.identity_hash:
+            raise CacheError(
+                f"{self.path} holds vectors of provider identity {meta.get('identity_hash', '?')[:16]}, not "
+                f"{self.identity_hash[:16]}: refusing to mix providers"
+            )
+        if meta.get("dim"):
+            self._dim = int(meta["dim"])
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise CacheError("cache is closed")
+        return self._conn
+
+    # -------------------------------------------------------------- reading
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    def __len__(self) -> int:
+        if self._conn is None:
+            return 0
+        return int(self._conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+    def contains(self, hashes: Sequence[str]) -> np.ndarray:
+        """Boolean mask: which hashes have a vector."""
+        found: set[str] = set()
+        if self._conn is not None:
+            for chunk in _chunks(hashes, _QUERY_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(f"SELECT text_sha256 FROM vectors WHERE text_sha256 IN ({marks})", chunk)
+                found.update(r[0] for r in rows)
+        return np.fromiter((h in found for h in hashes), dtype=bool, count=len(hashes))
+
+    def get(self, hashes: Sequence[str]) -> np.ndarray:
+        """(n, d) float32 in the order given; every hash must be present."""
+        if not hashes:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        conn = self._require()
+        position = {}
+        for i, h in enumerate(hashes):
+            position.setdefault(h, []).append(i)
+        out: np.ndarray | None = None
+        filled = 0
+        for chunk in _chunks(list(position), _QUERY_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for h, blob in conn.execute(f"SELECT text_sha256, vector FROM vectors WHERE text_sha256 IN ({marks})",
+                                        chunk):
+                vec = np.frombuffer(blob, dtype="<f4")
+                if out is None:
+                    out = np.empty((len(hashes), vec.shape[0]), dtype=np.float32)
+                if vec.shape[0] != out.shape[1]:
+                    raise CacheError(f"{self.path}: stored vectors have inconsistent widths")
+                out[position[h]] = vec
+                filled += len(position[h])
+        if out is None or filled != len(hashes):
+            raise CacheError(f"{self.path}: {len(hashes) - filled} requested vectors are not in the cache")
+        return out
+
+    # -------------------------------------------------------------- writing
+    def put(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Store one finished batch in one transaction (all rows or none)."""
+        if self.readonly:
+            raise CacheError("cache opened read-only")
+        vectors = np.asarray(vectors, dtype="<f4")
+        if vectors.ndim != 2 or vectors.shape[0] != len(hashes):
+            raise CacheError(f"put: {len(hashes)} hashes for vectors of shape {vectors.shape}")
+        if len(hashes) == 0:
+            return
+        conn = self._require()
+        width = int(vectors.shape[1])
+        if self._dim is not None and width != self._dim:
+            raise CacheError(f"{self.path}: vectors of width {width} for a cache of width {self._dim}")
+        rows = [(h, vectors[i].tobytes()) for i, h in enumerate(hashes)]
+        with _transaction(conn):
+            if self._dim is None:
+                stored = conn.execute("SELECT value FROM meta WHERE key='dim'").fetchone()
+                if stored is not None and int(stored[0]) != width:
+                    raise CacheError(f"{self.path}: vectors of width {width} for a cache of width {stored[0]}")
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", (str(width),))
+            conn.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)", rows)
+        self._dim = width
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front so writers queue cleanly."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _chunks(items: Sequence[str] | Iterable[str], size: int) -> Iterable[list[str]]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,244 @@
+"""The provider-swap study (the paper's Appendix D limitation): one recipe, several embedding providers.
+
+For every provider the same recipe trains LLM-ESR and LLMInit (embeddings come from the content-addressed cache,
+so each provider embeds once), next to two controls: the backbone without LLM embeddings (``id``) and random
+embeddings of the provider's kind of dimension (the ``random`` provider). The result is one table per protocol
+(rows = model x provider, the paper's Table 1 columns, marks as in Table 1 with the backbone as the baseline), a
+gains table (LLM-ESR vs its backbone and vs LLMInit per provider, with seed t-tests), a figure, and the wall time
+of every stage (embedding, retrieval, training, evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from esrkit.config import RunConfig, resolve_recipe
+from esrkit.evaluation.significance import seed_ttest
+from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, load_run
+from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
+from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
+
+GAIN_GROUPS = ("overall", "tail_item", "head_item", "tail_user", "head_user")
+
+
+@dataclass
+class StudyPlan:
+    recipe: str
+    providers: list[str]
+    models: list[str] = field(default_factory=lambda: ["llmesr", "llminit"])
+    controls: bool = True
+    seeds: list[int] = field(default_factory=lambda: [42])
+    overrides: list[str] = field(default_factory=list)
+    baseline_hidden: int = 128  # the paper's single-view baselines (LLM-ESR: 64 per view)
+    output_dir: str = "runs"
+    name: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output_dir) / (self.name or f"study-{Path(self.recipe).stem}")
+
+    def runs(self) -> list[tuple[str, str, list[str]]]:
+        """(run name, provider or "-", overrides) for every run of the study, controls first."""
+        out = []
+        if self.controls:
+            out.append(("id", "-", ["model.name=id", f"model.hidden={self.baseline_hidden}",
+                                    "embedding.provider=none"]))
+        providers = list(self.providers) + (["random"] if self.controls and "random" not in self.providers else [])
+        for p in providers:
+            for m in self.models:
+                extra = [f"model.name={m}", f"embedding.provider={p}"]
+                if m != "llmesr":
+                    extra.append(f"model.hidden={self.baseline_hidden}")
+                out.append((f"{m}-{p}", p, extra))
+        return out
+
+    def config(self, run_name: str, extra: list[str]) -> RunConfig:
+        cfg = resolve_recipe(self.recipe, list(self.overrides) + extra)
+        cfg.name = run_name
+        cfg.output_dir = str(self.folder)
+        return cfg
+
+
+def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, Any]:
+    from esrkit.training.pipeline import train
+
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    stages: dict[str, dict[str, float]] = {}
+    failures: dict[str, str] = {}
+    for run_name, provider, extra in plan.runs():
+        cfg = plan.config(run_name, extra)
+        log(f"== {run_name}: {cfg.model.name} ({cfg.model.backbone}) with provider {provider}")
+        t0 = time.perf_counter()
+        try:
+            train(cfg, plan.seeds, resume=True, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - one failed provider must not lose the others
+            failures[run_name] = f"{type(exc).__name__}: {exc}"
+            log(f"   failed: {failures[run_name]}")
+            continue
+        stages[run_name] = stage_times(plan.folder / run_name, time.perf_counter() - t0)
+    report = build_report(plan, stages, failures)
+    write_report(plan, report)
+    return report
+
+
+def stage_times(run_folder: Path, wall: float) -> dict[str, float]:
+    """Seconds per stage, summed over seeds, from the run's results.json (embedding: the cold cost recorded in the
+    embedding cache's metadata, since a cached rerun costs nothing)."""
+    out: dict[str, float] = {"study_wall_s": wall}
+    for seed_dir in sorted(run_folder.glob("seed-*")):
+        res = seed_dir / "results.json"
+        if not res.exists():
+            continue
+        sec = read_json(res).get("seconds", {})
+        for key in ("data_s", "embed_s", "pca_s", "retrieval_s", "train", "final_eval"):
+            if sec.get(key) is not None:
+                out[key] = out.get(key, 0.0) + float(sec[key])
+        prov = read_json(seed_dir / "provenance.json").get("fingerprints", {}).get("embeddings", {})
+        for part, meta in prov.items():
+            emb = Path(str(meta.get("source", ""))) / "embedding.json"
+            if emb.is_file():
+                info = read_json(emb).get("parts", {}).get(part, {})
+                if "seconds" in info:
+                    out[f"embed_{part}_cold_s"] = float(info["seconds"])
+    return out
+
+
+def _row_label(run: Run) -> str:
+    model = run.config.get("model", {})
+    provider = run.config.get("embedding", {}).get("provider", "none")
+    if model.get("name") == "id":
+        return f"{BACKBONE_LABELS.get(model.get('backbone'), model.get('backbone'))} (no LLM)"
+    return f"{MODEL_LABELS.get(model.get('name'), model.get('name'))} ({provider})"
+
+
+def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures: dict[str, str]) -> dict[str, Any]:
+    runs = [r for r in (load_run(plan.folder / name) for name, _, _ in plan.runs()) if r is not None]
+    tables = []
+    for protocol in ("sampled", "full"):
+        rows = [Row(_row_label(r), r.name, r.model, r.model != "llmesr",
+                    [Cell(r.values(protocol, g, m)) for g, m in default_columns()], len(r.seeds))
+                for r in runs if protocol in r.protocols()]
+        if not rows:
+            continue
+        block = Block(BACKBONE_LABELS.get(runs[0].backbone, runs[0].backbone), rows)
+        baseline = next((row.label for row in rows if row.run == "id"), None)
+        mark_block(block, default_columns(), baseline)
+        title = runs[0].protocol_title(protocol)
+        tables.append(Table("study", plan.folder.name, protocol, title, default_columns(), [block]))
+    gains = gains_table(runs)
+    return {"recipe": plan.recipe, "providers": plan.providers, "models": plan.models, "seeds": plan.seeds,
+            "tables": tables, "gains": gains, "stages": stages, "failures": failures, "runs": [r.name for r in runs]}
+
+
+def gains_table(runs: list[Run]) -> list[dict[str, Any]]:
+    """LLM-ESR vs the backbone and vs LLMInit with the same provider: relative gain and seed t-test p."""
+    by_name = {r.name: r for r in runs}
+    out = []
+    for r in runs:
+        if r.model != "llmesr":
+            continue
+        provider = r.name.split("-", 1)[1]
+        for ref_name in ("id", f"llminit-{provider}"):
+            ref = by_name.get(ref_name)
+            if ref is None:
+                continue
+            for protocol in ("sampled", "full"):
+                if protocol not in r.protocols() or protocol not in ref.protocols():
+                    continue
+                for group in GAIN_GROUPS:
+                    for metric in ("ndcg@10", "hr@10"):
+                        a, b = r.values(protocol, group, metric), ref.values(protocol, group, metric)
+                        if not a or not b:
+                            continue
+                        ma, mb = sum(a) / len(a), sum(b) / len(b)
+                        out.append({"provider": provider, "versus": ref_name, "protocol": protocol, "group": group,
+                                    "metric": metric, "llmesr": ma, "reference": mb,
+                                    "gain_pct": (ma - mb) / mb * 100 if mb else float("nan"),
+                                    "p_value": seed_ttest(a, b), "seeds": [len(a), len(b)]})
+    return out
+
+
+def gains_markdown(gains: list[dict[str, Any]]) -> str:
+    lines = ["| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user | H@10 overall |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    keys = list(dict.fromkeys((g["provider"], g["versus"], g["protocol"]) for g in gains))
+
+    def cell(p, v, pr, group, metric):
+        g = next((g for g in gains if (g["provider"], g["versus"], g["protocol"], g["group"], g["metric"])
+                  == (p, v, pr, group, metric)), None)
+        if g is None:
+            return "–"
+        p_txt = "" if g["p_value"] != g["p_value"] else f" (p={g['p_value']:.2g})"
+        return f"{g['gain_pct']:+.1f}%{p_txt}"
+
+    for p, v, pr in keys:
+        lines.append(f"| {p} | {v} | {pr} | " + " | ".join(
+            [cell(p, v, pr, "overall", "ndcg@10"), cell(p, v, pr, "tail_item", "ndcg@10"),
+             cell(p, v, pr, "tail_user", "ndcg@10"), cell(p, v, pr, "overall", "hr@10")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def stages_markdown(stages: dict[str, dict[str, float]]) -> str:
+    cols = ["embed_items_cold_s", "embed_users_cold_s", "retrieval_s", "train", "final_eval", "study_wall_s"]
+    lines = ["| run | " + " | ".join(cols) + " |", "| --- | " + " | ".join(["---:"] * len(cols)) + " |"]
+    for name, st in stages.items():
+        lines.append(f"| {name} | " + " | ".join(f"{st[c]:.1f}" if c in st else "–" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
+    folder = plan.folder
+    md = [f"# Provider study: recipe `{plan.recipe}`", "",
+          f"Seeds {plan.seeds}; providers {', '.join(plan.providers)}; controls: the backbone without LLM embeddings "
+          "and random embeddings. Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]
+    for t in report["tables"]:
+        md.append(to_markdown(t, baseline=next((r.label for r in t.blocks[0].rows if r.run == "id"), None)))
+    md += ["## LLM-ESR gains", "", gains_markdown(report["gains"]), "## Wall time per stage (seconds, summed over seeds)",
+           "", stages_markdown(report["stages"])]
+    if report["failures"]:
+        md += ["## Failed runs", ""] + [f"- {k}: {v}" for k, v in report["failures"].items()]
+    paths = [folder / "study.md", folder / "study.csv", folder / "study.json"]
+    atomic_write_text(paths[0], "\n".join(md) + "\n")
+    atomic_write_text(paths[1], to_csv(report["tables"]))
+    atomic_write_json(paths[2], {k: v for k, v in report.items() if k != "tables"})
+    try:
+        paths.append(figure_study(report, folder / "study.png"))
+    except Exception:  # noqa: BLE001 - a figure problem must not lose the tables
+        pass
+    return paths
+
+
+def figure_study(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    tables = report["tables"]
+    fig = Figure(figsize=(6 * len(tables), 4.2))
+    groups = [t for t in GAIN_GROUPS]
+    for i, table in enumerate(tables):
+        ax = fig.add_subplot(1, len(tables), i + 1)
+        rows = table.blocks[0].rows
+        width = 0.8 / max(len(rows), 1)
+        col = {g: j for j, (g, m) in enumerate(table.columns) if m == "ndcg@10"}
+        for k, row in enumerate(rows):
+            heights = [row.cells[col[g]].mean if not row.cells[col[g]].missing else 0.0 for g in groups]
+            ax.bar([x + k * width for x in range(len(groups))], heights, width, label=row.label)
+        ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(groups))])
+        ax.set_xticklabels([g.replace("_", " ") for g in groups], fontsize=8)
+        ax.set_ylabel("N@10")
+        ax.set_title(f"{table.protocol}: {table.title}", fontsize=9)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def load_report(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "study.json").read_text())

@@ -1,0 +1,1 @@
+"""Provider tests (a package, so module names never clash with other test folders)."""
