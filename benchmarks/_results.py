@@ -10,7 +10,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def machine() -> str:
+def machine(modules: tuple[str, ...] = ("torch", "numpy")) -> str:
+    """CPU model, cores, RAM, GPU, Python and library versions, and the load average (CPU timings on a shared
+    2-core machine depend on it)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -25,10 +27,23 @@ def machine() -> str:
         mem = f", {kb / 2**20:.1f} GiB RAM"
     except (OSError, AttributeError):
         pass
-    import torch
+    gpu = ", no GPU"
+    try:
+        import torch
 
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} logical CPUs{mem}{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+        if torch.cuda.is_available():
+            gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    versions = []
+    for module in modules:
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except ImportError:
+            pass
+    load = f"; load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
+    return (f"{cpu}, {os.cpu_count()} logical CPUs{mem}{gpu}; Python {platform.python_version()}, "
+            + ", ".join(versions) + load)
 
 
 def replace_section(title: str, body: str, level: int = 2) -> None:

@@ -82,7 +82,6 @@ class OfficialStyleLLMESR(nn.Module):
 
     def __init__(self, llm: np.ndarray, pca: np.ndarray, backbone: str, d: int = 64, max_len: int = 200) -> None:
         super().__init__()
-        n = llm.shape[0]
         z = lambda a: np.concatenate([np.zeros((1, a.shape[1])), a, np.zeros((1, a.shape[1]))]).astype(np.float32)  # noqa: E731
         self.llm = nn.Embedding.from_pretrained(torch.as_tensor(z(llm)), freeze=True)
         self.idt = nn.Embedding.from_pretrained(torch.as_tensor(z(pca)), freeze=False)

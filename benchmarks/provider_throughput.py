@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -121,38 +120,9 @@ def run_case(case: str, device: str, policy: str, n_texts: int = 0, budget: int 
 
 
 def machine() -> str:
-    gpu = ""
-    try:
-        import torch
+    from _results import machine as describe
 
-        if torch.cuda.is_available():
-            gpu = f"{torch.cuda.get_device_name(0)} GPU; "
-    except ImportError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kib / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    versions = []
-    for module in ("torch", "transformers", "sentence_transformers", "sklearn", "numpy"):
-        try:
-            mod = __import__(module)
-            versions.append(f"{module} {mod.__version__}")
-        except ImportError:
-            pass
-    load = f"; load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
-    return f"{gpu}{cpu}, {os.cpu_count()} logical CPUs{mem}; Python {platform.python_version()}; " + \
-        ", ".join(versions) + load
+    return describe(("torch", "transformers", "sentence_transformers", "sklearn", "numpy"))
 
 
 def render_intro() -> str:

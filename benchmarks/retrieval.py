@@ -177,30 +177,69 @@ def child_sharded(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_recall(args: argparse.Namespace) -> dict[str, Any]:
-    """Exact top-k for a random sample, scanning the (memory-mapped) users in chunks."""
-    from esrkit.index import exact_search_chunked, recall_at_k
+    """Exact top-k for a random sample, scanning the (memory-mapped) users in chunks; then, with saved shards,
+    recall and per-user query time of the sharded index at several query-time ef values (no rebuild)."""
+    from esrkit.index import ShardedIndex, exact_search_chunked, recall_at_k
     from esrkit.index.neighbours import sample_rows
 
     emb = np.load(args.data, mmap_mode="r")
     approx = np.load(args.rows, mmap_mode="r")
     users = sample_rows(len(emb), args.sample, seed=0)
+    queries = np.asarray(emb[users])
+    threads = args.threads or None
     t0 = time.perf_counter()
-    exact, _ = exact_search_chunked(
-        np.asarray(emb[users]), emb, args.k, query_rows=users, num_threads=args.threads or None
-    )
-    return {
+    exact, _ = exact_search_chunked(queries, emb, args.k, query_rows=users, num_threads=threads)
+    result: dict[str, Any] = {
         "method": "recall",
         "sample": len(users),
         "recall_at_k": recall_at_k(np.asarray(approx[users]), exact),
         "exact_sample_s": time.perf_counter() - t0,
-        "peak_rss_gib": peak_rss_gib(),
     }
+    if args.shard_dir and args.ef_sweep:
+        result["ef_sweep"] = ef_sweep(ShardedIndex.load(args.shard_dir), queries, users, exact, args, threads)
+    result["peak_rss_gib"] = peak_rss_gib()
+    return result
+
+
+def ef_sweep(
+    sharded: Any,
+    queries: np.ndarray,
+    users: np.ndarray,
+    exact: np.ndarray,
+    args: argparse.Namespace,
+    threads: Any,
+) -> list[dict[str, Any]]:
+    """Each shard is loaded once and searched at every ef; times cover the searches only, not the loads."""
+    from esrkit.index import merge_topk, recall_at_k
+    from esrkit.index.exact import empty_topk
+
+    efs = [int(v) for v in args.ef_sweep.split(",")]
+    best = {ef: empty_topk(len(users), args.k) for ef in efs}
+    seconds = dict.fromkeys(efs, 0.0)
+    for shard in sharded.iter_shards(threads):
+        for ef in efs:
+            t0 = time.perf_counter()
+            part = shard.search(queries, args.k, users, threads, ef)
+            seconds[ef] += time.perf_counter() - t0
+            best[ef] = merge_topk([best[ef], part], args.k)
+    return [
+        {
+            "ef": ef,
+            "recall_at_k": recall_at_k(best[ef][0], exact),
+            "ms_per_user": seconds[ef] / len(users) * 1e3,
+        }
+        for ef in efs
+    ]
 
 
 CHILDREN = {"exact": child_exact, "hnsw": child_hnsw, "sharded": child_sharded, "recall": child_recall}
 
 
 # ---------------------------------------------------------------------------------------------- parent
+def cached_result_path(args: argparse.Namespace, name: str) -> Path:
+    return Path(args.workdir) / f"result-{name}-{args.users}x{args.dim}.json"
+
+
 def run_child(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -233,6 +272,7 @@ def run_child(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, An
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = time.perf_counter() - t0
     result["load_avg"] = [load_before, os.getloadavg()[0]]  # other jobs on the machine distort wall times
+    cached_result_path(args, name).write_text(json.dumps(result, indent=1))
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -321,8 +361,9 @@ def sharded_report(args: argparse.Namespace, sharded: dict[str, Any], recall: di
             f"### {args.users:,} users x {args.dim} dims, top-{args.k}: sharded hnswlib",
             "",
             (
-                f"Command: `{command_line()}` "
-                f"({time.strftime('%Y-%m-%d')}). {len(sharded['shards'])} shards of up to {args.shard_size:,} users, "
+                f"Command: `{command_line()}` ({time.strftime('%Y-%m-%d')})"
+                f"{'; build figures reused from the previous full run' if args.reuse else ''}. "
+                f"{len(sharded['shards'])} shards of up to {args.shard_size:,} users, "
                 f"hnswlib M={args.M}, ef_construction={args.ef_construction}, ef={args.ef}; embeddings {emb_gib:.2f} GiB "
                 f"float32, memory-mapped; the N x N matrix would be {nxn_memory(args.users)}."
             ),
@@ -352,8 +393,26 @@ def sharded_report(args: argparse.Namespace, sharded: dict[str, Any], recall: di
                 f"{_loads(sharded)} (above {os.cpu_count()} means other jobs shared the cores and wall times are inflated)."
             ),
             "",
+            *ef_sweep_table(args, recall),
         ]
     )
+
+
+def ef_sweep_table(args: argparse.Namespace, recall: dict[str, Any]) -> list[str]:
+    """Recall vs query-time ef of the saved shards, on the same sample (no rebuild needed to trade speed for recall)."""
+    if not recall.get("ef_sweep"):
+        return []
+    lines = [
+        (
+            f"Query-time ef on the saved shards, same {recall['sample']:,} users (ms per user covers both shards; "
+            "wall time on the shared machine):"
+        ),
+        "",
+        f"| ef | recall@{args.k} | ms per user |",
+        "| ---: | ---: | ---: |",
+    ]
+    lines += [f"| {r['ef']} | {r['recall_at_k']:.4f} | {r['ms_per_user']:.2f} |" for r in recall["ef_sweep"]]
+    return [*lines, ""]
 
 
 def write_section(subsection: str) -> None:
@@ -411,6 +470,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--recall-sample", type=int, default=1000, help="sharded mode: users in the recall sample"
     )
+    parser.add_argument(
+        "--ef-sweep",
+        default="64,128,256,512",
+        help="sharded mode: query-time ef values for the recall sample",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="sharded mode: reuse the last build (its shards and figures)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="where the synthetic embeddings are cached")
     parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
@@ -441,9 +508,21 @@ def main(argv: list[str] | None = None) -> None:
     if sharded:
         rows_path = work / f"sharded-{args.users}.npy"
         shard_dir = work / f"shards-{args.users}-{args.shard_size}"
-        shutil.rmtree(shard_dir, ignore_errors=True)  # time a fresh build, not a resumed one
-        result = run_child("sharded", args, out=rows_path, shard_dir=shard_dir)
-        recall = run_child("recall", args, rows=rows_path, sample=args.recall_sample)
+        cached = cached_result_path(args, "sharded")
+        if args.reuse and cached.exists() and rows_path.exists():
+            result = json.loads(cached.read_text())  # the last build's figures; its shards are still on disk
+            print(f"reusing {cached}", flush=True)
+        else:
+            shutil.rmtree(shard_dir, ignore_errors=True)  # time a fresh build, not a resumed one
+            result = run_child("sharded", args, out=rows_path, shard_dir=shard_dir)
+        recall = run_child(
+            "recall",
+            args,
+            rows=rows_path,
+            sample=args.recall_sample,
+            shard_dir=shard_dir,
+            ef_sweep=args.ef_sweep,
+        )
         report = sharded_report(args, result, recall)
     else:
         exact = run_child("exact", args, out=work / f"exact-{args.users}.npy")

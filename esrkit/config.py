@@ -51,6 +51,7 @@ class EmbeddingConfig:
     provider: str = "offline"  # a providers/*.toml name; "none" for ID-only models
     templates: str = "generic"  # a recipes/prompts/*.toml name
     options: dict[str, Any] = field(default_factory=dict)  # provider overrides (model path, dimensions, ...)
+    user_provider: str = ""  # provider for the user prompts (similar-user retrieval); "" = the same as `provider`
     item_embeddings: str = ""  # explicit (n_items, d) .npy, row i-1 = item i; bypasses the provider for items
     user_embeddings: str = ""  # explicit (n_users, d) .npy, row = user row; bypasses the provider for users
     pca_dim: int = 0  # collaborative-table size for PCA init; 0 = the model's hidden size

@@ -8,14 +8,16 @@ import click
 
 
 @click.command()
-@click.option("--epochs", default=30, show_default=True, help="Maximum epochs per model (early stopping applies).")
+@click.option("--epochs", default=20, show_default=True, help="Maximum epochs per model (early stopping applies).")
 @click.option("--patience", default=5, show_default=True)
-@click.option("--users", default=2000, show_default=True, help="Synthetic users (items = max(users / 2, 300)).")
+@click.option("--users", default=1500, show_default=True, help="Synthetic users (items = max(users / 2, 300)).")
+@click.option("--batch-size", default=64, show_default=True,
+              help="Smaller than the paper's 128 so the small catalogue converges within a few epochs.")
 @click.option("--seed", default=42, show_default=True)
 @click.option("--output-dir", default="runs/demo", show_default=True)
 @click.option("--workdir", default=".esrkit", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def demo(epochs, patience, users, seed, output_dir, workdir, quiet) -> None:
+def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet) -> None:
     """Generate the synthetic catalogue, embed it offline, build the similar-user index, train SASRec, LLMInit
     and LLM-ESR, and print their test results under both protocols."""
     from esrkit.config import resolve_recipe
@@ -24,6 +26,7 @@ def demo(epochs, patience, users, seed, output_dir, workdir, quiet) -> None:
     from esrkit.utils.io import stable_json_hash
 
     common = [f"train.epochs={epochs}", f"train.patience={patience}", f"train.seed={seed}",
+              f"train.batch_size={batch_size}",
               f"data.synthetic={{n_users = {users}, n_items = {max(users // 2, 300)}}}",
               f"output_dir=\"{output_dir}\"", f"workdir=\"{workdir}\""]
     models = [

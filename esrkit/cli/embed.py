@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ def embed(provider_name: str, dataset: str, templates: str, what: str, workdir: 
         prompt_templates = load_templates(templates)
         provider = load_provider(provider_name, **parse_provider_overrides(overrides))
         if dry_run:
-            _dry_run(data, provider, prompt_templates, what, workdir)
+            if int(os.environ.get("RANK", "0")) == 0:  # under a launcher, one process reports
+                _dry_run(data, provider, prompt_templates, what, workdir)
         else:
             _run(data, provider, prompt_templates, what, workdir, progress=not no_progress)
     except user_errors as exc:
@@ -82,8 +84,22 @@ def embed(provider_name: str, dataset: str, templates: str, what: str, workdir: 
 def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: Path, progress: bool) -> None:
     from esrkit.embedding.pipeline import embed_dataset
 
-    with provider:
-        result = embed_dataset(data, provider, templates, what=what, workdir=workdir, progress=progress)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: shard the texts (docs/SCALING.md)
+        from esrkit.embedding.distributed import embed_dataset_distributed
+        from esrkit.training.distributed import runtime, shutdown
+
+        try:
+            with provider:
+                result = embed_dataset_distributed(data, provider, templates, what=what, workdir=workdir,
+                                                   progress=progress)
+            main = runtime().is_main
+        finally:
+            shutdown()
+        if not main:
+            return
+    else:
+        with provider:
+            result = embed_dataset(data, provider, templates, what=what, workdir=workdir, progress=progress)
     meta = result.meta
     click.echo(f"{provider.name} [{meta['provider']['identity_hash'][:12]}] on {data.name}, templates "
                f"{templates.name}, {meta['dim']}-d")

@@ -49,19 +49,24 @@ def _seeds(text: str | None) -> list[int] | None:
 def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, baseline, quiet) -> None:
     """Train (and test) a model from a recipe; one run directory per seed."""
     from esrkit.reporting.console import results_table
+    from esrkit.training.distributed import runtime, shutdown
     from esrkit.training.pipeline import train as run_train
 
     cfg = _resolve(recipe, provider, sets, name, output_dir, workdir)
-    summary = run_train(cfg, _seeds(seeds), resume=resume, progress=not quiet)
+    rt = runtime()  # under torchrun: joins the process group (docs/SCALING.md); otherwise a single process
+    try:
+        summary = run_train(cfg, _seeds(seeds), resume=resume, progress=not quiet)
+    finally:
+        shutdown()
+    if not rt.is_main:  # rank 0 reports
+        return
     folder = Path(cfg.output_dir) / cfg.name
-    rows = [(f"{cfg.model.name}-{cfg.model.backbone}", summary["test"][p]) for p in summary["test"]]
     for protocol in summary["test"]:
         click.echo(results_table([(f"{cfg.name}", summary["test"][protocol])], protocol))
         click.echo("")
     if baseline:
         _compare(summary, Path(baseline))
     click.echo(f"runs: {folder}/seed-*  (summary.json holds mean and std over seeds)")
-    del rows
 
 
 def _compare(summary: dict, baseline: Path) -> None:

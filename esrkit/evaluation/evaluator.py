@@ -80,32 +80,36 @@ class Evaluator:
             self._round += 1
         return self._negatives
 
-    def encoding_batches(self, token_budget: int = 16_384) -> list[np.ndarray]:
-        """User rows in length order, cut so each batch holds about ``token_budget`` padded tokens."""
-        prefix = self.data.lengths()[self.order] - (2 if self.split == "valid" else 1)
+    def encoding_batches(self, token_budget: int = 16_384, rows: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """User rows in length order, cut so each batch holds about ``token_budget`` padded tokens
+        (``rows=(lo, hi)``: only user rows lo..hi-1, for sharded evaluation)."""
+        order = self.order if rows is None else self.order[(self.order >= rows[0]) & (self.order < rows[1])]
+        prefix = self.data.lengths()[order] - (2 if self.split == "valid" else 1)
         width = np.minimum(prefix, self.max_len) + 1
         batches, start = [], 0
-        while start < len(self.order):
+        while start < len(order):
             # rows are sorted by length, so the batch's width is its last row's width
             end = start + 1
-            while end < len(self.order) and end - start < self.batch_size and (end - start + 1) * width[end] <= token_budget:
+            while end < len(order) and end - start < self.batch_size and (end - start + 1) * width[end] <= token_budget:
                 end += 1
-            batches.append(self.order[start:end])
+            batches.append(order[start:end])
             start = end
         return batches
 
     @torch.no_grad()
-    def user_vectors(self, model: SequentialRecommender) -> torch.Tensor:
-        """(n_users, D) prediction representations, in user-row order."""
+    def user_vectors(self, model: SequentialRecommender, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """(n_users, D) prediction representations, in user-row order (``rows=(lo, hi)``: (hi - lo, D) of those
+        rows only)."""
+        lo, hi = rows if rows is not None else (0, self.data.n_users)
         was_training = model.training
         model.eval()
         out = None
-        for rows in self.encoding_batches():
-            inp = prediction_input(self.seqs, rows, self.split, self.max_len, model.objective, model.mask_token)
+        for batch in self.encoding_batches(rows=rows):
+            inp = prediction_input(self.seqs, batch, self.split, self.max_len, model.objective, model.mask_token)
             vec = model.last_hidden(inp)
             if out is None:
-                out = vec.new_empty(self.data.n_users, vec.shape[1])
-            out[torch.as_tensor(rows, device=vec.device)] = vec
+                out = vec.new_empty(hi - lo, vec.shape[1])
+            out[torch.as_tensor(batch - lo, device=vec.device)] = vec
         model.train(was_training)
         assert out is not None
         return out
@@ -115,20 +119,29 @@ class Evaluator:
         for p in protocols:
             if p not in PROTOCOLS:
                 raise ValueError(f"unknown protocol {p!r}; use {PROTOCOLS}")
-        was_training = model.training
-        model.eval()
-        users = self.user_vectors(model)
-        items = model.all_item_vectors()
-        ranks: dict[str, np.ndarray] = {}
-        if "sampled" in protocols:
-            ranks["sampled"] = self._sampled_ranks(users, items)
-        if "full" in protocols:
-            ranks["full"] = self._full_ranks(users, items)
-        model.train(was_training)
+        ranks = self.compute_ranks(model, protocols)
         result = EvalResult(self.split, ranks)
         for p, r in ranks.items():
             result.metrics[p] = self.group_metrics(r)
         return result
+
+    @torch.no_grad()
+    def compute_ranks(self, model: SequentialRecommender, protocols: tuple[str, ...] | list[str],
+                      rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """protocol -> 0-based rank of every user (``rows=(lo, hi)``: of user rows lo..hi-1 only). The hook a
+        sharded evaluator (esrkit/training/distributed.py) overrides to split users over processes."""
+        lo = rows[0] if rows is not None else 0
+        was_training = model.training
+        model.eval()
+        users = self.user_vectors(model, rows)
+        items = model.all_item_vectors()
+        ranks: dict[str, np.ndarray] = {}
+        if "sampled" in protocols:
+            ranks["sampled"] = self._sampled_ranks(users, items, lo)
+        if "full" in protocols:
+            ranks["full"] = self._full_ranks(users, items, lo)
+        model.train(was_training)
+        return ranks
 
     def group_metrics(self, ranks: np.ndarray) -> dict[str, dict[str, float]]:
         out = {"overall": metrics_from_ranks(ranks, self.ks)}
@@ -138,9 +151,10 @@ class Evaluator:
         out["overall"]["users"] = int(len(ranks))
         return out
 
-    def _sampled_ranks(self, users: torch.Tensor, items: torch.Tensor) -> np.ndarray:
-        negs = torch.as_tensor(self.negatives(), device=users.device)
-        targets = torch.as_tensor(self.targets, device=users.device)
+    def _sampled_ranks(self, users: torch.Tensor, items: torch.Tensor, lo: int = 0) -> np.ndarray:
+        """``users``: vectors of user rows lo.. (lo > 0 only for a shard)."""
+        negs = torch.as_tensor(self.negatives()[lo : lo + len(users)], device=users.device)
+        targets = torch.as_tensor(self.targets[lo : lo + len(users)], device=users.device)
         gen = torch.Generator(device=users.device).manual_seed(self.seed)
         out = []
         for start in range(0, len(users), self.batch_size):
@@ -150,14 +164,14 @@ class Evaluator:
             out.append(rank_of_target(t, s, self.ties, gen))
         return torch.cat(out).cpu().numpy()
 
-    def _full_ranks(self, users: torch.Tensor, items: torch.Tensor) -> np.ndarray:
-        targets = torch.as_tensor(self.targets, device=users.device)
+    def _full_ranks(self, users: torch.Tensor, items: torch.Tensor, lo: int = 0) -> np.ndarray:
+        targets = torch.as_tensor(self.targets[lo : lo + len(users)], device=users.device)
         prefix = self.data.lengths() - (2 if self.split == "valid" else 1)
         gen = torch.Generator(device=users.device).manual_seed(self.seed)
         out = []
         block = max(1, min(self.batch_size, (1 << 26) // max(1, items.shape[0])))  # <= 64M scores per block
         for start in range(0, len(users), block):
-            rows = np.arange(start, min(start + block, len(users)))
+            rows = np.arange(lo + start, lo + min(start + block, len(users)))
             u = users[start : start + len(rows)]
             scores = u @ items.T  # (b, n_items + 1)
             tgt = targets[start : start + len(rows)]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 
 import esrkit
 from esrkit.index.exact import check_embeddings, fingerprint_embeddings
-from esrkit.utils.io import atomic_write_json, read_json
+from esrkit.utils.io import atomic_path, atomic_write_json, read_json
 
 FORMAT_NAME = "esrkit-hnsw-index"
 FORMAT_VERSION = 1
@@ -151,18 +150,8 @@ class HnswIndex:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the index file atomically, then its parameter JSON (the JSON last: it marks a complete save)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            self._index.save_index(tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            self._index.save_index(str(tmp))
         self._params["file_bytes"] = path.stat().st_size
         atomic_write_json(params_path(path), self._params)
         return path

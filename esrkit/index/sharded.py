@@ -50,7 +50,12 @@ class ShardSearcher(Protocol):
     stop: int
 
     def search(
-        self, queries: np.ndarray, k: int, query_rows: np.ndarray | None, num_threads: int | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        query_rows: np.ndarray | None,
+        num_threads: int | None,
+        ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Global rows int64 (q, k) and float64 scores, padded with -1 / -inf."""
         ...
@@ -74,8 +79,14 @@ class ExactShard:
         self.stop = self.start + len(rows)
 
     def search(
-        self, queries: np.ndarray, k: int, query_rows: np.ndarray | None, num_threads: int | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        query_rows: np.ndarray | None,
+        num_threads: int | None,
+        ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search (``ef`` is ignored)."""
         return exact_search(
             queries, self.rows, k, query_rows=query_rows, database_offset=self.start, num_threads=num_threads
         )
@@ -97,13 +108,21 @@ class HnswShard:
         self.stop = int(stop)
 
     def search(
-        self, queries: np.ndarray, k: int, query_rows: np.ndarray | None, num_threads: int | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        query_rows: np.ndarray | None,
+        num_threads: int | None,
+        ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """hnswlib search at ``ef`` (default: the ef stored with the index)."""
         best = empty_topk(len(queries), k)
         for qs in range(0, len(queries), _QUERY_BLOCK):
             qe = min(qs + _QUERY_BLOCK, len(queries))
             exclude = None if query_rows is None else query_rows[qs:qe]
-            labels, scores = self.index.query(queries[qs:qe], k, exclude=exclude, num_threads=num_threads)
+            labels, scores = self.index.query(
+                queries[qs:qe], k, exclude=exclude, ef=ef, num_threads=num_threads
+            )
             best[0][qs:qe], best[1][qs:qe] = labels, scores.astype(np.float64)
         return best
 
@@ -185,14 +204,15 @@ class ShardedIndex:
         k: int,
         query_rows: np.ndarray | None = None,
         num_threads: int | None = None,
+        ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Global top-k over all shards: ``(rows int64 (q, k), scores float64 (q, k))``; ``query_rows`` are the
-        queries' own global rows (excluded)."""
+        queries' own global rows (excluded). ``ef`` overrides the stored hnsw search breadth for this call."""
         queries = check_embeddings(queries, "queries")
         rows = None if query_rows is None else np.asarray(query_rows, dtype=np.int64)
         best = empty_topk(len(queries), k)
         for shard in self.iter_shards(num_threads):
-            best = merge_topk([best, shard.search(queries, k, rows, num_threads)], k)
+            best = merge_topk([best, shard.search(queries, k, rows, num_threads, ef)], k)
             del shard
         return best
 

@@ -25,6 +25,7 @@ class GRU4RecEncoder(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, bias=False, batch_first=True)
+        self._shared_cache: tuple | None = None  # (key, padding input, states after 0..n padding steps)
 
     def forward(
         self, x: Tensor, mask: Tensor, pad_count: Tensor | None = None, shared_pad: bool = False, **_: object
@@ -39,12 +40,51 @@ class GRU4RecEncoder(nn.Module):
         if steps <= 0:
             out, _ = self.gru(x)
             return out
-        pad_input = x[:1, 0] if shared_pad else x[:, 0]
-        h = self._pad_run(pad_input, steps)
         if shared_pad:
-            h = h.expand(-1, B, -1).contiguous()
+            h = self._shared_pad_state(x[:1, 0], steps).expand(-1, B, -1).contiguous()
+        else:
+            h = self._pad_run(x[:, 0], steps)
         out, _ = self.gru(x, h)
         return out
+
+    def _shared_pad_state(self, pad_input: Tensor, steps: int) -> Tensor:
+        """State after ``steps`` padding inputs, shared by every row. The trajectory is cached while the weights,
+        the padding input and the autograd mode are unchanged, so the length buckets and passes of one training
+        step (and a whole evaluation) run the padding once instead of once per call."""
+        w = (self.gru.weight_ih_l0, self.gru.weight_hh_l0)
+        key = (torch.is_grad_enabled(), w[0]._version, w[1]._version, w[0].data_ptr(), w[1].data_ptr())
+        cache = self._shared_cache
+        if (cache is None or cache[0] != key or cache[2].shape[0] <= steps
+                or not torch.equal(cache[1], pad_input.detach())):
+            states = self._pad_trajectory(pad_input, steps)
+            self._shared_cache = cache = (key, pad_input.detach().clone(), states)
+        return cache[2][steps]
+
+    def _pad_trajectory(self, pad_input: Tensor, steps: int) -> Tensor:
+        """(steps + 1, layers, 1, d): the state after 0, 1, ..., steps padding inputs (one row)."""
+        if self.gru.num_layers != 1 or pad_input.device.type != "cpu":
+            out, _ = self.gru(pad_input.unsqueeze(1).expand(-1, steps, -1))
+            if self.gru.num_layers != 1:  # only the last state is kept for stacked GRUs
+                zeros = out.new_zeros(self.gru.num_layers, 1, out.shape[-1])
+                return torch.stack([zeros] * steps + [self._pad_run(pad_input, steps)])
+            states = torch.cat([out.new_zeros(1, out.shape[-1]), out[0]], 0)
+            return states.view(steps + 1, 1, 1, -1)
+        states = [pad_input.new_zeros(pad_input.shape)]
+        gi_r, gi_z, gi_n = (pad_input @ self.gru.weight_ih_l0.T).chunk(3, 1)
+        w_hh = self.gru.weight_hh_l0.T
+        h = states[0]
+        for _ in range(steps):
+            h = self._cell(h, gi_r, gi_z, gi_n, w_hh)
+            states.append(h)
+        return torch.stack(states).unsqueeze(1)
+
+    @staticmethod
+    def _cell(h: Tensor, gi_r: Tensor, gi_z: Tensor, gi_n: Tensor, w_hh: Tensor) -> Tensor:
+        gh_r, gh_z, gh_n = (h @ w_hh).chunk(3, 1)
+        r = torch.sigmoid(gi_r + gh_r)
+        z = torch.sigmoid(gi_z + gh_z)
+        n = torch.tanh(gi_n + r * gh_n)
+        return n + z * (h - n)  # = (1 - z) * n + z * h
 
     def _pad_run(self, pad_input: Tensor, steps: int) -> Tensor:
         """The GRU state after ``steps`` identical inputs per row, from zeros: (layers, rows, d).
@@ -59,11 +99,7 @@ class GRU4RecEncoder(nn.Module):
         w_hh = self.gru.weight_hh_l0.T
         h = pad_input.new_zeros(pad_input.shape)
         for _ in range(steps):
-            gh_r, gh_z, gh_n = (h @ w_hh).chunk(3, 1)
-            r = torch.sigmoid(gi_r + gh_r)
-            z = torch.sigmoid(gi_z + gh_z)
-            n = torch.tanh(gi_n + r * gh_n)
-            h = n + z * (h - n)  # = (1 - z) * n + z * h
+            h = self._cell(h, gi_r, gi_z, gi_n, w_hh)
         return h.unsqueeze(0)
 
     def _forward_unpadded(self, x: Tensor, mask: Tensor) -> Tensor:

@@ -197,7 +197,10 @@ class LLMESR(SequentialRecommender):
             co, se = views
             views = [self.llm2id(se, co, mask), self.id2llm(co, se, mask)]  # replace, no residual (official)
         kwargs = self._encoder_kwargs(inp, shared_pad=not self.use_cross)
-        if len(views) == 2 and self.share_encoder:
+        # one stacked call for both views, unless a recurrent encoder shares one padding vector per view (the
+        # views' padding inputs differ, so they cannot share a padding run)
+        stack = self.use_cross or not getattr(self.encoder, "needs_leading_pad", False)
+        if len(views) == 2 and self.share_encoder and stack:
             stacked = self.encoder(
                 torch.cat(views, 0),
                 mask.repeat(2, 1),
@@ -205,7 +208,8 @@ class LLMESR(SequentialRecommender):
             )
             out = torch.cat(stacked.chunk(2, 0), -1)
         elif len(views) == 2:
-            out = torch.cat([self.encoder(views[0], mask, **kwargs), self.encoder_se(views[1], mask, **kwargs)], -1)
+            second = self.encoder if self.share_encoder else self.encoder_se
+            out = torch.cat([self.encoder(views[0], mask, **kwargs), second(views[1], mask, **kwargs)], -1)
         else:
             out = self.encoder(views[0], mask, **kwargs)
         return out[:, 1:] if added else out

@@ -17,7 +17,7 @@ last ``history_keep_last_chars`` characters, and may be cut like item prompts.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 

@@ -16,7 +16,6 @@ def _value(entry: Any) -> tuple[float, float | None]:
 
 def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int = 10) -> str:
     """``rows``: (label, test metrics {group: {metric: value or {mean, std}}}) for one protocol."""
-    header = ["model"] + [f"{title} H@{k}" for _, title in GROUPS] + [f"{title} N@{k}" for _, title in GROUPS]
     header = ["model"]
     for _, title in GROUPS:
         header += [f"{title} H@{k}", f"N@{k}"]
@@ -26,6 +25,9 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int 
         for g, _ in GROUPS:
             for m in (f"hr@{k}", f"ndcg@{k}"):
                 mean, std = _value(groups[g][m])
+                if mean != mean:  # NaN: nobody in this group (e.g. no tail item in a 5-core dataset)
+                    line.append("–")
+                    continue
                 line.append(f"{mean:.4f}" + (f"±{std:.4f}" if std else ""))
         lines.append(line)
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]

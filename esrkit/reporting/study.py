@@ -34,6 +34,7 @@ class StudyPlan:
     seeds: list[int] = field(default_factory=lambda: [42])
     overrides: list[str] = field(default_factory=list)
     baseline_hidden: int = 128  # the paper's single-view baselines (LLM-ESR: 64 per view)
+    user_provider: str = ""  # hold similar-user retrieval fixed across providers (items-only swap)
     output_dir: str = "runs"
     name: str = ""
 
@@ -57,7 +58,8 @@ class StudyPlan:
         return out
 
     def config(self, run_name: str, extra: list[str]) -> RunConfig:
-        cfg = resolve_recipe(self.recipe, list(self.overrides) + extra)
+        fixed = [f"embedding.user_provider={self.user_provider}"] if self.user_provider else []
+        cfg = resolve_recipe(self.recipe, list(self.overrides) + fixed + extra)
         cfg.name = run_name
         cfg.output_dir = str(self.folder)
         return cfg

@@ -71,27 +71,65 @@ def _pair_loss(pos_logits: Tensor, neg_logits: Tensor, kind: str) -> Tensor:
     raise ValueError(f"loss must be 'bce' or 'bpr', not {kind!r}")
 
 
+def _scored_states(
+    model: SequentialRecommender, batch: TrainBatch, outputs: list[tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(hidden states that get a loss (m, D), their positive ids (m,), negative ids (m, k)) over all buckets."""
+    hs, pos_ids, neg_ids = [], [], []
+    for rows, h in outputs:
+        if model.objective == "last":
+            hs.append(h[:, -1])
+            pos_ids.append(batch.pos[rows])
+            neg_ids.append(batch.neg[rows])
+            continue
+        width = h.shape[1]
+        pos = batch.pos[rows][:, -width:]
+        scored = pos != 0
+        hs.append(h[scored])
+        pos_ids.append(pos[scored])
+        neg_ids.append(batch.neg[rows][:, -width:][scored])
+    return torch.cat(hs), torch.cat(pos_ids), torch.cat(neg_ids)
+
+
+def _ranking_from_states(model: SequentialRecommender, hs: Tensor, pos: Tensor, neg: Tensor, kind: str) -> Tensor:
+    ids = torch.cat([pos.unsqueeze(1), neg.reshape(len(pos), -1)], 1)  # (m, 1 + k): one item lookup for all
+    logits = torch.einsum("md,mkd->mk", hs, model.item_vectors(ids))
+    return _pair_loss(logits[:, 0], logits[:, 1:].reshape(-1), kind)
+
+
 def ranking_loss(
     model: SequentialRecommender, batch: TrainBatch, kind: str = "bce", buckets: list[np.ndarray] | None = None
 ) -> Tensor:
     buckets = buckets or [np.arange(batch.inp.tokens.shape[0])]
-    pos_parts, neg_parts = [], []
-    for rows, h in encode_bucketed(model, batch.inp, buckets):
-        if model.objective == "last":
-            user = h[:, -1]  # (b, D)
-            pos = batch.pos[rows]
-            neg = batch.neg[rows]  # (b, k)
-            pos_parts.append((user * model.item_vectors(pos)).sum(-1))
-            neg_parts.append(torch.einsum("bd,bkd->bk", user, model.item_vectors(neg)).reshape(-1))
-            continue
-        width = h.shape[1]
-        pos = batch.pos[rows][:, -width:]
-        neg = batch.neg[rows][:, -width:]  # (b, w, k)
-        scored = pos != 0
-        hs = h[scored]  # (m, D)
-        pos_parts.append((hs * model.item_vectors(pos[scored])).sum(-1))
-        neg_parts.append(torch.einsum("md,mkd->mk", hs, model.item_vectors(neg[scored])).reshape(-1))
-    return _pair_loss(torch.cat(pos_parts), torch.cat(neg_parts), kind)
+    outputs = encode_bucketed(model, batch.inp, buckets)
+    return _ranking_from_states(model, *_scored_states(model, batch, outputs), kind)
+
+
+def ranking_loss_and_student(
+    model: SequentialRecommender, batch: TrainBatch, kind: str = "bce", buckets: list[np.ndarray] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The ranking loss and the SD student from *one* encoder call over the batch stacked twice.
+
+    The official code runs two separate forward passes of the same input (new dropout masks for the student).
+    Every row of a stacked batch gets its own dropout masks, so one call over [input; input] has exactly the
+    distribution of the two passes, at half the per-call overhead."""
+    n = batch.inp.tokens.shape[0]
+    buckets = buckets or [np.arange(n)]
+    inp = batch.inp
+    doubled = SeqInput(torch.cat([inp.tokens, inp.tokens]), torch.cat([inp.positions, inp.positions]),
+                       torch.cat([inp.pad_count, inp.pad_count]))
+    outputs = encode_bucketed(model, doubled, [np.concatenate([b, b + n]) for b in buckets])
+    rank_outputs, student = [], None
+    for rows, h in outputs:
+        first = rows < n
+        rank_outputs.append((rows[first], h[first]))
+        last = h[~first][:, -1]
+        if student is None:
+            student = last.new_empty(n, last.shape[-1])
+        student[rows[~first] - n] = last
+    rank = _ranking_from_states(model, *_scored_states(model, batch, rank_outputs), kind)
+    assert student is not None
+    return rank, student
 
 
 class SelfDistillation:
@@ -148,8 +186,10 @@ class SelfDistillation:
         self._cache = torch.cat(reps)
         model.train(was)
 
-    def loss(self, model: SequentialRecommender, batch: TrainBatch, buckets: list[np.ndarray]) -> Tensor:
-        student = last_hidden_bucketed(model, batch.inp, buckets)  # a second forward pass (new dropout)
+    def loss(self, model: SequentialRecommender, batch: TrainBatch, buckets: list[np.ndarray],
+             student: Tensor | None = None) -> Tensor:
+        if student is None:  # a second forward pass of the ranking input (new dropout masks)
+            student = last_hidden_bucketed(model, batch.inp, buckets)
         users = batch.users_np if batch.users_np is not None else batch.users.cpu().numpy()
         teacher = self.teachers(model, users)
         if self.scale == "mse_mean":

@@ -31,9 +31,10 @@ from esrkit.models import ModelAssets, build_model, model_class
 from esrkit.resources import expand_path
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences
+from esrkit.training.distributed import runtime
 from esrkit.training.objectives import SelfDistillation
 from esrkit.training.rundir import RunDir, environment
-from esrkit.training.trainer import Trainer, TrainerOptions
+from esrkit.training.trainer import TrainerOptions
 from esrkit.utils.io import atomic_write_json, fingerprint_array, load_npy, read_json, stable_json_hash
 
 log = logging.getLogger(__name__)
@@ -105,20 +106,25 @@ def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], 
             out["meta"][part] = {"source": str(path), "fingerprint": fingerprint_array(arr)}
         else:
             needed_from_provider.append(part)
-    if needed_from_provider:
-        if e.provider in ("", "none"):
-            raise ValueError(f"the model needs {needed_from_provider} embeddings but embedding.provider is 'none'")
+    by_provider: dict[str, list[str]] = {}
+    for part in needed_from_provider:  # user prompts may use another provider (retrieval held fixed)
+        name = e.user_provider if part == "users" and e.user_provider else e.provider
+        by_provider.setdefault(name, []).append(part)
+    for name, provider_parts in by_provider.items():
+        if name in ("", "none"):
+            raise ValueError(f"the model needs {provider_parts} embeddings but the provider is 'none'")
         from esrkit.embedding.pipeline import embed_dataset
         from esrkit.prompts import load_templates
         from esrkit.providers import load_provider
 
-        what = "both" if len(needed_from_provider) == 2 else needed_from_provider[0]
-        result = embed_dataset(data, load_provider(e.provider, **e.options), load_templates(e.templates), what,
+        options = e.options if name == e.provider else {}
+        what = "both" if len(provider_parts) == 2 else provider_parts[0]
+        result = embed_dataset(data, load_provider(name, **options), load_templates(e.templates), what,
                                workdir=cfg.workdir, progress=progress)
-        for part in needed_from_provider:
+        for part in provider_parts:
             arr = getattr(result, part)
             out[part] = np.asarray(arr, dtype=np.float32)
-            out["meta"][part] = {"source": str(result.directory), "provider": e.provider,
+            out["meta"][part] = {"source": str(result.directory), "provider": name,
                                  "templates": e.templates, "fingerprint": fingerprint_array(out[part])}
     return out
 
@@ -199,13 +205,14 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
 
 
 # ---------------------------------------------------------------------------------------------- one seed
-def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: int) -> tuple[Evaluator, Evaluator]:
+def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: int,
+               cls: type[Evaluator] = Evaluator) -> tuple[Evaluator, Evaluator]:
     d, e = cfg.data, cfg.eval
     kw = dict(max_len=d.max_len, negatives=e.negatives, seed=seed, ks=tuple(e.ks), ties=e.ties,
               exclude_history=e.exclude_history, batch_size=e.batch_size, ts_user=d.ts_user, ts_item=d.ts_item,
               group_rule=d.group_rule)
-    valid = Evaluator(data, "valid", seqs, resample_negatives=e.validation_negatives == "resample", **kw)
-    test = Evaluator(data, "test", seqs, **kw)
+    valid = cls(data, "valid", seqs, resample_negatives=e.validation_negatives == "resample", **kw)
+    test = cls(data, "test", seqs, **kw)
     return valid, test
 
 
@@ -221,16 +228,23 @@ def trainer_options(cfg: RunConfig, seed: int, device: torch.device) -> TrainerO
 
 def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume: bool = False,
              progress: bool = True) -> dict[str, Any]:
-    device = resolve_device(cfg.train.device)
+    rt = runtime()  # under torchrun: this rank's device, rank-0-only files, sharded evaluation (training/distributed.py)
+    device = rt.device(cfg.train.device)
     rd = RunDir(run_dir)
-    if resume and (rd.path / "results.json").exists():
+    if resume and rt.on_main(lambda: (rd.path / "results.json").exists()):
         log.info("%s is finished; skipping", rd.path)
-        return rd.results()
+        return rt.on_main(rd.results)
     config = cfg.to_dict()
     config["train"]["seed"] = seed
-    provenance = {"environment": environment(), "device": str(device), "fingerprints": inputs.fingerprints,
-                  "preparation_seconds": inputs.timings}
-    rd.create(config, provenance, resume=resume)
+
+    def provenance() -> dict[str, Any]:  # computed by the process that writes it (environment() takes seconds)
+        out = {"environment": environment(), "device": str(device), "fingerprints": inputs.fingerprints,
+               "preparation_seconds": inputs.timings}
+        if rt.distributed:
+            out["distributed"] = rt.describe()
+        return out
+
+    rt.on_main(lambda: rd.create(config, provenance(), resume=resume))
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = inputs.data
@@ -242,7 +256,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
         assert inputs.neighbours is not None
         sd = SelfDistillation(seqs, inputs.neighbours, cfg.retrieval.n_similar, cfg.model.alpha, cfg.model.sd_loss,
                               cfg.data.max_len, cfg.model.teacher_refresh)
-    valid_eval, test_eval = evaluators(cfg, data, seqs, seed)
+    valid_eval, test_eval = evaluators(cfg, data, seqs, seed, rt.evaluator_class())
     protocols = tuple(dict.fromkeys([cfg.eval.valid_protocol]))
 
     def validate(m, epoch):
@@ -251,12 +265,12 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
     opts = trainer_options(cfg, seed, device)
     if not model.trainable:  # nothing to learn: evaluate once (e.g. the popularity baseline)
         opts.epochs = 0
-    trainer = Trainer(model, seqs, opts, validate, rd, sd, progress=progress)
+    trainer = rt.trainer(model, seqs, opts, validate, rd, sd, progress=progress)
     t0 = time.perf_counter()
     state = trainer.fit(resume=resume)
     train_seconds = time.perf_counter() - t0
-    if rd.best.exists():
-        ckpt.load_model(rd.best, model)
+    if rt.on_main(rd.best.exists):
+        rt.load_model(rd.best, model)
     t0 = time.perf_counter()
     test = test_eval.evaluate(model, cfg.eval.protocols)
     valid = valid_eval.evaluate(model, cfg.eval.protocols)
@@ -281,7 +295,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
         "device": str(device),
     }
     ranks = {f"test_{p}": r for p, r in test.ranks.items()} | {f"valid_{p}": r for p, r in valid.ranks.items()}
-    rd.save_results(results, ranks)
+    rt.on_main(lambda: rd.save_results(results, ranks))
     return results
 
 
@@ -292,10 +306,11 @@ def run_dir_for(cfg: RunConfig, seed: int) -> Path:
 
 def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     seeds = seeds or [cfg.train.seed]
-    inputs = prepare_inputs(cfg, progress)
+    rt = runtime()
+    inputs = rt.staged(lambda: prepare_inputs(cfg, progress and rt.is_main))  # rank 0 first: it fills the caches
     per_seed = [run_seed(cfg, inputs, s, run_dir_for(cfg, s), resume=resume, progress=progress) for s in seeds]
     summary = summarise(per_seed)
-    atomic_write_json(Path(cfg.output_dir) / cfg.name / "summary.json", summary)
+    rt.on_main(lambda: atomic_write_json(Path(cfg.output_dir) / cfg.name / "summary.json", summary))
     return summary
 
 

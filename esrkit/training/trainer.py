@@ -24,7 +24,7 @@ import torch
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences, TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
-from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss
+from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss, ranking_loss_and_student
 from esrkit.training.rundir import RunDir
 from esrkit.utils.io import append_jsonl, read_jsonl
 
@@ -117,12 +117,13 @@ class Trainer:
         custom = self.model.training_loss(batch, ctx)
         if custom is not None:
             return custom
-        rank = ranking_loss(self.model, batch, self.opt_cfg.loss, ctx.buckets)
-        parts = {"loss": rank, "rank": rank}
         if self.sd is not None and self.sd.alpha > 0:
-            sd = self.sd.loss(self.model, batch, ctx.buckets)
-            parts["loss"] = parts["loss"] + self.sd.alpha * sd
-            parts["sd"] = sd
+            rank, student = ranking_loss_and_student(self.model, batch, self.opt_cfg.loss, ctx.buckets)
+            sd = self.sd.loss(self.model, batch, ctx.buckets, student)
+            parts = {"loss": rank + self.sd.alpha * sd, "rank": rank, "sd": sd}
+        else:
+            rank = ranking_loss(self.model, batch, self.opt_cfg.loss, ctx.buckets)
+            parts = {"loss": rank, "rank": rank}
         extra = self.model.auxiliary_loss(batch, ctx)
         if extra is not None:
             parts["loss"] = parts["loss"] + extra
@@ -172,10 +173,10 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> TrainState:
         o = self.opt_cfg
-        if resume and self.run_dir is not None and self.run_dir.last.exists():
+        if resume and self._has_checkpoint():
             self._resume()
         else:
-            torch.manual_seed(o.seed)
+            self._seed()
         while self.state.epoch < o.epochs and not self.state.stopped:
             epoch = self.state.epoch
             stats = self.train_epoch(epoch)
@@ -191,6 +192,13 @@ class Trainer:
             log.info("epoch %d loss %.4f valid %s %.4f (best %.4f @ %d)", epoch, stats["loss"], o.watch, score,
                      self.state.best_score, self.state.best_epoch)
         return self.state
+
+    # hooks a distributed trainer overrides (esrkit/training/distributed.py): only rank 0 holds the run directory
+    def _has_checkpoint(self) -> bool:
+        return self.run_dir is not None and self.run_dir.last.exists()
+
+    def _seed(self) -> None:
+        torch.manual_seed(self.opt_cfg.seed)
 
     def _update_stopper(self, epoch: int, score: float) -> None:
         s = self.state

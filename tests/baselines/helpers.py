@@ -20,12 +20,12 @@ def make_model(name: str, backbone: str = "sasrec", data=None, hidden: int = 32,
     """A baseline on the small synthetic data, set up; CITIES/MELT start in stage 2 unless told otherwise."""
     data = data if data is not None else small_data()
     torch.manual_seed(seed)
-    kw = dict(backbone=backbone, hidden=hidden, max_len=MAX_LEN, dropout=dropout)
+    kw = {"backbone": backbone, "hidden": hidden, "max_len": MAX_LEN, "dropout": dropout}
     if name == "cities":
-        opts = dict(pretrain_epochs=0, item_batch=32, layers=1, max_shots=4) | options
+        opts = {"pretrain_epochs": 0, "item_batch": 32, "layers": 1, "max_shots": 4} | options
         model = CITIES(data.n_items, options=CitiesOptions(**opts), **kw)
     elif name == "melt":
-        opts = dict(pretrain_epochs=0) | options
+        opts = {"pretrain_epochs": 0} | options
         model = MELT(data.n_items, options=MeltOptions(**opts), **kw)
     elif name == "rlmrec":
         items, _, _ = small_assets()

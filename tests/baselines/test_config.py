@@ -34,7 +34,8 @@ def test_options_come_from_model_extra() -> None:
     model = build_model(cfg, data.n_items, MAX_LEN, ModelAssets(llm_items=items))
     assert (model.weight, model.temperature) == (0.1, 0.5)
     with pytest.raises(ValueError, match="unknown option"):
-        build_model(ModelConfig(name="cities", hidden=16, extra={"cities": {"tail_treshold": 3}}), data.n_items, MAX_LEN)
+        cfg = ModelConfig(name="cities", hidden=16, extra={"cities": {"tail_treshold": 3}})
+        build_model(cfg, data.n_items, MAX_LEN)
     with pytest.raises(ValueError, match="expected"):
         build_model(ModelConfig(name="cities", hidden=16, extra={"cities": {"layers": "two"}}), data.n_items, MAX_LEN)
     with pytest.raises(ValueError, match="LLM item embeddings"):

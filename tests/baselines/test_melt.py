@@ -40,7 +40,8 @@ def test_item_contexts_are_prefixes_and_reversed_suffixes() -> None:
     windows = model._context_windows(rows).tolist()
     assert sorted(windows) == sorted([[1, 2, 3], [0, 4, 3]])  # prefix ending in 3; suffix [3 4] read backwards
     rows = torch.arange(int(model.ctx_ptr[1]), int(model.ctx_ptr[2]))  # item 1: both users, position 0
-    assert sorted(model._context_windows(rows).tolist()) == sorted([[0, 0, 0, 1], [4, 3, 2, 1], [0, 0, 0, 1], [0, 0, 2, 1]])
+    expected = [[0, 0, 0, 1], [4, 3, 2, 1], [0, 0, 0, 1], [0, 0, 2, 1]]
+    assert sorted(model._context_windows(rows).tolist()) == sorted(expected)
 
 
 def test_item_branch_rewrites_exactly_the_tail_items() -> None:
@@ -79,7 +80,7 @@ def test_user_branch_samples_head_users_only() -> None:
 def test_user_branch_changes_tail_users_only_and_only_at_inference() -> None:
     model = make_model("melt")
     run_steps(model, steps=2)
-    thr = int(math.floor(float(model.user_threshold)))
+    thr = math.floor(float(model.user_threshold))
     rng = np.random.default_rng(0)
     lengths = [1, 2, thr, thr + 1, thr + 5, 30]
     tokens = torch.zeros(len(lengths), 30, dtype=torch.long)

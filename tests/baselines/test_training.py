@@ -23,7 +23,7 @@ def test_training_step_runs_and_loss_decreases(name: str, backbone: str) -> None
 
 
 # ---------------------------------------------------------------------------------------------- vs popularity
-TRAIN = dict(batch_size=32, max_len=MAX_LEN, lr=3e-3)
+TRAIN = {"batch_size": 32, "max_len": MAX_LEN, "lr": 3e-3}
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,7 +46,7 @@ def _from_pretrained(name: str, **options):
 def test_cities_beats_popularity() -> None:
     data = small_data()
     model = _from_pretrained("cities")
-    score, trainer = train_and_score(model, data, epochs=2, **TRAIN)
+    score, _ = train_and_score(model, data, epochs=2, **TRAIN)
     assert model.baseline_active and bool(model.is_tail.any())
     assert score > popularity_score(data) + 0.03, score
 
@@ -54,7 +54,7 @@ def test_cities_beats_popularity() -> None:
 def test_melt_beats_popularity() -> None:
     data = small_data()
     model = _from_pretrained("melt", pareto=0.5)  # the official setting for non-Amazon data
-    score, trainer = train_and_score(model, data, epochs=4, **TRAIN)
+    score, _ = train_and_score(model, data, epochs=4, **TRAIN)
     assert model.baseline_active
     assert score > popularity_score(data) + 0.03, score
 

@@ -95,6 +95,10 @@ def test_sharded_hnsw_recall_and_on_disk_index(users, tmp_path):
     sharded = ShardedIndex.load(tmp_path / "shards")
     rows, _ = sharded.search(users[:50], 10, query_rows=np.arange(50))
     np.testing.assert_array_equal(rows, table.rows[:50])
+    wider, _ = sharded.search(users[:50], 10, query_rows=np.arange(50), ef=400)  # a query-time ef override
+    assert recall_at_k(wider, exact_topk(users, 10)[0][:50]) >= recall_at_k(
+        rows, exact_topk(users, 10)[0][:50]
+    )
     again = build_sharded_neighbours(  # a rerun loads the finished shards instead of rebuilding them
         users,
         10,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esrkit.models import MODELS, SeqInput
+from esrkit.models import MODELS
 from esrkit.models.sasrec import PaddedSelfAttention, SASRecEncoder
 from esrkit.training.batches import make_input
 
@@ -79,7 +79,7 @@ def official_cross_attention(ca, x, y, log_seqs):
     return ca.out(att.transpose(1, 2).reshape(B, L, d))
 
 
-def official_llmesr_log2feats(model, log_seqs: torch.Tensor) -> torch.Tensor:
+def official_llmesr_log2feats(model, log_seqs: torch.Tensor, cross: bool = True) -> torch.Tensor:
     """``DualLLMSASRec.log2feats`` / ``DualLLMGRU4Rec.log2feats`` (eval mode) at full max_len."""
     positions = _official_positions(log_seqs)
     id_seqs = model.collab(log_seqs)
@@ -88,8 +88,11 @@ def official_llmesr_log2feats(model, log_seqs: torch.Tensor) -> torch.Tensor:
         scale = math.sqrt(model.hidden)  # official: embedding_dim ** 0.5
         id_seqs = id_seqs * scale + model.inputs.positions(positions)
         llm_seqs = llm_seqs * scale + model.inputs.positions(positions)
-    cross_id = official_cross_attention(model.llm2id, llm_seqs, id_seqs, log_seqs)
-    cross_llm = official_cross_attention(model.id2llm, id_seqs, llm_seqs, log_seqs)
+    if cross:
+        cross_id = official_cross_attention(model.llm2id, llm_seqs, id_seqs, log_seqs)
+        cross_llm = official_cross_attention(model.id2llm, id_seqs, llm_seqs, log_seqs)
+    else:
+        cross_id, cross_llm = id_seqs, llm_seqs
     if model.input_style == "transformer":
         f = lambda s: official_sasrec_backbone(model.encoder, s, log_seqs, 1)  # noqa: E731
     else:
@@ -142,17 +145,19 @@ def test_without_emulation_padding_is_ignored() -> None:
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
-def test_llmesr_trimmed_equals_official_full_length(backbone: str) -> None:
+@pytest.mark.parametrize("cross", [True, False])
+def test_llmesr_trimmed_equals_official_full_length(backbone: str, cross: bool) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     n_items, d_llm, hidden = 40, 32, 8
     llm = rng.normal(size=(n_items, d_llm)).astype(np.float32)
     pca = rng.normal(size=(n_items, hidden)).astype(np.float32)
-    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN).eval()
+    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN,
+                                 cross_attention=cross).eval()
     seqs = _random_sequences(rng, n_items, [2, 9, 4, 0, 17, 1])
     full = _right_aligned(seqs, MAX_LEN)
     with torch.no_grad():
-        ref = official_llmesr_log2feats(model, full)[:, -1]
+        ref = official_llmesr_log2feats(model, full, cross)[:, -1]
         width = max(len(s) for s in seqs)
         ours = model.last_hidden(make_input(full[:, -width:], MAX_LEN))
     torch.testing.assert_close(ours, ref, atol=3e-5, rtol=1e-4)
@@ -234,3 +239,22 @@ def test_composed_adapter_equals_two_layers() -> None:
     two = model.adapter.layers[1](model.adapter.layers[0](x))
     torch.testing.assert_close(model.adapter(x), two, atol=1e-5, rtol=1e-5)
     assert F.linear(x, *model.adapter.composed()).shape == (5, 4)
+
+
+def test_gru_padding_cache_keeps_gradients_exact() -> None:
+    """Reusing the cached padding trajectory across calls of one step gives the gradients of separate runs."""
+    torch.manual_seed(0)
+    seqs = _random_sequences(np.random.default_rng(5), 30, [3, 7, 2, 5])
+    full = _right_aligned(seqs, MAX_LEN)
+    grads = []
+    for reuse in (True, False):
+        torch.manual_seed(0)
+        model = MODELS.get("id")(30, backbone="gru4rec", hidden=8, max_len=MAX_LEN)
+        a = model.last_hidden(make_input(full[:2, -7:], MAX_LEN))
+        if not reuse:
+            model.encoder._shared_cache = None
+        b = model.last_hidden(make_input(full[2:, -5:], MAX_LEN))
+        (a.sum() + (b ** 2).sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)

@@ -12,4 +12,4 @@ from esrkit.models.baselines.cities import CITIES, CitiesOptions
 from esrkit.models.baselines.melt import MELT, MeltOptions
 from esrkit.models.baselines.rlmrec import RLMRec, RLMRecOptions
 
-__all__ = ["CITIES", "CitiesOptions", "MELT", "MeltOptions", "RLMRec", "RLMRecOptions"]
+__all__ = ["CITIES", "MELT", "CitiesOptions", "MeltOptions", "RLMRec", "RLMRecOptions"]

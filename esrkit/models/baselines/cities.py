@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, Dropout, SeqInput
-from esrkit.models.baselines.common import BackboneFirst, TrainParts, read_options, token_chunks
+from esrkit.models.baselines.common import BackboneFirst, TrainParts, long_tensor, read_options, token_chunks
 from esrkit.models.idrec import IDRecommender, common_options
 from esrkit.models.recommender import ModelAssets
 
@@ -51,7 +51,8 @@ class ContextLayer(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), Dropout(dropout), nn.Linear(2 * hidden, hidden))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.ReLU(), Dropout(dropout), nn.Linear(2 * hidden, hidden))
         self.norm1, self.norm2 = nn.LayerNorm(hidden, eps=1e-6), nn.LayerNorm(hidden, eps=1e-6)
         self.dropout = Dropout(dropout)
 
@@ -67,7 +68,8 @@ class EmbeddingInference(nn.Module):
     def __init__(self, hidden: int, context_len: int, heads: int = 4, layers: int = 2, dropout: float = 0.2) -> None:
         super().__init__()
         if hidden % heads:
-            raise ValueError(f"CITIES: hidden size {hidden} is not divisible by {heads} heads (model.extra.cities.heads)")
+            raise ValueError(f"CITIES: hidden size {hidden} is not divisible by {heads} heads "
+                             "(model.extra.cities.heads)")
         width = 2 * context_len + 1
         self.context_len = context_len
         self.mask_vector = nn.Parameter(torch.randn(hidden) / math.sqrt(hidden))  # stands for the hidden item
@@ -140,7 +142,7 @@ class CITIES(BackboneFirst, IDRecommender):
     _parts: TrainParts | None = None
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "CITIES":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> CITIES:
         return cls(n_items, options=read_options(CitiesOptions, cfg, "cities"), max_len=max_len, **common_options(cfg))
 
     def __init__(self, n_items: int, options: CitiesOptions | None = None, **backbone) -> None:
@@ -218,7 +220,7 @@ class CITIES(BackboneFirst, IDRecommender):
         pred = self.inference(left.view(o.item_batch, k, -1), right.view(o.item_batch, k, -1), table)
         return F.mse_loss(pred, table[items])
 
-    def train(self, mode: bool = True) -> "CITIES":
+    def train(self, mode: bool = True) -> CITIES:
         """Entering evaluation recomputes the tail embeddings if the inference function changed."""
         super().train(mode)
         if not mode and self._stale and self.baseline_active and self._contexts is not None:
@@ -244,7 +246,8 @@ class CITIES(BackboneFirst, IDRecommender):
             for part in token_chunks(width[order] * k, budget):
                 items, rows = group[part], group_rows[part]
                 left, right = self._context_tokens(rows.reshape(-1))
-                self.inferred[items] = self.inference(left.view(len(items), k, -1), right.view(len(items), k, -1), table)
+                n = len(items)
+                self.inferred[items] = self.inference(left.view(n, k, -1), right.view(n, k, -1), table)
         self.is_tail.zero_()
         self.is_tail[self.tail_items] = True
         self.inference.train(was)
@@ -275,5 +278,4 @@ def _build_contexts(parts: TrainParts, n_items: int, context_len: int, device: t
     counts = np.bincount(parts.items_np[slots], minlength=n_items + 2)[: n_items + 2]
     ptr = np.zeros(n_items + 3, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
-    as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long, device=device)  # noqa: E731
-    return ItemContexts(as_t(ptr), as_t(slots), as_t(left[slots]), as_t(right[slots]))
+    return ItemContexts(*(long_tensor(a, device) for a in (ptr, slots, left[slots], right[slots])))

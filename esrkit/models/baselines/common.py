@@ -12,7 +12,8 @@ import dataclasses
 import logging
 import math
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise ValueError(f"{where}: expected true/false, got {value!r}")
     if isinstance(value, bool):
-        raise ValueError(f"{where}: expected a {wanted[0].__name__}, got {value!r}")
+        raise ValueError(f"{where}: expected a {wanted[0].__name__}, got {value!r}")  # noqa: TRY004 (config error)
     if int in wanted and isinstance(value, (int, float)) and float(value).is_integer():
         return int(value)
     if float in wanted and isinstance(value, (int, float)):
@@ -59,6 +60,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- training data
+def long_tensor(values: np.ndarray, device: torch.device | str) -> Tensor:
+    return torch.as_tensor(np.ascontiguousarray(values), dtype=torch.long, device=device)
+
+
 class TrainParts:
     """Every user's training part (``seq[:-2]``) as one flat item array plus offsets, on the model's device.
 
@@ -87,7 +92,9 @@ class TrainParts:
         """Training interactions per item id (repeats counted), index 0 unused."""
         return np.bincount(self.items_np, minlength=n_items + 1)[: n_items + 1].astype(np.int64)
 
-    def windows(self, first: Tensor, count: Tensor, step: Tensor | int, width: int, right_aligned: bool = True) -> Tensor:
+    def windows(
+        self, first: Tensor, count: Tensor, step: Tensor | int, width: int, right_aligned: bool = True
+    ) -> Tensor:
         """(n, width) tokens: row r holds ``items[first[r] + step[r] * k]`` for k < count[r], right- or
         left-aligned, 0 elsewhere. ``step`` = -1 reads a part backwards."""
         col = torch.arange(width, device=self.device).unsqueeze(0)
@@ -181,7 +188,8 @@ class BackboneFirst:
             return False
         state = getattr(ctx.trainer, "state", None)
         if state is not None and ctx.epoch > 0 and state.best_epoch == ctx.epoch - 1:
-            self._best_backbone = {k: v.detach().clone() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
+            weights = self.state_dict().items()  # type: ignore[attr-defined]
+            self._best_backbone = {k: v.detach().clone() for k, v in weights}
         if not self._backbone_finished(ctx, state):
             if ctx.epoch == getattr(ctx.options, "epochs", 0) - 1:
                 log.warning("%s: the last epoch is still backbone pretraining; the baseline never trains "

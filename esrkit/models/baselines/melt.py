@@ -28,7 +28,13 @@ from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, SeqInput
 from esrkit.models.baselines.common import (
-    BackboneFirst, TrainParts, batches_per_epoch, read_options, sequence_representation, token_chunks,
+    BackboneFirst,
+    TrainParts,
+    batches_per_epoch,
+    long_tensor,
+    read_options,
+    sequence_representation,
+    token_chunks,
 )
 from esrkit.models.idrec import IDRecommender, common_options
 from esrkit.models.recommender import ModelAssets
@@ -63,7 +69,7 @@ class MELT(BackboneFirst, IDRecommender):
     _plan: _EpochPlan | None = None
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "MELT":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> MELT:
         return cls(n_items, options=read_options(MeltOptions, cfg, "melt"), max_len=max_len, **common_options(cfg))
 
     def __init__(self, n_items: int, options: MeltOptions | None = None, **backbone) -> None:
@@ -100,9 +106,8 @@ class MELT(BackboneFirst, IDRecommender):
         per_item = np.bincount(owner, minlength=self.n_items + 1)[: self.n_items + 1]
         ptr = np.zeros(self.n_items + 2, dtype=np.int64)
         np.cumsum(per_item, out=ptr[1:])
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long, device=self.device)  # noqa: E731
         self.ctx_ptr, self.ctx_first, self.ctx_count, self.ctx_step = (
-            as_t(ptr), as_t(first[order]), as_t(count[order]), as_t(step[order]))
+            long_tensor(a, self.device) for a in (ptr, first[order], count[order], step[order]))
         self.tail_items = torch.as_tensor(ids[(counts <= self.item_threshold) & (per_item > 0) & (ids > 0)],
                                           device=self.device)
         if len(self.head_users) == 0 or len(self.head_items) == 0:
@@ -162,8 +167,8 @@ class MELT(BackboneFirst, IDRecommender):
             self.plan_epoch(1, generator)
         p = self._plan
         assert p is not None
-        take = lambda order, n: order[(p.step * n + torch.arange(n, device=order.device)) % len(order)]  # noqa: E731
-        users, items = take(p.users, min(p.user_chunk, len(p.users))), take(p.items, min(p.item_chunk, len(p.items)))
+        users = _cyclic_chunk(p.users, min(p.user_chunk, len(p.users)), p.step)
+        items = _cyclic_chunk(p.items, min(p.item_chunk, len(p.items)), p.step)
         p.step += 1
         return users, items
 
@@ -264,16 +269,22 @@ def _melt_contexts(parts: TrainParts, max_len: int) -> tuple[np.ndarray, np.ndar
     return first, count, step, owner
 
 
+def _cyclic_chunk(order: Tensor, size: int, step: int) -> Tensor:
+    """Chunk ``step`` of ``order``, wrapping around when an epoch has more steps than chunks."""
+    return order[(step * size + torch.arange(size, device=order.device)) % len(order)]
+
+
 def _distinct_sample(available: Tensor, wanted: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """For each group g, ``wanted[g]`` distinct local indices in [0, available[g]): (owner, local) pairs."""
     dev = available.device
     owner = torch.repeat_interleave(torch.arange(len(available), device=dev), available)
-    local = torch.arange(len(owner), device=dev) - torch.repeat_interleave(torch.cumsum(available, 0) - available, available)
+    within = torch.arange(len(owner), device=dev) - torch.repeat_interleave(torch.cumsum(available, 0) - available,
+                                                                             available)
+    # a random order inside each group; groups stay contiguous and in place, so ``within`` is also the rank
     keys = owner.double() + torch.rand(len(owner), generator=generator, device=dev, dtype=torch.float64) * 0.5
     order = torch.argsort(keys)
-    rank = torch.arange(len(owner), device=dev) - torch.repeat_interleave(torch.cumsum(available, 0) - available, available)
-    chosen = order[rank < wanted[owner]]  # ``order`` keeps groups contiguous, so ``rank`` is the rank in the group
-    return owner[chosen], local[chosen]
+    chosen = order[within < wanted[owner]]
+    return owner[chosen], within[chosen]
 
 
 def _mean_by_owner(values: Tensor, owner: Tensor, n: int) -> Tensor:

@@ -56,7 +56,7 @@ class RLMRec(IDRecommender):
         return {"llm_items"}
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "RLMRec":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> RLMRec:
         if assets.llm_items is None:
             raise ValueError("RLMRec needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
         options = read_options(RLMRecOptions, cfg, "rlmrec")
