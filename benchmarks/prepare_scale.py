@@ -270,7 +270,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.report_from:
         saved = json.loads(args.report_from.read_text())
-        for key, value in saved["args"].items():
+        for key in ("interactions", "users", "items", "chunk", "seed", "dir", "overrides"):  # what was measured
+            value = saved["args"][key]
             setattr(args, key, Path(value) if key == "dir" else value)
         body = report(args, saved["generate"], saved["prepare"], saved["dataset"])
         print(body)

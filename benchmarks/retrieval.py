@@ -53,7 +53,7 @@ def machine_description() -> str:
     return (
         f"{model}, {os.cpu_count()} cores, {mem_kib / (1 << 20):.1f} GiB RAM, no GPU; Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
-        f"hnswlib {version('hnswlib')}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"hnswlib {version('hnswlib')}; every method runs with OMP_WAIT_POLICY=PASSIVE"
     )
 
 
@@ -441,11 +441,17 @@ def write_section(subsection: str) -> None:
         before, body, after = text[:start], text[start:end], text[end:]
     subs = _subsections(body)
     title = subsection.splitlines()[0]
-    subs = [s for s in subs if s.splitlines()[0] != title] + [subsection]
+    subs = sorted([s for s in subs if s.splitlines()[0] != title] + [subsection], key=_user_count)
     new_body = intro + "\n" + "\n".join(s.rstrip("\n") + "\n" for s in subs)
     from esrkit.utils.io import atomic_write_text
 
     atomic_write_text(RESULTS, before + new_body + ("\n" + after if after else ""))
+
+
+def _user_count(subsection: str) -> int:
+    """Order subsections by scale: '### 200,000 users ...' -> 200000."""
+    head = subsection.removeprefix("### ").split(" users")[0].replace(",", "")
+    return int(head) if head.isdigit() else 0
 
 
 def _subsections(body: str) -> list[str]:

@@ -53,7 +53,7 @@ from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import TrainBatch
-from esrkit.training.objectives import length_buckets, ranking_loss
+from esrkit.training.objectives import length_buckets
 from esrkit.training.trainer import StepContext, Trainer
 from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
@@ -360,26 +360,24 @@ def local_step(trainer: Trainer, rows: np.ndarray, gen: torch.Generator, rank: i
 def weighted_losses(trainer: Trainer, step: LocalStep, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
     """(what this rank back-propagates, {part: its share of the single-process value x N}).
 
-    The sum over ranks of the first, divided by N (DDP's gradient average), is the single-process loss of the
-    global batch; the same holds for every part. Mirrors ``Trainer.losses``.
+    The parts are ``Trainer.default_losses`` of the rank's rows (local means), re-weighted: the sum over ranks of
+    the first, divided by N (DDP's gradient average), is the single-process loss of the global batch, and the same
+    holds for every part.
     """
-    model, batch = trainer.model, step.batch
-    custom = model.training_loss(batch, ctx)
+    custom = trainer.model.training_loss(step.batch, ctx)
     if custom is not None:  # a model's own loss: plain DDP semantics (mean over ranks of local means)
         return custom["loss"], dict(custom)
-    rank = ranking_loss(model, batch, trainer.opt_cfg.loss, ctx.buckets)
-    total = step.w_rank * rank
-    parts = {"loss": total, "rank": step.w_rank * rank}
-    if trainer.sd is not None and trainer.sd.alpha > 0:
-        sd = trainer.sd.loss(model, batch, ctx.buckets)  # teachers by global user row: all sequences are local
-        total = total + trainer.sd.alpha * step.w_rows * sd
-        parts["sd"] = step.w_rows * sd
-    extra = model.auxiliary_loss(batch, ctx)
-    if extra is not None:
-        total = total + extra
-        parts["aux"] = extra
-    parts["loss"] = total
-    return total, parts
+    parts = trainer.default_losses(step.batch, ctx)  # teachers by global user row: all sequences are local
+    shares = {"loss": parts["rank"], "rank": step.w_rank * parts["rank"]}
+    total = shares["rank"]
+    if "sd" in parts:
+        shares["sd"] = step.w_rows * parts["sd"]
+        total = total + trainer.sd.alpha * shares["sd"]
+    if "aux" in parts:
+        shares["aux"] = parts["aux"]
+        total = total + parts["aux"]
+    shares["loss"] = total
+    return total, shares
 
 
 class _StepModule(nn.Module):

@@ -66,7 +66,9 @@ def load_data(cfg: RunConfig) -> SequenceData:
         return SequenceData.load(expand_path(d.path))
     if not d.source:
         raise ValueError("set data.path (a processed dataset) or data.source (synthetic or a reader name)")
-    key = stable_json_hash({"source": d.source, "inputs": d.inputs, "prepare": d.prepare, "synthetic": d.synthetic})[:16]
+    inputs = _expanded(d.inputs)
+    key = stable_json_hash({"source": d.source, "inputs": inputs, "files": _file_stamps(inputs), "prepare": d.prepare,
+                            "synthetic": d.synthetic})[:16]
     cached = Path(cfg.workdir) / "datasets" / f"{d.name or d.source}-{key}"
     if (cached / "dataset.json").exists():
         return SequenceData.load(cached)
@@ -77,7 +79,7 @@ def load_data(cfg: RunConfig) -> SequenceData:
     else:
         from esrkit.data.prepare import prepare_from_config
 
-        data = prepare_from_config(dataclasses.replace(d, inputs=_expanded(d.inputs)))
+        data = prepare_from_config(dataclasses.replace(d, inputs=inputs))
     data.save(cached, overwrite=True)
     return data
 
@@ -86,6 +88,19 @@ def _expanded(inputs: dict[str, Any]) -> dict[str, Any]:
     """Recipe paths may use $ESRKIT_SHARED / $ESRKIT_DATA / ~."""
     return {k: [str(expand_path(x)) for x in v] if isinstance(v, list) else str(expand_path(v))
             for k, v in inputs.items()}
+
+
+def _file_stamps(inputs: dict[str, Any]) -> list[Any]:
+    """(path, size, mtime) of every input file: a changed raw file invalidates the prepared-data cache."""
+    paths = [p for v in inputs.values() for p in (v if isinstance(v, list) else [v])]
+    stamps = []
+    for p in sorted(paths):
+        try:
+            st = Path(p).stat()
+            stamps.append([p, st.st_size, st.st_mtime_ns])
+        except OSError:
+            stamps.append([p, None, None])
+    return stamps
 
 
 # ---------------------------------------------------------------------------------------------- step 2: embeddings

@@ -117,6 +117,11 @@ class Trainer:
         custom = self.model.training_loss(batch, ctx)
         if custom is not None:
             return custom
+        return self.default_losses(batch, ctx)
+
+    def default_losses(self, batch: TrainBatch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Ranking loss, + alpha x SD, + the model's auxiliary loss: {"loss", "rank"[, "sd"][, "aux"]} (the
+        distributed trainer re-weights these parts per rank)."""
         if self.sd is not None and self.sd.alpha > 0:
             rank, student = ranking_loss_and_student(self.model, batch, self.opt_cfg.loss, ctx.buckets)
             sd = self.sd.loss(self.model, batch, ctx.buckets, student)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +43,25 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2, check: bool = True, **e
 def torchrun_nodes(args: list[str], cwd: Path, nodes: int = 2) -> list[subprocess.CompletedProcess]:
     """``nodes`` torchrun agents with one process each, meeting at one c10d rendezvous endpoint: the multi-node
     command line (``--nnodes --rdzv-backend c10d --rdzv-endpoint``) on one machine."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", "--nproc-per-node=1",
-           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=esrkit-test", *args]
-    procs = [subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(nodes)]
+    port, run_id = free_port(), f"esrkit-test-{uuid.uuid4().hex[:8]}"
+    procs = []
+    for node in range(nodes):  # node 0 hosts the rendezvous store (no race between agents on one host)
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", "--nproc-per-node=1",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={run_id}",
+               f"--rdzv-conf=is_host={'true' if node == 0 else 'false'}", *args]
+        logs = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below; a file: a pipe could fill up
+        procs.append((cmd, _spawn(cmd, cwd, child_env(), logs), logs))
     out = []
-    for p in procs:
-        stdout, _ = p.communicate(timeout=LAUNCH_TIMEOUT_S)
-        out.append(subprocess.CompletedProcess(cmd, p.returncode, stdout, ""))
+    try:
+        for cmd, proc, logs in procs:
+            out.append(subprocess.CompletedProcess(cmd, proc.returncode, _wait(proc, logs), ""))
+            out[-1].returncode = proc.returncode
+    finally:
+        for _, proc, logs in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            logs.close()
     for r in out:
         assert r.returncode == 0, r.stdout[-6000:]
     return out
@@ -62,12 +75,30 @@ def accelerate_launch(args: list[str], cwd: Path, nproc: int = 2, check: bool = 
     return _run(cmd, cwd, check, {})
 
 
+def _spawn(cmd: list[str], cwd: Path, env: dict[str, str], logs) -> subprocess.Popen:
+    """The launcher in a session of its own, so a timeout can stop it together with its workers."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=logs, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait(proc: subprocess.Popen, logs) -> str:
+    try:
+        proc.wait(timeout=LAUNCH_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:  # timed out: the agent and every worker it started
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    logs.seek(0)
+    return logs.read()
+
+
 def _run(cmd: list[str], cwd: Path, check: bool, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=child_env(**env), capture_output=True, text=True,
-                            timeout=LAUNCH_TIMEOUT_S, check=False)
+    with tempfile.TemporaryFile(mode="w+") as logs:
+        proc = _spawn(cmd, cwd, child_env(**env), logs)
+        result = subprocess.CompletedProcess(cmd, proc.returncode, _wait(proc, logs), "")
+    result.returncode = proc.returncode
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-6000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-8000:]}")
     return result
 
 

@@ -63,7 +63,7 @@ def test_killed_process_then_relaunch_loses_nothing_and_repeats_nothing(setup) -
 
     # launch 2, with accelerate: only what is missing is embedded, split over both processes
     out = accelerate_launch(["-m", "esrkit", "embed", *_embed_args(data_dir, model, workdir)], cwd=root)
-    assert out.stdout.count("-> ") == 1  # rank 0 reports, once
+    assert out.stdout.count(f"-> {workdir}") == 1  # rank 0 reports, once
     meta = json.loads(next((workdir / "embeddings").glob("*/embedding.json")).read_text())
     computed = sum(meta["parts"][p]["computed"] for p in ("items", "users"))
     assert computed == len(every) - after_crash  # nothing finished was recomputed, nothing embedded twice

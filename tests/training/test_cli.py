@@ -1,0 +1,54 @@
+"""The train -> evaluate -> recommend commands on a tiny synthetic run (a real, short training)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from esrkit.cli.main import cli
+
+TINY = ["--set", "data.synthetic={n_users=200, n_items=300}", "--set", "train.epochs=1",
+        "--set", "train.max_batches_per_epoch=2", "--set", "eval.batch_size=128"]
+
+
+def test_train_evaluate_recommend(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", *TINY])
+    assert res.exit_code == 0, res.output
+    assert "paper protocol" in res.output and "full ranking" in res.output
+    run = tmp_path / "runs" / "tiny" / "seed-42"
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"] == "llmesr" and set(results["test"]) == {"sampled", "full"}
+    assert (run / "checkpoints" / "best.safetensors").exists() and (run / "ranks" / "test_full.npy").exists()
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert {"data", "embeddings", "pca", "neighbours"} <= set(provenance["fingerprints"])
+
+    res = runner.invoke(cli, ["evaluate", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.output)
+    # the same checkpoint and negatives give the same test numbers as the training run
+    assert abs(again["sampled"]["overall"]["ndcg@10"] - results["test"]["sampled"]["overall"]["ndcg@10"]) < 1e-9
+    assert abs(again["full"]["overall"]["hr@10"] - results["test"]["full"]["overall"]["hr@10"]) < 1e-9
+
+    res = runner.invoke(cli, ["recommend", str(run), "--user", "U000001", "-k", "5"])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()[:2].rstrip(".").isdigit()]
+    assert len(lines) == 5
+    res = runner.invoke(cli, ["recommend", str(run), "--user", "nobody"])
+    assert res.exit_code != 0 and "unknown user id" in res.output
+
+    # rerunning a finished run is refused unless --resume (which skips it)
+    res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", *TINY])
+    assert res.exit_code != 0
+    res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", "--resume",
+                              *TINY])
+    assert res.exit_code == 0, res.output
+
+
+def test_bad_override_names_the_key(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["train", "--recipe", "demo", "--set", "model.alpah=1"])
+    assert res.exit_code != 0
+    assert "alpah" in str(res.exception) + res.output
