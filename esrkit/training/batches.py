@@ -45,7 +45,10 @@ class DeviceSequences:
         """Right-aligned tokens (B, W): the last ``min(prefix, keep)`` items of each user's first ``prefix`` items."""
         prefix_t = torch.as_tensor(prefix, device=self.device)
         taken = prefix_t.clamp(min=0, max=keep)
-        width = max(min_width, int(taken.max().item()) if len(taken) else min_width)
+        if isinstance(prefix, np.ndarray):  # known on the host: no device synchronisation
+            width = max(min_width, int(np.clip(prefix, 0, keep).max()) if len(prefix) else min_width)
+        else:
+            width = max(min_width, int(taken.max().item()) if len(taken) else min_width)
         col = torch.arange(width, device=self.device).unsqueeze(0)
         lead = (width - taken).unsqueeze(1)
         idx = self.offsets[users].unsqueeze(1) + prefix_t.unsqueeze(1) - taken.unsqueeze(1) + (col - lead)
@@ -115,6 +118,7 @@ class TrainBatch:
     pos: Tensor  # seq2seq/cloze: (B, L) target per position (0 = no loss); last: (B,)
     neg: Tensor  # (B, L, k) or (B, k)
     users_np: np.ndarray | None = None  # the same rows on the host (avoids a device sync)
+    lengths_np: np.ndarray | None = None  # real items per input row, on the host (bucket widths without a sync)
 
 
 def seq2seq_batch(seqs: DeviceSequences, users_np: np.ndarray, max_len: int, negatives: int, gen) -> TrainBatch:
@@ -125,7 +129,7 @@ def seq2seq_batch(seqs: DeviceSequences, users_np: np.ndarray, max_len: int, neg
     pos = pos * (tokens != 0)  # only real inputs have a target (a one-item training sequence has none)
     neg = seqs.sample_negatives(users, (*pos.shape, negatives), train_len, gen)
     neg = neg * (pos != 0).unsqueeze(-1)
-    return TrainBatch(users, make_input(tokens, max_len), pos, neg, users_np)
+    return TrainBatch(users, make_input(tokens, max_len), pos, neg, users_np, np.clip(train_len - 1, 0, max_len))
 
 
 def last_item_batch(seqs: DeviceSequences, users_np: np.ndarray, max_len: int, negatives: int, gen) -> TrainBatch:
@@ -134,7 +138,7 @@ def last_item_batch(seqs: DeviceSequences, users_np: np.ndarray, max_len: int, n
     tokens = seqs.window(users, train_len - 1, max_len)
     target = seqs.items[seqs.offsets[users] + torch.as_tensor(train_len - 1, device=seqs.device)]
     neg = _distinct_negatives(seqs, users, negatives, train_len, gen)
-    return TrainBatch(users, make_input(tokens, max_len), target, neg, users_np)
+    return TrainBatch(users, make_input(tokens, max_len), target, neg, users_np, np.clip(train_len - 1, 0, max_len))
 
 
 def _distinct_negatives(seqs: DeviceSequences, users: Tensor, k: int, exclude: np.ndarray, gen) -> Tensor:
@@ -174,7 +178,7 @@ def cloze_batch(
     new_tokens = torch.where(masked, replaced, tokens)
     pos = torch.where(masked, tokens, torch.zeros_like(tokens))
     neg = seqs.sample_negatives(users, (*tokens.shape, negatives), train_len, gen) * masked.unsqueeze(-1)
-    return TrainBatch(users, make_input(new_tokens, max_len), pos, neg, users_np)
+    return TrainBatch(users, make_input(new_tokens, max_len), pos, neg, users_np, np.clip(train_len, 0, max_len))
 
 
 def teacher_input(seqs: DeviceSequences, users_np: np.ndarray, max_len: int) -> SeqInput:

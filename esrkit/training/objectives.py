@@ -36,21 +36,29 @@ def length_buckets(lengths: np.ndarray, n_buckets: int, min_size: int = 16) -> l
     return [chunk for chunk in np.array_split(order, n) if len(chunk)]
 
 
-def encode_bucketed(model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray]) -> list[tuple[Tensor, Tensor]]:
-    """[(rows, encode(rows trimmed to their own longest sequence))] per bucket."""
-    lengths = inp.mask.sum(1)
+def encode_bucketed(
+    model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray], lengths: np.ndarray | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """[(rows, encode(rows trimmed to their own longest sequence))] per bucket. ``lengths`` (real items per row,
+    on the host) avoids a device synchronisation per bucket."""
+    device_lengths = inp.mask.sum(1) if lengths is None else None
     out = []
     for rows_np in buckets:
         rows = torch.as_tensor(rows_np, device=inp.tokens.device)
         sub = inp.rows(rows)
-        width = max(1, int(lengths[rows].max().item()))
+        if lengths is not None:
+            width = max(1, int(lengths[rows_np].max()))
+        else:
+            width = max(1, int(device_lengths[rows].max().item()))
         out.append((rows, model.encode(sub.last_columns(width))))
     return out
 
 
-def last_hidden_bucketed(model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray]) -> Tensor:
+def last_hidden_bucketed(
+    model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray], lengths: np.ndarray | None = None
+) -> Tensor:
     result = None
-    for rows, h in encode_bucketed(model, inp, buckets):
+    for rows, h in encode_bucketed(model, inp, buckets, lengths):
         last = h[:, -1]
         if result is None:
             result = last.new_empty(inp.tokens.shape[0], last.shape[-1])
@@ -101,7 +109,7 @@ def ranking_loss(
     model: SequentialRecommender, batch: TrainBatch, kind: str = "bce", buckets: list[np.ndarray] | None = None
 ) -> Tensor:
     buckets = buckets or [np.arange(batch.inp.tokens.shape[0])]
-    outputs = encode_bucketed(model, batch.inp, buckets)
+    outputs = encode_bucketed(model, batch.inp, buckets, batch.lengths_np)
     return _ranking_from_states(model, *_scored_states(model, batch, outputs), kind)
 
 
@@ -118,7 +126,8 @@ def ranking_loss_and_student(
     inp = batch.inp
     doubled = SeqInput(torch.cat([inp.tokens, inp.tokens]), torch.cat([inp.positions, inp.positions]),
                        torch.cat([inp.pad_count, inp.pad_count]))
-    outputs = encode_bucketed(model, doubled, [np.concatenate([b, b + n]) for b in buckets])
+    lengths = None if batch.lengths_np is None else np.concatenate([batch.lengths_np, batch.lengths_np])
+    outputs = encode_bucketed(model, doubled, [np.concatenate([b, b + n]) for b in buckets], lengths)
     rank_outputs, student = [], None
     for rows, h in outputs:
         first = rows < n
@@ -168,8 +177,8 @@ class SelfDistillation:
         else:
             with torch.no_grad():  # train mode (dropout on) as official, but no autograd graph
                 inp = teacher_input(self.seqs, sim, self.max_len)
-                lengths = np.minimum(self.seqs.train_lengths(sim) - 1, self.max_len)
-                rep = last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets))
+                lengths = np.clip(self.seqs.train_lengths(sim) - 1, 0, self.max_len)
+                rep = last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets), lengths)
         return rep.view(len(users), self.n, -1).mean(1)
 
     @torch.no_grad()
@@ -181,15 +190,15 @@ class SelfDistillation:
         for start in range(0, self.seqs.n_users, batch_size):
             rows = np.arange(start, min(start + batch_size, self.seqs.n_users))
             inp = teacher_input(self.seqs, rows, self.max_len)
-            lengths = np.minimum(self.seqs.train_lengths(rows) - 1, self.max_len)
-            reps.append(last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets)))
+            lengths = np.clip(self.seqs.train_lengths(rows) - 1, 0, self.max_len)
+            reps.append(last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets), lengths))
         self._cache = torch.cat(reps)
         model.train(was)
 
     def loss(self, model: SequentialRecommender, batch: TrainBatch, buckets: list[np.ndarray],
              student: Tensor | None = None) -> Tensor:
         if student is None:  # a second forward pass of the ranking input (new dropout masks)
-            student = last_hidden_bucketed(model, batch.inp, buckets)
+            student = last_hidden_bucketed(model, batch.inp, buckets, batch.lengths_np)
         users = batch.users_np if batch.users_np is not None else batch.users.cpu().numpy()
         teacher = self.teachers(model, users)
         if self.scale == "mse_mean":
