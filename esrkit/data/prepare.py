@@ -170,7 +170,9 @@ def collect(source: ReaderOutput) -> RawInteractions:
     user_codes: dict[str, int] = {}
     item_codes: dict[str, int] = {}
     users, items = array("q"), array("q")
-    times: list[int | float] = []
+    # integer timestamps (every built-in reader) go to a typed array: 8 bytes each instead of a Python int;
+    # a reader that yields floats switches the column to a list once
+    times: array | list = array("q")
     keep_time = source.has_timestamps
     for user, item, timestamp in source.interactions:
         u = user_codes.get(user)
@@ -182,13 +184,20 @@ def collect(source: ReaderOutput) -> RawInteractions:
         users.append(u)
         items.append(i)
         if keep_time:
-            times.append(0 if timestamp is None else timestamp)
-    ts = np.asarray(times) if keep_time else None
+            value = 0 if timestamp is None else timestamp
+            try:
+                times.append(value)
+            except TypeError:
+                times = list(times)
+                times.append(value)
+    ts = None
+    if keep_time:
+        ts = np.frombuffer(times, dtype=np.int64) if isinstance(times, array) and times else np.asarray(times)
     if ts is not None and ts.dtype.kind not in "if":
         raise ValueError(f"{source.format}: timestamps must be numbers")
-    return RawInteractions(
-        users=np.frombuffer(users, dtype=np.int64).copy() if users else np.zeros(0, np.int64),
-        items=np.frombuffer(items, dtype=np.int64).copy() if items else np.zeros(0, np.int64),
+    return RawInteractions(  # views over the arrays' buffers: no copy
+        users=np.frombuffer(users, dtype=np.int64) if users else np.zeros(0, np.int64),
+        items=np.frombuffer(items, dtype=np.int64) if items else np.zeros(0, np.int64),
         timestamps=ts,
         user_raw=list(user_codes),
         item_raw=list(item_codes),

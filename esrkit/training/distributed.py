@@ -36,6 +36,7 @@ How the work is split (see docs/SCALING.md):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from esrkit.evaluation.evaluator import Evaluator
+from esrkit.models.base import SeqInput
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import TrainBatch
@@ -329,9 +331,19 @@ class LocalStep:
 
 
 def slice_batch(batch: TrainBatch, positions: np.ndarray) -> TrainBatch:
+    """The rows ``positions`` of every per-row field (tensors, host arrays, the input), whatever fields exist."""
     idx = torch.as_tensor(positions, device=batch.users.device)
-    users_np = batch.users_np[positions] if batch.users_np is not None else None
-    return TrainBatch(batch.users[idx], batch.inp.rows(idx), batch.pos[idx], batch.neg[idx], users_np)
+
+    def take(value: Any) -> Any:
+        if isinstance(value, SeqInput):
+            return value.rows(idx)
+        if isinstance(value, Tensor):
+            return value[idx]
+        if isinstance(value, np.ndarray):
+            return value[positions]
+        return value
+
+    return dataclasses.replace(batch, **{f.name: take(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
 
 
 def scored(batch: TrainBatch) -> Tensor:

@@ -9,6 +9,7 @@ tests).
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import subprocess
 import sys
@@ -27,10 +28,11 @@ def environment() -> dict[str, Any]:
 
     versions = {"python": sys.version.split()[0], "esrkit": esrkit.__version__, "torch": torch.__version__,
                 "numpy": np.__version__}
-    for mod in ("transformers", "sentence_transformers", "hnswlib", "sklearn", "openai"):
+    # package metadata, not imports: importing transformers / sentence-transformers costs seconds
+    for dist in ("transformers", "sentence-transformers", "hnswlib", "scikit-learn", "openai", "accelerate"):
         try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return {
         "versions": versions,
