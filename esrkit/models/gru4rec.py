@@ -70,21 +70,29 @@ class GRU4RecEncoder(nn.Module):
             states = torch.cat([out.new_zeros(1, out.shape[-1]), out[0]], 0)
             return states.view(steps + 1, 1, 1, -1)
         states = [pad_input.new_zeros(pad_input.shape)]
-        gi_r, gi_z, gi_n = (pad_input @ self.gru.weight_ih_l0.T).chunk(3, 1)
-        w_hh = self.gru.weight_hh_l0.T
+        gates, gi_n, w_hh = self._constant_input_terms(pad_input)
         h = states[0]
         for _ in range(steps):
-            h = self._cell(h, gi_r, gi_z, gi_n, w_hh)
+            h = self._cell(h, gates, gi_n, w_hh)
             states.append(h)
         return torch.stack(states).unsqueeze(1)
 
+    def _constant_input_terms(self, pad_input: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The input projection, computed once: [gi_r, gi_z, 0] (added inside the hidden matmul), gi_n, W_hh^T."""
+        gi = pad_input @ self.gru.weight_ih_l0.T
+        d = pad_input.shape[-1]
+        gates = torch.cat([gi[:, : 2 * d], torch.zeros_like(gi[:, 2 * d :])], 1)
+        return gates, gi[:, 2 * d :], self.gru.weight_hh_l0.T
+
     @staticmethod
-    def _cell(h: Tensor, gi_r: Tensor, gi_z: Tensor, gi_n: Tensor, w_hh: Tensor) -> Tensor:
-        gh_r, gh_z, gh_n = (h @ w_hh).chunk(3, 1)
-        r = torch.sigmoid(gi_r + gh_r)
-        z = torch.sigmoid(gi_z + gh_z)
-        n = torch.tanh(gi_n + r * gh_n)
-        return n + z * (h - n)  # = (1 - z) * n + z * h
+    def _cell(h: Tensor, gates: Tensor, gi_n: Tensor, w_hh: Tensor) -> Tensor:
+        """One GRU step (PyTorch's equations, no bias) in six ops: r, z = sigmoid(gi + h W_hr/hz);
+        n = tanh(gi_n + r * (h W_hn)); h' = n + z * (h - n)."""
+        g = torch.addmm(gates, h, w_hh)  # [gi_r + gh_r, gi_z + gh_z, gh_n]
+        d = h.shape[-1]
+        rz = torch.sigmoid(g[:, : 2 * d])
+        n = torch.tanh(torch.addcmul(gi_n, rz[:, :d], g[:, 2 * d :]))
+        return torch.addcmul(n, rz[:, d:], h - n)
 
     def _pad_run(self, pad_input: Tensor, steps: int) -> Tensor:
         """The GRU state after ``steps`` identical inputs per row, from zeros: (layers, rows, d).
@@ -95,11 +103,10 @@ class GRU4RecEncoder(nn.Module):
         if self.gru.num_layers != 1 or pad_input.device.type != "cpu":
             _, h = self.gru(pad_input.unsqueeze(1).expand(-1, steps, -1))
             return h
-        gi_r, gi_z, gi_n = (pad_input @ self.gru.weight_ih_l0.T).chunk(3, 1)
-        w_hh = self.gru.weight_hh_l0.T
+        gates, gi_n, w_hh = self._constant_input_terms(pad_input)
         h = pad_input.new_zeros(pad_input.shape)
         for _ in range(steps):
-            h = self._cell(h, gi_r, gi_z, gi_n, w_hh)
+            h = self._cell(h, gates, gi_n, w_hh)
         return h.unsqueeze(0)
 
     def _forward_unpadded(self, x: Tensor, mask: Tensor) -> Tensor:

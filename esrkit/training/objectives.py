@@ -141,6 +141,12 @@ def ranking_loss_and_student(
     return rank, student
 
 
+def _stochastic(model: torch.nn.Module) -> bool:
+    """True when a forward pass in the current mode draws random numbers (dropout with p > 0)."""
+    return model.training and any(getattr(m, "p", 0.0) > 0 for m in model.modules()
+                                  if m is not model and hasattr(m, "p") and isinstance(getattr(m, "p"), float))
+
+
 class SelfDistillation:
     """Retrieval-augmented SD. ``neighbours``: (n_users, >= N) 0-based user rows, most similar first."""
 
@@ -175,10 +181,15 @@ class SelfDistillation:
             assert self._cache is not None, "call refresh_cache() at the start of each epoch"
             rep = self._cache[torch.as_tensor(sim, device=self._cache.device)]
         else:
+            # a model without active dropout (GRU4Rec) gives every occurrence of a teacher the same vector, so each
+            # distinct teacher is encoded once; with dropout every occurrence keeps its own draw, as official
+            unique, inverse = (np.unique(sim, return_inverse=True) if not _stochastic(model) else (sim, None))
             with torch.no_grad():  # train mode (dropout on) as official, but no autograd graph
-                inp = teacher_input(self.seqs, sim, self.max_len)
-                lengths = np.clip(self.seqs.train_lengths(sim) - 1, 0, self.max_len)
+                inp = teacher_input(self.seqs, unique, self.max_len)
+                lengths = np.clip(self.seqs.train_lengths(unique) - 1, 0, self.max_len)
                 rep = last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets), lengths)
+            if inverse is not None:
+                rep = rep[torch.as_tensor(inverse, device=rep.device)]
         return rep.view(len(users), self.n, -1).mean(1)
 
     @torch.no_grad()

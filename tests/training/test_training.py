@@ -180,3 +180,22 @@ def test_custom_encoder_plugs_in_and_learns() -> None:
     assert after > before + 0.02
     score, _ = train_and_score(plain, data, epochs=2, batch_size=32)
     assert 0.0 < score <= 1.0
+
+
+def test_deterministic_teachers_are_encoded_once_with_identical_results(monkeypatch) -> None:
+    """GRU4Rec has no dropout: repeated teachers are encoded once, and the teacher means do not change."""
+    from esrkit.training import objectives
+    from esrkit.training.batches import DeviceSequences
+
+    data = small_data()
+    _, _, neighbours = small_assets()
+    model = _llmesr("gru4rec").train()
+    seqs = DeviceSequences(data)
+    sd = objectives.SelfDistillation(seqs, neighbours, 10, 0.1, max_len=MAX_LEN)
+    users = np.arange(40)
+    with torch.no_grad():
+        fast = sd.teachers(model, users)
+        monkeypatch.setattr(objectives, "_stochastic", lambda m: True)  # force one encoding per occurrence
+        slow = sd.teachers(model, users)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    assert len(np.unique(neighbours[users, :10])) < users.size * 10  # the batch really had repeats
