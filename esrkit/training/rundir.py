@@ -57,6 +57,9 @@ def git_commit() -> str | None:
     return None
 
 
+_HELD_LOCKS: dict[str, Any] = {}  # run directory -> open lock file, kept until the process exits
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -77,7 +80,25 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
+    def lock(self) -> "RunDir":
+        """Hold an exclusive lock on the run directory for this process's lifetime: two processes resuming the
+        same run would interleave checkpoints and metrics."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise RuntimeError(f"{self.path} is in use by another process (its lock is held); wait for it or "
+                               "choose another --name") from None
+        _HELD_LOCKS[str(self.path.resolve())] = fh
+        return self
+
     def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> "RunDir":
+        if str(self.path.resolve()) not in _HELD_LOCKS:
+            self.lock()
         if (self.path / "config.json").exists() and not resume:
             if (self.path / "results.json").exists():
                 raise FileExistsError(f"{self.path} holds a finished run; choose another --name or --output-dir")

@@ -52,3 +52,26 @@ def test_bad_override_names_the_key(tmp_path, monkeypatch) -> None:
     res = CliRunner().invoke(cli, ["train", "--recipe", "demo", "--set", "model.alpah=1"])
     assert res.exit_code != 0
     assert "alpah" in str(res.exception) + res.output
+
+
+def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from esrkit.training.rundir import RunDir
+
+    path = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from esrkit.training.rundir import RunDir; RunDir(sys.argv[1]).lock(); "
+        "print('locked', flush=True); time.sleep(30)"), str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        try:
+            RunDir(path).lock()
+            raise AssertionError("a second process could lock the same run directory")
+        except RuntimeError as exc:
+            assert "in use by another process" in str(exc)
+    finally:
+        holder.kill()
+        holder.wait()
+    RunDir(path).lock()  # free again once the holder is gone
