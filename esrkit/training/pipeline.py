@@ -170,14 +170,33 @@ def load_neighbours(cfg: RunConfig, data: SequenceData, users: np.ndarray | None
         if (cached / "neighbours.json").exists() or any(cached.glob("*.json")):
             try:
                 table = NeighbourTable.load(cached)
-                return table.first(r.n_similar), {"source": str(cached), **_nb_meta(table)}
+                return neighbour_rows(table, data, r.n_similar), {"source": str(cached), **_nb_meta(table)}
             except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt
                 log.warning("rebuilding the neighbour cache %s", cached)
         table = neighbours_for_config(r, users, user_ids=data.user_ids)
         table.save(cached, overwrite=True)
-        return table.first(r.n_similar), {"source": str(cached), **_nb_meta(table)}
+        return neighbour_rows(table, data, r.n_similar), {"source": str(cached), **_nb_meta(table)}
     table = neighbours_for_config(r, users, user_ids=data.user_ids)
-    return table.first(r.n_similar), {"source": r.neighbours or "built", **_nb_meta(table)}
+    return neighbour_rows(table, data, r.n_similar), {"source": r.neighbours or "built", **_nb_meta(table)}
+
+
+def neighbour_rows(table, data: SequenceData, n: int) -> np.ndarray:
+    """Each dataset user's first ``n`` similar users as dataset rows, matched through user ids: a table built for
+    another user order (or another dataset) is re-keyed or refused, never silently misaligned."""
+    table_ids = [str(u) for u in table.user_ids]
+    data_ids = [str(u) for u in data.user_ids]
+    if table_ids == data_ids:
+        return table.first(n)
+    data_row = {u: r for r, u in enumerate(data_ids)}
+    unknown = [u for u in data_ids if u not in set(table_ids)]
+    if unknown:
+        raise ValueError(f"the similar-user table has no entry for {len(unknown)} dataset users (e.g. {unknown[0]!r})")
+    table_to_data = np.array([data_row.get(u, -1) for u in table_ids], dtype=np.int64)
+    rows = table.first(n)[np.array([table.row_of(u) for u in data_ids])]
+    mapped = table_to_data[rows]
+    if (mapped < 0).any():
+        raise ValueError("the similar-user table lists neighbours that are not users of this dataset")
+    return mapped
 
 
 def _nb_meta(table) -> dict:

@@ -75,3 +75,24 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path) -> None:
         holder.kill()
         holder.wait()
     RunDir(path).lock()  # free again once the holder is gone
+
+
+def test_neighbours_are_matched_by_user_id_not_position() -> None:
+    import numpy as np
+    import pytest
+
+    from esrkit.data.sequences import SequenceData
+    from esrkit.index import NeighbourTable
+    from esrkit.training.pipeline import neighbour_rows
+
+    data = SequenceData.from_sequences([[1, 2, 3]] * 4, n_items=3, user_ids=["a", "b", "c", "d"])
+    # the same neighbourhoods, stored in another user order: d, c, b, a
+    table = NeighbourTable(rows=np.array([[1, 2], [0, 3], [3, 0], [2, 1]], dtype=np.int32),
+                           user_ids=["d", "c", "b", "a"])
+    got = neighbour_rows(table, data, 2)
+    # user a (table row 3) -> table rows [2, 1] = users b, c -> data rows 1, 2
+    # a: b, c -> rows 1, 2;  b: a, d -> 0, 3;  c: d, a -> 3, 0;  d: c, b -> 2, 1
+    assert got.tolist() == [[1, 2], [0, 3], [3, 0], [2, 1]]
+    other = SequenceData.from_sequences([[1, 2, 3]] * 2, n_items=3, user_ids=["a", "z"])
+    with pytest.raises(ValueError, match="no entry"):
+        neighbour_rows(table, other, 2)
