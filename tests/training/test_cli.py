@@ -86,13 +86,13 @@ def test_neighbours_are_matched_by_user_id_not_position() -> None:
     from esrkit.training.pipeline import neighbour_rows
 
     data = SequenceData.from_sequences([[1, 2, 3]] * 4, n_items=3, user_ids=["a", "b", "c", "d"])
-    # the same neighbourhoods, stored in another user order: d, c, b, a
-    table = NeighbourTable(rows=np.array([[1, 2], [0, 3], [3, 0], [2, 1]], dtype=np.int32),
-                           user_ids=["d", "c", "b", "a"])
+    # a table stored in another user order (b, a, c, d): b -> a, c;  a -> b, d;  c -> a, b;  d -> c, a
+    table = NeighbourTable(rows=np.array([[1, 2], [0, 3], [1, 0], [2, 1]], dtype=np.int32),
+                           user_ids=["b", "a", "c", "d"])
     got = neighbour_rows(table, data, 2)
-    # user a (table row 3) -> table rows [2, 1] = users b, c -> data rows 1, 2
-    # a: b, c -> rows 1, 2;  b: a, d -> 0, 3;  c: d, a -> 3, 0;  d: c, b -> 2, 1
-    assert got.tolist() == [[1, 2], [0, 3], [3, 0], [2, 1]]
+    # in dataset rows (a=0, b=1, c=2, d=3): a -> b, d;  b -> a, c;  c -> a, b;  d -> c, a
+    assert got.tolist() == [[1, 3], [0, 2], [0, 1], [2, 0]]
+    assert got.tolist() != table.first(2).tolist()  # position alone would be wrong
     other = SequenceData.from_sequences([[1, 2, 3]] * 2, n_items=3, user_ids=["a", "z"])
     with pytest.raises(ValueError, match="no entry"):
         neighbour_rows(table, other, 2)
