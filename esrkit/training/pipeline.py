@@ -323,7 +323,10 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
         "valid": valid.metrics,
         "protocols": {"sampled": f"target + {cfg.eval.negatives} uniform negatives (paper protocol)",
                       "full": "all items, input history excluded"},
-        "seconds": {"train": train_seconds, "final_eval": eval_seconds,
+        # "train" sums every epoch's training and validation, so a resumed run reports its whole cost;
+        # "train_wall" is this process's share
+        "seconds": {"train": _epochs_seconds(epochs) if epochs else train_seconds, "train_wall": train_seconds,
+                    "final_eval": eval_seconds,
                     "per_epoch_train": float(np.mean([h["train_seconds"] for h in epochs])) if epochs else None,
                     **inputs.timings},
         "device": str(device),
@@ -416,3 +419,8 @@ def recommend(run: LoadedRun, user_row: int, k: int = 10, exclude_history: bool 
         scores[torch.as_tensor(data.sequence(user_row).astype(np.int64), device=scores.device)] = float("-inf")
     top = torch.topk(scores, min(k, data.n_items))
     return [(int(i), float(s)) for i, s in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def _epochs_seconds(epochs: list[dict[str, Any]]) -> float:
+    """Training plus validation time of every epoch in the history (it survives --resume)."""
+    return float(sum(h.get("train_seconds", 0.0) + h.get("valid_seconds", 0.0) for h in epochs))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from esrkit.models import ENCODERS, MODELS
+from esrkit.training.pipeline import _epochs_seconds
 from esrkit.training.rundir import RunDir
 from tests.training.helpers import (
     HIDDEN_ID,
@@ -145,13 +146,17 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path) -> None:
         return score, model, trainer
 
     full_score, full_model, full_trainer = run(tmp_path / "a", 3)
-    run(tmp_path / "b", 1)  # "interrupted" after one epoch
+    _, _, interrupted = run(tmp_path / "b", 1)  # "interrupted" after one epoch
     resumed_score, resumed_model, resumed_trainer = run(tmp_path / "b", 3, resume=True)
     assert resumed_trainer.state.epoch == 3
     for (name, a), (_, b) in zip(full_model.state_dict().items(), resumed_model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     assert resumed_score == full_score
     assert [h["score"] for h in resumed_trainer.state.history] == [h["score"] for h in full_trainer.state.history]
+    # the run's reported training time covers the interrupted process's epoch too, not only the resumed ones
+    first_epoch = interrupted.state.history[0]
+    assert resumed_trainer.state.history[0]["train_seconds"] == first_epoch["train_seconds"]
+    assert _epochs_seconds(resumed_trainer.state.history) > first_epoch["train_seconds"] + first_epoch["valid_seconds"]
 
 
 class MeanPoolEncoder(nn.Module):
