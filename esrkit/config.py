@@ -82,7 +82,8 @@ class ModelConfig:
     layers: int = 0  # 0 = the backbone's official default (2 self-attention layers, 1 GRU layer)
     heads: int = 1
     dropout: float = 0.5
-    causal: bool = False  # the official SASRec is bidirectional (author-confirmed); True = textbook SASRec
+    causal: bool = False  # the official SASRec is bidirectional (author-confirmed); True = textbook SASRec,
+    # and LLM-ESR's cross-attention causal too (any backbone)
     mask_prob: float = 0.6  # BERT4Rec cloze probability (official scripts)
     emulate_padding: bool = True  # attend to max_len-padding exactly as the official fixed-length code does
     # LLM-ESR switches (Table 2 / Table 6 ablations)

@@ -53,10 +53,14 @@ class Adapter(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """The official ``Multi_CrossAttention``: queries from ``x``, keys/values from ``y``; -1e9 on padding keys."""
+    """The official ``Multi_CrossAttention``: queries from ``x``, keys/values from ``y``; -1e9 on padding keys.
 
-    def __init__(self, hidden: int, heads: int = 2) -> None:
+    ``causal=True`` also hides every later position (-inf, so a query whose earlier keys are all padding still cannot
+    see the future): without it a causal backbone would read the next item through the other view."""
+
+    def __init__(self, hidden: int, heads: int = 2, causal: bool = False) -> None:
         super().__init__()
+        self.causal = causal
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {heads} cross-attention heads")
         self.heads, self.head_dim = heads, hidden // heads
@@ -72,6 +76,9 @@ class CrossAttention(nn.Module):
         k = self.k(y).view(B, L, H, dh).transpose(1, 2)
         v = self.v(y).view(B, L, H, dh).transpose(1, 2)
         scores = (q @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], -1e9) / math.sqrt(dh)
+        if self.causal:
+            future = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
         att = torch.softmax(scores, -1) @ v
         return self.out(att.transpose(1, 2).reshape(B, L, d))
 
@@ -149,8 +156,8 @@ class LLMESR(SequentialRecommender):
                 skip.append("collab")
         self.inputs = InputStage(self.input_style, hidden, max_len, dropout)
         if self.use_cross:
-            self.llm2id = CrossAttention(hidden, cross_heads)  # Eq. (4): semantic queries, collaborative keys
-            self.id2llm = CrossAttention(hidden, cross_heads)
+            self.llm2id = CrossAttention(hidden, cross_heads, causal)  # Eq. (4): semantic queries, collab. keys
+            self.id2llm = CrossAttention(hidden, cross_heads, causal)
         opts = dict(heads=heads, dropout=dropout, causal=causal, **({"layers": layers} if layers else {}),
                     **(encoder_options or {}))
         self.encoder = build_encoder(backbone, hidden, **opts)

@@ -258,3 +258,26 @@ def test_gru_padding_cache_keeps_gradients_exact() -> None:
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_causal_llmesr_never_reads_a_later_item(backbone: str, causal: bool) -> None:
+    """With ``causal=True`` no position may see a later item, through self- or cross-attention; the official
+    (non-causal) model does: changing the last item changes the earlier positions' outputs."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n_items, d_llm, hidden = 40, 32, 8
+    llm = rng.normal(size=(n_items, d_llm)).astype(np.float32)
+    pca = rng.normal(size=(n_items, hidden)).astype(np.float32)
+    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN,
+                                 causal=causal).eval()
+    tokens = torch.tensor([[0, 0, 3, 7, 9, 12], [5, 8, 2, 11, 4, 6]])
+    changed = tokens.clone()
+    changed[:, -1] = torch.tensor([30, 31])
+    with torch.no_grad():
+        a = model.encode(make_input(tokens, MAX_LEN))
+        b = model.encode(make_input(changed, MAX_LEN))
+    assert not torch.allclose(a[:, -1], b[:, -1])  # the changed position itself always changes
+    prefix_same = torch.allclose(a[:, :-1], b[:, :-1], atol=1e-6)
+    assert prefix_same == causal
