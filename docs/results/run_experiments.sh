@@ -18,9 +18,21 @@ done; done
 # 2. Fidelity: the official run's exact inputs; test-split numbers of the best validation epoch
 esrkit train -r beauty5-official-inputs --seeds $SEEDS --set train.epochs=10 --output-dir $OUT -q --resume
 
-# 3. Provider study on Amazon Scientific (SASRec): item embeddings swapped, similar users fixed to MiniLM
-esrkit study providers -r scientific-sasrec -p offline,minilm,smollm2 --user-provider minilm --seeds $SEEDS $FAST \
+# 3. Provider study on Amazon Scientific (SASRec): item embeddings swapped, similar users fixed to MiniLM.
+# PROVIDERS=offline,minilm,smollm2 adds SmolLM2 (last hidden states, mean-pooled): embedding the 4,344 item prompts
+# runs at about 0.6 texts/s on one shared CPU core (about 2 h; the cache keeps every finished batch, so an
+# interrupted run resumes), which did not fit the session that produced docs/RESULTS.md.
+esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm} --user-provider minilm --seeds $SEEDS $FAST \
   --output-dir $OUT -q
+
+# 3b. Why LLM-ESR loses under full ranking: the official SASRec and cross-attention are bidirectional, so in
+# training every position reads the item it must predict. The same runs with causal attention everywhere:
+esrkit train -r scientific-sasrec --set model.causal=true --name scientific-llmesr-causal --seeds $SEEDS $FAST \
+  --output-dir $OUT -q --resume
+esrkit train -r scientific-sasrec --set model.causal=true --set model.name=id --set model.hidden=128 \
+  --set embedding.provider=none --name scientific-id-causal --seeds $SEEDS $FAST --output-dir $OUT -q --resume
+esrkit train -r scientific-sasrec --set model.causal=true --set model.name=llminit --set model.hidden=128 \
+  --name scientific-llminit-causal --seeds $SEEDS $FAST --output-dir $OUT -q --resume
 
 # 4. Table 1 on Scientific (SASRec): the long-tail and LLM baselines next to the study's SASRec/LLMInit/LLM-ESR
 for m in cities melt rlmrec; do
