@@ -182,7 +182,8 @@ def _write_meta(directory: Path, data: SequenceData, provider: Provider, templat
     path = directory / "embedding.json"
     previous = read_json(path) if path.is_file() else {}
     parts = {k: v for k, v in previous.get("parts", {}).items() if (directory / v.get("file", "")).is_file()}
-    parts.update(part_meta)
+    for name, now in part_meta.items():
+        parts[name] = {**now, "cold": _cold_cost(parts.get(name, {}), now)}
     dim = next((int(m.shape[1]) for m in matrices.values()), previous.get("dim"))
     meta = {
         "format": FORMAT_NAME,
@@ -201,6 +202,18 @@ def _write_meta(directory: Path, data: SequenceData, provider: Provider, templat
     }
     atomic_write_json(path, meta)
     return meta
+
+
+def _cold_cost(previous: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """What computing this part's vectors has cost over every run that computed some (an interrupted run plus its
+    resume add up). A fully cached rerun costs nothing, and must not erase what the first run cost."""
+    before = previous.get("cold")
+    if before is None:  # metadata written before "cold" existed: its own counts are the best record
+        before = {"computed": previous.get("computed", 0), "seconds": previous.get("seconds", 0.0),
+                  "tokens": previous.get("tokens", 0)}
+    return {"computed": int(before["computed"]) + int(now["computed"]),
+            "seconds": round(float(before["seconds"]) + float(now["seconds"]), 3),
+            "tokens": int(before["tokens"]) + int(now["tokens"])}
 
 
 def provider_run_stats(provider: Provider) -> dict[str, Any]:

@@ -104,8 +104,9 @@ def stage_times(run_folder: Path, wall: float) -> dict[str, float]:
             emb = Path(str(meta.get("source", ""))) / "embedding.json"
             if emb.is_file():
                 info = read_json(emb).get("parts", {}).get(part, {})
-                if "seconds" in info:
-                    out[f"embed_{part}_cold_s"] = float(info["seconds"])
+                cold = info.get("cold", info)  # older metadata: the last run's own seconds
+                if "seconds" in cold:
+                    out[f"embed_{part}_cold_s"] = float(cold["seconds"])
     return out
 
 

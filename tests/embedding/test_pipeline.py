@@ -71,6 +71,9 @@ def test_rerun_is_fully_cached(tiny_sequences, tmp_path):
     for part in ("items", "users"):
         assert second.meta["parts"][part]["computed"] == 0
         assert second.meta["parts"][part]["cached"] == first.meta["parts"][part]["n_unique"]
+        # the cached rerun keeps what computing the vectors cost the first time
+        assert second.meta["parts"][part]["cold"] == first.meta["parts"][part]["cold"]
+        assert first.meta["parts"][part]["cold"]["computed"] == first.meta["parts"][part]["n_unique"]
     np.testing.assert_array_equal(first.items, second.items)
 
 
@@ -81,6 +84,8 @@ def test_template_change_reembeds_only_changed_prompts(tiny_sequences, tmp_path)
     changed = embed_dataset(tiny_sequences, provider, templates(True), workdir=tmp_path, progress=False)
     items = changed.meta["parts"]["items"]
     assert (items["computed"], items["cached"]) == (4, 4)
+    # a new template is a new directory: its cold cost counts the 4 prompts it had to compute, not the reused 4
+    assert items["cold"]["computed"] == 4
     assert changed.meta["parts"]["users"]["computed"] == 0
 
 
