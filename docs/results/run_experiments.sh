@@ -25,6 +25,16 @@ esrkit train -r beauty5-official-inputs --seeds $SEEDS --set train.epochs=10 --o
 esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm} --user-provider minilm --seeds $SEEDS $FAST \
   --output-dir $OUT -q
 
+# 3a. Seeds 43 and 44 of the study's MiniLM rows and of SASRec (the t-tests in docs/RESULTS.md section 3)
+esrkit study providers -r scientific-sasrec -p minilm --no-controls --user-provider minilm --seeds 42,43,44 $FAST \
+  --output-dir $OUT -q
+esrkit train -r scientific-sasrec --set model.name=id --set model.hidden=128 --set embedding.provider=none \
+  --set embedding.user_provider=minilm $FAST --name id --output-dir $OUT/study-scientific-sasrec --seeds 42,43,44 \
+  -q --resume
+# the study's report over every row (all trained by now: this only rewrites study.md/.csv/.json/.png)
+esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm} --user-provider minilm --seeds 42 $FAST \
+  --output-dir $OUT -q
+
 # 3b. Why LLM-ESR loses under full ranking: the official SASRec and cross-attention are bidirectional, so in
 # training every position reads the item it must predict. The same runs with causal attention everywhere:
 esrkit train -r scientific-sasrec --set model.causal=true --name scientific-llmesr-causal --seeds $SEEDS $FAST \
@@ -49,8 +59,12 @@ for name in wo-co wo-se wo-sd wo-share wo-ca adapter1 random-init wo-f; do
     --output-dir $OUT -q --resume
 done
 
-# 6. Reports
+# 6. Reports (Tables 1-2: seed 42 for every row, so rows differ only in the model or the switch)
 esrkit report $OUT/fashion-paper-ids-* $OUT/yelp-paper-ids-* --layout table1 --out $OUT/reports/paper-ids
-esrkit report $OUT/study-scientific-sasrec/id $OUT/study-scientific-sasrec/llminit-minilm \
-  $OUT/study-scientific-sasrec/llmesr-minilm $OUT/scientific-*-sasrec --layout table1 --out $OUT/reports/table1 --figures
-esrkit report $OUT/study-scientific-sasrec/llmesr-minilm $OUT/scientific-llmesr-* --layout table2 --out $OUT/reports/table2
+esrkit report $OUT/study-scientific-sasrec/{id,llminit-minilm,llmesr-minilm}/seed-42 \
+  $OUT/scientific-{cities,melt,rlmrec}-sasrec/seed-42 --layout table1 --out $OUT/reports/table1 --figures
+esrkit report $OUT/study-scientific-sasrec/llmesr-minilm/seed-42 \
+  $OUT/scientific-llmesr-{wo-co,wo-se,wo-sd,wo-share,wo-ca,adapter1,random-init,wo-f,teacher-epoch}/seed-42 \
+  --layout table2 --out $OUT/reports/table2
+python docs/results/paper_gap.py $OUT
+python docs/results/causal_table.py $OUT
