@@ -93,8 +93,10 @@ def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: 
                 result = embed_dataset_distributed(data, provider, templates, what=what, workdir=workdir,
                                                    progress=progress)
             main = runtime().is_main
-        finally:
-            shutdown()
+        except BaseException:
+            shutdown(wait=False)
+            raise
+        shutdown()
         if not main:
             return
     else:

@@ -56,8 +56,10 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
     rt = runtime()  # under torchrun: joins the process group (docs/SCALING.md); otherwise a single process
     try:
         summary = run_train(cfg, _seeds(seeds), resume=resume, progress=not quiet)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown()
     if not rt.is_main:  # rank 0 reports
         return
     folder = Path(cfg.output_dir) / cfg.name

@@ -106,12 +106,19 @@ def init_process_group(timeout_s: float | None = None) -> bool:
     return True
 
 
-def shutdown() -> None:
-    """Leave the process group if this module created it."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group if this module created it. ``wait``: first meet every rank at a barrier, so no rank
+    tears its connections down while a peer still uses them (under load, gloo could abort a rank at exit with
+    "terminate called without an active exception"); pass False on an error path, where a peer may never come."""
     global _OWNS_GROUP
     import torch.distributed as dist
 
     if _OWNS_GROUP and dist.is_available() and dist.is_initialized():
+        if wait:
+            try:
+                dist.barrier()
+            except Exception:  # noqa: BLE001 - leaving anyway; the run's own outcome is already decided
+                log.warning("ranks did not meet before leaving the process group")
         dist.destroy_process_group()
     _OWNS_GROUP = False
 
