@@ -49,7 +49,7 @@ def _seeds(text: str | None) -> list[int] | None:
 def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, baseline, quiet) -> None:
     """Train (and test) a model from a recipe; one run directory per seed."""
     from esrkit.reporting.console import results_table
-    from esrkit.training.distributed import runtime, shutdown
+    from esrkit.training.distributed import exit_rank_now, runtime, shutdown
     from esrkit.training.pipeline import train as run_train
 
     cfg = _resolve(recipe, provider, sets, name, output_dir, workdir)
@@ -61,6 +61,8 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
         raise
     shutdown()
     if not rt.is_main:  # rank 0 reports
+        if rt.distributed:
+            exit_rank_now()
         return
     folder = Path(cfg.output_dir) / cfg.name
     for protocol in summary["test"]:
@@ -69,6 +71,8 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
     if baseline:
         _compare(summary, Path(baseline))
     click.echo(f"runs: {folder}/seed-*  (summary.json holds mean and std over seeds)")
+    if rt.distributed:
+        exit_rank_now()
 
 
 def _compare(summary: dict, baseline: Path) -> None:
