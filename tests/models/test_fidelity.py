@@ -144,17 +144,22 @@ def test_without_emulation_padding_is_ignored() -> None:
     torch.testing.assert_close(a[:, -1], b[:, -1])
 
 
+def _small_llmesr(rng: np.random.Generator, backbone: str, **options):
+    """A 40-item, 8-wide LLM-ESR in eval mode, its LLM and PCA tables drawn from ``rng``."""
+    n_items, d_llm, hidden = 40, 32, 8
+    llm = rng.normal(size=(n_items, d_llm)).astype(np.float32)
+    pca = rng.normal(size=(n_items, hidden)).astype(np.float32)
+    return MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN,
+                                **options).eval()
+
+
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
 @pytest.mark.parametrize("cross", [True, False])
 def test_llmesr_trimmed_equals_official_full_length(backbone: str, cross: bool) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    n_items, d_llm, hidden = 40, 32, 8
-    llm = rng.normal(size=(n_items, d_llm)).astype(np.float32)
-    pca = rng.normal(size=(n_items, hidden)).astype(np.float32)
-    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN,
-                                 cross_attention=cross).eval()
-    seqs = _random_sequences(rng, n_items, [2, 9, 4, 0, 17, 1])
+    model = _small_llmesr(rng, backbone, cross_attention=cross)
+    seqs = _random_sequences(rng, model.n_items, [2, 9, 4, 0, 17, 1])
     full = _right_aligned(seqs, MAX_LEN)
     with torch.no_grad():
         ref = official_llmesr_log2feats(model, full, cross)[:, -1]
@@ -266,12 +271,7 @@ def test_causal_llmesr_never_reads_a_later_item(backbone: str, causal: bool) -> 
     """With ``causal=True`` no position may see a later item, through self- or cross-attention; the official
     (non-causal) model does: changing the last item changes the earlier positions' outputs."""
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    n_items, d_llm, hidden = 40, 32, 8
-    llm = rng.normal(size=(n_items, d_llm)).astype(np.float32)
-    pca = rng.normal(size=(n_items, hidden)).astype(np.float32)
-    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN,
-                                 causal=causal).eval()
+    model = _small_llmesr(np.random.default_rng(0), backbone, causal=causal)
     tokens = torch.tensor([[0, 0, 3, 7, 9, 12], [5, 8, 2, 11, 4, 6]])
     changed = tokens.clone()
     changed[:, -1] = torch.tensor([30, 31])
