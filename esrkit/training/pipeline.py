@@ -188,7 +188,8 @@ def neighbour_rows(table, data: SequenceData, n: int) -> np.ndarray:
     if table_ids == data_ids:
         return table.first(n)
     data_row = {u: r for r, u in enumerate(data_ids)}
-    unknown = [u for u in data_ids if u not in set(table_ids)]
+    in_table = set(table_ids)
+    unknown = [u for u in data_ids if u not in in_table]
     if unknown:
         raise ValueError(f"the similar-user table has no entry for {len(unknown)} dataset users (e.g. {unknown[0]!r})")
     table_to_data = np.array([data_row.get(u, -1) for u in table_ids], dtype=np.int64)
