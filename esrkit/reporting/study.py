@@ -196,8 +196,9 @@ def stages_markdown(stages: dict[str, dict[str, float]]) -> str:
 def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
     folder = plan.folder
     md = [f"# Provider study: recipe `{plan.recipe}`", "",
-          f"Seeds {plan.seeds} (a row also counts seeds trained earlier: see its seeds column); providers {', '.join(plan.providers)}; controls: the backbone without LLM embeddings "
-          "and random embeddings. Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]
+          f"Seeds {plan.seeds} (a row also counts seeds trained earlier: see its seeds column); providers "
+          f"{', '.join(plan.providers)}; controls: the backbone without LLM embeddings and random embeddings. "
+          "Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]
     for t in report["tables"]:
         md.append(to_markdown(t, baseline=next((r.label for r in t.blocks[0].rows if r.run == "id"), None)))
     md += ["## LLM-ESR gains", "", gains_markdown(report["gains"]), "## Wall time per stage (seconds, summed over seeds)",
