@@ -84,9 +84,10 @@ def embed(provider_name: str, dataset: str, templates: str, what: str, workdir: 
 def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: Path, progress: bool) -> None:
     from esrkit.embedding.pipeline import embed_dataset
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: shard the texts (docs/SCALING.md)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:  # accelerate launch / torchrun: shard the texts (docs/SCALING.md)
         from esrkit.embedding.distributed import embed_dataset_distributed
-        from esrkit.training.distributed import runtime, shutdown
+        from esrkit.training.distributed import exit_rank_now, runtime, shutdown
 
         try:
             with provider:
@@ -97,8 +98,8 @@ def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: 
             shutdown(wait=False)
             raise
         shutdown()
-        if not main:
-            return
+        if not main:  # rank 0 reports; the others end here, as `esrkit train`'s ranks do
+            exit_rank_now()
     else:
         with provider:
             result = embed_dataset(data, provider, templates, what=what, workdir=workdir, progress=progress)
@@ -118,6 +119,8 @@ def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: 
     if retries:
         click.echo(f"  {retries} request(s) were retried (see the log with -v)")
     click.echo(f"-> {result.directory}")
+    if distributed:
+        exit_rank_now()  # skip torch's C++ teardown, which can abort a gloo rank at exit (see exit_rank_now)
 
 
 def _dry_run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: Path) -> None:
