@@ -56,6 +56,9 @@ class EmbeddingConfig:
     user_embeddings: str = ""  # explicit (n_users, d) .npy, row = user row; bypasses the provider for users
     pca_dim: int = 0  # collaborative-table size for PCA init; 0 = the model's hidden size
     pca_table: str = ""  # explicit (n_items, hidden) .npy PCA table (official pca64_itm_emb_np)
+    # subtract the mean item vector before use: removes the direction every item shares, which dominates anisotropic
+    # tables such as mean-pooled decoder states (docs/RESULTS.md, section 3). The official code uses raw vectors.
+    center_items: bool = False
 
 
 @dataclass

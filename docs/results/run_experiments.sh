@@ -18,6 +18,15 @@ done; done
 # 2. Fidelity: the official run's exact inputs; test-split numbers of the best validation epoch
 esrkit train -r beauty5-official-inputs --seeds $SEEDS --set train.epochs=10 --output-dir $OUT -q --resume
 
+# 2b. Beauty 5-core trio on the same official inputs (MiniLM items, official similar users), grouped by the paper's
+# 20% rule: SASRec and LLMInit (hidden 128, their own PCA-128 of the MiniLM table) beside LLM-ESR
+BEAUTY="-r beauty5-official-inputs --set data.group_rule=pareto --seeds $SEEDS $FAST --output-dir $OUT -q --resume"
+esrkit train $BEAUTY --set model.name=id --set model.hidden=128 --set embedding.pca_table= --name beauty5-id-sasrec
+esrkit train $BEAUTY --set model.name=llminit --set model.hidden=128 --set embedding.pca_table= \
+  --name beauty5-llminit-sasrec
+esrkit train $BEAUTY --name beauty5-llmesr-sasrec
+esrkit report $OUT/beauty5-{id,llminit,llmesr}-sasrec --layout table1 --out $OUT/reports/beauty5
+
 # 3. Provider study on Amazon Scientific (SASRec): item embeddings swapped, similar users fixed to MiniLM.
 # PROVIDERS=offline,minilm,smollm2 adds SmolLM2 (last hidden states, mean-pooled): embedding the 4,344 item prompts
 # runs at about 0.6 texts/s on one shared CPU core (about 2 h; the cache keeps every finished batch, so an

@@ -18,7 +18,7 @@ from typing import Any
 
 from esrkit.config import RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, load_run
+from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, is_run_folder, load_run
 from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
 from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -65,6 +65,27 @@ class StudyPlan:
         return cfg
 
 
+def report_run_names(plan: StudyPlan) -> list[str]:
+    """The plan's runs plus every other run already in the study folder (a provider studied by an earlier call), so
+    ``--providers smollm2`` added to a finished study extends its report instead of replacing it. Order: the
+    backbone, then each provider's models, the random control last."""
+    planned = [name for name, _, _ in plan.runs()]
+    found = sorted(d.name for d in plan.folder.iterdir() if d.is_dir() and is_run_folder(d)) \
+        if plan.folder.is_dir() else []
+    names = planned + [n for n in found if n not in planned]
+    providers = list(dict.fromkeys(n.partition("-")[2] for n in names if n != "id"))
+    models = list(dict.fromkeys(["llmesr", "llminit", *plan.models]))  # one order whichever call wrote the report
+
+    def order(name: str) -> tuple[int, int, int]:
+        if name == "id":
+            return (0, 0, 0)
+        model, _, provider = name.partition("-")
+        return (2 if provider == "random" else 1, providers.index(provider),
+                models.index(model) if model in models else len(models))
+
+    return sorted(names, key=order)
+
+
 def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, Any]:
     from esrkit.training.pipeline import train
 
@@ -82,6 +103,10 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, An
             log(f"   failed: {failures[run_name]}")
             continue
         stages[run_name] = stage_times(plan.folder / run_name, time.perf_counter() - t0)
+    for run_name in report_run_names(plan):  # rows from earlier calls: their recorded costs, no wall time of this call
+        if run_name not in stages and run_name not in failures:
+            stages[run_name] = stage_times(plan.folder / run_name, 0.0)
+            stages[run_name].pop("study_wall_s")
     report = build_report(plan, stages, failures)
     write_report(plan, report)
     return report
@@ -119,7 +144,7 @@ def _row_label(run: Run) -> str:
 
 
 def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures: dict[str, str]) -> dict[str, Any]:
-    runs = [r for r in (load_run(plan.folder / name) for name, _, _ in plan.runs()) if r is not None]
+    runs = [r for r in (load_run(plan.folder / name) for name in report_run_names(plan)) if r is not None]
     tables = []
     for protocol in ("sampled", "full"):
         rows = [Row(_row_label(r), r.name, r.model, r.model != "llmesr",
@@ -133,7 +158,8 @@ def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures:
         title = runs[0].protocol_title(protocol)
         tables.append(Table("study", plan.folder.name, protocol, title, default_columns(), [block]))
     gains = gains_table(runs)
-    return {"recipe": plan.recipe, "providers": plan.providers, "models": plan.models, "seeds": plan.seeds,
+    providers = list(dict.fromkeys(r.name.partition("-")[2] for r in runs if r.name != "id"))
+    return {"recipe": plan.recipe, "providers": providers, "models": plan.models, "seeds": plan.seeds,
             "tables": tables, "gains": gains, "stages": stages, "failures": failures, "runs": [r.name for r in runs]}
 
 
@@ -195,9 +221,12 @@ def stages_markdown(stages: dict[str, dict[str, float]]) -> str:
 
 def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
     folder = plan.folder
+    controls = [text for name, text in (("id", "the backbone without LLM embeddings"), ("random", "random embeddings"))
+                if name == "id" and "id" in report["runs"] or name in report["providers"]]
     md = [f"# Provider study: recipe `{plan.recipe}`", "",
-          f"Seeds {plan.seeds} (a row also counts seeds trained earlier: see its seeds column); providers "
-          f"{', '.join(plan.providers)}; controls: the backbone without LLM embeddings and random embeddings. "
+          f"Seeds {plan.seeds} trained by this call; every row is the mean over all the seeds its run folder holds "
+          f"(study.csv lists them). Providers: {', '.join(p for p in report['providers'] if p != 'random')}; "
+          f"controls: {' and '.join(controls) or 'none'}. "
           "Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]
     for t in report["tables"]:
         md.append(to_markdown(t, baseline=next((r.label for r in t.blocks[0].rows if r.run == "id"), None)))

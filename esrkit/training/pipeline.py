@@ -141,6 +141,9 @@ def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], 
             out[part] = np.asarray(arr, dtype=np.float32)
             out["meta"][part] = {"source": str(result.directory), "provider": name,
                                  "templates": e.templates, "fingerprint": fingerprint_array(out[part])}
+    if e.center_items and out["items"] is not None:  # the fingerprint above stays the provider's raw table's
+        out["items"] = out["items"] - out["items"].mean(axis=0, dtype=np.float64).astype(np.float32)
+        out["meta"]["items"]["centered"] = True
     return out
 
 

@@ -32,3 +32,17 @@ def test_provider_study_end_to_end(tmp_path, monkeypatch) -> None:
     # the random control really used random item vectors while retrieval stayed on the fixed user provider
     cfg = json.loads((plan.folder / "llmesr-random" / "seed-42" / "config.json").read_text())
     assert cfg["embedding"]["provider"] == "random" and cfg["embedding"]["user_provider"] == "offline"
+
+    # a later call with other providers (here: only the finished LLMInit-random arm, so nothing trains) extends the
+    # study's report with its own rows instead of replacing the earlier providers' rows
+    later = StudyPlan(recipe="demo", providers=["random"], models=["llminit"], controls=False, seeds=[42],
+                      overrides=plan.overrides, output_dir=plan.output_dir, user_provider="offline")
+    again = run_study(later, progress=False, log=lambda m: None)
+    assert again["runs"] == names  # every row, in the study's order: backbone, providers, random control last
+    assert again["providers"] == ["offline", "random"]
+    assert "study_wall_s" in again["stages"]["llminit-random"]  # this call's run: its wall time in this call
+    assert "study_wall_s" not in again["stages"]["llmesr-offline"]  # an earlier call's: its recorded costs only
+    assert again["stages"]["llmesr-offline"]["train"] == saved["stages"]["llmesr-offline"]["train"]
+    md = (plan.folder / "study.md").read_text()
+    assert "LLM-ESR (offline)" in md and "SASRec (no LLM)" in md
+    assert "Providers: offline; controls: the backbone without LLM embeddings and random embeddings." in md
