@@ -266,9 +266,10 @@ def figure_study(report: dict[str, Any], path: Path) -> Path:
         ax.set_xticklabels([g.replace("_", " ") for g in groups], fontsize=8)
         ax.set_ylabel("N@10")
         ax.set_title(f"{table.protocol}: {table.title}", fontsize=9)
-        if i == 0:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    if tables:  # one legend under both panels, where it cannot cover a bar however many rows there are
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 4) // 5), 1, 1))
     fig.savefig(path, dpi=120)
     return path
 
