@@ -28,11 +28,12 @@ esrkit train $BEAUTY --name beauty5-llmesr-sasrec
 esrkit report $OUT/beauty5-{id,llminit,llmesr}-sasrec --layout table1 --out $OUT/reports/beauty5
 
 # 3. Provider study on Amazon Scientific (SASRec): item embeddings swapped, similar users fixed to MiniLM.
-# PROVIDERS=offline,minilm,smollm2 adds SmolLM2 (last hidden states, mean-pooled): embedding the 4,344 item prompts
-# runs at about 0.6 texts/s on one shared CPU core (about 2 h; the cache keeps every finished batch, so an
-# interrupted run resumes), which did not fit the session that produced docs/RESULTS.md.
-esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm} --user-provider minilm --seeds $SEEDS $FAST \
-  --output-dir $OUT -q
+# SmolLM2 (last hidden states, mean-pooled) embeds the 4,344 item prompts at about 1.5 texts/s on one shared CPU
+# core (about 50 min; the cache keeps every finished batch, so an interrupted run resumes); PROVIDERS=offline,minilm
+# leaves it out. Its rows were added by a later `-p smollm2 --no-controls` call: a study's report covers every run
+# already in its folder.
+esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm,smollm2} --user-provider minilm \
+  --seeds $SEEDS $FAST --output-dir $OUT -q
 
 # 3a. Seeds 43 and 44 of the study's MiniLM rows and of SASRec (the t-tests in docs/RESULTS.md section 3)
 esrkit study providers -r scientific-sasrec -p minilm --no-controls --user-provider minilm --seeds 42,43,44 $FAST \
@@ -41,8 +42,14 @@ esrkit train -r scientific-sasrec --set model.name=id --set model.hidden=128 --s
   --set embedding.user_provider=minilm $FAST --name id --output-dir $OUT/study-scientific-sasrec --seeds 42,43,44 \
   -q --resume
 # the study's report over every row (all trained by now: this only rewrites study.md/.csv/.json/.png)
-esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm} --user-provider minilm --seeds 42 $FAST \
-  --output-dir $OUT -q
+esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm,smollm2} --user-provider minilm --seeds 42 \
+  $FAST --output-dir $OUT -q
+
+# 3a'. Why SmolLM2 hurts LLM-ESR: the geometry of every item table, and LLM-ESR on the centred SmolLM2 table
+esrkit train -r scientific-sasrec --set model.name=llmesr --set embedding.provider=smollm2 \
+  --set embedding.user_provider=minilm --set embedding.center_items=true --name scientific-llmesr-smollm2-centered \
+  --seeds $SEEDS $FAST --output-dir $OUT -q --resume
+python docs/results/embedding_geometry.py $OUT/study-scientific-sasrec $OUT/scientific-llmesr-smollm2-centered
 
 # 3b. Why LLM-ESR loses under full ranking: the official SASRec and cross-attention are bidirectional, so in
 # training every position reads the item it must predict. The same runs with causal attention everywhere:
