@@ -35,8 +35,8 @@ esrkit report $OUT/beauty5-{id,llminit,llmesr}-sasrec --layout table1 --out $OUT
 esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm,smollm2} --user-provider minilm \
   --seeds $SEEDS $FAST --output-dir $OUT -q
 
-# 3a. Seeds 43 and 44 of the study's MiniLM rows and of SASRec (the t-tests in docs/RESULTS.md section 3)
-esrkit study providers -r scientific-sasrec -p minilm --no-controls --user-provider minilm --seeds 42,43,44 $FAST \
+# 3a. Seeds 43 and 44 of the study's MiniLM and offline rows and of SASRec (the t-tests in docs/RESULTS.md section 3)
+esrkit study providers -r scientific-sasrec -p minilm,offline --no-controls --user-provider minilm --seeds 42,43,44 $FAST \
   --output-dir $OUT -q
 esrkit train -r scientific-sasrec --set model.name=id --set model.hidden=128 --set embedding.provider=none \
   --set embedding.user_provider=minilm $FAST --name id --output-dir $OUT/study-scientific-sasrec --seeds 42,43,44 \
