@@ -65,6 +65,17 @@ class StudyPlan:
         return cfg
 
 
+def split_run_name(name: str) -> tuple[str, str]:
+    """(model, provider) of a study run name ``<model>-<provider>``; the backbone control ``id`` has no provider."""
+    model, _, provider = name.partition("-")
+    return model, provider
+
+
+def providers_of(run_names: list[str]) -> list[str]:
+    """The providers of a study's runs, in the runs' order."""
+    return list(dict.fromkeys(split_run_name(n)[1] for n in run_names if n != "id"))
+
+
 def report_run_names(plan: StudyPlan) -> list[str]:
     """The plan's runs plus every other run already in the study folder (a provider studied by an earlier call), so
     ``--providers smollm2`` added to a finished study extends its report instead of replacing it. Order: the
@@ -73,13 +84,13 @@ def report_run_names(plan: StudyPlan) -> list[str]:
     found = sorted(d.name for d in plan.folder.iterdir() if d.is_dir() and is_run_folder(d)) \
         if plan.folder.is_dir() else []
     names = planned + [n for n in found if n not in planned]
-    providers = list(dict.fromkeys(n.partition("-")[2] for n in names if n != "id"))
+    providers = providers_of(names)
     models = list(dict.fromkeys(["llmesr", "llminit", *plan.models]))  # one order whichever call wrote the report
 
     def order(name: str) -> tuple[int, int, int]:
         if name == "id":
             return (0, 0, 0)
-        model, _, provider = name.partition("-")
+        model, provider = split_run_name(name)
         return (2 if provider == "random" else 1, providers.index(provider),
                 models.index(model) if model in models else len(models))
 
@@ -103,19 +114,19 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, An
             log(f"   failed: {failures[run_name]}")
             continue
         stages[run_name] = stage_times(plan.folder / run_name, time.perf_counter() - t0)
-    for run_name in report_run_names(plan):  # rows from earlier calls: their recorded costs, no wall time of this call
-        if run_name not in stages and run_name not in failures:
-            stages[run_name] = stage_times(plan.folder / run_name, 0.0)
-            stages[run_name].pop("study_wall_s")
+    # every row in the report's order; runs an earlier call trained: their recorded costs, no wall time of this call
+    stages = {name: stages[name] if name in stages else stage_times(plan.folder / name)
+              for name in report_run_names(plan) if name not in failures}
     report = build_report(plan, stages, failures)
     write_report(plan, report)
     return report
 
 
-def stage_times(run_folder: Path, wall: float) -> dict[str, float]:
+def stage_times(run_folder: Path, wall: float | None = None) -> dict[str, float]:
     """Seconds per stage, summed over seeds, from the run's results.json (embedding: the cold cost recorded in the
-    embedding cache's metadata, since a cached rerun costs nothing)."""
-    out: dict[str, float] = {"study_wall_s": wall}
+    embedding cache's metadata, since a cached rerun costs nothing). ``wall``: this call's time on the run, None
+    for a run an earlier call trained."""
+    out: dict[str, float] = {} if wall is None else {"study_wall_s": wall}
     for seed_dir in sorted(run_folder.glob("seed-*")):
         res = seed_dir / "results.json"
         if not res.exists():
@@ -158,8 +169,8 @@ def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures:
         title = runs[0].protocol_title(protocol)
         tables.append(Table("study", plan.folder.name, protocol, title, default_columns(), [block]))
     gains = gains_table(runs)
-    providers = list(dict.fromkeys(r.name.partition("-")[2] for r in runs if r.name != "id"))
-    return {"recipe": plan.recipe, "providers": providers, "models": plan.models, "seeds": plan.seeds,
+    return {"recipe": plan.recipe, "providers": providers_of([r.name for r in runs]), "models": plan.models,
+            "seeds": plan.seeds,
             "tables": tables, "gains": gains, "stages": stages, "failures": failures, "runs": [r.name for r in runs]}
 
 
@@ -170,7 +181,7 @@ def gains_table(runs: list[Run]) -> list[dict[str, Any]]:
     for r in runs:
         if r.model != "llmesr":
             continue
-        provider = r.name.split("-", 1)[1]
+        provider = split_run_name(r.name)[1]
         for ref_name in ("id", f"llminit-{provider}"):
             ref = by_name.get(ref_name)
             if ref is None:
@@ -221,8 +232,9 @@ def stages_markdown(stages: dict[str, dict[str, float]]) -> str:
 
 def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
     folder = plan.folder
+    present = {*report["runs"], *report["providers"]}  # the backbone control is run "id"; random is a provider
     controls = [text for name, text in (("id", "the backbone without LLM embeddings"), ("random", "random embeddings"))
-                if name == "id" and "id" in report["runs"] or name in report["providers"]]
+                if name in present]
     md = [f"# Provider study: recipe `{plan.recipe}`", "",
           f"Seeds {plan.seeds} trained by this call; every row is the mean over all the seeds its run folder holds "
           f"(study.csv lists them). Providers: {', '.join(p for p in report['providers'] if p != 'random')}; "
