@@ -51,6 +51,13 @@ esrkit train -r scientific-sasrec --set model.name=llmesr --set embedding.provid
   --seeds $SEEDS $FAST --output-dir $OUT -q --resume
 python docs/results/embedding_geometry.py $OUT/study-scientific-sasrec $OUT/scientific-llmesr-smollm2-centered
 
+# 3c. Provider study on Beauty 5-core (SASRec): our own Beauty prompts embedded by each provider, similar users
+# from MiniLM user-prompt embeddings (hnswlib) in every run. MiniLM embeds the 12,101 item and 22,363 user prompts
+# in about 20 min on one core; two copies of this command share the runs (a run folder held by one is skipped by
+# the other), and a last call rewrites the report over every row.
+esrkit study providers -r beauty5-sasrec -p ${BEAUTY_PROVIDERS:-offline,minilm} --user-provider minilm \
+  --seeds $SEEDS $FAST --output-dir $OUT -q
+
 # 3b. Why LLM-ESR loses under full ranking: the official SASRec and cross-attention are bidirectional, so in
 # training every position reads the item it must predict. The same runs with causal attention everywhere:
 esrkit train -r scientific-sasrec --set model.causal=true --name scientific-llmesr-causal --seeds $SEEDS $FAST \

@@ -21,11 +21,14 @@ def study() -> None:
 @click.option("--baseline-hidden", default=128, show_default=True, help="Hidden size of single-view baselines.")
 @click.option("--user-provider", default="", help="Embed user prompts (similar-user retrieval) with this provider "
               "for every run, so only the item-side semantic table changes (default: each run's own provider).")
+@click.option("--random-dim", type=click.IntRange(min=1), default=None,
+              help="Width of the random control (default 1536, ada-002's); pass the studied providers' width "
+              "(e.g. 384 for MiniLM) to compare at the same dimension.")
 @click.option("--output-dir", default="runs", show_default=True)
 @click.option("--name", help="Study folder name (default: study-<recipe>).")
 @click.option("--quiet", "-q", is_flag=True)
-def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden, user_provider, output_dir, name,
-              quiet) -> None:
+def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden, user_provider, random_dim, output_dir,
+              name, quiet) -> None:
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
     from esrkit.reporting.study import StudyPlan, run_study
@@ -33,7 +36,8 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
     plan = StudyPlan(recipe=recipe, providers=[p for p in providers.split(",") if p],
                      models=[m for m in models.split(",") if m], controls=controls,
                      seeds=[int(s) for s in seeds.split(",") if s], overrides=list(sets),
-                     baseline_hidden=baseline_hidden, user_provider=user_provider, output_dir=output_dir,
+                     baseline_hidden=baseline_hidden, user_provider=user_provider, random_dim=random_dim,
+                     output_dir=output_dir,
                      name=name or "")
     report = run_study(plan, progress=not quiet, log=lambda m: click.echo(m, err=True))
     click.echo((plan.folder / "study.md").read_text())

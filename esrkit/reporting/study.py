@@ -35,6 +35,7 @@ class StudyPlan:
     overrides: list[str] = field(default_factory=list)
     baseline_hidden: int = 128  # the paper's single-view baselines (LLM-ESR: 64 per view)
     user_provider: str = ""  # hold similar-user retrieval fixed across providers (items-only swap)
+    random_dim: int | None = None  # width of the random control (None: the provider's own default, ada-002's 1536)
     output_dir: str = "runs"
     name: str = ""
 
@@ -52,6 +53,8 @@ class StudyPlan:
         for p in providers:
             for m in self.models:
                 extra = [f"model.name={m}", f"embedding.provider={p}"]
+                if p == "random" and self.random_dim:
+                    extra.append(f"embedding.options.dim={self.random_dim}")
                 if m != "llmesr":
                     extra.append(f"model.hidden={self.baseline_hidden}")
                 out.append((f"{m}-{p}", p, extra))

@@ -46,3 +46,19 @@ def test_provider_study_end_to_end(tmp_path, monkeypatch) -> None:
     md = (plan.folder / "study.md").read_text()
     assert "LLM-ESR (offline)" in md and "SASRec (no LLM)" in md
     assert "Providers: offline; controls: the backbone without LLM embeddings and random embeddings." in md
+
+
+def test_random_control_width_follows_random_dim_and_only_the_random_runs() -> None:
+    def options(plan: StudyPlan) -> dict[str, dict]:
+        return {name: plan.config(name, extra).embedding.options for name, _, extra in plan.runs()}
+
+    default = options(StudyPlan(recipe="demo", providers=["offline"]))
+    assert all(o == {} for o in default.values())  # unchanged configs: earlier studies still resume
+    matched = options(StudyPlan(recipe="demo", providers=["offline"], random_dim=384))
+    assert matched["llmesr-random"] == {"dim": 384} and matched["llminit-random"] == {"dim": 384}
+    assert matched["llmesr-offline"] == {} and matched["id"] == {}
+
+    from esrkit.providers import load_provider
+
+    provider = load_provider("random", **matched["llmesr-random"])  # as the training pipeline builds it
+    assert provider.embed(["a", "b"]).shape == (2, 384)
