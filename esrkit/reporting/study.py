@@ -118,8 +118,10 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, An
             continue
         stages[run_name] = stage_times(plan.folder / run_name, time.perf_counter() - t0)
     # every row in the report's order; runs an earlier call trained: their recorded costs, no wall time of this call
+    # (a run another process is still training has no finished seed yet: no row, as in the tables)
     stages = {name: stages[name] if name in stages else stage_times(plan.folder / name)
-              for name in report_run_names(plan) if name not in failures}
+              for name in report_run_names(plan)
+              if name not in failures and any((plan.folder / name).glob("seed-*/results.json"))}
     report = build_report(plan, stages, failures)
     write_report(plan, report)
     return report

@@ -35,10 +35,14 @@ def test_provider_study_end_to_end(tmp_path, monkeypatch) -> None:
 
     # a later call with other providers (here: only the finished LLMInit-random arm, so nothing trains) extends the
     # study's report with its own rows instead of replacing the earlier providers' rows
+    # a run another process is still training (no finished seed): left out of every table, stage rows included
+    (plan.folder / "llmesr-other" / "seed-42").mkdir(parents=True)
+    (plan.folder / "llmesr-other" / "seed-42" / "config.json").write_text("{}")
     later = StudyPlan(recipe="demo", providers=["random"], models=["llminit"], controls=False, seeds=[42],
                       overrides=plan.overrides, output_dir=plan.output_dir, user_provider="offline")
     again = run_study(later, progress=False, log=lambda m: None)
     assert again["runs"] == names  # every row, in the study's order: backbone, providers, random control last
+    assert set(again["stages"]) == set(names)  # not the unfinished llmesr-other
     assert again["providers"] == ["offline", "random"]
     assert "study_wall_s" in again["stages"]["llminit-random"]  # this call's run: its wall time in this call
     assert "study_wall_s" not in again["stages"]["llmesr-offline"]  # an earlier call's: its recorded costs only
