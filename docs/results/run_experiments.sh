@@ -57,6 +57,11 @@ python docs/results/embedding_geometry.py $OUT/study-scientific-sasrec $OUT/scie
 # the other), and a last call rewrites the report over every row.
 esrkit study providers -r beauty5-sasrec -p ${BEAUTY_PROVIDERS:-offline,minilm} --user-provider minilm \
   --seeds $SEEDS $FAST --output-dir $OUT -q
+# + seed 43 of SASRec and of the MiniLM rows (the t-tests in docs/RESULTS.md section 6)
+esrkit train -r beauty5-sasrec --set model.name=id --set model.hidden=128 --set embedding.provider=none \
+  --set embedding.user_provider=minilm $FAST --name id --output-dir $OUT/study-beauty5-sasrec --seeds 42,43 -q --resume
+esrkit study providers -r beauty5-sasrec -p minilm --no-controls --user-provider minilm --seeds 42,43 $FAST \
+  --output-dir $OUT -q
 
 # 3b. Why LLM-ESR loses under full ranking: the official SASRec and cross-attention are bidirectional, so in
 # training every position reads the item it must predict. The same runs with causal attention everywhere:
