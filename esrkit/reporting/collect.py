@@ -187,6 +187,11 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / "summary.json").exists() or bool(_seed_dirs(folder))
 
 
+def has_finished_seed(folder: Path) -> bool:
+    """True when ``load_run`` would find something to report (a run still training its first seed has nothing)."""
+    return (folder / "summary.json").exists() or any((d / "results.json").exists() for d in _seed_dirs(folder))
+
+
 def _find(folder: Path, depth: int) -> Iterable[tuple[Path, int | None]]:
     if SEED_DIR.match(folder.name) and (folder / "config.json").exists():
         yield folder.parent, int(SEED_DIR.match(folder.name).group(1))

@@ -18,7 +18,7 @@ from typing import Any
 
 from esrkit.config import RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, is_run_folder, load_run
+from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, has_finished_seed, load_run
 from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
 from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -84,7 +84,8 @@ def report_run_names(plan: StudyPlan) -> list[str]:
     ``--providers smollm2`` added to a finished study extends its report instead of replacing it. Order: the
     backbone, then each provider's models, the random control last."""
     planned = [name for name, _, _ in plan.runs()]
-    found = sorted(d.name for d in plan.folder.iterdir() if d.is_dir() and is_run_folder(d)) \
+    # (not a run another process is still training: it has no finished seed, hence no row in any table yet)
+    found = sorted(d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)) \
         if plan.folder.is_dir() else []
     names = planned + [n for n in found if n not in planned]
     providers = providers_of(names)
@@ -118,10 +119,8 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, An
             continue
         stages[run_name] = stage_times(plan.folder / run_name, time.perf_counter() - t0)
     # every row in the report's order; runs an earlier call trained: their recorded costs, no wall time of this call
-    # (a run another process is still training has no finished seed yet: no row, as in the tables)
     stages = {name: stages[name] if name in stages else stage_times(plan.folder / name)
-              for name in report_run_names(plan)
-              if name not in failures and any((plan.folder / name).glob("seed-*/results.json"))}
+              for name in report_run_names(plan) if name not in failures}
     report = build_report(plan, stages, failures)
     write_report(plan, report)
     return report
