@@ -54,7 +54,7 @@ def product_prompts(n: int) -> list[str]:
     return build_item_prompts(data, load_templates("generic"))[:n]
 
 
-def build(case: str, device: str, workdir: Path, budget: int = 0):
+def build(case: str, device: str, workdir: Path, budget: int = 0, compile_model: bool = False):
     from esrkit.providers import build_provider, load_provider
 
     source, options, _ = CASES[case]
@@ -67,6 +67,10 @@ def build(case: str, device: str, workdir: Path, budget: int = 0):
         provider = build_provider("decoder", {"model": str(path), "device": device, **options}, name=case)
         if source == "random-llama":
             provider._model = random_llama(provider, device, RANDOM_SHAPES[case])
+        if compile_model:  # measurement variant: Inductor fuses the norms, rotary and activation between matmuls
+            import torch
+
+            provider._model = torch.compile(provider.model, dynamic=True)  # as the provider's `compile` option
         return provider
     if source in ("minilm", "smollm2") and device != "cpu":
         options = {**options, "device": device}
@@ -115,13 +119,17 @@ def forward_flops_per_token(model, mean_tokens: float) -> float | None:
     return 2 * params + 2 * config.num_hidden_layers * mean_tokens * config.hidden_size
 
 
-def worker(case: str, device: str, n_texts: int = 0, budget: int = 0) -> dict:
-    """Runs in a child process: load, warm up, time the embedding of the case's texts."""
+def worker(case: str, device: str, n_texts: int = 0, budget: int = 0, compile_model: bool = False,
+           profile_dir: Path | None = None) -> dict:
+    """Runs in a child process: load, warm up, time the embedding of the case's texts. A compiled model embeds
+    everything once untimed first, so that every shape it meets is compiled before the clock starts."""
     texts = product_prompts(n_texts or CASES[case][2])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        provider = build(case, device, Path(tmp), budget)
+        provider = build(case, device, Path(tmp), budget, compile_model)
         provider.embed(texts[:8])  # loads the model, builds caches, first kernels
+        if compile_model:
+            provider.embed(texts)
         load_s = time.perf_counter() - t0
         tokens = sum(provider.count_tokens(texts))
         sync = _cuda_sync if device.startswith("cuda") else (lambda: None)
@@ -130,6 +138,9 @@ def worker(case: str, device: str, n_texts: int = 0, budget: int = 0) -> dict:
         vectors = provider.embed(texts)
         sync()
         seconds = time.perf_counter() - t0
+        if profile_dir is not None:
+            label = f"{case}{'-compiled' if compile_model else ''}-{provider.budget}"
+            profile_batches(provider, texts, device, profile_dir / f"profile-{label}.txt")
         utilisation = None
         if provider.kind == "decoder":
             flops = forward_flops_per_token(provider.model, tokens / len(texts))
@@ -143,8 +154,45 @@ def worker(case: str, device: str, n_texts: int = 0, budget: int = 0) -> dict:
         "texts_per_s": len(texts) / seconds, "tokens_per_s": tokens / seconds,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "token_budget": getattr(provider, "budget", None),
+        "compiled": compile_model,
         "utilisation": utilisation,
     }
+
+
+def profile_batches(provider, texts: list[str], device: str, path: Path) -> None:
+    """Where the time goes: the top kernels of embedding about two token budgets' worth of texts, and the share of
+    the wall time the device was busy (kernel time / wall; below 1 means the host kept it waiting)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    per_text = max(1.0, sum(provider.count_tokens(texts[:200])) / len(texts[:200]))
+    sample = texts[: max(8, int(2 * provider.budget / per_text))]
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync = _cuda_sync if cuda else (lambda: None)
+    sync()
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        provider.embed(sample)
+        sync()
+        wall_us = (time.perf_counter() - t0) * 1e6
+    averages = prof.key_averages()
+    if cuda:  # kernels only: an op's "self device" time repeats its kernels' time, and CUPTI's "Command Buffer
+        # Full" records (the host waiting on a full launch queue) are not device work
+        from torch.autograd import DeviceType
+
+        busy_us = sum(e.time_range.elapsed_us() for e in prof.events()
+                      if e.device_type == DeviceType.CUDA and not e.name.startswith("Command Buffer"))
+    else:
+        busy_us = sum(e.self_cpu_time_total for e in averages)
+    try:
+        table = averages.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=25)
+    except (AttributeError, KeyError, ValueError):
+        table = averages.table(sort_by="self_cuda_time_total", row_limit=25)
+    header = (f"{len(sample)} texts, {sum(provider.count_tokens(sample))} tokens, wall {wall_us / 1e3:.1f} ms, "
+              f"{'device' if cuda else 'cpu'} busy {busy_us / 1e3:.1f} ms ({100 * busy_us / wall_us:.0f}% of wall)\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + table + "\n")
+    print(header.strip(), file=sys.stderr)
 
 
 def _cuda_sync() -> None:
@@ -153,11 +201,14 @@ def _cuda_sync() -> None:
     torch.cuda.synchronize()
 
 
-def run_case(case: str, device: str, policy: str, n_texts: int = 0, budget: int = 0) -> dict | str:
+def run_case(case: str, device: str, policy: str, n_texts: int = 0, budget: int = 0, compile_model: bool = False,
+             profile_dir: Path | None = None) -> dict | str:
     env = dict(os.environ, OMP_WAIT_POLICY=policy, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, "--device", device,
            "--texts", str(n_texts), "--budget", str(budget)]
+    cmd += ["--compile"] if compile_model else []
+    cmd += ["--profile", str(profile_dir)] if profile_dir is not None else []
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return f"{case}: failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})"
@@ -179,7 +230,11 @@ def render_intro() -> str:
         "Load = building the provider, loading the model and a first batch of 8; the rates exclude it. Tokens are "
         "the provider's own (model tokenizer; words for `offline`). `tiny-llama` is a random 2-layer, 64-wide "
         "LLaMA built from a config (the tests' model): it measures the decoder provider's own overhead "
-        "(tokenising, length-sorted token-budget batching, pooling). `llama-1b-random` and `llama-7b-random` have "
+        "(tokenising, length-sorted token-budget batching, pooling). The decoder provider also caps a batch at "
+        "`max_batch_size` texts: 4,096 now, 256 before 2026-11-27's second GPU session, which held the first "
+        "session's 131072 budget to about 48k tokens. `(compiled)`: `--compile`, the provider's `compile=true` "
+        "(torch.compile, dynamic shapes; its compile time is in the load column). `--profile DIR` writes each case's "
+        "top kernels and the device's busy share. `llama-1b-random` and `llama-7b-random` have "
         "LLaMA-3.2-1B's and LLaMA-2-7B's shapes with random weights, bf16 (GPU only; `--only llama-7b-random "
         "--device cuda --budgets 32768 131072`). Utilisation (decoders): model FLOP/s (2 x non-embedding parameters "
         "+ attention, per token) against the dense matmul rate measured on the same device in the same run (bf16 "
@@ -207,7 +262,7 @@ def render_device(run: dict) -> str:
             notes.append(f"- {r}")
             continue
         lines.append(
-            f"| {r['case']} | {r['kind']} | {r['omp_wait_policy']} | {r.get('token_budget') or '-'} | {r['texts']} | "
+            f"| {r['case']}{' (compiled)' if r.get('compiled') else ''} | {r['kind']} | {r['omp_wait_policy']} | {r.get('token_budget') or '-'} | {r['texts']} | "
             f"{r['dim']} | "
             f"{r['mean_tokens']:.0f} | {r['load_s']:.1f} | {r['texts_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
             f"{_utilisation_cell(r.get('utilisation'))} |"
@@ -215,6 +270,10 @@ def render_device(run: dict) -> str:
     if notes:
         lines += [""] + notes
     return "\n".join(lines) + "\n"
+
+
+def _utilisation_note(u: dict | None) -> str:
+    return f", {_utilisation_cell(u)} of peak" if u else ""
 
 
 def _utilisation_cell(u: dict | None) -> str:
@@ -256,13 +315,17 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--compare-omp", action="store_true",
                         help="also run the torch cases with OMP_WAIT_POLICY=ACTIVE (the spin-wait trap)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the decoder models under torch.compile (its compile time counts as load)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write each case's top kernels and device-busy share to DIR/profile-*.txt")
     parser.add_argument("--no-write", action="store_true", help="print the subsection instead of writing RESULTS.md")
     parser.add_argument("--json", type=Path, help="also save the measurements as JSON (e.g. from a GPU machine)")
     parser.add_argument("--from-json", type=Path, help="write RESULTS.md from a saved JSON run, measuring nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.device, args.texts, args.budget)))
+        print(json.dumps(worker(args.worker, args.device, args.texts, args.budget, args.compile, args.profile)))
         return
     if args.from_json:
         run = json.loads(args.from_json.read_text())
@@ -271,13 +334,17 @@ def main() -> None:
         for case in args.only or DEFAULT_CASES:
             policies = ["PASSIVE"] + (["ACTIVE"] if args.compare_omp and case != "offline" else [])
             budgets = args.budgets if CASES[case][0] in ("tiny", "random-llama", "smollm2") else [0]
+            variants = [args.compile and CASES[case][0] in ("tiny", "random-llama")]
             for policy in policies:
-                for budget in budgets:
-                    row = run_case(case, args.device, policy, args.texts, budget)
-                    print(row if isinstance(row, str) else
-                          f"{case:>16} {policy:>7} budget {row['token_budget']}: {row['texts_per_s']:9.1f} texts/s "
-                          f"{row['tokens_per_s']:10.0f} tokens/s (load {row['load_s']:.1f} s)", flush=True)
-                    run["rows"].append(row)
+                for compiled in variants:
+                    for budget in budgets:
+                        row = run_case(case, args.device, policy, args.texts, budget, compiled, args.profile)
+                        print(row if isinstance(row, str) else
+                              f"{case:>16}{' compiled' if compiled else ''} {policy:>7} budget "
+                              f"{row['token_budget']}: {row['texts_per_s']:9.1f} texts/s "
+                              f"{row['tokens_per_s']:10.0f} tokens/s (load {row['load_s']:.1f} s)"
+                              f"{_utilisation_note(row.get('utilisation'))}", flush=True)
+                        run["rows"].append(row)
     if args.json:
         args.json.write_text(json.dumps(run, indent=1))
     if args.no_write:

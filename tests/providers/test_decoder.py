@@ -54,6 +54,21 @@ def test_small_budget_sorts_by_length_and_restores_input_order(tiny_llama):
     np.testing.assert_allclose(provider.embed(TEXTS), reference, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_vectors(tiny_llama):
+    """``compile=true`` is a speed option only: the same vectors for every batch shape (one dynamic graph)."""
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("torch.compile on CPU needs a C compiler")
+    eager = decoder(tiny_llama, token_budget=64).embed(TEXTS)
+    provider = decoder(tiny_llama, token_budget=64, compile=True)
+    compiled = provider.embed(TEXTS)
+    assert type(provider.model).__name__ == "OptimizedModule"
+    assert provider.identity.hash() == decoder(tiny_llama).identity.hash()  # same vectors, same cache entries
+    np.testing.assert_allclose(compiled, eager, atol=1e-4, rtol=0)
+
+
 def test_sort_windows_keep_order(tiny_llama):
     provider = decoder(tiny_llama, sort_window=2, token_budget=100_000)
     np.testing.assert_allclose(provider.embed(TEXTS), decoder(tiny_llama).embed(TEXTS), atol=1e-5, rtol=0)
