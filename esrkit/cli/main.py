@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "demo": "esrkit.cli.demo:demo",
     "data": "esrkit.cli.data:data",
     "embed": "esrkit.cli.embed:embed",
+    "cache": "esrkit.cli.cache:cache",
     "index": "esrkit.cli.index:index",
     "train": "esrkit.cli.train:train",
     "evaluate": "esrkit.cli.train:evaluate",

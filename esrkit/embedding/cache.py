@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,89 @@ def _chunks(items: Sequence[str] | Iterable[str], size: int) -> Iterable[list[st
     items = list(items)
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# ---------------------------------------------------------------------------------------------- moving caches
+@dataclass
+class CacheSummary:
+    """One provider identity's cache file, as `esrkit cache list|merge` reports it."""
+
+    directory: Path
+    identity: ProviderIdentity
+    identity_hash: str
+    vectors: int
+    dim: int | None
+    added: int = 0  # merge only: rows this merge wrote
+
+
+def cache_folders(source: str | Path) -> list[Path]:
+    """The identity folders under a workdir (``<workdir>/cache/*``), a ``cache/`` folder, or one identity folder."""
+    source = Path(source)
+    if (source / "vectors.sqlite").is_file():
+        return [source]
+    root = source / "cache" if (source / "cache").is_dir() else source
+    folders = sorted(p for p in root.iterdir() if (p / "vectors.sqlite").is_file()) if root.is_dir() else []
+    if not folders:
+        raise CacheError(f"{source}: no embedding cache here (expected <workdir>/cache/<id>/vectors.sqlite)")
+    return folders
+
+
+def read_cache_identity(folder: Path) -> tuple[ProviderIdentity, int | None, int]:
+    """(identity, dim, number of vectors) of a cache file, checking that its identity record is intact."""
+    path = folder / "vectors.sqlite"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            count = int(conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise CacheError(f"{path}: not a readable esrkit embedding cache ({exc})") from None
+    if meta.get("format") != CACHE_FORMAT or "identity" not in meta:
+        raise CacheError(f"{path} is not an esrkit embedding cache")
+    identity = ProviderIdentity.from_dict(json.loads(meta["identity"]))
+    if identity.hash() != meta.get("identity_hash"):
+        raise CacheError(f"{path}: its identity record does not match its identity hash; refusing to use it")
+    return identity, (int(meta["dim"]) if meta.get("dim") else None), count
+
+
+def list_caches(workdir: str | Path) -> list[CacheSummary]:
+    out = []
+    for folder in cache_folders(workdir):
+        identity, dim, count = read_cache_identity(folder)
+        out.append(CacheSummary(folder, identity, identity.hash(), count, dim))
+    return out
+
+
+def merge_caches(source: str | Path, workdir: str | Path, batch: int = 2000) -> list[CacheSummary]:
+    """Copy every vector of ``source``'s caches that ``workdir``'s caches lack, identity by identity.
+
+    Why: vectors are keyed by provider identity and text, so caches filled on different machines (a GPU box
+    embedding, a laptop training) combine safely; identities never mix, existing rows are never overwritten, and each
+    batch is one transaction, so an interrupted merge resumes by running it again."""
+    summaries = []
+    for folder in cache_folders(source):
+        identity, dim, _ = read_cache_identity(folder)
+        target = cache_directory(workdir, identity)
+        if target.resolve() == folder.resolve():
+            raise CacheError(f"{folder}: source and destination are the same cache")
+        conn = sqlite3.connect(f"file:{folder / 'vectors.sqlite'}?mode=ro", uri=True)
+        added = 0
+        try:
+            with EmbeddingCache(workdir, identity) as dest:
+                rows = conn.execute("SELECT text_sha256, vector FROM vectors ORDER BY text_sha256")
+                while chunk := rows.fetchmany(batch):
+                    hashes = [h for h, _ in chunk]
+                    new = ~dest.contains(hashes)
+                    if new.any():
+                        vectors = [np.frombuffer(blob, dtype="<f4") for (_, blob), keep in zip(chunk, new) if keep]
+                        if len({v.shape[0] for v in vectors}) != 1:
+                            raise CacheError(f"{folder / 'vectors.sqlite'}: stored vectors have inconsistent widths")
+                        dest.put([h for h, keep in zip(hashes, new) if keep], np.stack(vectors))
+                        added += int(new.sum())
+                total, dest_dim = len(dest), dest.dim
+        finally:
+            conn.close()
+        summaries.append(CacheSummary(target, identity, identity.hash(), total, dest_dim or dim, added))
+    return summaries
