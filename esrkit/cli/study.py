@@ -26,9 +26,12 @@ def study() -> None:
               "(e.g. 384 for MiniLM) to compare at the same dimension.")
 @click.option("--output-dir", default="runs", show_default=True)
 @click.option("--name", help="Study folder name (default: study-<recipe>).")
+@click.option("--report-only", is_flag=True,
+              help="Train nothing: rewrite the report from the finished runs in the study folder (e.g. while other "
+              "processes still train some of them).")
 @click.option("--quiet", "-q", is_flag=True)
 def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden, user_provider, random_dim, output_dir,
-              name, quiet) -> None:
+              name, report_only, quiet) -> None:
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
     from esrkit.reporting.study import StudyPlan, run_study
@@ -39,7 +42,7 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
                      baseline_hidden=baseline_hidden, user_provider=user_provider, random_dim=random_dim,
                      output_dir=output_dir,
                      name=name or "")
-    report = run_study(plan, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    report = run_study(plan, progress=not quiet, log=lambda m: click.echo(m, err=True), train_runs=not report_only)
     click.echo((plan.folder / "study.md").read_text())
     if report["failures"]:
         raise click.ClickException(f"{len(report['failures'])} run(s) failed: see {plan.folder / 'study.md'}")

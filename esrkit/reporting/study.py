@@ -79,11 +79,14 @@ def providers_of(run_names: list[str]) -> list[str]:
     return list(dict.fromkeys(split_run_name(n)[1] for n in run_names if n != "id"))
 
 
-def report_run_names(plan: StudyPlan) -> list[str]:
+def report_run_names(plan: StudyPlan, finished_only: bool = False) -> list[str]:
     """The plan's runs plus every other run already in the study folder (a provider studied by an earlier call), so
     ``--providers smollm2`` added to a finished study extends its report instead of replacing it. Order: the
-    backbone, then each provider's models, the random control last."""
+    backbone, then each provider's models, the random control last. ``finished_only``: planned runs too only once
+    a seed has finished (a report written without training)."""
     planned = [name for name, _, _ in plan.runs()]
+    if finished_only:
+        planned = [name for name in planned if (plan.folder / name).is_dir() and has_finished_seed(plan.folder / name)]
     # (not a run another process is still training: it has no finished seed, hence no row in any table yet)
     found = sorted(d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)) \
         if plan.folder.is_dir() else []
@@ -101,13 +104,15 @@ def report_run_names(plan: StudyPlan) -> list[str]:
     return sorted(names, key=order)
 
 
-def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, Any]:
+def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: bool = True) -> dict[str, Any]:
+    """Train what the plan lacks (resuming), then write the report. ``train_runs=False`` trains nothing and reports
+    the finished runs in the study folder, e.g. while other processes are still training some of them."""
     from esrkit.training.pipeline import train
 
     plan.folder.mkdir(parents=True, exist_ok=True)
     stages: dict[str, dict[str, float]] = {}
     failures: dict[str, str] = {}
-    for run_name, provider, extra in plan.runs():
+    for run_name, provider, extra in plan.runs() if train_runs else []:
         cfg = plan.config(run_name, extra)
         log(f"== {run_name}: {cfg.model.name} ({cfg.model.backbone}) with provider {provider}")
         t0 = time.perf_counter()
@@ -119,9 +124,10 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print) -> dict[str, An
             continue
         stages[run_name] = stage_times(plan.folder / run_name, time.perf_counter() - t0)
     # every row in the report's order; runs an earlier call trained: their recorded costs, no wall time of this call
+    names = report_run_names(plan, finished_only=not train_runs)
     stages = {name: stages[name] if name in stages else stage_times(plan.folder / name)
-              for name in report_run_names(plan) if name not in failures}
-    report = build_report(plan, stages, failures)
+              for name in names if name not in failures}
+    report = build_report(plan, stages, failures, names)
     write_report(plan, report)
     return report
 
@@ -158,8 +164,9 @@ def _row_label(run: Run) -> str:
     return f"{MODEL_LABELS.get(model.get('name'), model.get('name'))} ({provider})"
 
 
-def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures: dict[str, str]) -> dict[str, Any]:
-    runs = [r for r in (load_run(plan.folder / name) for name in report_run_names(plan)) if r is not None]
+def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures: dict[str, str],
+                 names: list[str] | None = None) -> dict[str, Any]:
+    runs = [r for r in (load_run(plan.folder / name) for name in names or report_run_names(plan)) if r is not None]
     tables = []
     for protocol in ("sampled", "full"):
         rows = [Row(_row_label(r), r.name, r.model, r.model != "llmesr",

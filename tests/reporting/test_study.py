@@ -51,6 +51,16 @@ def test_provider_study_end_to_end(tmp_path, monkeypatch) -> None:
     assert "LLM-ESR (offline)" in md and "SASRec (no LLM)" in md
     assert "Providers: offline; controls: the backbone without LLM embeddings and random embeddings." in md
 
+    # --report-only: a provider nobody trained and the unfinished run get no row, and nothing is trained
+    folders = sorted(d.name for d in plan.folder.iterdir())
+    report_only = StudyPlan(recipe="demo", providers=["offline", "minilm"], seeds=[42], overrides=plan.overrides,
+                            output_dir=plan.output_dir, user_provider="offline")
+    third = run_study(report_only, progress=False, log=lambda m: None, train_runs=False)
+    assert sorted(d.name for d in plan.folder.iterdir()) == folders  # no run folder was created
+    assert third["runs"] == names and set(third["stages"]) == set(names) and not third["failures"]
+    assert all("study_wall_s" not in s for s in third["stages"].values())
+    assert len(json.loads((plan.folder / "study.json").read_text())["gains"]) == len(saved["gains"])
+
 
 def test_random_control_width_follows_random_dim_and_only_the_random_runs() -> None:
     def options(plan: StudyPlan) -> dict[str, dict]:
