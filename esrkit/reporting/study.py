@@ -128,6 +128,7 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: boo
     stages = {name: stages[name] if name in stages else stage_times(plan.folder / name)
               for name in names if name not in failures}
     report = build_report(plan, stages, failures, names)
+    report["trained"] = train_runs
     write_report(plan, report)
     return report
 
@@ -247,7 +248,9 @@ def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
     controls = [text for name, text in (("id", "the backbone without LLM embeddings"), ("random", "random embeddings"))
                 if name in present]
     md = [f"# Provider study: recipe `{plan.recipe}`", "",
-          f"Seeds {plan.seeds} trained by this call; every row is the mean over all the seeds its run folder holds "
+          (f"Seeds {plan.seeds} trained by this call" if report.get("trained", True) else
+           "Nothing trained by this call (--report-only)")
+          + "; every row is the mean over all the seeds its run folder holds "
           f"(study.csv lists them). Providers: {', '.join(p for p in report['providers'] if p != 'random')}; "
           f"controls: {' and '.join(controls) or 'none'}. "
           "Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]

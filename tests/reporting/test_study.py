@@ -59,6 +59,7 @@ def test_provider_study_end_to_end(tmp_path, monkeypatch) -> None:
     assert sorted(d.name for d in plan.folder.iterdir()) == folders  # no run folder was created
     assert third["runs"] == names and set(third["stages"]) == set(names) and not third["failures"]
     assert all("study_wall_s" not in s for s in third["stages"].values())
+    assert "Nothing trained by this call (--report-only)" in (plan.folder / "study.md").read_text()
     assert len(json.loads((plan.folder / "study.json").read_text())["gains"]) == len(saved["gains"])
 
 
