@@ -53,15 +53,22 @@ python docs/results/embedding_geometry.py $OUT/study-scientific-sasrec $OUT/scie
 
 # 3c. Provider study on Beauty 5-core (SASRec): our own Beauty prompts embedded by each provider, similar users
 # from MiniLM user-prompt embeddings (hnswlib) in every run. MiniLM embeds the 12,101 item and 22,363 user prompts
-# in about 20 min on one core; two copies of this command share the runs (a run folder held by one is skipped by
-# the other), and a last call rewrites the report over every row.
-esrkit study providers -r beauty5-sasrec -p ${BEAUTY_PROVIDERS:-offline,minilm} --user-provider minilm \
+# in about 20 min on one core; SmolLM2's items take about 2.3 h on one core, so docs/RESULTS.md embedded them on a
+# GPU (`esrkit embed -p smollm2 --set provider.dtype=float32 -d <beauty5 dataset> --templates beauty --what items`,
+# 8 s on an H200) and merged that cache here (`esrkit cache merge <copied .esrkit>`). Copies of the study command
+# share the runs (a run folder held by one is skipped by the other); --report-only rewrites the report at the end.
+esrkit study providers -r beauty5-sasrec -p ${BEAUTY_PROVIDERS:-offline,minilm,smollm2} --user-provider minilm \
   --seeds $SEEDS $FAST --output-dir $OUT -q
-# + seed 43 of SASRec and of the MiniLM rows (the t-tests in docs/RESULTS.md section 6)
-esrkit train -r beauty5-sasrec --set model.name=id --set model.hidden=128 --set embedding.provider=none \
-  --set embedding.user_provider=minilm $FAST --name id --output-dir $OUT/study-beauty5-sasrec --seeds 42,43 -q --resume
+# + extra seeds of the cheaper rows (the t-tests in docs/RESULTS.md section 6)
+T="esrkit train -r beauty5-sasrec --set embedding.user_provider=minilm $FAST --output-dir $OUT/study-beauty5-sasrec -q --resume"
+$T --set model.name=id --set model.hidden=128 --set embedding.provider=none --name id --seeds 42,43,44
+$T --set model.name=llminit --set model.hidden=128 --set embedding.provider=offline --name llminit-offline --seeds 42,43
+$T --set model.name=llminit --set model.hidden=128 --set embedding.provider=minilm --name llminit-minilm --seeds 42,43,44
+$T --set model.name=llminit --set model.hidden=128 --set embedding.provider=random --name llminit-random --seeds 42,43
 esrkit study providers -r beauty5-sasrec -p minilm --no-controls --user-provider minilm --seeds 42,43 $FAST \
   --output-dir $OUT -q
+esrkit study providers -r beauty5-sasrec -p offline,minilm,smollm2 --user-provider minilm $FAST --output-dir $OUT \
+  -q --report-only
 
 # 3b. Why LLM-ESR loses under full ranking: the official SASRec and cross-attention are bidirectional, so in
 # training every position reads the item it must predict. The same runs with causal attention everywhere:
