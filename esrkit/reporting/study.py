@@ -85,11 +85,11 @@ def report_run_names(plan: StudyPlan, finished_only: bool = False) -> list[str]:
     backbone, then each provider's models, the random control last. ``finished_only``: planned runs too only once
     a seed has finished (a report written without training)."""
     planned = [name for name, _, _ in plan.runs()]
-    if finished_only:
-        planned = [name for name in planned if (plan.folder / name).is_dir() and has_finished_seed(plan.folder / name)]
     # (not a run another process is still training: it has no finished seed, hence no row in any table yet)
     found = sorted(d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)) \
         if plan.folder.is_dir() else []
+    if finished_only:
+        planned = [name for name in planned if name in found]
     names = planned + [n for n in found if n not in planned]
     providers = providers_of(names)
     models = list(dict.fromkeys(["llmesr", "llminit", *plan.models]))  # one order whichever call wrote the report
@@ -166,8 +166,8 @@ def _row_label(run: Run) -> str:
 
 
 def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures: dict[str, str],
-                 names: list[str] | None = None) -> dict[str, Any]:
-    runs = [r for r in (load_run(plan.folder / name) for name in names or report_run_names(plan)) if r is not None]
+                 names: list[str]) -> dict[str, Any]:
+    runs = [r for r in (load_run(plan.folder / name) for name in names) if r is not None]
     tables = []
     for protocol in ("sampled", "full"):
         rows = [Row(_row_label(r), r.name, r.model, r.model != "llmesr",
