@@ -67,10 +67,10 @@ def build(case: str, device: str, workdir: Path, budget: int = 0, compile_model:
         provider = build_provider("decoder", {"model": str(path), "device": device, **options}, name=case)
         if source == "random-llama":
             provider._model = random_llama(provider, device, RANDOM_SHAPES[case])
-        if compile_model:  # measurement variant: Inductor fuses the norms, rotary and activation between matmuls
-            import torch
+        if compile_model:  # the provider's `compile` option, applied here because random_llama bypasses loading
+            from esrkit.providers.decoder import compile_model as compiled
 
-            provider._model = torch.compile(provider.model, dynamic=True)  # as the provider's `compile` option
+            provider._model = compiled(provider.model)
         return provider
     if source in ("minilm", "smollm2") and device != "cpu":
         options = {**options, "device": device}
@@ -334,17 +334,16 @@ def main() -> None:
         for case in args.only or DEFAULT_CASES:
             policies = ["PASSIVE"] + (["ACTIVE"] if args.compare_omp and case != "offline" else [])
             budgets = args.budgets if CASES[case][0] in ("tiny", "random-llama", "smollm2") else [0]
-            variants = [args.compile and CASES[case][0] in ("tiny", "random-llama")]
+            compiled = args.compile and CASES[case][0] in ("tiny", "random-llama")
             for policy in policies:
-                for compiled in variants:
-                    for budget in budgets:
-                        row = run_case(case, args.device, policy, args.texts, budget, compiled, args.profile)
-                        print(row if isinstance(row, str) else
-                              f"{case:>16}{' compiled' if compiled else ''} {policy:>7} budget "
-                              f"{row['token_budget']}: {row['texts_per_s']:9.1f} texts/s "
-                              f"{row['tokens_per_s']:10.0f} tokens/s (load {row['load_s']:.1f} s)"
-                              f"{_utilisation_note(row.get('utilisation'))}", flush=True)
-                        run["rows"].append(row)
+                for budget in budgets:
+                    row = run_case(case, args.device, policy, args.texts, budget, compiled, args.profile)
+                    print(row if isinstance(row, str) else
+                          f"{case:>16}{' compiled' if compiled else ''} {policy:>7} budget "
+                          f"{row['token_budget']}: {row['texts_per_s']:9.1f} texts/s "
+                          f"{row['tokens_per_s']:10.0f} tokens/s (load {row['load_s']:.1f} s)"
+                          f"{_utilisation_note(row.get('utilisation'))}", flush=True)
+                    run["rows"].append(row)
     if args.json:
         args.json.write_text(json.dumps(run, indent=1))
     if args.no_write:

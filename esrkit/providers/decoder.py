@@ -195,6 +195,13 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def compile_model(model: Any) -> Any:
+    """``torch.compile`` with dynamic shapes, so the varying batch shapes of token-budget batching share one graph."""
+    import torch
+
+    return torch.compile(model, dynamic=True)
+
+
 # ---------------------------------------------------------------------------------------------- provider
 @PROVIDERS.register("decoder")
 class DecoderProvider(Provider):
@@ -325,11 +332,7 @@ class DecoderProvider(Provider):
         if not o.device_map:
             model.to(self.device)
         model.eval()
-        if o.compile:
-            import torch
-
-            model = torch.compile(model, dynamic=True)  # varying batch shapes share one graph
-        return model
+        return compile_model(model) if o.compile else model
 
     def load(self) -> None:
         _ = self.tokenizer, self.model
