@@ -41,9 +41,10 @@ esrkit study providers -r scientific-sasrec -p minilm,offline --no-controls --us
 esrkit train -r scientific-sasrec --set model.name=id --set model.hidden=128 --set embedding.provider=none \
   --set embedding.user_provider=minilm $FAST --name id --output-dir $OUT/study-scientific-sasrec --seeds 42,43,44 \
   -q --resume
-# the study's report over every row (all trained by now: this only rewrites study.md/.csv/.json/.png)
-esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm,smollm2} --user-provider minilm --seeds 42 \
-  $FAST --output-dir $OUT -q
+# + seeds 43, 44 of the SmolLM2 and random rows; then the study's report over every row
+esrkit study providers -r scientific-sasrec -p smollm2 --user-provider minilm --seeds 42,43,44 $FAST --output-dir $OUT -q
+esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm,smollm2} --user-provider minilm \
+  $FAST --output-dir $OUT -q --report-only
 
 # 3a'. Why SmolLM2 hurts LLM-ESR: the geometry of every item table, and LLM-ESR on the centred SmolLM2 table
 esrkit train -r scientific-sasrec --set model.name=llmesr --set embedding.provider=smollm2 \
