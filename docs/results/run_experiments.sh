@@ -63,10 +63,9 @@ esrkit study providers -r beauty5-sasrec -p ${BEAUTY_PROVIDERS:-offline,minilm,s
 # + extra seeds of the cheaper rows (the t-tests in docs/RESULTS.md section 6)
 T="esrkit train -r beauty5-sasrec --set embedding.user_provider=minilm $FAST --output-dir $OUT/study-beauty5-sasrec -q --resume"
 $T --set model.name=id --set model.hidden=128 --set embedding.provider=none --name id --seeds 42,43,44
-$T --set model.name=llminit --set model.hidden=128 --set embedding.provider=offline --name llminit-offline --seeds 42,43,44
-$T --set model.name=llminit --set model.hidden=128 --set embedding.provider=minilm --name llminit-minilm --seeds 42,43,44
-$T --set model.name=llminit --set model.hidden=128 --set embedding.provider=random --name llminit-random --seeds 42,43,44
-$T --set model.name=llminit --set model.hidden=128 --set embedding.provider=smollm2 --name llminit-smollm2 --seeds 42,43,44
+for p in offline minilm random smollm2; do
+  $T --set model.name=llminit --set model.hidden=128 --set embedding.provider=$p --name llminit-$p --seeds 42,43,44
+done
 esrkit study providers -r beauty5-sasrec -p minilm,offline --no-controls --user-provider minilm --seeds 42,43,44 $FAST \
   --output-dir $OUT -q   # + LLM-ESR with MiniLM and the offline embedder, seeds 43-44
 esrkit study providers -r beauty5-sasrec -p offline,minilm,smollm2 --user-provider minilm $FAST --output-dir $OUT \
