@@ -31,3 +31,15 @@ def test_rejects_bad_dims(rng):
         pca_table(rng.standard_normal((10, 4)), dim=5)
     with pytest.raises(ValueError, match="2-D"):
         pca_table(np.zeros(5), dim=1)
+
+
+def test_rounding_level_noise_moves_scores_by_rounding_only(rng):
+    """Another BLAS (e.g. a GPU machine's) changes the table's bytes, hence its fingerprint, but not its values:
+    rounding-level input noise must not flip a component's sign or rotate it, isotropic random vectors included."""
+    for emb in (rng.standard_normal((2000, 256)).astype(np.float32),
+                rng.standard_normal((2000, 16)).astype(np.float32) @ rng.standard_normal((16, 256)).astype(np.float32)
+                + 0.1 * rng.standard_normal((2000, 256)).astype(np.float32)):
+        noisy = emb * (1 + 1e-7 * rng.standard_normal(emb.shape)).astype(np.float32)
+        a, b = pca_table(emb, dim=16), pca_table(noisy, dim=16)
+        rel = np.linalg.norm(a - b, axis=0) / np.linalg.norm(a, axis=0)  # signed: a sign flip would give 2
+        assert rel.max() < 1e-4
