@@ -68,7 +68,7 @@ for p in offline minilm random smollm2; do
 done
 esrkit study providers -r beauty5-sasrec -p minilm,offline --no-controls --user-provider minilm --seeds 42,43,44 $FAST \
   --output-dir $OUT -q   # + LLM-ESR with MiniLM and the offline embedder, seeds 43-44
-# + LLM-ESR with SmolLM2 and with random vectors, seeds 43-44 (3-4 h each on one core: 42-70 epochs)
+# + LLM-ESR with SmolLM2 and with random vectors, seeds 43-44 (2.5-3.7 h per seed on one core: 42-70 epochs)
 esrkit study providers -r beauty5-sasrec -p smollm2 --user-provider minilm --seeds 42,43,44 $FAST --output-dir $OUT -q
 esrkit study providers -r beauty5-sasrec -p offline,minilm,smollm2 --user-provider minilm $FAST --output-dir $OUT \
   -q --report-only
