@@ -29,9 +29,12 @@ def study() -> None:
 @click.option("--report-only", is_flag=True,
               help="Train nothing: rewrite the report from the finished runs in the study folder (e.g. while other "
               "processes still train some of them).")
+@click.option("--record", "records", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A study.json published elsewhere (e.g. docs/results, or one a GPU machine sent back): its seeds "
+              "join the report, so it can be rebuilt or extended without the run folders. Repeatable.")
 @click.option("--quiet", "-q", is_flag=True)
 def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden, user_provider, random_dim, output_dir,
-              name, report_only, quiet) -> None:
+              name, report_only, records, quiet) -> None:
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
     from esrkit.reporting.study import StudyPlan, run_study
@@ -42,7 +45,11 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
                      baseline_hidden=baseline_hidden, user_provider=user_provider, random_dim=random_dim,
                      output_dir=output_dir,
                      name=name or "")
-    report = run_study(plan, progress=not quiet, log=lambda m: click.echo(m, err=True), train_runs=not report_only)
+    try:
+        report = run_study(plan, progress=not quiet, log=lambda m: click.echo(m, err=True),
+                           train_runs=not report_only, record_files=records)
+    except (ValueError, FileNotFoundError) as exc:  # a bad or conflicting record: say which, train nothing
+        raise click.ClickException(str(exc)) from exc
     click.echo((plan.folder / "study.md").read_text())
     if report["failures"]:
         raise click.ClickException(f"{len(report['failures'])} run(s) failed: see {plan.folder / 'study.md'}")

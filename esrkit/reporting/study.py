@@ -5,20 +5,24 @@ so each provider embeds once), next to two controls: the backbone without LLM em
 embeddings of the provider's kind of dimension (the ``random`` provider). The result is one table per protocol
 (rows = model x provider, the paper's Table 1 columns, marks as in Table 1 with the backbone as the baseline), a
 gains table (LLM-ESR vs its backbone and vs LLMInit per provider, with seed t-tests), a figure, and the wall time
-of every stage (embedding, retrieval, training, evaluation).
+of every stage (embedding, retrieval, training, evaluation). ``study.json`` also keeps every seed's small files
+(esrkit/reporting/records.py), so the report survives its run folders and can be published and extended.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from esrkit.config import RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, has_finished_seed, load_run
+from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, has_finished_seed
+from esrkit.reporting.records import (RunRecords, differences, folder_records, merge_records, read_record_file,
+                                      run_from_records)
 from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
 from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -79,15 +83,16 @@ def providers_of(run_names: list[str]) -> list[str]:
     return list(dict.fromkeys(split_run_name(n)[1] for n in run_names if n != "id"))
 
 
-def report_run_names(plan: StudyPlan, finished_only: bool = False) -> list[str]:
-    """The plan's runs plus every other run already in the study folder (a provider studied by an earlier call), so
-    ``--providers smollm2`` added to a finished study extends its report instead of replacing it. Order: the
-    backbone, then each provider's models, the random control last. ``finished_only``: planned runs too only once
-    a seed has finished (a report written without training)."""
+def report_run_names(plan: StudyPlan, finished_only: bool = False, recorded: Iterable[str] = ()) -> list[str]:
+    """The plan's runs plus every other run already in the study folder or its record (a provider studied by an
+    earlier call), so ``--providers smollm2`` added to a finished study extends its report instead of replacing it.
+    Order: the backbone, then each provider's models, the random control last. ``finished_only``: planned runs
+    too only once a seed has finished (a report written without training)."""
     planned = [name for name, _, _ in plan.runs()]
     # (not a run another process is still training: it has no finished seed, hence no row in any table yet)
-    found = sorted(d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)) \
-        if plan.folder.is_dir() else []
+    found = {d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)} \
+        if plan.folder.is_dir() else set()
+    found = sorted(found | set(recorded))
     if finished_only:
         planned = [name for name in planned if name in found]
     names = planned + [n for n in found if n not in planned]
@@ -104,11 +109,21 @@ def report_run_names(plan: StudyPlan, finished_only: bool = False) -> list[str]:
     return sorted(names, key=order)
 
 
-def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: bool = True) -> dict[str, Any]:
+def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: bool = True,
+              record_files: Iterable[str | Path] = ()) -> dict[str, Any]:
     """Train what the plan lacks (resuming), then write the report. ``train_runs=False`` trains nothing and reports
-    the finished runs in the study folder, e.g. while other processes are still training some of them."""
+    the finished runs in the study folder, e.g. while other processes are still training some of them.
+    ``record_files``: published study.json files whose seeds join the report (the folder's own seeds win)."""
     from esrkit.training.pipeline import train
 
+    # read before anything is trained or written: a bad record file fails the call at once, not after hours
+    layers = [(str(f), read_record_file(Path(f))) for f in record_files]
+    own = plan.folder / "study.json"
+    if own.is_file():
+        layers.append((str(own), read_record_file(own)))
+    previous_stages = read_json(own).get("stages", {}) if own.is_file() else {}
+    if train_runs:
+        check_plan_against_records(plan, layers)
     plan.folder.mkdir(parents=True, exist_ok=True)
     stages: dict[str, dict[str, float]] = {}
     failures: dict[str, str] = {}
@@ -122,31 +137,45 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: boo
             failures[run_name] = f"{type(exc).__name__}: {exc}"
             log(f"   failed: {failures[run_name]}")
             continue
-        stages[run_name] = stage_times(plan.folder / run_name, time.perf_counter() - t0)
+        stages[run_name] = {"study_wall_s": time.perf_counter() - t0}
+    recorded = {name for _, records in layers for name, seeds in records.items() if seeds}
+    names = report_run_names(plan, finished_only=not train_runs, recorded=recorded)
+    records = {name: merge_records(name, [*((w, r.get(name, {})) for w, r in layers),
+                                          (str(plan.folder / name), folder_records(plan.folder / name))])
+               for name in names}
     # every row in the report's order; runs an earlier call trained: their recorded costs, no wall time of this call
-    names = report_run_names(plan, finished_only=not train_runs)
-    stages = {name: stages[name] if name in stages else stage_times(plan.folder / name)
+    stages = {name: {**stages.get(name, {}), **stage_times(records[name], previous_stages.get(name, {}))}
               for name in names if name not in failures}
-    report = build_report(plan, stages, failures, names)
+    report = build_report(plan, stages, failures, names, records)
     report["trained"] = train_runs
     write_report(plan, report)
     return report
 
 
-def stage_times(run_folder: Path, wall: float | None = None) -> dict[str, float]:
-    """Seconds per stage, summed over seeds, from the run's results.json (embedding: the cold cost recorded in the
-    embedding cache's metadata, since a cached rerun costs nothing). ``wall``: this call's time on the run, None
-    for a run an earlier call trained."""
-    out: dict[str, float] = {} if wall is None else {"study_wall_s": wall}
-    for seed_dir in sorted(run_folder.glob("seed-*")):
-        res = seed_dir / "results.json"
-        if not res.exists():
+def check_plan_against_records(plan: StudyPlan, layers: list[tuple[str, dict[str, RunRecords]]]) -> None:
+    """Refuse, before hours of training, to add seeds to a recorded run that was trained with other settings (its
+    table row would average two experiments)."""
+    for run_name, _, extra in plan.runs():
+        recorded = merge_records(run_name, [(where, records.get(run_name, {})) for where, records in layers])
+        if not recorded:
             continue
-        sec = read_json(res).get("seconds", {})
+        diff = differences(next(iter(recorded.values())), {"config": plan.config(run_name, extra).to_dict()})
+        if diff:
+            raise ValueError(f"run {run_name!r}: its recorded seeds ({', '.join(recorded)}) were trained with other "
+                             f"settings (they differ in {', '.join(diff[:6])}); use another study --name")
+
+
+def stage_times(records: RunRecords, previous: dict[str, float] | None = None) -> dict[str, float]:
+    """Seconds per stage, summed over seeds, from the seeds' results (embedding: the cold cost recorded in the
+    embedding cache's metadata, since a cached rerun costs nothing; without that cache, e.g. a report rebuilt from
+    a published record, the cold cost the previous report recorded)."""
+    out: dict[str, float] = {}
+    for rec in records.values():
+        sec = rec.get("results", {}).get("seconds", {})
         for key in ("data_s", "embed_s", "pca_s", "retrieval_s", "train", "final_eval"):
             if sec.get(key) is not None:
                 out[key] = out.get(key, 0.0) + float(sec[key])
-        prov = read_json(seed_dir / "provenance.json").get("fingerprints", {}).get("embeddings", {})
+        prov = rec.get("provenance", {}).get("fingerprints", {}).get("embeddings", {})
         for part, meta in prov.items():
             emb = Path(str(meta.get("source", ""))) / "embedding.json"
             if emb.is_file():
@@ -154,6 +183,9 @@ def stage_times(run_folder: Path, wall: float | None = None) -> dict[str, float]
                 cold = info.get("cold", info)  # older metadata: the last run's own seconds
                 if "seconds" in cold:
                     out[f"embed_{part}_cold_s"] = float(cold["seconds"])
+    for key, value in (previous or {}).items():
+        if key.startswith("embed_") and key.endswith("_cold_s"):
+            out.setdefault(key, float(value))
     return out
 
 
@@ -166,8 +198,9 @@ def _row_label(run: Run) -> str:
 
 
 def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures: dict[str, str],
-                 names: list[str]) -> dict[str, Any]:
-    runs = [r for r in (load_run(plan.folder / name) for name in names) if r is not None]
+                 names: list[str], records: dict[str, RunRecords]) -> dict[str, Any]:
+    runs = [r for r in (run_from_records(name, plan.folder / name, records.get(name, {})) for name in names)
+            if r is not None]
     tables = []
     for protocol in ("sampled", "full"):
         rows = [Row(_row_label(r), r.name, r.model, r.model != "llmesr",
@@ -183,7 +216,8 @@ def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures:
     gains = gains_table(runs)
     return {"recipe": plan.recipe, "providers": providers_of([r.name for r in runs]), "models": plan.models,
             "seeds": plan.seeds,
-            "tables": tables, "gains": gains, "stages": stages, "failures": failures, "runs": [r.name for r in runs]}
+            "tables": tables, "gains": gains, "stages": stages, "failures": failures, "runs": [r.name for r in runs],
+            "records": {r.name: records[r.name] for r in runs}}
 
 
 def gains_table(runs: list[Run]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -61,6 +62,40 @@ def test_provider_study_end_to_end(tmp_path, monkeypatch) -> None:
     assert all("study_wall_s" not in s for s in third["stages"].values())
     assert "Nothing trained by this call (--report-only)" in (plan.folder / "study.md").read_text()
     assert len(json.loads((plan.folder / "study.json").read_text())["gains"]) == len(saved["gains"])
+
+    # the record: study.json keeps every seed's small files, so the report outlives its run folders...
+    tables = (plan.folder / "study.csv").read_text()
+    shutil.rmtree(plan.folder / "llminit-offline")
+    run_study(report_only, progress=False, log=lambda m: None, train_runs=False)
+    assert (plan.folder / "study.csv").read_text() == tables
+    published = tmp_path / "published-study.json"
+    shutil.copy(plan.folder / "study.json", published)
+    assert set(json.loads(published.read_text())["records"]["llmesr-offline"]) == {"42", "43"}
+
+    # ...rebuilds without any of them from a published copy (stage costs included)...
+    shutil.rmtree(plan.folder)
+    rebuilt = run_study(report_only, progress=False, log=lambda m: None, train_runs=False, record_files=[published])
+    assert (plan.folder / "study.csv").read_text() == tables and rebuilt["runs"] == names
+    assert rebuilt["stages"]["llmesr-offline"]["train"] == saved["stages"]["llmesr-offline"]["train"]
+    assert len(rebuilt["gains"]) == len(saved["gains"])
+
+    # ...and is extended by a seed trained elsewhere, later, with the same experiment
+    shutil.rmtree(plan.folder)
+    more = StudyPlan(recipe="demo", providers=["random"], models=["llminit"], controls=False, seeds=[44],
+                     overrides=plan.overrides, output_dir=plan.output_dir, user_provider="offline")
+    extended = run_study(more, progress=False, log=lambda m: None, record_files=[published])
+    assert extended["runs"] == names
+    assert set(extended["records"]["llminit-random"]) == {"42", "43", "44"}
+    assert set(extended["records"]["llmesr-random"]) == {"42", "43"}
+    gain = next(g for g in extended["gains"] if g["provider"] == "random" and g["versus"] == "llminit-random")
+    assert gain["seeds"] == [2, 3]
+    # a seed of another experiment under the same name is refused before anything trains
+    other = StudyPlan(recipe="demo", providers=["random"], models=["llminit"], controls=False, seeds=[45],
+                      overrides=[*plan.overrides, "model.dropout=0.1"], output_dir=str(tmp_path / "other"),
+                      user_provider="offline")
+    with pytest.raises(ValueError, match=r"run 'llminit-random': its recorded seeds \(42, 43\) .* model\.dropout"):
+        run_study(other, progress=False, log=lambda m: None, record_files=[published])
+    assert not (tmp_path / "other").exists()
 
 
 def test_random_control_width_follows_random_dim_and_only_the_random_runs() -> None:
