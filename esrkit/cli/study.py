@@ -32,9 +32,12 @@ def study() -> None:
 @click.option("--record", "records", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A study.json published elsewhere (e.g. docs/results, or one a GPU machine sent back): its seeds "
               "join the report, so it can be rebuilt or extended without the run folders. Repeatable.")
+@click.option("--dry-run", is_flag=True,
+              help="Train nothing: print each run's `esrkit train` command (the study's exact config), e.g. to "
+              "train some runs on another machine.")
 @click.option("--quiet", "-q", is_flag=True)
 def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden, user_provider, random_dim, output_dir,
-              name, report_only, records, quiet) -> None:
+              name, report_only, records, dry_run, quiet) -> None:
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
     from esrkit.reporting.study import StudyPlan, run_study
@@ -45,6 +48,12 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
                      baseline_hidden=baseline_hidden, user_provider=user_provider, random_dim=random_dim,
                      output_dir=output_dir,
                      name=name or "")
+    if dry_run:
+        import shlex
+
+        for run_name, _, extra in plan.runs():
+            click.echo(shlex.join(plan.train_command(run_name, extra)))
+        return
     try:
         report = run_study(plan, progress=not quiet, log=lambda m: click.echo(m, err=True),
                            train_runs=not report_only, record_files=records)

@@ -64,12 +64,23 @@ class StudyPlan:
                 out.append((f"{m}-{p}", p, extra))
         return out
 
-    def config(self, run_name: str, extra: list[str]) -> RunConfig:
+    def run_overrides(self, extra: list[str]) -> list[str]:
         fixed = [f"embedding.user_provider={self.user_provider}"] if self.user_provider else []
-        cfg = resolve_recipe(self.recipe, list(self.overrides) + fixed + extra)
+        return list(self.overrides) + fixed + extra
+
+    def config(self, run_name: str, extra: list[str]) -> RunConfig:
+        cfg = resolve_recipe(self.recipe, self.run_overrides(extra))
         cfg.name = run_name
         cfg.output_dir = str(self.folder)
         return cfg
+
+
+    def train_command(self, run_name: str, extra: list[str]) -> list[str]:
+        """The ``esrkit train`` arguments that train this one run alone with the study's exact config (for another
+        machine or a scheduler; its seeds come back into the report through the run folder or ``--record``)."""
+        sets = [arg for o in self.run_overrides(extra) for arg in ("--set", o)]
+        return ["esrkit", "train", "-r", self.recipe, *sets, "--name", run_name, "--output-dir", str(self.folder),
+                "--seeds", ",".join(map(str, self.seeds)), "--resume"]
 
 
 def split_run_name(name: str) -> tuple[str, str]:

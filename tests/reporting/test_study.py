@@ -112,3 +112,31 @@ def test_random_control_width_follows_random_dim_and_only_the_random_runs() -> N
 
     provider = load_provider("random", **matched["llmesr-random"])  # as the training pipeline builds it
     assert provider.embed(["a", "b"]).shape == (2, 384)
+
+
+def test_dry_run_prints_train_commands_that_rebuild_each_runs_exact_config(tmp_path) -> None:
+    import shlex
+
+    from click.testing import CliRunner
+
+    from esrkit.cli.main import cli
+    from esrkit.cli.train import _resolve, train
+
+    args = ["study", "providers", "-r", "demo", "-p", "offline", "--user-provider", "offline", "--seeds", "42,44",
+            "--set", "train.patience=5", "--set", "data.synthetic={n_users=300, n_items=300}", "--random-dim", "384",
+            "--output-dir", str(tmp_path / "runs"), "--dry-run"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    plan = StudyPlan(recipe="demo", providers=["offline"], seeds=[42, 44], user_provider="offline", random_dim=384,
+                     overrides=["train.patience=5", "data.synthetic={n_users=300, n_items=300}"],
+                     output_dir=str(tmp_path / "runs"))
+    assert len(lines) == len(plan.runs()) == 5
+    for line, (run_name, _, extra) in zip(lines, plan.runs()):
+        argv = shlex.split(line)
+        assert argv[:2] == ["esrkit", "train"] and argv[-3:] == ["--seeds", "42,44", "--resume"]
+        params = train.make_context("train", argv[2:]).params
+        cfg = _resolve(params["recipe"], params["provider"], params["sets"], params["name"], params["output_dir"],
+                       params["workdir"])
+        assert cfg.to_dict() == plan.config(run_name, extra).to_dict()
+    assert not (tmp_path / "runs").exists()  # nothing trained, no folder
