@@ -45,6 +45,9 @@ esrkit train -r scientific-sasrec --set model.name=id --set model.hidden=128 --s
 esrkit study providers -r scientific-sasrec -p smollm2 --user-provider minilm --seeds 42,43,44 $FAST --output-dir $OUT -q
 esrkit study providers -r scientific-sasrec -p ${PROVIDERS:-offline,minilm,smollm2} --user-provider minilm \
   $FAST --output-dir $OUT -q --report-only
+# publish the record (every seed's results, config and provenance, no checkpoints): `--record` rebuilds the
+# report from it without the run folders (docs/REPORTS.md)
+cp $OUT/study-scientific-sasrec/study.json docs/results/study-scientific-sasrec.json
 
 # 3a'. Why SmolLM2 hurts LLM-ESR: the geometry of every item table, and LLM-ESR on the centred SmolLM2 table
 esrkit train -r scientific-sasrec --set model.name=llmesr --set embedding.provider=smollm2 \
@@ -72,6 +75,7 @@ esrkit study providers -r beauty5-sasrec -p minilm,offline --no-controls --user-
 esrkit study providers -r beauty5-sasrec -p smollm2 --user-provider minilm --seeds 42,43,44 $FAST --output-dir $OUT -q
 esrkit study providers -r beauty5-sasrec -p offline,minilm,smollm2 --user-provider minilm $FAST --output-dir $OUT \
   -q --report-only
+cp $OUT/study-beauty5-sasrec/study.json docs/results/study-beauty5-sasrec.json   # the record, as for 3a
 
 # 3b. Why LLM-ESR loses under full ranking: the official SASRec and cross-attention are bidirectional, so in
 # training every position reads the item it must predict. The same runs with causal attention everywhere:
