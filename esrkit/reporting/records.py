@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from esrkit.reporting.collect import SEED_DIR, Run
+from esrkit.reporting.collect import SEED_DIR, Run, _seed_dirs
 from esrkit.utils.io import read_json
 
 SeedRecord = dict[str, Any]  # {"results": ..., "config": ..., "provenance": ...}
@@ -33,7 +33,7 @@ def folder_records(run_folder: Path) -> RunRecords:
     out: RunRecords = {}
     if not run_folder.is_dir():
         return out
-    for seed_dir in sorted(p for p in run_folder.iterdir() if p.is_dir() and SEED_DIR.match(p.name)):
+    for seed_dir in _seed_dirs(run_folder):
         if not (seed_dir / "results.json").exists():
             continue
         seed = SEED_DIR.match(seed_dir.name).group(1)
@@ -46,7 +46,11 @@ def read_record_file(path: Path) -> dict[str, RunRecords]:
     """``records`` of a study.json (an older one without them: nothing); a clear error for anything else."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such study record (a study.json written by `esrkit study`)")
-    data = read_json(path)
+    return records_of(read_json(path), path)
+
+
+def records_of(data: Any, path: Path) -> dict[str, RunRecords]:
+    """The validated ``records`` of a study.json already read (``path`` names it in errors)."""
     records = data.get("records", {}) if isinstance(data, dict) else None
     if not isinstance(records, dict) or not all(isinstance(v, dict) for v in records.values()):
         raise ValueError(f"{path}: 'records' must map run names to {{seed: record}} (a study.json of esrkit)")

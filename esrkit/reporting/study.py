@@ -22,7 +22,7 @@ from esrkit.config import RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
 from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, has_finished_seed
 from esrkit.reporting.records import (RunRecords, differences, folder_records, merge_records, read_record_file,
-                                      run_from_records)
+                                      records_of, run_from_records)
 from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
 from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -73,7 +73,6 @@ class StudyPlan:
         cfg.name = run_name
         cfg.output_dir = str(self.folder)
         return cfg
-
 
     def train_command(self, run_name: str, extra: list[str]) -> list[str]:
         """The ``esrkit train`` arguments that train this one run alone with the study's exact config (for another
@@ -130,9 +129,10 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: boo
     # read before anything is trained or written: a bad record file fails the call at once, not after hours
     layers = [(str(f), read_record_file(Path(f))) for f in record_files]
     own = plan.folder / "study.json"
-    if own.is_file():
-        layers.append((str(own), read_record_file(own)))
-    previous_stages = read_json(own).get("stages", {}) if own.is_file() else {}
+    own_report = read_json(own) if own.is_file() else {}
+    if own_report:
+        layers.append((str(own), records_of(own_report, own)))
+    previous_stages = own_report.get("stages", {})
     if train_runs:
         check_plan_against_records(plan, layers)
     plan.folder.mkdir(parents=True, exist_ok=True)
