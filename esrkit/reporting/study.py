@@ -11,7 +11,6 @@ of every stage (embedding, retrieval, training, evaluation). ``study.json`` also
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -344,6 +343,3 @@ def figure_study(report: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     return path
 
-
-def load_report(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "study.json").read_text())
