@@ -30,6 +30,9 @@ MODEL_ORDER = {"pop": -1, "popularity": -1, "id": 0, "cities": 1, "melt": 2, "rl
 BACKBONE_ORDER = {"sasrec": 0, "bert4rec": 1, "gru4rec": 2}  # the paper's block order
 PROPOSED = {"llmesr"}
 
+SeedRecord = dict[str, Any]  # one finished seed: {"results": ..., "config": ..., "provenance": ...}
+RunRecords = dict[str, SeedRecord]  # seed (as a string, JSON keys) -> its record
+
 
 def _read_json(path: Path) -> Any:
     # results may hold NaN for empty groups: Python's json reads it
@@ -160,27 +163,42 @@ def _seed_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and SEED_DIR.match(p.name))
 
 
+def folder_records(run_folder: Path, only_seed: int | None = None) -> RunRecords:
+    """The finished seeds of a run folder, each as its three small files (a seed without ``results.json`` is
+    still training: left out); with ``only_seed``, just that seed."""
+    out: RunRecords = {}
+    if not run_folder.is_dir():
+        return out
+    for seed_dir in _seed_dirs(run_folder):
+        seed = SEED_DIR.match(seed_dir.name).group(1)
+        if (only_seed is not None and int(seed) != only_seed) or not (seed_dir / "results.json").exists():
+            continue
+        out[seed] = {part: _read_json(seed_dir / f"{part}.json") if (seed_dir / f"{part}.json").exists() else {}
+                     for part in ("results", "config", "provenance")}
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:
+    """A Run from seed records (a run folder's or a study's, see records.py); None without any seed. Config and
+    provenance come from the first seed that has them: merged seeds describe the same experiment."""
+    if not records:
+        return None
+    config = next((rec["config"] for rec in records.values() if rec.get("config")), {})
+    provenance = next((rec["provenance"] for rec in records.values() if rec.get("provenance")), {})
+    return Run(name=name, path=path, config=config, provenance=provenance,
+               results={int(seed): rec["results"] for seed, rec in records.items()})
+
+
 def load_run(folder: Path, only_seed: int | None = None) -> Run | None:
     """A run folder (``<name>/``) or, with ``only_seed``, just one of its seeds; None when nothing finished."""
-    seeds = [d for d in _seed_dirs(folder) if only_seed is None or d.name == f"seed-{only_seed}"]
-    results: dict[int, dict[str, Any]] = {}
-    config: dict[str, Any] = {}
-    provenance: dict[str, Any] = {}
-    for d in seeds:
-        if not (d / "results.json").exists():
-            continue  # an unfinished seed: not reported
-        seed = int(SEED_DIR.match(d.name).group(1))
-        results[seed] = _read_json(d / "results.json")
-        if not config and (d / "config.json").exists():
-            config = _read_json(d / "config.json")
-        if not provenance and (d / "provenance.json").exists():
-            provenance = _read_json(d / "provenance.json")
+    records = folder_records(folder, only_seed)
     summary = _read_json(folder / "summary.json") if (folder / "summary.json").exists() and only_seed is None else None
-    if not results and not summary:
+    if not records and not summary:
         return None
-    name = (next(iter(results.values()), None) or summary or {}).get("name") or folder.name
-    return Run(name=name, path=folder, config=config, provenance=provenance, results=results,
-               summary=None if results else summary)
+    name = (next(iter(records.values()))["results"] if records else summary).get("name") or folder.name
+    if records:
+        return run_from_records(name, folder, records)
+    return Run(name=name, path=folder, config={}, provenance={}, summary=summary)
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -17,29 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from esrkit.reporting.collect import SEED_DIR, Run, _seed_dirs
+from esrkit.reporting.collect import SEED_DIR, RunRecords, SeedRecord
 from esrkit.utils.io import read_json
-
-SeedRecord = dict[str, Any]  # {"results": ..., "config": ..., "provenance": ...}
-RunRecords = dict[str, SeedRecord]  # seed (as a string, JSON keys) -> its record
 
 # config keys that say where or how a seed ran, not what was trained: they may differ between merged seeds
 _RUN_LOCAL = {"name", "description", "output_dir", "workdir", "train.seed", "train.device", "retrieval.neighbours",
               "embedding.item_embeddings", "embedding.user_embeddings", "embedding.pca_table"}
-
-
-def folder_records(run_folder: Path) -> RunRecords:
-    """The finished seeds of a run folder (a seed without ``results.json`` is still training: left out)."""
-    out: RunRecords = {}
-    if not run_folder.is_dir():
-        return out
-    for seed_dir in _seed_dirs(run_folder):
-        if not (seed_dir / "results.json").exists():
-            continue
-        seed = SEED_DIR.match(seed_dir.name).group(1)
-        out[seed] = {part: read_json(seed_dir / f"{part}.json") if (seed_dir / f"{part}.json").exists() else {}
-                     for part in ("results", "config", "provenance")}
-    return out
 
 
 def read_record_file(path: Path) -> dict[str, RunRecords]:
@@ -101,15 +84,6 @@ def merge_records(name: str, layers: Iterable[tuple[str, RunRecords]]) -> RunRec
             merged[seed] = rec
             origin[seed] = where
     return dict(sorted(merged.items(), key=lambda kv: int(kv[0])))
-
-
-def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:
-    """A Run (as ``collect.load_run`` builds it) from merged seed records; None without any seed."""
-    if not records:
-        return None
-    first = next(iter(records.values()))
-    return Run(name=name, path=path, config=first.get("config", {}), provenance=first.get("provenance", {}),
-               results={int(seed): rec["results"] for seed, rec in records.items()})
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

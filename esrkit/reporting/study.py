@@ -19,9 +19,9 @@ from typing import Any
 
 from esrkit.config import RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS, Run, has_finished_seed
-from esrkit.reporting.records import (RunRecords, differences, folder_records, merge_records, read_record_file,
-                                      records_of, run_from_records)
+from esrkit.reporting.collect import (BACKBONE_LABELS, MODEL_LABELS, Run, RunRecords, folder_records, has_finished_seed,
+                                      run_from_records)
+from esrkit.reporting.records import differences, merge_records, read_record_file, records_of
 from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
 from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
 

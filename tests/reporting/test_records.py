@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from esrkit.reporting.records import (differences, folder_records, merge_records, read_record_file,
-                                      run_from_records)
+from esrkit.reporting.collect import folder_records, run_from_records
+from esrkit.reporting.records import differences, merge_records, read_record_file
 
 
 def seed_record(seed: int, ndcg: float, hidden: int = 64, data_fp: str = "d1", pca_fp: str = "p1",
