@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from esrkit.reporting.collect import folder_records, run_from_records
+from esrkit.reporting.collect import folder_records, load_run, run_from_records
 from esrkit.reporting.records import differences, merge_records, read_record_file
 
 
@@ -53,7 +53,7 @@ def test_merging_different_experiments_names_the_run_the_seeds_and_the_setting()
 
 
 def test_folder_records_skip_a_seed_still_training(tmp_path) -> None:
-    for seed, finished in ((42, True), (43, False)):
+    for seed, finished in ((42, True), (43, False), (100, True), (7, True)):
         d = tmp_path / "run" / f"seed-{seed}"
         d.mkdir(parents=True)
         rec = seed_record(seed, 0.3)
@@ -62,8 +62,12 @@ def test_folder_records_skip_a_seed_still_training(tmp_path) -> None:
         if finished:
             (d / "results.json").write_text(json.dumps(rec["results"]))
     (tmp_path / "run" / "checkpoints").mkdir()
-    assert list(folder_records(tmp_path / "run")) == ["42"]
+    assert list(folder_records(tmp_path / "run")) == ["7", "42", "100"]  # numeric order, not the folders'
     assert folder_records(tmp_path / "run")["42"]["config"]["train"]["seed"] == 42
+    assert list(folder_records(tmp_path / "run", only_seed=100)) == ["100"]
+    assert folder_records(tmp_path / "run", only_seed=43) == {}
+    assert load_run(tmp_path / "run").seeds == [7, 42, 100]
+    assert load_run(tmp_path / "run", only_seed=43) is None
     assert folder_records(tmp_path / "missing") == {}
 
 
