@@ -259,6 +259,9 @@ def gains_table(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def gains_markdown(gains: list[dict[str, Any]]) -> str:
+    if not gains:  # say why, rather than print a header over nothing
+        return ("No gains to show: each LLM-ESR row needs the backbone (run `id`) or LLMInit with the same provider "
+                "in the study to be compared with.\n")
     lines = ["| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user | H@10 overall |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     keys = list(dict.fromkeys((g["provider"], g["versus"], g["protocol"]) for g in gains))
@@ -294,8 +297,8 @@ def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
     md = [f"# Provider study: recipe `{plan.recipe}`", "",
           (f"Seeds {plan.seeds} trained by this call" if report.get("trained", True) else
            "Nothing trained by this call (--report-only)")
-          + "; every row is the mean over all the seeds its run folder holds "
-          f"(study.csv lists them). Providers: {', '.join(p for p in report['providers'] if p != 'random')}; "
+          + "; every row is the mean over all the seeds its run folder and the study's record hold "
+          f"(study.csv lists them). Providers: {', '.join(p for p in report['providers'] if p != 'random') or 'none'}; "
           f"controls: {' and '.join(controls) or 'none'}. "
           "Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]
     for t in report["tables"]:

@@ -140,3 +140,21 @@ def test_dry_run_prints_train_commands_that_rebuild_each_runs_exact_config(tmp_p
                        params["workdir"])
         assert cfg.to_dict() == plan.config(run_name, extra).to_dict()
     assert not (tmp_path / "runs").exists()  # nothing trained, no folder
+
+
+def test_a_study_of_llmesr_alone_says_why_it_has_no_gains() -> None:
+    from pathlib import Path
+
+    from esrkit.reporting.collect import run_from_records
+    from esrkit.reporting.study import gains_markdown, gains_table
+
+    def run(name: str, model: str, ndcg: float):
+        results = {"test": {"sampled": {"overall": {"ndcg@10": ndcg, "hr@10": 2 * ndcg}}}}
+        return run_from_records(name, Path(name), {"44": {"results": results, "config": {"model": {"name": model}}}})
+
+    alone = gains_table([run("llmesr-random", "llmesr", 0.30)])
+    assert alone == [] and gains_markdown(alone).startswith("No gains to show")
+    paired = gains_table([run("llmesr-random", "llmesr", 0.30), run("id", "id", 0.25)])
+    assert [(g["versus"], g["metric"], round(g["gain_pct"], 6)) for g in paired] == [
+        ("id", "ndcg@10", 20.0), ("id", "hr@10", 20.0)]
+    assert "| random | id | sampled | +20.0% | – | – | +20.0% |" in gains_markdown(paired)
