@@ -37,12 +37,17 @@ def mrr(ranks: np.ndarray, k: int) -> np.ndarray:
 def rank_of_target(
     target: Tensor, others: Tensor, ties: str = "pessimistic", generator: torch.Generator | None = None
 ) -> Tensor:
-    """target (B,), others (B, C) scores (use -inf for excluded candidates) -> 0-based rank (B,)."""
+    """target (B,), others (B, C) scores (use -inf for excluded candidates) -> 0-based rank (B,).
+
+    Ranks count the candidates *not below* the target, so a NaN score (a diverged model) can never look good:
+    a NaN candidate ranks above the target and a NaN target ranks last (C). Counting ``others >= t`` instead
+    would give a NaN target rank 0, i.e. a perfect H@K and N@K."""
     t = target.unsqueeze(1)
     count = lambda mask: mask.sum(1, dtype=torch.int32).long()  # noqa: E731 - int32 sums are ~1.6x faster
+    n = others.shape[1]
     if ties == "pessimistic":  # one pass over the scores: every equal candidate ranks above the target
-        return count(others >= t)
-    greater = count(others > t)
+        return n - count(others < t)
+    greater = n - count(others <= t)
     if ties == "optimistic":
         return greater
     equal = count(others == t)

@@ -504,6 +504,7 @@ class DistributedTrainer(Trainer):
         s = self.state
         s.epoch, s.best_score, s.best_epoch = t["epoch"], t["best_score"], t["best_epoch"]
         s.bad_epochs, s.stopped = t["bad_epochs"], t["stopped"]
+        s.diverged_epoch = t.get("diverged_epoch", -1)
         if self.run_dir is not None and self.run_dir.metrics.exists():  # rank 0: drop unfinished epochs' lines
             from esrkit.training.trainer import _compact
 

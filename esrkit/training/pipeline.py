@@ -323,6 +323,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
         "best_valid_score": state.best_score,
         "watch": f"{cfg.eval.valid_protocol}:{opts.watch}",
         "epochs_run": state.epoch,
+        "diverged_epoch": state.diverged_epoch if state.diverged_epoch >= 0 else None,
         "test": test.metrics,
         "valid": valid.metrics,
         "protocols": {"sampled": f"target + {cfg.eval.negatives} uniform negatives (paper protocol)",

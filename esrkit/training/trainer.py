@@ -74,7 +74,12 @@ class TrainState:
     best_epoch: int = -1
     bad_epochs: int = 0
     stopped: bool = False
+    diverged_epoch: int = -1  # the epoch whose training loss was not finite (training stopped there)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite before any epoch could be kept as the best."""
 
 
 class Trainer:
@@ -185,6 +190,9 @@ class Trainer:
         while self.state.epoch < o.epochs and not self.state.stopped:
             epoch = self.state.epoch
             stats = self.train_epoch(epoch)
+            if not math.isfinite(stats["loss"]):
+                self._stop_diverged(epoch, stats)
+                break
             t0 = time.perf_counter()
             valid = self.validate(self.model, epoch)
             stats["valid_seconds"] = time.perf_counter() - t0
@@ -197,6 +205,21 @@ class Trainer:
             log.info("epoch %d loss %.4f valid %s %.4f (best %.4f @ %d)", epoch, stats["loss"], o.watch, score,
                      self.state.best_score, self.state.best_epoch)
         return self.state
+
+    def _stop_diverged(self, epoch: int, stats: dict[str, float]) -> None:
+        """A NaN/inf loss: every later epoch would be garbage (and validating a NaN model is meaningless), so
+        training stops here and the best epoch before it is the result; with no such epoch it is an error."""
+        s = self.state
+        s.stopped, s.diverged_epoch = True, epoch
+        if s.best_epoch < 0:
+            raise TrainingDiverged(f"training diverged at epoch {epoch} (loss {stats['loss']}) before any "
+                                   "validated epoch; try a lower train.lr")
+        record = {"epoch": epoch, **stats, "diverged": True, "best_epoch": s.best_epoch}
+        s.history.append(_compact(record))
+        s.epoch = epoch + 1
+        self._checkpoint(record)
+        log.warning("epoch %d: training loss is %s, training stopped; the result is the best epoch %d "
+                    "(validation %s %.4f)", epoch, stats["loss"], s.best_epoch, self.opt_cfg.watch, s.best_score)
 
     # hooks a distributed trainer overrides (esrkit/training/distributed.py): only rank 0 holds the run directory
     def _has_checkpoint(self) -> bool:
@@ -225,7 +248,7 @@ class Trainer:
     def _state_dict(self) -> dict[str, Any]:
         s = self.state
         return {"epoch": s.epoch, "best_score": s.best_score, "best_epoch": s.best_epoch,
-                "bad_epochs": s.bad_epochs, "stopped": s.stopped}
+                "bad_epochs": s.bad_epochs, "stopped": s.stopped, "diverged_epoch": s.diverged_epoch}
 
     def _resume(self) -> None:
         assert self.run_dir is not None
@@ -233,6 +256,7 @@ class Trainer:
         s = self.state
         s.epoch, s.best_score, s.best_epoch = meta["epoch"], meta["best_score"], meta["best_epoch"]
         s.bad_epochs, s.stopped = meta["bad_epochs"], meta["stopped"]
+        s.diverged_epoch = meta.get("diverged_epoch", -1)  # absent from checkpoints of older versions
         # keep metrics.jsonl consistent with the checkpoint: drop lines of epochs that did not finish
         if self.run_dir.metrics.exists():
             rows = [r for r in read_jsonl(self.run_dir.metrics) if r["epoch"] < s.epoch]

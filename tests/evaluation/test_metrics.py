@@ -49,3 +49,14 @@ def test_significance() -> None:
     b = np.full(200, 30)
     assert paired_user_ttest(a, b, "ndcg@10") < 1e-10
     assert paired_user_ttest(a, a, "hr@10") == 1.0
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic", "random"])
+def test_nan_scores_never_look_good(ties: str) -> None:
+    """A diverged model scores NaN: its target must rank last, not first (NaN >= x is False, so counting the
+    candidates at or above the target would rank it 0 and report H@10 = N@10 = 1.0)."""
+    nan = float("nan")
+    target = torch.tensor([nan, 1.0, 1.0, nan])
+    others = torch.tensor([[0.0, 0.5, float("-inf")], [nan, 0.0, 2.0], [0.0, 0.0, 0.0], [nan, nan, nan]])
+    assert rank_of_target(target, others, ties, torch.Generator().manual_seed(0)).tolist() == [3, 2, 0, 3]
+    assert metrics_from_ranks(np.array([3, 3]), ks=(1,))["ndcg@1"] == 0.0

@@ -204,3 +204,52 @@ def test_deterministic_teachers_are_encoded_once_with_identical_results(monkeypa
         slow = sd.teachers(model, users)
     torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
     assert len(np.unique(neighbours[users, :10])) < users.size * 10  # the batch really had repeats
+
+
+def _diverging_from(epoch_k: int):
+    """Trainer.train_epoch that, from epoch ``epoch_k`` on, leaves NaN weights and a NaN loss (what an
+    exploding gradient does), so the tests need not find hyper-parameters that really diverge."""
+    from esrkit.training.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        stats = original(self, epoch)
+        if epoch >= epoch_k:
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.fill_(float("nan"))
+            stats["loss"] = float("nan")
+        return stats
+
+    return train_epoch
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_best_epoch_before_it(tmp_path, monkeypatch) -> None:
+    from esrkit.training.trainer import Trainer, TrainingDiverged
+
+    data = small_data()
+    monkeypatch.setattr(Trainer, "train_epoch", _diverging_from(2))
+    rd = RunDir(tmp_path / "run")
+    rd.checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = MODELS.get("id")(data.n_items, backbone="gru4rec", hidden=16, max_len=MAX_LEN)
+    score, trainer = train_and_score(model, data, epochs=6, run_dir=rd, max_batches_per_epoch=3, batch_size=32)
+    s = trainer.state
+    assert (s.epoch, s.diverged_epoch, s.stopped) == (3, 2, True)  # no epoch after the NaN one
+    assert s.best_epoch in (0, 1) and [h.get("diverged", False) for h in s.history] == [False, False, True]
+    assert "score" not in s.history[2]  # a NaN model is not validated
+    from esrkit.training import checkpoint as ckpt
+
+    ckpt.load_model(rd.best, model)  # the best checkpoint is finite and is what a run reports
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    resumed_model = MODELS.get("id")(data.n_items, backbone="gru4rec", hidden=16, max_len=MAX_LEN)
+    _, resumed = train_and_score(resumed_model, data, epochs=6, run_dir=rd, resume=True, max_batches_per_epoch=3,
+                                 batch_size=32)
+    assert (resumed.state.epoch, resumed.state.diverged_epoch) == (3, 2)  # resuming does not train on
+
+    monkeypatch.setattr(Trainer, "train_epoch", _diverging_from(0))
+    fresh = MODELS.get("id")(data.n_items, backbone="gru4rec", hidden=16, max_len=MAX_LEN)
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 0 .* lower train.lr"):
+        train_and_score(fresh, data, epochs=6, max_batches_per_epoch=3, batch_size=32)
