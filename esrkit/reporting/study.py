@@ -289,6 +289,14 @@ def stages_markdown(stages: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def diverged_seeds(records: dict[str, RunRecords]) -> list[str]:
+    """One line per seed that stopped on a non-finite loss (results.json ``diverged_epoch``)."""
+    return [f"- {name} seed {seed}: diverged at epoch {rec['results']['diverged_epoch']}, best epoch "
+            f"{rec['results'].get('best_epoch')}"
+            for name, seeds in records.items() for seed, rec in seeds.items()
+            if rec.get("results", {}).get("diverged_epoch") is not None]
+
+
 def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
     folder = plan.folder
     present = {*report["runs"], *report["providers"]}  # the backbone control is run "id"; random is a provider
@@ -305,6 +313,10 @@ def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
         md.append(to_markdown(t, baseline=next((r.label for r in t.blocks[0].rows if r.run == "id"), None)))
     md += ["## LLM-ESR gains", "", gains_markdown(report["gains"]), "## Wall time per stage (seconds, summed over seeds)",
            "", stages_markdown(report["stages"])]
+    diverged = diverged_seeds(report.get("records", {}))
+    if diverged:
+        md += ["## Diverged training", "", "These seeds' training loss became NaN or infinite; training stopped "
+               "there and the row uses the best validated epoch before it:", ""] + diverged + [""]
     if report["failures"]:
         md += ["## Failed runs", ""] + [f"- {k}: {v}" for k, v in report["failures"].items()]
     paths = [folder / "study.md", folder / "study.csv", folder / "study.json"]

@@ -158,3 +158,12 @@ def test_a_study_of_llmesr_alone_says_why_it_has_no_gains() -> None:
     assert [(g["versus"], g["metric"], round(g["gain_pct"], 6)) for g in paired] == [
         ("id", "ndcg@10", 20.0), ("id", "hr@10", 20.0)]
     assert "| random | id | sampled | +20.0% | – | – | +20.0% |" in gains_markdown(paired)
+
+
+def test_diverged_seeds_are_listed() -> None:
+    from esrkit.reporting.study import diverged_seeds
+
+    records = {"llminit-random": {"42": {"results": {"diverged_epoch": 8, "best_epoch": 7}},
+                                  "43": {"results": {"diverged_epoch": None, "best_epoch": 9}}},
+               "id": {"42": {"results": {"best_epoch": 5}}}}  # written before diverged_epoch existed
+    assert diverged_seeds(records) == ["- llminit-random seed 42: diverged at epoch 8, best epoch 7"]
