@@ -271,6 +271,8 @@ def gains_markdown(gains: list[dict[str, Any]]) -> str:
                   == (p, v, pr, group, metric)), None)
         if g is None:
             return "–"
+        if g["gain_pct"] != g["gain_pct"]:  # the reference scored 0: no relative gain exists
+            return f"{g['llmesr']:.4f} vs 0"
         p_txt = "" if g["p_value"] != g["p_value"] else f" (p={g['p_value']:.2g})"
         return f"{g['gain_pct']:+.1f}%{p_txt}"
 

@@ -158,6 +158,8 @@ def test_a_study_of_llmesr_alone_says_why_it_has_no_gains() -> None:
     assert [(g["versus"], g["metric"], round(g["gain_pct"], 6)) for g in paired] == [
         ("id", "ndcg@10", 20.0), ("id", "hr@10", 20.0)]
     assert "| random | id | sampled | +20.0% | – | – | +20.0% |" in gains_markdown(paired)
+    zero = gains_table([run("llmesr-random", "llmesr", 0.30), run("id", "id", 0.0)])
+    assert "| random | id | sampled | 0.3000 vs 0 | – | – | 0.6000 vs 0 |" in gains_markdown(zero)  # not "+nan%"
 
 
 def test_diverged_seeds_are_listed() -> None:
