@@ -86,6 +86,10 @@ esrkit train -r scientific-sasrec --set model.causal=true --set model.name=id --
 esrkit train -r scientific-sasrec --set model.causal=true --set model.name=llminit --set model.hidden=128 \
   --name scientific-llminit-causal --seeds $SEEDS $FAST --output-dir $OUT -q --resume
 
+# 3c. Another backbone (docs/RESULTS.md section 7): the study with GRU4Rec, MiniLM and both controls
+esrkit study providers -r scientific-gru4rec -p minilm --user-provider minilm --seeds $SEEDS $FAST --output-dir $OUT -q
+cp $OUT/study-scientific-gru4rec/study.json docs/results/study-scientific-gru4rec.json
+
 # 4. Table 1 on Scientific (SASRec): the long-tail and LLM baselines next to the study's SASRec/LLMInit/LLM-ESR.
 # The CITIES row in docs/RESULTS.md was capped by rerunning its line with --set train.epochs=55 (session time).
 for m in cities melt rlmrec; do
