@@ -86,7 +86,7 @@ esrkit train -r scientific-sasrec --set model.causal=true --set model.name=id --
 esrkit train -r scientific-sasrec --set model.causal=true --set model.name=llminit --set model.hidden=128 \
   --name scientific-llminit-causal --seeds $SEEDS $FAST --output-dir $OUT -q --resume
 
-# 3c. Another backbone (docs/RESULTS.md section 7): the study with GRU4Rec, MiniLM and both controls
+# 3d. Another backbone (docs/RESULTS.md section 7): the study with GRU4Rec, MiniLM and both controls
 esrkit study providers -r scientific-gru4rec -p minilm --user-provider minilm --seeds $SEEDS $FAST --output-dir $OUT -q
 cp $OUT/study-scientific-gru4rec/study.json docs/results/study-scientific-gru4rec.json
 
