@@ -192,13 +192,12 @@ def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:
 def load_run(folder: Path, only_seed: int | None = None) -> Run | None:
     """A run folder (``<name>/``) or, with ``only_seed``, just one of its seeds; None when nothing finished."""
     records = folder_records(folder, only_seed)
-    summary = _read_json(folder / "summary.json") if (folder / "summary.json").exists() and only_seed is None else None
-    if not records and not summary:
-        return None
-    name = (next(iter(records.values()))["results"] if records else summary).get("name") or folder.name
     if records:
-        return run_from_records(name, folder, records)
-    return Run(name=name, path=folder, config={}, provenance={}, summary=summary)
+        return run_from_records(next(iter(records.values()))["results"].get("name") or folder.name, folder, records)
+    if only_seed is None and (folder / "summary.json").exists():  # no per-seed results: the summary's means
+        summary = _read_json(folder / "summary.json")
+        return Run(name=summary.get("name") or folder.name, path=folder, config={}, provenance={}, summary=summary)
+    return None
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -57,7 +57,7 @@ from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import TrainBatch
 from esrkit.training.objectives import length_buckets
 from esrkit.training.trainer import StepContext, Trainer
-from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
+from esrkit.utils.io import append_jsonl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -500,15 +500,6 @@ class DistributedTrainer(Trainer):
             ckpt.restore_rng(tensors)
         else:  # a checkpoint of fewer ranks: a fresh stream for this rank, still reproducible
             torch.manual_seed(rank_seed(self.opt_cfg.seed * 100_003 + int(meta["trainer"]["epoch"]), self.rt.rank))
-        t = meta["trainer"]
+        self._restore_state(meta["trainer"])  # only rank 0 has a run directory, so only it rewrites metrics.jsonl
         s = self.state
-        s.epoch, s.best_score, s.best_epoch = t["epoch"], t["best_score"], t["best_epoch"]
-        s.bad_epochs, s.stopped = t["bad_epochs"], t["stopped"]
-        s.diverged_epoch = t.get("diverged_epoch", -1)
-        if self.run_dir is not None and self.run_dir.metrics.exists():  # rank 0: drop unfinished epochs' lines
-            from esrkit.training.trainer import _compact
-
-            rows = [r for r in read_jsonl(self.run_dir.metrics) if r["epoch"] < s.epoch]
-            s.history = [_compact(r) for r in rows]
-            atomic_write_text(self.run_dir.metrics, "".join(json.dumps(r) + "\n" for r in rows))
         log.info("rank %d resumed at epoch %d (best %.4f @ %d)", self.rt.rank, s.epoch, s.best_score, s.best_epoch)

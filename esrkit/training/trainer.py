@@ -12,6 +12,7 @@ same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences, TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
 from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss, ranking_loss_and_student
 from esrkit.training.rundir import RunDir
-from esrkit.utils.io import append_jsonl, read_jsonl
+from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -252,20 +253,21 @@ class Trainer:
 
     def _resume(self) -> None:
         assert self.run_dir is not None
-        meta = ckpt.load_training_state(self.run_dir.last, self.model, self.optimizer)
+        self._restore_state(ckpt.load_training_state(self.run_dir.last, self.model, self.optimizer))
+        s = self.state
+        log.info("resumed at epoch %d (best %.4f @ %d)", s.epoch, s.best_score, s.best_epoch)
+
+    def _restore_state(self, meta: dict[str, Any]) -> None:
+        """The inverse of ``_state_dict``, shared with the distributed trainer; also keeps metrics.jsonl consistent
+        with the checkpoint by dropping the lines of epochs that did not finish."""
         s = self.state
         s.epoch, s.best_score, s.best_epoch = meta["epoch"], meta["best_score"], meta["best_epoch"]
         s.bad_epochs, s.stopped = meta["bad_epochs"], meta["stopped"]
         s.diverged_epoch = meta.get("diverged_epoch", -1)  # absent from checkpoints of older versions
-        # keep metrics.jsonl consistent with the checkpoint: drop lines of epochs that did not finish
-        if self.run_dir.metrics.exists():
+        if self.run_dir is not None and self.run_dir.metrics.exists():
             rows = [r for r in read_jsonl(self.run_dir.metrics) if r["epoch"] < s.epoch]
             s.history = [_compact(r) for r in rows]
-            from esrkit.utils.io import atomic_write_text
-            import json
-
             atomic_write_text(self.run_dir.metrics, "".join(json.dumps(r) + "\n" for r in rows))
-        log.info("resumed at epoch %d (best %.4f @ %d)", s.epoch, s.best_score, s.best_epoch)
 
 
 def _compact(record: dict[str, Any]) -> dict[str, Any]:
