@@ -100,8 +100,23 @@ class ModelConfig:
     freeze_semantic: bool = True
     alpha: float = 0.1  # self-distillation weight
     sd_loss: str = "mse_mean"  # mse_mean (official nn.MSELoss) | paper (Eq. 9: squared L2 per user, averaged)
+    # esrkit's full-ranking switches (docs/RESULTS.md "Best under full ranking"); the defaults are the official model
+    semantic_residual: bool = False  # LLM-ESR: trainable per-item offset on the frozen semantic view (starts at 0)
+    view_norm: bool = False  # LLM-ESR: L2-normalise each view, learned inverse temperature per view
+    gate: str = "none"  # LLM-ESR: none | popularity (per item, from training popularity) | user
+    # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
+    null_dim: int = 64  # width of the null space (the last kept coordinates)
+    null_threshold: float = 0.0  # > 0: the null space is every kept direction with variance <= this instead
+    whiten: bool = True  # divide the semantic coordinates by their standard deviation (the public code's default)
+    cover: bool = False  # True: ID embeddings replace the null-space coordinates instead of adding to them
+    table_scale: float = 0.0  # whitened table scale: 0 = the unwhitened projection's total variance, 1 = unit
     teacher_refresh: str = "step"  # step (official: teachers recomputed every step) | epoch (cached per epoch)
-    loss: str = "bce"  # bce (official, 1 negative) | bpr (the paper's pairwise Eq. 6)
+    # ranking loss (esrkit/training/losses.py): bce (official, train.negatives per position) | bpr (the paper's
+    # pairwise Eq. 6) | gbce (gSASRec) | ce (softmax over every item) | sampled_softmax (train.negatives shared)
+    loss: str = "bce"
+    loss_sampler: str = "uniform"  # sampled_softmax proposal: uniform | popularity | in_batch (logQ-corrected)
+    gbce_t: float = 0.75  # gbce calibration: 0 = plain BCE over the same negatives, 1 = fully calibrated
+    view_losses: bool = False  # LLM-ESR: also one loss per view's own logits, beside the fused logits
     extra: dict[str, Any] = field(default_factory=dict)  # options of custom encoders and baselines
 
 

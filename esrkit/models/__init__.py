@@ -2,7 +2,7 @@
 
 from esrkit.models import bert4rec, gru4rec, sasrec  # noqa: F401  (register the built-in encoders)
 from esrkit.models.base import ENCODERS, MODELS, SeqInput, build_encoder, encoder_meta
-from esrkit.models import idrec, llmesr, popularity  # noqa: F401  (register the built-in model families)
+from esrkit.models import alphafuse, idrec, llmesr, popularity  # noqa: F401  (register the built-in model families)
 from esrkit.models.recommender import ModelAssets, SequentialRecommender
 
 __all__ = ["ENCODERS", "MODELS", "ModelAssets", "SeqInput", "SequentialRecommender", "build_encoder", "build_model",

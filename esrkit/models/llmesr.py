@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.models.fusion import ViewFusion
 from esrkit.models.idrec import common_options
 from esrkit.models.recommender import ModelAssets, SequentialRecommender
 
@@ -102,7 +103,8 @@ class LLMESR(SequentialRecommender):
             n_items, assets.llm_items, assets.pca_table, max_len=max_len,
             co_view=cfg.co_view, se_view=cfg.se_view, share_encoder=cfg.share_encoder,
             cross_attention=cfg.cross_attention, cross_heads=cfg.cross_heads, adapter_layers=cfg.adapter_layers,
-            id_init=cfg.id_init, freeze_semantic=cfg.freeze_semantic, **common_options(cfg),
+            id_init=cfg.id_init, freeze_semantic=cfg.freeze_semantic, semantic_residual=cfg.semantic_residual,
+            view_norm=cfg.view_norm, gate=cfg.gate, **common_options(cfg),
         )
 
     def __init__(
@@ -126,6 +128,9 @@ class LLMESR(SequentialRecommender):
         adapter_layers: int = 2,
         id_init: str = "pca",
         freeze_semantic: bool = True,
+        semantic_residual: bool = False,
+        view_norm: bool = False,
+        gate: str = "none",
         encoder_options: dict | None = None,
     ) -> None:
         super().__init__(n_items, backbone, max_len, emulate_padding)
@@ -147,6 +152,9 @@ class LLMESR(SequentialRecommender):
                 self.semantic_table = nn.Parameter(table)
             self.adapter = Adapter(d_llm, hidden, adapter_layers)
             skip.append("semantic_table")
+            if semantic_residual:  # esrkit: a trainable per-item correction of the frozen view, starting at 0
+                self.semantic_offset = nn.Embedding(n_items + 2, hidden, padding_idx=0)
+                skip.append("semantic_offset")
         if co_view:
             self.collab = nn.Embedding(n_items + 2, hidden)  # no padding_idx, as official
             if id_init == "pca":
@@ -164,18 +172,36 @@ class LLMESR(SequentialRecommender):
         self.share_encoder = share_encoder
         if not share_encoder and co_view and se_view:  # the "w/o Share" ablation
             self.encoder_se = build_encoder(backbone, hidden, **opts)
+        self.fusion = ViewFusion(hidden, n_items, view_norm, gate) if (co_view and se_view) else None
         official_init(self, skip=tuple(skip))
+        if se_view and semantic_residual:
+            nn.init.zeros_(self.semantic_offset.weight)
         if co_view and id_init == "pca":
             with torch.no_grad():
                 self.collab.weight.copy_(_with_padding_rows(torch.as_tensor(pca_table, dtype=torch.float32)))
 
+    def setup(self, data) -> None:
+        if self.fusion is not None and self.fusion.gate == "popularity":
+            from esrkit.models.popularity import training_items
+
+            self.fusion.set_popularity(np.bincount(training_items(data), minlength=self.n_items + 1))
+
+    def score_views(self) -> list[slice]:
+        """The slices of user and item vectors whose dot products are the views' own logits."""
+        if not (self.co_view and self.se_view):
+            return []
+        return [slice(0, self.hidden), slice(self.hidden, 2 * self.hidden)]
+
     # ------------------------------------------------------------------ item side
     def semantic_vectors(self, ids: Tensor) -> Tensor:
-        """adapter(E_llm[ids]), computed once per distinct item."""
+        """adapter(E_llm[ids]) (+ the trainable offset), computed once per distinct item."""
         unique, inverse = torch.unique(ids, return_inverse=True)
-        return self.adapter(self.semantic_table[unique])[inverse]
+        out = self.adapter(self.semantic_table[unique])
+        if hasattr(self, "semantic_offset"):
+            out = out + self.semantic_offset(unique)
+        return out[inverse]
 
-    def item_vectors(self, ids: Tensor) -> Tensor:
+    def _view_vectors(self, ids: Tensor) -> Tensor:
         parts = []
         if self.co_view:
             parts.append(self.collab(ids))
@@ -183,13 +209,12 @@ class LLMESR(SequentialRecommender):
             parts.append(self.semantic_vectors(ids))
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
+    def item_vectors(self, ids: Tensor) -> Tensor:
+        vectors = self._view_vectors(ids)
+        return self.fusion.items(vectors, ids) if self.fusion is not None and self.fusion.active else vectors
+
     def all_item_vectors(self) -> Tensor:
-        parts = []
-        if self.co_view:
-            parts.append(self.collab.weight[: self.n_items + 1])
-        if self.se_view:
-            parts.append(self.adapter(self.semantic_table[: self.n_items + 1]))
-        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        return self.item_vectors(torch.arange(self.n_items + 1, device=self.device))
 
     # ------------------------------------------------------------------ user side
     def encode(self, inp: SeqInput) -> Tensor:
@@ -219,6 +244,8 @@ class LLMESR(SequentialRecommender):
             out = torch.cat([self.encoder(views[0], mask, **kwargs), second(views[1], mask, **kwargs)], -1)
         else:
             out = self.encoder(views[0], mask, **kwargs)
+        if self.fusion is not None and self.fusion.active:
+            out = self.fusion.users(out)
         return out[:, 1:] if added else out
 
 

@@ -59,6 +59,17 @@ class DeviceSequences:
     def train_lengths(self, users: np.ndarray) -> np.ndarray:
         return self.lengths_np[users] - 2
 
+    def train_log_popularity(self) -> Tensor:
+        """(n_items,) log of each item's share of the training interactions (every user's sequence minus its
+        validation and test items), add-one smoothed so no item has probability 0; row j-1 = item j."""
+        train_len = np.clip(self.lengths_np - 2, 0, None)
+        starts = self.offsets_np[:-1]
+        idx = np.repeat(starts, train_len) + (np.arange(train_len.sum()) - np.repeat(np.cumsum(train_len) - train_len,
+                                                                                     train_len))
+        items = self.items.cpu().numpy()[idx]
+        counts = np.bincount(items, minlength=self.n_items + 1)[1 : self.n_items + 1].astype(np.float64) + 1.0
+        return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32, device=self.device)
+
     # ------------------------------------------------------------------ negatives
     def sample_negatives(
         self, users: Tensor, shape: tuple[int, ...], exclude_prefix: np.ndarray | Tensor, generator: torch.Generator | None

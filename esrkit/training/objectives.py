@@ -1,9 +1,7 @@
-"""Training losses: each backbone's ranking loss, and LLM-ESR's retrieval-augmented self-distillation (SD).
+"""Training objectives: which states each backbone scores, and LLM-ESR's retrieval-augmented self-distillation (SD).
 
-Ranking loss (official, all backbones): binary cross-entropy with logits on one positive and one negative,
-the positive and negative terms averaged separately over the scored positions and summed; ``loss="bpr"`` gives
-the paper's pairwise Eq. (6) instead. Scored positions: every real input position (seq2seq), the masked positions
-(cloze), the last position (last).
+Scored positions: every real input position (seq2seq), the masked positions (cloze), the last position (last).
+The ranking loss applied to them (official: BCE with one negative) is chosen in esrkit/training/losses.py.
 
 SD (official ``--user_sim_func kd``): a *second* forward pass of the same input gives the student (last position);
 the N most similar users' train[:-1] sequences go through the same model in training mode (dropout on) with no
@@ -25,6 +23,7 @@ from torch import Tensor
 from esrkit.models.base import SeqInput
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training.batches import DeviceSequences, TrainBatch, teacher_input
+from esrkit.training.losses import LossContext, ranking_loss_from_states
 
 
 def length_buckets(lengths: np.ndarray, n_buckets: int, min_size: int = 16) -> list[np.ndarray]:
@@ -67,18 +66,6 @@ def last_hidden_bucketed(
     return result
 
 
-def _pair_loss(pos_logits: Tensor, neg_logits: Tensor, kind: str) -> Tensor:
-    if pos_logits.numel() == 0:
-        return pos_logits.sum() * 0.0
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(
-            pos_logits, torch.ones_like(pos_logits)
-        ) + F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
-    if kind == "bpr":
-        return -F.logsigmoid(pos_logits.unsqueeze(-1) - neg_logits.view(pos_logits.shape[0], -1)).mean()
-    raise ValueError(f"loss must be 'bce' or 'bpr', not {kind!r}")
-
-
 def _scored_states(
     model: SequentialRecommender, batch: TrainBatch, outputs: list[tuple[Tensor, Tensor]]
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -99,22 +86,16 @@ def _scored_states(
     return torch.cat(hs), torch.cat(pos_ids), torch.cat(neg_ids)
 
 
-def _ranking_from_states(model: SequentialRecommender, hs: Tensor, pos: Tensor, neg: Tensor, kind: str) -> Tensor:
-    ids = torch.cat([pos.unsqueeze(1), neg.reshape(len(pos), -1)], 1)  # (m, 1 + k): one item lookup for all
-    logits = torch.einsum("md,mkd->mk", hs, model.item_vectors(ids))
-    return _pair_loss(logits[:, 0], logits[:, 1:].reshape(-1), kind)
-
-
 def ranking_loss(
-    model: SequentialRecommender, batch: TrainBatch, kind: str = "bce", buckets: list[np.ndarray] | None = None
+    model: SequentialRecommender, batch: TrainBatch, loss: LossContext, buckets: list[np.ndarray] | None = None
 ) -> Tensor:
     buckets = buckets or [np.arange(batch.inp.tokens.shape[0])]
     outputs = encode_bucketed(model, batch.inp, buckets, batch.lengths_np)
-    return _ranking_from_states(model, *_scored_states(model, batch, outputs), kind)
+    return ranking_loss_from_states(model, *_scored_states(model, batch, outputs), loss)
 
 
 def ranking_loss_and_student(
-    model: SequentialRecommender, batch: TrainBatch, kind: str = "bce", buckets: list[np.ndarray] | None = None
+    model: SequentialRecommender, batch: TrainBatch, loss: LossContext, buckets: list[np.ndarray] | None = None
 ) -> tuple[Tensor, Tensor]:
     """The ranking loss and the SD student from *one* encoder call over the batch stacked twice.
 
@@ -136,7 +117,7 @@ def ranking_loss_and_student(
         if student is None:
             student = last.new_empty(n, last.shape[-1])
         student[rows[~first] - n] = last
-    rank = _ranking_from_states(model, *_scored_states(model, batch, rank_outputs), kind)
+    rank = ranking_loss_from_states(model, *_scored_states(model, batch, rank_outputs), loss)
     assert student is not None
     return rank, student
 

@@ -32,6 +32,7 @@ from esrkit.resources import expand_path
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import runtime
+from esrkit.training.losses import LossSpec
 from esrkit.training.objectives import SelfDistillation
 from esrkit.training.rundir import RunDir, environment
 from esrkit.training.trainer import TrainerOptions
@@ -254,11 +255,17 @@ def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: 
     return valid, test
 
 
+def loss_spec(cfg: RunConfig) -> LossSpec:
+    m = cfg.model
+    return LossSpec(name=m.loss, negatives=cfg.train.negatives, sampler=m.loss_sampler, gbce_t=m.gbce_t,
+                    view_losses=m.view_losses)
+
+
 def trainer_options(cfg: RunConfig, seed: int, device: torch.device) -> TrainerOptions:
     t = cfg.train
     return TrainerOptions(
         lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs, patience=t.patience,
-        seed=seed, negatives=t.negatives, loss=cfg.model.loss, mask_prob=cfg.model.mask_prob, max_len=cfg.data.max_len,
+        seed=seed, loss=loss_spec(cfg), mask_prob=cfg.model.mask_prob, max_len=cfg.data.max_len,
         buckets=t.buckets if t.buckets else (2 if device.type == "cuda" else 4),
         max_batches_per_epoch=t.max_batches_per_epoch, watch=t.watch.lower(), watch_protocol=cfg.eval.valid_protocol,
     )

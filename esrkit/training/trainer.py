@@ -25,6 +25,7 @@ import torch
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences, TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
+from esrkit.training.losses import LossContext, LossSpec
 from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss, ranking_loss_and_student
 from esrkit.training.rundir import RunDir
 from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
@@ -40,8 +41,7 @@ class TrainerOptions:
     epochs: int = 200
     patience: int = 20
     seed: int = 42
-    negatives: int = 1
-    loss: str = "bce"
+    loss: LossSpec = LossSpec()
     mask_prob: float = 0.6
     max_len: int = 200
     buckets: int = 4  # length buckets per batch (exact; fewer on GPUs, where launches cost more than padding)
@@ -66,6 +66,11 @@ class StepContext:
     @property
     def options(self) -> "TrainerOptions":
         return self.trainer.opt_cfg
+
+    @property
+    def loss(self) -> LossContext:
+        """The ranking loss with this step's generator (shared negatives are drawn from it)."""
+        return self.trainer.loss_context(self.generator)
 
 
 @dataclass
@@ -102,16 +107,20 @@ class Trainer:
         self.state = TrainState()
         self.n_users = seqs.n_users
         self.n_samples = 2 * self.n_users if model.objective == "cloze" else self.n_users
+        self._log_popularity = (seqs.train_log_popularity() if options.loss.sampler != "uniform" else None)
+
+    def loss_context(self, generator: torch.Generator | None) -> LossContext:
+        return LossContext(self.opt_cfg.loss, generator, self._log_popularity)
 
     # ------------------------------------------------------------------ one step
     def make_batch(self, rows: np.ndarray, gen: torch.Generator) -> TrainBatch:
-        o, obj = self.opt_cfg, self.model.objective
+        o, obj, k = self.opt_cfg, self.model.objective, self.opt_cfg.loss.batch_negatives
         if obj == "seq2seq":
-            return seq2seq_batch(self.seqs, rows, o.max_len, o.negatives, gen)
+            return seq2seq_batch(self.seqs, rows, o.max_len, k, gen)
         if obj == "last":
-            return last_item_batch(self.seqs, rows, o.max_len, o.negatives, gen)
+            return last_item_batch(self.seqs, rows, o.max_len, k, gen)
         if obj == "cloze":
-            return cloze_batch(self.seqs, rows, o.max_len, o.mask_prob, o.negatives, gen)
+            return cloze_batch(self.seqs, rows, o.max_len, o.mask_prob, k, gen)
         raise ValueError(f"unknown objective {obj!r}")
 
     def input_lengths(self, rows: np.ndarray) -> np.ndarray:
@@ -129,11 +138,11 @@ class Trainer:
         """Ranking loss, + alpha x SD, + the model's auxiliary loss: {"loss", "rank"[, "sd"][, "aux"]} (the
         distributed trainer re-weights these parts per rank)."""
         if self.sd is not None and self.sd.alpha > 0:
-            rank, student = ranking_loss_and_student(self.model, batch, self.opt_cfg.loss, ctx.buckets)
+            rank, student = ranking_loss_and_student(self.model, batch, ctx.loss, ctx.buckets)
             sd = self.sd.loss(self.model, batch, ctx.buckets, student)
             parts = {"loss": rank + self.sd.alpha * sd, "rank": rank, "sd": sd}
         else:
-            rank = ranking_loss(self.model, batch, self.opt_cfg.loss, ctx.buckets)
+            rank = ranking_loss(self.model, batch, ctx.loss, ctx.buckets)
             parts = {"loss": rank, "rank": rank}
         extra = self.model.auxiliary_loss(batch, ctx)
         if extra is not None:

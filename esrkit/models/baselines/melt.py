@@ -145,7 +145,7 @@ class MELT(BackboneFirst, IDRecommender):
             return None
         from esrkit.training.objectives import ranking_loss
 
-        rank = ranking_loss(self, batch, ctx.options.loss, ctx.buckets)
+        rank = ranking_loss(self, batch, ctx.loss, ctx.buckets)
         users, items = self._next_chunks(ctx.generator)
         epoch = self.baseline_epoch(ctx.epoch)
         user_loss = self.user_branch_loss(users, epoch, ctx.generator)

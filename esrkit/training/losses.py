@@ -1,0 +1,222 @@
+"""Ranking losses: how the scored hidden states of a batch are trained against items (``model.loss``).
+
+Every loss sees ``m`` scored hidden states ``h`` (one per target: every real position for seq2seq, the masked ones
+for cloze, the last for GRU4Rec), their positive item ids and, where the loss uses per-position negatives, the
+batch's negatives (m, k). Scores are always dot products ``h . e_j`` with the model's item vectors, so a loss works
+for every model family and backbone.
+
+* ``bce`` (official LLM-ESR): binary cross-entropy on the positive and the negatives, each term averaged over its
+  own logits, summed. One uniform negative by default (``train.negatives``).
+* ``bpr``: the paper's pairwise Eq. (6), ``-log sigmoid(s_pos - s_neg)``.
+* ``gbce`` (Petrov & Macdonald, RecSys 2023): BCE whose positive term is raised to the power ``beta``, which
+  undoes the overconfidence that sampling ``k`` of ``N - 1`` negatives causes. ``model.gbce_t`` = 0 is plain BCE.
+* ``ce``: softmax cross-entropy over every real item (never padding or [MASK]), in item chunks with a running
+  log-sum-exp and a hand-written backward, so memory is m x chunk, not m x N.
+* ``sampled_softmax``: softmax over the positive and ``k`` negatives shared by the whole batch, drawn uniformly,
+  by training popularity, or taken from the batch's own positives (``model.loss_sampler``), each corrected by
+  ``-log(k Q(j))`` (logQ correction); a negative equal to a row's positive is masked out.
+
+``model.view_losses`` (models with several score views, i.e. LLM-ESR) adds the same loss on each view's own
+logits beside the loss on the fused logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from esrkit.registry import Registry
+
+SAMPLERS = ("uniform", "popularity", "in_batch")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which ranking loss and its options (from ModelConfig/TrainConfig)."""
+
+    name: str = "bce"
+    negatives: int = 1  # bce/bpr/gbce: per position; sampled_softmax: shared by the batch
+    sampler: str = "uniform"  # sampled_softmax: uniform | popularity | in_batch
+    gbce_t: float = 0.75  # gbce calibration t in [0, 1]
+    view_losses: bool = False
+    chunk_items: int = 0  # ce: items per chunk; 0 = automatic (about 32M logits per chunk)
+
+    @property
+    def batch_negatives(self) -> int:
+        """Negatives the batch builder draws per position (the softmax losses draw their own, or none)."""
+        return self.negatives if LOSSES.meta(self.name).get("per_position_negatives") else 0
+
+
+class ItemScorer:
+    """Item vectors for a loss, optionally restricted to one score view (a slice of the vector)."""
+
+    def __init__(self, model, view: slice | None = None) -> None:
+        self.model, self.view = model, view
+
+    def vectors(self, ids: Tensor) -> Tensor:
+        v = self.model.item_vectors(ids)
+        return v if self.view is None else v[..., self.view]
+
+    def all_real(self) -> Tensor:
+        """(n_items, D): rows 1..n_items (row j-1 = item j); padding and [MASK] are never candidates."""
+        v = self.model.all_item_vectors()[1 : self.model.n_items + 1]
+        return v if self.view is None else v[..., self.view]
+
+    def states(self, hs: Tensor) -> Tensor:
+        return hs if self.view is None else hs[..., self.view]
+
+
+@dataclass
+class LossContext:
+    """What a loss may need besides states and ids: the spec, a generator, and item popularity for samplers."""
+
+    spec: LossSpec
+    generator: torch.Generator | None = None
+    log_popularity: Tensor | None = None  # (n_items,) log Q(j) of the popularity proposal, row j-1 = item j
+
+
+LossFn = Callable[[ItemScorer, Tensor, Tensor, Tensor, LossContext], Tensor]
+LOSSES: Registry[LossFn] = Registry("loss")
+
+
+def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    """The configured loss on the fused scores, plus one per view when ``view_losses`` is on."""
+    if hs.shape[0] == 0:  # nothing scored in this batch (every row a one-item sequence)
+        return hs.sum() * 0.0
+    fn = LOSSES.get(ctx.spec.name)
+    total = fn(ItemScorer(model), hs, pos, neg, ctx)
+    views = getattr(model, "score_views", list)()
+    if ctx.spec.view_losses and len(views) > 1:
+        for view in views:
+            total = total + fn(ItemScorer(model, view), hs, pos, neg, ctx)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- pairwise
+def _logits_with_negatives(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """(m, 1 + k): the positive first; one item lookup for all ids."""
+    ids = torch.cat([pos.unsqueeze(1), neg.reshape(len(pos), -1)], 1)
+    return torch.einsum("md,mkd->mk", scorer.states(hs), scorer.vectors(ids))
+
+
+@LOSSES.register("bce", per_position_negatives=True)
+def bce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    logits = _logits_with_negatives(scorer, hs, pos, neg)
+    p, n = logits[:, 0], logits[:, 1:].reshape(-1)
+    return (F.binary_cross_entropy_with_logits(p, torch.ones_like(p))
+            + F.binary_cross_entropy_with_logits(n, torch.zeros_like(n)))
+
+
+@LOSSES.register("bpr", per_position_negatives=True)
+def bpr_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    logits = _logits_with_negatives(scorer, hs, pos, neg)
+    return -F.logsigmoid(logits[:, :1] - logits[:, 1:]).mean()
+
+
+def gbce_beta(negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's power on the positive probability: alpha = k / (N - 1), beta = alpha (t (1 - 1/alpha) + 1/alpha)."""
+    alpha = negatives / max(n_items - 1, 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+@LOSSES.register("gbce", per_position_negatives=True)
+def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    """Mean over all 1 + k logits of each row of -beta log sigmoid(s_pos) and -log(1 - sigmoid(s_neg)).
+
+    The positive term is computed in float64, as gSASRec does: sigmoid(s)^beta with beta near 0 is close to 1."""
+    logits = _logits_with_negatives(scorer, hs, pos, neg)
+    k = logits.shape[1] - 1
+    beta = gbce_beta(k, scorer.model.n_items, ctx.spec.gbce_t)
+    positive = -beta * F.logsigmoid(logits[:, 0].double())
+    negative = -F.logsigmoid(-logits[:, 1:])
+    return (positive.sum().to(logits.dtype) + negative.sum()) / logits.numel()
+
+
+# ---------------------------------------------------------------------------------------------- softmax
+class _ChunkedLogSumExp(torch.autograd.Function):
+    """logsumexp_j (h_m . e_j) over all items in chunks; the backward recomputes each chunk's logits, so neither
+    pass holds more than (m, chunk) scores."""
+
+    @staticmethod
+    def forward(ctx, hs: Tensor, items: Tensor, chunk: int) -> Tensor:
+        lse = hs.new_full((hs.shape[0],), float("-inf"))
+        for start in range(0, items.shape[0], chunk):
+            lse = torch.logaddexp(lse, torch.logsumexp(hs @ items[start : start + chunk].T, 1))
+        ctx.save_for_backward(hs, items, lse)
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        hs, items, lse = ctx.saved_tensors
+        grad_hs = torch.zeros_like(hs) if ctx.needs_input_grad[0] else None
+        grad_items = torch.zeros_like(items) if ctx.needs_input_grad[1] else None
+        for start in range(0, items.shape[0], ctx.chunk):
+            block = items[start : start + ctx.chunk]
+            weights = torch.exp(hs @ block.T - lse[:, None]) * grad[:, None]  # softmax x upstream gradient
+            if grad_hs is not None:
+                grad_hs += weights @ block
+            if grad_items is not None:
+                grad_items[start : start + ctx.chunk] = weights.T @ hs
+        return grad_hs, grad_items, None
+
+
+def chunked_logsumexp(hs: Tensor, items: Tensor, chunk: int) -> Tensor:
+    return _ChunkedLogSumExp.apply(hs, items, chunk)
+
+
+def _auto_chunk(m: int, n_items: int, budget: int = 1 << 25) -> int:
+    return max(1024, budget // max(m, 1))
+
+
+@LOSSES.register("ce")
+def ce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    """Full softmax: mean over rows of logsumexp_j s_j - s_pos. A catalogue that fits one chunk uses the fused
+    ``F.cross_entropy`` (same value and gradient, less work); larger ones the chunked path."""
+    states, items = scorer.states(hs), scorer.all_real()
+    chunk = ctx.spec.chunk_items or _auto_chunk(len(states), items.shape[0])
+    if items.shape[0] <= chunk:
+        return F.cross_entropy(states @ items.T, pos - 1)
+    positive = (states * scorer.vectors(pos)).sum(-1)
+    return (chunked_logsumexp(states, items, chunk) - positive).mean()
+
+
+def draw_shared_negatives(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """(ids (k,), log(k Q(ids))) from the configured proposal; ``in_batch`` uses the batch's distinct positives."""
+    spec, device = ctx.spec, pos.device
+    if spec.sampler == "in_batch":
+        ids = torch.unique(pos)
+    elif spec.sampler == "uniform":
+        ids = torch.randint(1, n_items + 1, (spec.negatives,), device=device, generator=ctx.generator)
+    elif spec.sampler == "popularity":
+        assert ctx.log_popularity is not None, "the popularity sampler needs item counts"
+        probs = ctx.log_popularity.exp()
+        ids = torch.multinomial(probs, spec.negatives, replacement=True, generator=ctx.generator) + 1
+    else:
+        raise ValueError(f"model.loss_sampler must be one of {SAMPLERS}, not {spec.sampler!r}")
+    k = ids.numel()
+    if spec.sampler == "uniform" or ctx.log_popularity is None:
+        log_q = torch.full((k,), -torch.log(torch.tensor(float(n_items))).item(), device=device)
+    else:
+        log_q = ctx.log_popularity[ids - 1]
+    return ids, log_q + torch.log(torch.tensor(float(k), device=device))
+
+
+def sampled_softmax_scores(scorer: ItemScorer, hs: Tensor, pos: Tensor, ids: Tensor, log_kq: Tensor) -> Tensor:
+    """(m, 1 + k) logits: the positive, then the shared negatives minus log(k Q), accidental hits at -inf."""
+    states = scorer.states(hs)
+    positive = (states * scorer.vectors(pos)).sum(-1, keepdim=True)
+    negatives = states @ scorer.vectors(ids).T - log_kq
+    negatives = negatives.masked_fill(pos[:, None] == ids[None, :], float("-inf"))
+    return torch.cat([positive, negatives], 1)
+
+
+@LOSSES.register("sampled_softmax")
+def sampled_softmax_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    ids, log_kq = draw_shared_negatives(ctx, scorer.model.n_items, pos)
+    logits = sampled_softmax_scores(scorer, hs, pos, ids, log_kq)
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))

@@ -1,0 +1,222 @@
+"""The ranking losses against tiny hand-computed references (esrkit/training/losses.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esrkit.training.losses import (
+    LOSSES,
+    ItemScorer,
+    LossContext,
+    LossSpec,
+    chunked_logsumexp,
+    draw_shared_negatives,
+    gbce_beta,
+    ranking_loss_from_states,
+    sampled_softmax_scores,
+)
+
+N, D, M = 37, 6, 11
+
+
+class TableModel(nn.Module):
+    """The smallest recommender the losses accept: an item table (row 0 padding, row N+1 [MASK])."""
+
+    def __init__(self, n: int = N, d: int = D, views: list[slice] | None = None) -> None:
+        super().__init__()
+        self.n_items = n
+        self.table = nn.Parameter(torch.randn(n + 2, d, generator=torch.Generator().manual_seed(1)))
+        self._views = views or []
+
+    def item_vectors(self, ids):
+        return self.table[ids]
+
+    def all_item_vectors(self):
+        return self.table[: self.n_items + 1]
+
+    def score_views(self):
+        return self._views
+
+
+def _states(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    hs = torch.randn(M, D, generator=g, requires_grad=True)
+    pos = torch.randint(1, N + 1, (M,), generator=g)
+    return hs, pos
+
+
+def _grads(loss, *tensors):
+    return torch.autograd.grad(loss, tensors)
+
+
+def test_ce_equals_full_softmax_value_and_gradient():
+    model = TableModel()
+    hs, pos = _states()
+    loss = LOSSES.get("ce")(ItemScorer(model), hs, pos, None, LossContext(LossSpec("ce")))
+    logits = hs @ model.table[1 : N + 1].T
+    reference = (torch.logsumexp(logits, 1) - logits[torch.arange(M), pos - 1]).mean()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    # the gradient of the mean CE w.r.t. each state is (softmax - onehot) @ E / M
+    (g_hs,) = _grads(loss, hs)
+    p = torch.softmax(logits, 1)
+    p[torch.arange(M), pos - 1] -= 1
+    assert torch.allclose(g_hs, p.detach() @ model.table[1 : N + 1].detach() / M, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 16, 1000])
+def test_chunked_ce_matches_one_block(chunk):
+    model = TableModel()
+    hs, pos = _states(3)
+    scorer = ItemScorer(model)
+    chunked = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce", chunk_items=chunk)))
+    full = F.cross_entropy(hs @ model.table[1 : N + 1].T, pos - 1)
+    assert chunked.item() == pytest.approx(full.item(), rel=1e-6)
+    a = _grads(chunked, hs, model.table)
+    b = _grads(full, hs, model.table)
+    for x, y in zip(a, b):
+        assert torch.allclose(x, y, atol=1e-6)
+    assert a[1][0].abs().sum() == 0 and a[1][N + 1].abs().sum() == 0  # padding and [MASK] are never candidates
+
+
+def test_chunked_logsumexp_is_stable_for_large_scores():
+    hs = torch.full((2, 3), 100.0, requires_grad=True)
+    items = torch.ones(50, 3)
+    out = chunked_logsumexp(hs, items, 7)
+    assert torch.allclose(out, torch.full((2,), 300.0 + math.log(50)))
+    (g,) = torch.autograd.grad(out.sum(), hs)
+    assert torch.isfinite(g).all()
+
+
+def test_sampled_softmax_with_every_item_as_negative_is_ce():
+    model = TableModel()
+    hs, pos = _states(1)
+    scorer = ItemScorer(model)
+    every = torch.arange(1, N + 1)
+    log_kq = torch.zeros(N)  # uniform proposal with k = N: log(k Q) = log(N / N) = 0
+    logits = sampled_softmax_scores(scorer, hs, pos, every, log_kq)
+    sampled = F.cross_entropy(logits, torch.zeros(M, dtype=torch.long))
+    ce = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce")))
+    assert sampled.item() == pytest.approx(ce.item(), rel=1e-6)
+    for x, y in zip(_grads(sampled, hs, model.table), _grads(ce, hs, model.table)):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_uniform_correction_with_k_equal_n_is_zero():
+    ctx = LossContext(LossSpec("sampled_softmax", negatives=N, sampler="uniform"), torch.Generator().manual_seed(0))
+    ids, log_kq = draw_shared_negatives(ctx, N, torch.tensor([1, 2]))
+    assert ids.shape == (N,) and ids.min() >= 1 and ids.max() <= N
+    assert torch.allclose(log_kq, torch.zeros(N), atol=1e-6)
+
+
+def _popularity(n: int = N) -> torch.Tensor:
+    counts = torch.arange(1, n + 1, dtype=torch.float64) ** 2
+    return torch.log(counts / counts.sum()).float()
+
+
+def test_popularity_sampler_draws_by_popularity():
+    log_pop = _popularity()
+    ctx = LossContext(LossSpec("sampled_softmax", negatives=200_000, sampler="popularity"),
+                      torch.Generator().manual_seed(0), log_pop)
+    ids, _ = draw_shared_negatives(ctx, N, torch.tensor([1]))
+    freq = np.bincount(ids.numpy(), minlength=N + 1)[1:] / len(ids)
+    expected = log_pop.exp().numpy()
+    # chi-square over the items: a sampler drawing uniformly (or off by one id) fails this by orders of magnitude
+    chi2 = float(((freq - expected) ** 2 / expected).sum() * len(ids))
+    assert chi2 < 100, chi2
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "popularity"])
+def test_logq_corrected_negatives_estimate_the_full_partition_function(sampler):
+    """sum over samples of exp(s_j - log(k Q_j)) estimates sum over all items of exp(s_j) without bias; dropping
+    the correction under the popularity proposal does not."""
+    torch.manual_seed(0)
+    model = TableModel()
+    hs = torch.randn(4, D) * 0.3
+    log_pop = _popularity()
+    ctx = LossContext(LossSpec("sampled_softmax", negatives=400_000, sampler=sampler),
+                      torch.Generator().manual_seed(1), log_pop)
+    ids, log_kq = draw_shared_negatives(ctx, N, torch.tensor([N + 5] * 4))  # no accidental hits
+    scores = hs @ model.table[ids].detach().T
+    estimate = torch.logsumexp(scores - log_kq, 1)
+    truth = torch.logsumexp(hs @ model.table[1 : N + 1].detach().T, 1)
+    assert torch.allclose(estimate, truth, atol=0.02)
+    if sampler == "popularity":
+        uncorrected = torch.logsumexp(scores - math.log(len(ids)) + math.log(N), 1)  # as if uniform
+        assert (uncorrected - truth).abs().max() > 0.1
+
+
+def test_in_batch_negatives_are_the_batch_positives_and_mask_accidental_hits():
+    model = TableModel()
+    hs, _ = _states(2)
+    pos = torch.tensor([3, 3, 5, 7, 7, 7, 9, 1, 2, 2, 4])
+    ctx = LossContext(LossSpec("sampled_softmax", sampler="in_batch"), None, _popularity())
+    ids, log_kq = draw_shared_negatives(ctx, N, pos)
+    assert ids.tolist() == sorted(set(pos.tolist()))
+    logits = sampled_softmax_scores(ItemScorer(model), hs, pos, ids, log_kq)
+    hit = pos[:, None] == ids[None, :]
+    assert torch.isinf(logits[:, 1:][hit]).all() and torch.isfinite(logits[:, 1:][~hit]).all()
+
+
+def test_gbce_with_calibration_zero_is_bce_over_the_same_negatives():
+    model = TableModel()
+    hs, pos = _states(4)
+    neg = torch.randint(1, N + 1, (M, 5), generator=torch.Generator().manual_seed(9))
+    g = LOSSES.get("gbce")(ItemScorer(model), hs, pos, neg, LossContext(LossSpec("gbce", negatives=5, gbce_t=0.0)))
+    logits = torch.cat([(hs * model.table[pos]).sum(-1, keepdim=True), torch.einsum("md,mkd->mk", hs, model.table[neg])], 1)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1
+    bce = F.binary_cross_entropy_with_logits(logits, labels)
+    assert g.item() == pytest.approx(bce.item(), rel=1e-6)
+    for x, y in zip(_grads(g, hs, model.table), _grads(bce, hs, model.table)):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_gbce_beta_follows_gsasrec():
+    assert gbce_beta(5, 101, 0.0) == pytest.approx(1.0)
+    assert gbce_beta(5, 101, 1.0) == pytest.approx(5 / 100)  # fully calibrated: beta = alpha
+    assert gbce_beta(256, 10_001, 0.75) == pytest.approx(0.0256 * (0.75 * (1 - 1 / 0.0256) + 1 / 0.0256))
+    model = TableModel()
+    hs, pos = _states(5)
+    neg = torch.randint(1, N + 1, (M, 3), generator=torch.Generator().manual_seed(2))
+    calibrated = LOSSES.get("gbce")(ItemScorer(model), hs, pos, neg, LossContext(LossSpec("gbce", gbce_t=0.75)))
+    plain = LOSSES.get("gbce")(ItemScorer(model), hs, pos, neg, LossContext(LossSpec("gbce", gbce_t=0.0)))
+    assert calibrated.item() < plain.item()  # beta < 1 weighs the positive term less
+
+
+def test_bce_and_bpr_match_their_formulas():
+    model = TableModel()
+    hs, pos = _states(6)
+    neg = torch.randint(1, N + 1, (M, 1), generator=torch.Generator().manual_seed(3))
+    sp = (hs * model.table[pos]).sum(-1)
+    sn = (hs * model.table[neg[:, 0]]).sum(-1)
+    bce = LOSSES.get("bce")(ItemScorer(model), hs, pos, neg, LossContext(LossSpec("bce")))
+    assert bce.item() == pytest.approx((-F.logsigmoid(sp).mean() - F.logsigmoid(-sn).mean()).item(), rel=1e-6)
+    bpr = LOSSES.get("bpr")(ItemScorer(model), hs, pos, neg, LossContext(LossSpec("bpr")))
+    assert bpr.item() == pytest.approx((-F.logsigmoid(sp - sn).mean()).item(), rel=1e-6)
+
+
+def test_view_losses_add_one_loss_per_view():
+    views = [slice(0, 2), slice(2, D)]
+    model = TableModel(views=views)
+    hs, pos = _states(7)
+    spec = LossSpec("ce", view_losses=True)
+    total = ranking_loss_from_states(model, hs, pos, torch.zeros(M, 0, dtype=torch.long), LossContext(spec))
+    table = model.table[1 : N + 1]
+    expected = F.cross_entropy(hs @ table.T, pos - 1) + sum(
+        F.cross_entropy(hs[:, v] @ table[:, v].T, pos - 1) for v in views)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = ranking_loss_from_states(model, hs, pos, None, LossContext(LossSpec("ce")))
+    assert plain.item() == pytest.approx(F.cross_entropy(hs @ table.T, pos - 1).item(), rel=1e-6)
+
+
+def test_batch_negatives_only_for_losses_that_use_them():
+    assert LossSpec("bce", negatives=3).batch_negatives == 3
+    assert LossSpec("gbce", negatives=64).batch_negatives == 64
+    assert LossSpec("ce", negatives=64).batch_negatives == 0
+    assert LossSpec("sampled_softmax", negatives=64).batch_negatives == 0
