@@ -104,6 +104,7 @@ class ModelConfig:
     semantic_residual: bool = False  # LLM-ESR: trainable per-item offset on the frozen semantic view (starts at 0)
     view_norm: bool = False  # LLM-ESR: L2-normalise each view, learned inverse temperature per view
     gate: str = "none"  # LLM-ESR: none | popularity (per item, from training popularity) | user
+    semantic_adapter: bool = False  # LLMInit: + a trainable linear map of the frozen LLM vector (starts at 0)
     # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
     null_dim: int = 64  # width of the null space (the last kept coordinates)
     null_threshold: float = 0.0  # > 0: the null space is every kept direction with variance <= this instead

@@ -65,7 +65,7 @@ class IDRecommender(SequentialRecommender):
 
     def encode(self, inp: SeqInput) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
-        x = self.inputs(self.items(inp.tokens), inp.positions)
+        x = self.inputs(self.item_vectors(inp.tokens), inp.positions)
         out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True))
         return out[:, 1:] if added else out
 
@@ -75,7 +75,12 @@ class IDRecommender(SequentialRecommender):
 
 @MODELS.register("llminit")
 class LLMInitRecommender(IDRecommender):
-    """Requires ``init_table``: the LLM item embeddings reduced (PCA) to ``hidden`` dims."""
+    """Requires ``init_table``: the LLM item embeddings reduced (PCA) to ``hidden`` dims.
+
+    ``semantic_adapter`` (esrkit): every item vector also gets a trainable linear map of its frozen LLM vector,
+    ``e_i = ID_i + W x_i + b``, with W and b starting at 0 (so training starts from LLMInit exactly). The ID part
+    learns what each item's own interactions say; the shared map moves every item with its text, so an item with
+    few interactions (or none yet) still gets a trained vector."""
 
     @classmethod
     def requirements(cls, cfg) -> set[str]:
@@ -83,9 +88,27 @@ class LLMInitRecommender(IDRecommender):
 
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "LLMInitRecommender":
-        return cls(n_items, init_table=assets.pca_table, max_len=max_len, **common_options(cfg))
+        llm = assets.llm_items if cfg.semantic_adapter else None
+        return cls(n_items, init_table=assets.pca_table, llm_items=llm, max_len=max_len, **common_options(cfg))
 
-    def __init__(self, n_items: int, init_table: np.ndarray | None = None, **kwargs) -> None:
+    def __init__(self, n_items: int, init_table: np.ndarray | None = None, llm_items: np.ndarray | None = None,
+                 **kwargs) -> None:
         if init_table is None:
             raise ValueError("llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)")
         super().__init__(n_items, init_table=init_table, **kwargs)
+        self.semantic_adapter = llm_items is not None
+        if self.semantic_adapter:
+            table = torch.zeros(n_items + 2, llm_items.shape[1])
+            table[1 : n_items + 1] = torch.as_tensor(llm_items, dtype=torch.float32)
+            self.register_buffer("semantic_table", table, persistent=False)  # frozen; rebuilt from the provider
+            self.adapter = nn.Linear(llm_items.shape[1], self.hidden)
+            nn.init.zeros_(self.adapter.weight)
+            nn.init.zeros_(self.adapter.bias)
+
+    def item_vectors(self, ids: Tensor) -> Tensor:
+        vectors = self.items(ids)
+        if not self.semantic_adapter:
+            return vectors
+        unique, inverse = torch.unique(ids, return_inverse=True)  # the adapter once per distinct item
+        semantic = self.adapter(self.semantic_table[unique])[inverse]
+        return vectors + semantic * (ids != 0).unsqueeze(-1)  # padding stays the zero vector

@@ -1,0 +1,95 @@
+"""Cost of one training step per ranking loss (``model.loss``), side by side in one process.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/loss_speed.py                 # synthetic Beauty scale, CPU
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/loss_speed.py --items 12101 --users 22363   # Beauty 5-core size
+
+SASRec (hidden 64, causal, the plain ID model) on synthetic data with Beauty's length distribution (see
+train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds per
+step are the median over ``--batches`` steps after two warm-up steps. The full-softmax ``ce`` costs m x N x D
+multiply-adds three times per step (m scored positions, N items) plus m x N exponentials, which no implementation
+avoids; the sampled losses cost m x k x D. Figures go to the "Ranking losses: step cost" section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from esrkit.models import MODELS  # noqa: E402
+from esrkit.training.batches import DeviceSequences  # noqa: E402
+from esrkit.training.losses import LossSpec  # noqa: E402
+from esrkit.training.trainer import Trainer, TrainerOptions  # noqa: E402
+from train_speed import beauty_scale  # noqa: E402
+
+LOSSES = [("bce", LossSpec("bce", negatives=1)), ("bpr", LossSpec("bpr", negatives=1)),
+          ("gbce, 256 negatives", LossSpec("gbce", negatives=256)),
+          ("sampled_softmax, 1024 uniform", LossSpec("sampled_softmax", negatives=1024)),
+          ("sampled_softmax, 1024 popularity", LossSpec("sampled_softmax", negatives=1024, sampler="popularity")),
+          ("sampled_softmax, in-batch", LossSpec("sampled_softmax", sampler="in_batch")),
+          ("ce", LossSpec("ce"))]
+
+
+def time_loss(data, spec: LossSpec, batches: int, hidden: int) -> float:
+    seqs = DeviceSequences(data, "cpu")
+    torch.manual_seed(0)
+    model = MODELS.get("id")(data.n_items, hidden=hidden, causal=True)
+    trainer = Trainer(model, seqs, TrainerOptions(loss=spec), lambda m, e: {}, None, None, progress=False)
+    gen = torch.Generator().manual_seed(0)
+    order = trainer.epoch_order(0)
+    times = []
+    for b in range(batches + 2):
+        t0 = time.perf_counter()
+        trainer.step(order[b * 128 : (b + 1) * 128], gen)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[2:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=52_204)
+    ap.add_argument("--items", type=int, default=57_289)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = beauty_scale(args.users, args.items)
+    out = {"date": time.strftime("%Y-%m-%d"), "users": args.users, "items": args.items, "hidden": args.hidden,
+           "threads": args.threads, "mean_length": float(data.lengths().mean()), "losses": {}}
+    for label, spec in LOSSES:
+        out["losses"][label] = time_loss(data, spec, args.batches, args.hidden)
+        print(f"{label}: {out['losses'][label] * 1000:.1f} ms/step", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    if not args.no_write:
+        write(out)
+
+
+def write(out: dict) -> None:
+    from _results import machine, replace_section
+
+    bce = out["losses"]["bce"]
+    lines = [f"Measured {out['date']} on {machine()}, {out['threads']} thread(s). SASRec (hidden {out['hidden']}, "
+             f"causal), synthetic data with {out['users']:,} users, {out['items']:,} items, mean length "
+             f"{out['mean_length']:.2f}, batch 128; median of the timed steps. Command: `python "
+             f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}`.", "",
+             "| loss (`model.loss`) | ms per step | vs `bce` |", "| --- | ---: | ---: |"]
+    for label, sec in out["losses"].items():
+        lines.append(f"| {label} | {sec * 1000:.1f} | {sec / bce:.2f}x |")
+    replace_section(f"Ranking losses: step cost ({out['items']:,} items)", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
