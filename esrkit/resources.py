@@ -16,7 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KIND_DIRS = {"recipe": "recipes", "provider": "providers", "prompt": "recipes/prompts"}
+KIND_DIRS = {"recipe": "recipes", "provider": "providers", "prompt": "recipes/prompts", "study": "recipes/studies"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

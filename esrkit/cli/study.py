@@ -62,3 +62,60 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
     click.echo((plan.folder / "study.md").read_text())
     if report["failures"]:
         raise click.ClickException(f"{len(report['failures'])} run(s) failed: see {plan.folder / 'study.md'}")
+
+
+@study.command("compare")
+@click.argument("plan")
+@click.option("--seeds", default=None, help="Comma-separated seeds (default: the plan's).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Overrides applied to every run, after the plan's own.")
+@click.option("--only", default=None, help="Comma-separated run names: train only these (the report has all).")
+@click.option("--output-dir", default="runs", show_default=True)
+@click.option("--name", help="Study folder name (default: the plan's name, else study-<plan file stem>).")
+@click.option("--report-only", is_flag=True, help="Train nothing: rewrite the report from finished runs.")
+@click.option("--record", "records", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A published study.json whose seeds join the report. Repeatable.")
+@click.option("--dry-run", is_flag=True, help="Train nothing: print each run's `esrkit train` command.")
+@click.option("--quiet", "-q", is_flag=True)
+def compare(plan, seeds, sets, only, output_dir, name, report_only, records, dry_run, quiet) -> None:
+    """Train the named runs of a PLAN (a TOML file or a recipes/studies name) and report them side by side:
+    both protocols, every group, gains over the plan's references with seed t-tests, every seed's best and last
+    epoch."""
+    import dataclasses
+
+    from esrkit.config import ConfigError
+    from esrkit.reporting.compare import load_plan
+    from esrkit.reporting.study import run_study
+
+    try:
+        study_plan = load_plan(plan, output_dir=output_dir, name=name or "")
+    except (ConfigError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if seeds:
+        study_plan.seeds = [int(s) for s in seeds.split(",") if s]
+    study_plan.overrides += list(sets)
+    if only:
+        wanted = [n for n in only.split(",") if n]
+        unknown = [n for n in wanted if n not in {r.name for r in study_plan.runs_}]
+        if unknown:
+            raise click.ClickException(f"--only: {unknown} are not runs of {study_plan.source}")
+        training = dataclasses.replace(study_plan, runs_=[r for r in study_plan.runs_ if r.name in wanted])
+    else:
+        training = study_plan
+    if dry_run:
+        import shlex
+
+        for run_name, _, extra in training.runs():
+            click.echo(shlex.join(training.train_command(run_name, extra)))
+        return
+    try:
+        report = run_study(training, progress=not quiet, log=lambda m: click.echo(m, err=True),
+                           train_runs=not report_only, record_files=records)
+        if training is not study_plan:  # the report covers every run of the plan, not only those trained now
+            report = run_study(study_plan, progress=False, log=lambda m: None, train_runs=False,
+                               record_files=records)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo((study_plan.folder / "study.md").read_text())
+    if report["failures"]:
+        raise click.ClickException(f"{len(report['failures'])} run(s) failed: see {study_plan.folder / 'study.md'}")

@@ -73,6 +73,16 @@ class StudyPlan:
         cfg.output_dir = str(self.folder)
         return cfg
 
+    # the runner's hooks (run_study drives any plan with these; esrkit/reporting/compare.py has the other kind)
+    def report_names(self, finished_only: bool, recorded: set[str]) -> list[str]:
+        return report_run_names(self, finished_only=finished_only, recorded=recorded)
+
+    def build_report(self, stages, failures, names, records) -> dict[str, Any]:
+        return build_report(self, stages, failures, names, records)
+
+    def write_report(self, report: dict[str, Any]) -> list[Path]:
+        return write_report(self, report)
+
     def train_command(self, run_name: str, extra: list[str]) -> list[str]:
         """The ``esrkit train`` arguments that train this one run alone with the study's exact config (for another
         machine or a scheduler; its seeds come back into the report through the run folder or ``--record``)."""
@@ -118,7 +128,7 @@ def report_run_names(plan: StudyPlan, finished_only: bool = False, recorded: Ite
     return sorted(names, key=order)
 
 
-def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: bool = True,
+def run_study(plan, progress: bool = True, log=print, train_runs: bool = True,
               record_files: Iterable[str | Path] = ()) -> dict[str, Any]:
     """Train what the plan lacks (resuming), then write the report. ``train_runs=False`` trains nothing and reports
     the finished runs in the study folder, e.g. while other processes are still training some of them.
@@ -137,9 +147,9 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: boo
     plan.folder.mkdir(parents=True, exist_ok=True)
     stages: dict[str, dict[str, float]] = {}
     failures: dict[str, str] = {}
-    for run_name, provider, extra in plan.runs() if train_runs else []:
+    for run_name, detail, extra in plan.runs() if train_runs else []:
         cfg = plan.config(run_name, extra)
-        log(f"== {run_name}: {cfg.model.name} ({cfg.model.backbone}) with provider {provider}")
+        log(f"== {run_name}: {cfg.model.name} ({cfg.model.backbone}), {detail}")
         t0 = time.perf_counter()
         try:
             train(cfg, plan.seeds, resume=True, progress=progress)
@@ -149,20 +159,20 @@ def run_study(plan: StudyPlan, progress: bool = True, log=print, train_runs: boo
             continue
         stages[run_name] = {"study_wall_s": time.perf_counter() - t0}
     recorded = {name for _, records in layers for name, seeds in records.items() if seeds}
-    names = report_run_names(plan, finished_only=not train_runs, recorded=recorded)
+    names = plan.report_names(not train_runs, recorded)
     records = {name: merge_records(name, [*((w, r.get(name, {})) for w, r in layers),
                                           (str(plan.folder / name), folder_records(plan.folder / name))])
                for name in names}
     # every row in the report's order; runs an earlier call trained: their recorded costs, no wall time of this call
     stages = {name: {**stages.get(name, {}), **stage_times(records[name], previous_stages.get(name, {}))}
               for name in names if name not in failures}
-    report = build_report(plan, stages, failures, names, records)
+    report = plan.build_report(stages, failures, names, records)
     report["trained"] = train_runs
-    write_report(plan, report)
+    plan.write_report(report)
     return report
 
 
-def check_plan_against_records(plan: StudyPlan, layers: list[tuple[str, dict[str, RunRecords]]]) -> None:
+def check_plan_against_records(plan, layers: list[tuple[str, dict[str, RunRecords]]]) -> None:
     """Refuse, before hours of training, to add seeds to a recorded run that was trained with other settings (its
     table row would average two experiments)."""
     for run_name, _, extra in plan.runs():

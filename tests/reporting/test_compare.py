@@ -1,0 +1,83 @@
+"""The comparison study: named runs from a plan file, gains over references, stopping table, records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from esrkit.cli.main import cli
+from esrkit.config import ConfigError
+from esrkit.reporting.compare import load_plan
+from esrkit.reporting.study import run_study
+
+PLAN = """
+description = "two losses on the synthetic catalogue"
+recipe = "demo"
+seeds = [42, 43]
+set = ["train.epochs=2", "train.patience=5", "train.max_batches_per_epoch=2",
+       "data.synthetic={n_users=300, n_items=300}", "eval.batch_size=256", "eval.valid_protocol=full",
+       "embedding.provider=none", "model.name=id"]
+references = ["bce"]
+
+[runs.bce]
+label = "SASRec-BCE"
+
+[runs.ce]
+label = "SASRec-CE"
+set = ["model.loss=ce"]
+"""
+
+
+def _plan(tmp_path, text: str = PLAN):
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return load_plan(path, output_dir=str(tmp_path / "runs"))
+
+
+def test_plan_is_checked_before_training(tmp_path):
+    plan = _plan(tmp_path)
+    assert [n for n, _, _ in plan.runs()] == ["bce", "ce"]
+    assert plan.config("ce", ["model.loss=ce"]).model.loss == "ce"
+    assert plan.config("bce", []).train.epochs == 2
+    with pytest.raises(ConfigError, match="runs.ce"):
+        _plan(tmp_path, PLAN.replace('set = ["model.loss=ce"]', 'set = ["model.nope=1"]'))
+    with pytest.raises(ConfigError, match="references"):
+        _plan(tmp_path, PLAN.replace('references = ["bce"]', 'references = ["sasrec"]'))
+    with pytest.raises(ConfigError, match="unknown key"):
+        _plan(tmp_path, "colour = 1\n" + PLAN)
+    assert not (tmp_path / "runs").exists()  # nothing was created by a refused plan
+
+
+@pytest.mark.slow
+def test_compare_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = _plan(tmp_path)
+    report = run_study(plan, progress=False, log=lambda m: None)
+    assert not report["failures"] and report["runs"] == ["bce", "ce"]
+    gains = [g for g in report["gains"] if g["run"] == "ce" and g["versus"] == "bce"]
+    assert {g["protocol"] for g in gains} == {"sampled", "full"} and all(g["seeds"] == [2, 2] for g in gains)
+    stop = {row["run"]: row for row in report["stopping"]}
+    assert stop["ce"]["watch"] == "full ndcg@10" and stop["ce"]["patience"] == 5
+    assert set(stop["ce"]["seeds"]) == {42, 43} and stop["ce"]["seeds"][42]["epochs_run"] == 2
+    md = (plan.folder / "study.md").read_text()
+    assert "SASRec-CE" in md and "SASRec-BCE" in md and "## Stopping" in md and "42: " in md
+    cfg = json.loads((plan.folder / "ce" / "seed-42" / "config.json").read_text())
+    assert cfg["model"]["loss"] == "ce" and cfg["eval"]["valid_protocol"] == "full"
+
+    # the record alone rebuilds the same tables
+    tables = (plan.folder / "study.csv").read_text()
+    published = tmp_path / "published.json"
+    shutil.copy(plan.folder / "study.json", published)
+    shutil.rmtree(plan.folder)
+    run_study(plan, progress=False, log=lambda m: None, train_runs=False, record_files=[published])
+    assert (plan.folder / "study.csv").read_text() == tables
+
+    # the CLI: --dry-run prints one train command per run with the plan's exact overrides
+    out = CliRunner().invoke(cli, ["study", "compare", str(tmp_path / "plan.toml"), "--dry-run",
+                                   "--output-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 2 and "model.loss=ce" in lines[1] and "--name ce" in lines[1]
