@@ -55,6 +55,7 @@ class EmbedStats:
     n_unique: int = 0
     cached: int = 0
     computed: int = 0
+    damaged: int = 0  # cached vectors that failed their checksum and were computed again
     tokens: int = 0
     seconds: float = 0.0  # embedding only
     load_seconds: float = 0.0  # loading the model / client before the first batch
@@ -62,6 +63,7 @@ class EmbedStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_texts": self.n_texts, "n_unique": self.n_unique, "cached": self.cached, "computed": self.computed,
+            "damaged": self.damaged,
             "tokens": self.tokens, "seconds": round(self.seconds, 3), "load_seconds": round(self.load_seconds, 3),
             "texts_per_s": round(self.computed / self.seconds, 2) if self.seconds > 0 else None,
             "tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds > 0 else None,
@@ -83,21 +85,33 @@ def text_hashes(texts: Sequence[str]) -> list[str]:
 
 def embed_texts(texts: Sequence[str], provider: Provider, cache: EmbeddingCache, progress: bool = True,
                 desc: str = "") -> tuple[np.ndarray, EmbedStats]:
-    """Vectors for ``texts`` in order: cached ones read, missing distinct ones embedded and committed per batch."""
+    """Vectors for ``texts`` in order: cached ones read (and checked), missing or damaged distinct ones
+    embedded and committed per batch."""
     prepared = provider.prepare_texts(texts)
     hashes = text_hashes(prepared)
     unique = list(dict.fromkeys(hashes))
-    present = cache.contains(unique)
+    if not unique:
+        return np.zeros((0, provider.dim or cache.dim or 0), dtype=np.float32), EmbedStats(n_texts=len(texts))
     first_text = {}
     for h, t in zip(hashes, prepared):
         first_text.setdefault(h, t)
-    missing = [h for h, p in zip(unique, present) if not p]
-    stats = EmbedStats(n_texts=len(texts), n_unique=len(unique), cached=int(present.sum()))
+    cached = cache.read(unique)
+    if cached.corrupt:
+        log.warning("%s: %d cached vector(s) failed their checksum (damaged); computing them again",
+                    cache.path, len(cached.corrupt))
+        cache.discard(cached.corrupt)
+    missing = [h for h, ok in zip(unique, cached.ok) if not ok]
+    stats = EmbedStats(n_texts=len(texts), n_unique=len(unique), cached=len(unique) - len(missing),
+                       damaged=len(cached.corrupt))
+    matrix = cached.vectors
     if missing:
         _embed_missing(missing, [first_text[h] for h in missing], provider, cache, stats, progress, desc)
-    matrix = cache.get(unique) if unique else np.zeros((0, provider.dim or cache.dim or 0), dtype=np.float32)
+        fresh = cache.get(missing)
+        if matrix.shape[1] != fresh.shape[1]:
+            matrix = np.zeros((len(unique), fresh.shape[1]), dtype=np.float32)
+        matrix[~cached.ok] = fresh
     row_of = {h: i for i, h in enumerate(unique)}
-    return matrix[[row_of[h] for h in hashes]] if hashes else matrix, stats
+    return matrix[[row_of[h] for h in hashes]], stats
 
 
 def _embed_missing(missing: list[str], texts: list[str], provider: Provider, cache: EmbeddingCache,
