@@ -246,9 +246,9 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
 def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: int,
                cls: type[Evaluator] = Evaluator) -> tuple[Evaluator, Evaluator]:
     d, e = cfg.data, cfg.eval
-    kw = dict(max_len=d.max_len, negatives=e.negatives, seed=seed, ks=tuple(e.ks), ties=e.ties,
-              exclude_history=e.exclude_history, batch_size=e.batch_size, ts_user=d.ts_user, ts_item=d.ts_item,
-              group_rule=d.group_rule)
+    kw = {"max_len": d.max_len, "negatives": e.negatives, "seed": seed, "ks": tuple(e.ks), "ties": e.ties,
+          "exclude_history": e.exclude_history, "batch_size": e.batch_size, "ts_user": d.ts_user,
+          "ts_item": d.ts_item, "group_rule": d.group_rule}
     valid = cls(data, "valid", seqs, resample_negatives=e.validation_negatives == "resample", **kw)
     test = cls(data, "test", seqs, **kw)
     return valid, test
@@ -282,12 +282,13 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
             out["distributed"] = rt.describe()
         return out
 
-    rt.on_main(lambda: rd.create(config, provenance(), resume=resume))
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = inputs.data
     seqs = DeviceSequences(data, device)
+    # built before the run folder exists: options only a model checks (model.extra) fail without leaving one
     model = build_model(cfg.model, data.n_items, cfg.data.max_len, inputs.assets).to(device)
+    rt.on_main(lambda: rd.create(config, provenance(), resume=resume))
     model.setup(data)
     sd = None
     if model.uses_distillation and cfg.model.alpha > 0:
@@ -387,12 +388,10 @@ class LoadedRun:
 def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = False) -> LoadedRun:
     """Rebuild a trained model from its run directory (config + best checkpoint); no LLM call is made when the
     embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error."""
-    from esrkit.config import config_from_dict
-
     rd = RunDir(run_dir)
     if not (rd.path / "config.json").exists():
         raise FileNotFoundError(f"{rd.path} is not an esrkit run directory (no config.json)")
-    cfg = config_from_dict(rd.config())
+    cfg = run_config(rd)
     if not need_neighbours:
         cfg.model.alpha = 0.0 if model_class(cfg.model.name).uses_distillation else cfg.model.alpha
     inputs = prepare_inputs(cfg)
@@ -409,6 +408,31 @@ def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = 
     return LoadedRun(cfg, inputs, model, DeviceSequences(inputs.data, dev), rd)
 
 
+def run_config(rd: RunDir) -> RunConfig:
+    """A run's config.json as a RunConfig; an error names the file and which esrkit wrote it (an unknown key
+    usually means a newer one)."""
+    from esrkit.config import ConfigError, config_from_dict
+
+    try:
+        return config_from_dict(rd.config())
+    except ConfigError as exc:
+        raise ConfigError(f"{rd.path / 'config.json'}: {exc}{_written_by(rd)}") from None
+
+
+def _written_by(rd: RunDir) -> str:
+    import esrkit
+    from esrkit.training.rundir import git_commit
+
+    try:
+        env = read_json(rd.path / "provenance.json").get("environment", {})
+    except (OSError, ValueError):
+        return ""
+    then = f"{env.get('versions', {}).get('esrkit', '?')} (commit {env.get('git_commit') or '?'})"
+    now = f"{esrkit.__version__} (commit {git_commit() or '?'})"
+    return (f"\nthe run was written by esrkit {then}; this is esrkit {now}. A key this esrkit does not know "
+            "means a newer esrkit wrote the run: evaluate it with that version (or update esrkit).")
+
+
 @torch.no_grad()
 def recommend(run: LoadedRun, user_row: int, k: int = 10, exclude_history: bool = True) -> list[tuple[int, float]]:
     """Top-k item ids for the next interaction after the user's whole known sequence (scored from cached tables)."""
@@ -419,11 +443,13 @@ def recommend(run: LoadedRun, user_row: int, k: int = 10, exclude_history: bool 
                            model.mask_token)
     user = model.last_hidden(inp)[0]
     scores = model.all_item_vectors() @ user
-    scores[0] = float("-inf")
+    candidates = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+    candidates[1 : data.n_items + 1] = True  # real items only: never the padding row 0 or a [MASK] row
     if exclude_history:
-        scores[torch.as_tensor(data.sequence(user_row).astype(np.int64), device=scores.device)] = float("-inf")
-    top = torch.topk(scores, min(k, data.n_items))
-    return [(int(i), float(s)) for i, s in zip(top.indices.tolist(), top.values.tolist())]
+        candidates[torch.as_tensor(data.sequence(user_row).astype(np.int64), device=scores.device)] = False
+    ids = candidates.nonzero().squeeze(1)  # fewer than k for a small catalogue: never filled with padding
+    top = torch.topk(scores[ids], min(k, int(ids.numel())))
+    return [(int(i), float(s)) for i, s in zip(ids[top.indices].tolist(), top.values.tolist())]
 
 
 def _epochs_seconds(epochs: list[dict[str, Any]]) -> float:
