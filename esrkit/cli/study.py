@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from esrkit.cli.train import folder_name
+
 
 @click.group()
 def study() -> None:
@@ -25,7 +27,7 @@ def study() -> None:
               help="Width of the random control (default 1536, ada-002's); pass the studied providers' width "
               "(e.g. 384 for MiniLM) to compare at the same dimension.")
 @click.option("--output-dir", default="runs", show_default=True)
-@click.option("--name", help="Study folder name (default: study-<recipe>).")
+@click.option("--name", callback=folder_name, help="Study folder name (default: study-<recipe>).")
 @click.option("--report-only", is_flag=True,
               help="Train nothing: rewrite the report from the finished runs in the study folder (e.g. while other "
               "processes still train some of them).")

@@ -18,6 +18,15 @@ def _resolve(recipe: str | None, provider: str | None, sets: tuple[str, ...], na
     return resolve_recipe(recipe, overrides, top={"name": name, "output_dir": output_dir, "workdir": workdir})
 
 
+def folder_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A name that becomes a folder under --output-dir must stay inside it."""
+    from esrkit.config import name_problem
+
+    if value is not None and (problem := name_problem(value)):
+        raise click.BadParameter(problem)
+    return value
+
+
 def _seeds(text: str | None) -> list[int] | None:
     if not text:
         return None
@@ -32,7 +41,7 @@ def _seeds(text: str | None) -> list[int] | None:
 @click.option("--provider", "-p", help="Embedding provider (providers/*.toml); same as --set embedding.provider=P.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.alpha=0.5.")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44 (default: train.seed).")
-@click.option("--name", help="Run name (default: the recipe name).")
+@click.option("--name", callback=folder_name, help="Run name (default: the recipe name).")
 @click.option("--output-dir", help="Where run directories go (default: runs).")
 @click.option("--workdir", help="Cache folder for prepared data, embeddings and indexes (default: .esrkit).")
 @click.option("--resume", is_flag=True, help="Continue unfinished seeds and skip finished ones.")

@@ -169,18 +169,35 @@ def embed_dataset(data: SequenceData, provider: Provider, templates: PromptTempl
     directory = embedding_directory(data, provider, templates, workdir, prompts)
     matrices: dict[str, np.ndarray] = {}
     part_meta: dict[str, Any] = {}
+    changed = False
     with EmbeddingCache(workdir, provider.identity) as cache:
         for part in parts:
             matrix, stats = embed_texts(prompts[part], provider, cache, progress, desc=f"{provider.name} {part}")
             _check_alignment(part, matrix, data)
-            atomic_save_npy(directory / f"{part}.npy", matrix)
+            fingerprint = fingerprint_array(matrix)
+            if not _on_disk(directory, part, fingerprint):
+                atomic_save_npy(directory / f"{part}.npy", matrix)
+                changed = True
             matrices[part] = matrix
             part_meta[part] = {"file": f"{part}.npy", "shape": list(matrix.shape),
-                               "array_fingerprint": fingerprint_array(matrix), **stats.to_dict()}
+                               "array_fingerprint": fingerprint, **stats.to_dict()}
             log.info("%s %s: %d texts (%d distinct): %d cached, %d computed in %.1f s", provider.name, part,
                      stats.n_texts, stats.n_unique, stats.cached, stats.computed, stats.seconds)
-    meta = _write_meta(directory, data, provider, templates, prompts, part_meta, matrices)
+    # a fully cached rerun (every `esrkit evaluate`) writes nothing: the files on disk are already these
+    meta = _write_meta(directory, data, provider, templates, prompts, part_meta, matrices, write=changed)
     return EmbeddingResult(items=matrices.get("items"), users=matrices.get("users"), meta=meta, directory=directory)
+
+
+def _on_disk(directory: Path, part: str, fingerprint: str) -> bool:
+    """Whether ``directory`` already holds exactly this matrix for ``part`` (embedding.json's fingerprint)."""
+    meta_path = directory / "embedding.json"
+    if not (directory / f"{part}.npy").is_file() or not meta_path.is_file():
+        return False
+    try:
+        recorded = read_json(meta_path).get("parts", {}).get(part, {})
+    except ValueError:  # damaged metadata: rewrite it
+        return False
+    return recorded.get("array_fingerprint") == fingerprint
 
 
 def _check_alignment(part: str, matrix: np.ndarray, data: SequenceData) -> None:
@@ -190,11 +207,14 @@ def _check_alignment(part: str, matrix: np.ndarray, data: SequenceData) -> None:
 
 
 def _write_meta(directory: Path, data: SequenceData, provider: Provider, templates: PromptTemplates,
-                prompts: dict[str, list[str]], part_meta: dict[str, Any], matrices: dict[str, np.ndarray]
-                ) -> dict[str, Any]:
-    """embedding.json; parts embedded by earlier runs into the same directory are kept."""
+                prompts: dict[str, list[str]], part_meta: dict[str, Any], matrices: dict[str, np.ndarray],
+                write: bool = True) -> dict[str, Any]:
+    """embedding.json (written when ``write`` or missing); parts embedded by earlier runs are kept."""
     path = directory / "embedding.json"
-    previous = read_json(path) if path.is_file() else {}
+    try:
+        previous = read_json(path) if path.is_file() else {}
+    except ValueError:  # damaged metadata of vectors that are all in the cache: written again
+        previous, write = {}, True
     parts = {k: v for k, v in previous.get("parts", {}).items() if (directory / v.get("file", "")).is_file()}
     for name, now in part_meta.items():
         parts[name] = {**now, "cold": _cold_cost(parts.get(name, {}), now)}
@@ -214,7 +234,8 @@ def _write_meta(directory: Path, data: SequenceData, provider: Provider, templat
         "tokens_exact": bool(provider.tokens_exact),
         "parts": parts,
     }
-    atomic_write_json(path, meta)
+    if write or not path.is_file():
+        atomic_write_json(path, meta)
     return meta
 
 

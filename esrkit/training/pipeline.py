@@ -272,8 +272,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
     if resume and rt.on_main(lambda: (rd.path / "results.json").exists()):
         log.info("%s is finished; skipping", rd.path)
         return rt.on_main(rd.results)
-    config = cfg.to_dict()
-    config["train"]["seed"] = seed
+    config = seed_config(cfg, seed)
 
     def provenance() -> dict[str, Any]:  # computed by the process that writes it (environment() takes seconds)
         out = {"environment": environment(), "device": str(device), "fingerprints": inputs.fingerprints,
@@ -347,9 +346,18 @@ def run_dir_for(cfg: RunConfig, seed: int) -> Path:
     return Path(cfg.output_dir) / cfg.name / f"seed-{seed}"
 
 
+def seed_config(cfg: RunConfig, seed: int) -> dict[str, Any]:
+    """The config.json of one seed's run."""
+    config = cfg.to_dict()
+    config["train"]["seed"] = seed
+    return config
+
+
 def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     seeds = seeds or [cfg.train.seed]
     rt = runtime()
+    # a finished run, a refused resume or a damaged checkpoint stops here, before any data or embedding work
+    rt.on_main(lambda: [RunDir(run_dir_for(cfg, s)).check_start(seed_config(cfg, s), resume) for s in seeds])
     inputs = rt.staged(lambda: prepare_inputs(cfg, progress and rt.is_main))  # rank 0 first: it fills the caches
     per_seed = [run_seed(cfg, inputs, s, run_dir_for(cfg, s), resume=resume, progress=progress) for s in seeds]
     summary = summarise(per_seed)
@@ -394,16 +402,16 @@ def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = 
     cfg = run_config(rd)
     if not need_neighbours:
         cfg.model.alpha = 0.0 if model_class(cfg.model.name).uses_distillation else cfg.model.alpha
+    if not rd.best.exists():
+        raise FileNotFoundError(f"{rd.path} has no best checkpoint yet")
+    ckpt.verify_checkpoint(rd.best)  # before the inputs are rebuilt: a damaged file fails without that work
     inputs = prepare_inputs(cfg)
     recorded = read_json(rd.path / "provenance.json").get("fingerprints", {})
     if recorded.get("data") and recorded["data"] != inputs.fingerprints["data"]:
         raise ValueError(f"{rd.path}: the dataset changed since training (fingerprint mismatch)")
     dev = resolve_device(device)
     model = build_model(cfg.model, inputs.data.n_items, cfg.data.max_len, inputs.assets).to(dev)
-    path = rd.best if rd.best.exists() else rd.last
-    if path == rd.last:
-        raise FileNotFoundError(f"{rd.path} has no best checkpoint yet")
-    ckpt.load_model(path, model)
+    ckpt.load_model(rd.best, model)
     model.eval()
     return LoadedRun(cfg, inputs, model, DeviceSequences(inputs.data, dev), rd)
 

@@ -106,21 +106,33 @@ class RunDir:
         """A finished epoch leaves ``last``; a run that failed before its first epoch has none to resume."""
         return self.last.exists()
 
+    def check_start(self, config: dict[str, Any], resume: bool = False) -> str:
+        """What starting ``config`` here would do: "new", "replace" (a failed start with no trained epoch),
+        "resume" or "finished" (resume only); anything else raises. Called before any work, and again by
+        ``create`` under the lock."""
+        if not (self.path / "config.json").exists():
+            return "new"
+        finished = (self.path / "results.json").exists()
+        if not finished and not self.has_trained_epoch:
+            return "replace"
+        if not resume:
+            if finished:
+                raise FileExistsError(f"{self.path} holds a finished run; choose another --name or "
+                                      "--output-dir")
+            raise FileExistsError(f"{self.path} holds an unfinished run; pass --resume to continue it")
+        if finished:
+            return "finished"
+        old = read_json(self.path / "config.json")
+        if _strip_volatile(old) != _strip_volatile(config):
+            raise ValueError(f"{self.path}: --resume with a different configuration; start a new run instead")
+        self.verify_checkpoints()  # a damaged checkpoint stops the resume before anything is rewritten
+        return "resume"
+
     def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> RunDir:
         if str(self.path.resolve()) not in _HELD_LOCKS:
             self.lock()
-        started = (self.path / "config.json").exists()
-        if started and not (self.path / "results.json").exists() and not self.has_trained_epoch:
+        if self.check_start(config, resume) == "replace":
             self._clear_failed_start()
-        elif started and not resume:
-            if (self.path / "results.json").exists():
-                raise FileExistsError(f"{self.path} holds a finished run; choose another --name or --output-dir")
-            raise FileExistsError(f"{self.path} holds an unfinished run; pass --resume to continue it")
-        elif started:
-            old = read_json(self.path / "config.json")
-            if _strip_volatile(old) != _strip_volatile(config):
-                raise ValueError(f"{self.path}: --resume with a different configuration; start a new run instead")
-            self.verify_checkpoints()  # before anything is rewritten: a damaged checkpoint stops here
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / "config.json", config)
         atomic_write_json(self.path / "provenance.json", provenance)
@@ -128,7 +140,8 @@ class RunDir:
 
     def verify_checkpoints(self) -> None:
         """Check every checkpoint against its recorded hash (checkpoint.py)."""
-        from esrkit.training import checkpoint as ckpt  # torch: only runs that have checkpoints need it
+        # torch: reporting reads run folders through RunDir without it
+        from esrkit.training import checkpoint as ckpt
 
         for path in (self.last, self.best):
             if path.exists():

@@ -7,6 +7,7 @@ process never leaves a half-written file or directory behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -82,8 +83,10 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
         raise
     except (ValueError, OSError, EOFError) as exc:
         text = str(exc)
-        if "pickle" in text:
-            reason = "it holds Python objects (pickled data), which esrkit never loads"
+        if "Object arrays" in text or "Python objects" in text:
+            reason = "it holds Python objects, which esrkit never unpickles"
+        elif "pickle" in text:  # numpy's guess for any file without the .npy header
+            reason = "it is not in .npy format (a pickle or another kind of file), and esrkit never unpickles"
         else:
             reason = text.replace("allow_pickle", "pickling")
         raise ValueError(f"{path}: not a readable numeric .npy array ({reason}); write it with "
@@ -151,8 +154,10 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # name the folder, not tmp
+            raise os_error_with_path(OSError(exc.errno, os.strerror(exc.errno)), path) from exc
         raise
 
 
