@@ -189,15 +189,14 @@ def embed_dataset(data: SequenceData, provider: Provider, templates: PromptTempl
 
 
 def _on_disk(directory: Path, part: str, fingerprint: str) -> bool:
-    """Whether ``directory`` already holds exactly this matrix for ``part`` (embedding.json's fingerprint)."""
-    meta_path = directory / "embedding.json"
-    if not (directory / f"{part}.npy").is_file() or not meta_path.is_file():
+    """Whether ``directory`` already holds exactly this matrix for ``part`` (the file itself is compared, so a
+    damaged or edited file is written again)."""
+    if not (directory / "embedding.json").is_file():
         return False
     try:
-        recorded = read_json(meta_path).get("parts", {}).get(part, {})
-    except ValueError:  # damaged metadata: rewrite it
+        return fingerprint_array(load_npy(directory / f"{part}.npy", mmap=True)) == fingerprint
+    except (OSError, ValueError):  # missing or damaged: written again
         return False
-    return recorded.get("array_fingerprint") == fingerprint
 
 
 def _check_alignment(part: str, matrix: np.ndarray, data: SequenceData) -> None:

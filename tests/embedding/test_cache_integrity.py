@@ -120,3 +120,22 @@ def test_merge_skips_damaged_vectors(tmp_path, caplog) -> None:
     with EmbeddingCache(tmp_path / "laptop", provider.identity) as cache:
         _, stats = embed_texts(TEXTS, provider, cache, progress=False)
     assert (stats.cached, stats.computed) == (19, 1)
+
+
+def test_a_cached_rerun_writes_nothing_but_repairs_a_damaged_matrix(tiny_sequences, tmp_path) -> None:
+    from esrkit.embedding.pipeline import embed_dataset
+    from esrkit.prompts import load_templates
+
+    def embed():
+        return embed_dataset(tiny_sequences, load_provider("offline"), load_templates("generic"),
+                             workdir=tmp_path, progress=False)
+
+    first = embed()
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in first.directory.iterdir()}
+    again = embed()
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in first.directory.iterdir()} == files
+    assert again.meta["parts"]["items"]["computed"] == 0  # this run's own counts, returned
+    items = first.directory / "items.npy"
+    items.write_bytes(items.read_bytes()[:-64] + bytes(64))
+    embed()
+    np.testing.assert_array_equal(np.load(items), first.items)
