@@ -280,6 +280,13 @@ CASES = [
          lambda ws: ["study", "providers", "--recipe", "demo", "-p", "offline", "--name", "../x",
                      "--dry-run"],
          ("--name",), True),
+    Case("sweep-bad-grid-value",
+         lambda ws: ["sweep", "--recipe", "demo", "--grid", "model.alpha=0.5,-1", "--dry-run"],
+         ("model.alpha = -1",), True),
+    Case("sweep-bad-select",
+         lambda ws: ["sweep", "--recipe", "demo", "--grid", "model.alpha=0.5", "--select", "auc",
+                     "--dry-run"],
+         ("--select", "'auc'"), True),
     # ------------------------------------------------------------------ trained runs
     Case("evaluate-damaged-best",
          lambda ws: trained(ws, lambda run: damage(run / BEST), ["evaluate", RUN]),
