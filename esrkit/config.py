@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePath
 from typing import Any
 
-from esrkit.resources import find_resource, load_toml
+from esrkit.resources import find_resource, list_resources, load_toml
 from esrkit.utils.errors import quote
 
 if sys.version_info >= (3, 11):
@@ -343,6 +343,19 @@ def _registry_names(kind: str) -> list[str]:
     return {"model": MODELS, "encoder": ENCODERS}[kind].names()
 
 
+def resource(kind: str, *also: str) -> Rule:
+    """The name of a definition (providers/*.toml, recipes/prompts/*.toml) that exists, or one of ``also``."""
+    def rule(v: str, cfg: RunConfig) -> str | None:
+        if v in also:
+            return None
+        try:
+            find_resource(kind, v)
+        except FileNotFoundError:
+            return f"is not a {kind} definition; known: {', '.join([*also, *list_resources(kind)])}"
+        return None
+    return rule
+
+
 def watch_metric(v: str, cfg: RunConfig) -> str | None:
     name, _, k = v.lower().partition("@")
     if name in WATCH_METRICS and k.isdigit() and int(k) in cfg.eval.ks:
@@ -382,6 +395,9 @@ RULES: dict[str, Rule] = {
     "data.ts_item": at_least(0),
     "data.group_rule": one_of("official", "pareto"),
     "data.max_len": at_least(1),
+    "embedding.provider": resource("provider", "none"),
+    "embedding.templates": resource("prompt"),
+    "embedding.user_provider": resource("provider", "", "none"),
     "embedding.pca_dim": at_least(0),
     "retrieval.n_similar": at_least(1),
     "retrieval.top_k": at_least(1),

@@ -12,6 +12,7 @@ from esrkit.config import RULES, ConfigError, RunConfig, config_from_dict, resol
 BAD = [
     ("name", "'../../x'"), ("name", "'/abs/run'"), ("name", "'..'"), ("name", "''"),
     ("data.ts_user", "-1"), ("data.ts_item", "-1"), ("data.group_rule", "top20"), ("data.max_len", "0"),
+    ("embedding.provider", "gpt-99"), ("embedding.templates", "nope"), ("embedding.user_provider", "gpt-99"),
     ("embedding.pca_dim", "-8"),
     ("retrieval.n_similar", "0"), ("retrieval.top_k", "0"), ("retrieval.method", "faiss"),
     ("retrieval.exact_below", "-1"), ("retrieval.hnsw_m", "1"), ("retrieval.hnsw_ef_construction", "0"),
