@@ -287,6 +287,12 @@ CASES = [
          lambda ws: ["sweep", "--recipe", "demo", "--grid", "model.alpha=0.5", "--select", "auc",
                      "--dry-run"],
          ("--select", "'auc'"), True),
+    Case("study-unknown-provider",
+         lambda ws: ["study", "providers", "--recipe", "demo", "-p", "offline,gpt-99", "--dry-run"],
+         ("embedding.provider = 'gpt-99'",), True),
+    Case("study-seeds-not-integers",
+         lambda ws: ["study", "providers", "--recipe", "demo", "-p", "offline", "--seeds", "4x", "--dry-run"],
+         ("--seeds", "'4x'"), True),
     # ------------------------------------------------------------------ trained runs
     Case("evaluate-damaged-best",
          lambda ws: trained(ws, lambda run: damage(run / BEST), ["evaluate", RUN]),

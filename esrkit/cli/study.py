@@ -42,14 +42,17 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
               name, report_only, records, dry_run, quiet) -> None:
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
+    from esrkit.cli.train import _seeds
     from esrkit.reporting.study import StudyPlan, run_study
 
     plan = StudyPlan(recipe=recipe, providers=[p for p in providers.split(",") if p],
                      models=[m for m in models.split(",") if m], controls=controls,
-                     seeds=[int(s) for s in seeds.split(",") if s], overrides=list(sets),
+                     seeds=_seeds(seeds) or [], overrides=list(sets),
                      baseline_hidden=baseline_hidden, user_provider=user_provider, random_dim=random_dim,
                      output_dir=output_dir,
                      name=name or "")
+    for run_name, _, extra in plan.runs():
+        plan.config(run_name, extra)  # every run's options (providers, models, --set) checked before work
     if dry_run:
         import shlex
 
