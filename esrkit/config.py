@@ -377,10 +377,15 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def device_name(v: str, cfg: RunConfig) -> str | None:
+    return None if DEVICE_PATTERN.fullmatch(v) else "must be auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
+
+
 def divides_hidden(attr: str) -> Rule:
     def rule(v: int, cfg: RunConfig) -> str | None:
         heads = getattr(cfg.model, attr)
-        ok = heads < 1 or v % heads == 0 or (attr == "cross_heads" and not cfg.model.cross_attention)
+        unused = attr == "cross_heads" and not (cfg.model.name == "llmesr" and cfg.model.cross_attention)
+        ok = heads < 1 or unused or v % heads == 0
         return None if ok else f"must be divisible by model.{attr} = {heads}"
     return rule
 
@@ -412,7 +417,7 @@ RULES: dict[str, Rule] = {
     "model.layers": at_least(0),
     "model.heads": at_least(1),
     "model.dropout": between(0.0, 1.0, high_open=True),
-    "model.mask_prob": between(0.0, 1.0),
+    "model.mask_prob": all_of(above(0.0), between(0.0, 1.0)),
     "model.cross_heads": at_least(1),
     "model.adapter_layers": one_of(1, 2),
     "model.id_init": one_of("pca", "random"),
@@ -427,7 +432,7 @@ RULES: dict[str, Rule] = {
     "train.patience": at_least(1),
     "train.watch": watch_metric,
     "train.seed": between(0, 2**32 - 1),
-    "train.device": lambda v, cfg: None if DEVICE_PATTERN.fullmatch(v) else "must be auto, cpu, cuda[:N]",
+    "train.device": device_name,
     "train.negatives": at_least(1),
     "train.max_batches_per_epoch": at_least(0),
     "train.buckets": at_least(0),
