@@ -5,8 +5,7 @@ Every checkpoint's SHA-256 is recorded in ``hashes.json`` beside it and checked 
 file is an error naming it, never weights silently used (a flipped byte in a float still loads). The record is
 written atomically around the file: first the new hash as ``pending`` (the old file stays valid), then the
 file, then the new hash alone; a crash between the steps leaves a record that accepts whichever file is on
-disk.
-Checkpoints written before hashes were recorded load unverified, with a warning.
+disk. Checkpoints written before hashes were recorded load unverified, with a warning.
 """
 
 from __future__ import annotations

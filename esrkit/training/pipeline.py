@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from esrkit.config import RunConfig
+import esrkit
+from esrkit.config import ConfigError, RunConfig, config_from_dict
 from esrkit.data.sequences import SequenceData
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import ModelAssets, build_model, model_class
@@ -33,7 +34,7 @@ from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import runtime
 from esrkit.training.objectives import SelfDistillation
-from esrkit.training.rundir import RunDir, environment
+from esrkit.training.rundir import RunDir, environment, git_commit
 from esrkit.training.trainer import TrainerOptions
 from esrkit.utils.io import atomic_write_json, fingerprint_array, load_npy, read_json, stable_json_hash
 
@@ -419,8 +420,6 @@ def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = 
 def run_config(rd: RunDir) -> RunConfig:
     """A run's config.json as a RunConfig; an error names the file and which esrkit wrote it (an unknown key
     usually means a newer one)."""
-    from esrkit.config import ConfigError, config_from_dict
-
     try:
         return config_from_dict(rd.config())
     except ConfigError as exc:
@@ -428,9 +427,6 @@ def run_config(rd: RunDir) -> RunConfig:
 
 
 def _written_by(rd: RunDir) -> str:
-    import esrkit
-    from esrkit.training.rundir import git_commit
-
     try:
         env = read_json(rd.path / "provenance.json").get("environment", {})
     except (OSError, ValueError):
