@@ -3,9 +3,9 @@
 ``<output_dir>/<name>/seed-<seed>/`` holds ``config.json`` (the resolved RunConfig), ``provenance.json``
 (versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per epoch),
 ``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors`` (resumable) with their SHA-256 in
-``checkpoints/hashes.json``, ``results.json`` (test and validation metrics under both protocols and every group)
-and ``ranks/*.npy`` (per-user ranks for significance tests). A folder whose start failed before its first epoch
-is replaced by the next start (``check_start``); one with a trained epoch needs ``--resume``.
+``checkpoints/hashes.json``, ``results.json`` (test and validation metrics under both protocols and every
+group) and ``ranks/*.npy`` (per-user ranks for significance tests). A folder whose start failed before its
+first epoch is replaced by the next start (``check_start``); one with a trained epoch needs ``--resume``.
 """
 
 from __future__ import annotations
