@@ -3,20 +3,25 @@
 This is the one place a recipe is resolved: ``resolve_recipe("beauty-sasrec", ["model.alpha=0.5"])`` reads
 ``recipes/beauty-sasrec.toml`` (following ``extends = "..."`` chains), applies overrides in order, checks every
 key against the dataclasses below and returns a ``RunConfig``. Unknown keys are errors, never silently ignored.
-Defaults reproduce the official LLM-ESR scripts (see docs/FIDELITY.md for every choice).
+Then ``validate`` checks every value's range and every name against what exists (the ``RULES`` table), so a
+bad option fails before any data is read or any run folder exists. Defaults reproduce the official LLM-ESR
+scripts (see docs/FIDELITY.md for every choice).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from esrkit.resources import find_resource, load_toml
+from esrkit.resources import find_resource, list_resources, load_toml
+from esrkit.utils.errors import quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -164,7 +169,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def copy(self) -> "RunConfig":
+    def copy(self) -> RunConfig:
         return copy.deepcopy(self)
 
 
@@ -182,20 +187,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {quote(value)}")
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {quote(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {quote(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {quote(value)}")
         return value
     if origin is list:
         (inner,) = typing.get_args(hint) or (Any,)
@@ -204,11 +209,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {quote(value)}")
         return [_coerce(v, inner, f"{where}[{i}]") if inner is not Any else v for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise ConfigError(f"{where}: expected a table, got {quote(value)}")
         return dict(value)
     return value
 
@@ -235,11 +240,11 @@ def _parse_scalar(raw: str) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``model.alpha=0.5`` -> (["model", "alpha"], 0.5). Values use TOML syntax; bare words are strings."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. model.alpha=0.5)")
+        raise ConfigError(f"override {quote(text)} must look like key=value (e.g. model.alpha=0.5)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {quote(text)} has an empty key")
     return key.split("."), _parse_scalar(raw.strip())
 
 
@@ -276,7 +281,10 @@ def load_recipe_tree(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[di
     return tree, path
 
 
-def resolve_recipe(name_or_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def resolve_recipe(name_or_path: str | None, overrides: list[str] | tuple[str, ...] = (),
+                   top: dict[str, Any] | None = None) -> RunConfig:
+    """The recipe, then ``overrides`` (``key=value``, TOML values), then ``top`` (top-level keys taken as they
+    are, e.g. ``--name``), checked and validated."""
     tree: dict[str, Any] = {}
     source = "defaults"
     if name_or_path:
@@ -285,11 +293,191 @@ def resolve_recipe(name_or_path: str | None, overrides: list[str] | tuple[str, .
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value)
+    tree.update({k: v for k, v in (top or {}).items() if v is not None})
     try:
-        return build_dataclass(RunConfig, tree, "")
+        return validate(build_dataclass(RunConfig, tree, ""))
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{source}{' with --set overrides' if overrides else ''}: {exc}") from None
 
 
 def config_from_dict(tree: dict[str, Any]) -> RunConfig:
-    return build_dataclass(RunConfig, tree, "")
+    return validate(build_dataclass(RunConfig, tree, ""))
+
+
+# ---------------------------------------------------------------------------------------------- validation
+# A rule returns None for a good value, else what is allowed ("must be ..."); it sees the whole config for
+# rules that depend on another option. RULES maps "section.key" to its rule; a key without one is only
+# type-checked.
+Rule = Callable[[Any, RunConfig], "str | None"]
+
+LOSS_NAMES = ("bce", "bpr")  # extend with new ranking losses (or point model.loss at a LOSSES registry)
+PROTOCOL_NAMES = ("sampled", "full")
+WATCH_METRICS = ("hr", "ndcg")  # what the evaluator computes at every k of eval.ks
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+def at_least(low: float) -> Rule:
+    return lambda v, cfg: None if v >= low else f"must be at least {low}"
+
+
+def above(low: float) -> Rule:
+    return lambda v, cfg: None if v > low else f"must be greater than {low}"
+
+
+def between(low: float, high: float, high_open: bool = False) -> Rule:
+    def rule(v: Any, cfg: RunConfig) -> str | None:
+        inside = low <= v < high if high_open else low <= v <= high
+        return None if inside else f"must be in [{low}, {high}{')' if high_open else ']'}"
+    return rule
+
+
+def one_of(*names: Any) -> Rule:
+    return lambda v, cfg: None if v in names else f"must be one of {', '.join(map(str, names))}"
+
+
+def each(rule: Rule, nonempty: bool = True) -> Rule:
+    def check(values: list[Any], cfg: RunConfig) -> str | None:
+        if nonempty and not values:
+            return "must not be empty"
+        problems = [f"{quote(v)} {p}" for v in values if (p := rule(v, cfg))]
+        return "; ".join(problems) or None
+    return check
+
+
+def registered(kind: str) -> Rule:
+    """A name in one of the model registries (built-in or registered by the user's own code)."""
+    def rule(v: str, cfg: RunConfig) -> str | None:
+        names = _registry_names(kind)
+        return None if v.lower() in names else f"is not a registered {kind}; known: {', '.join(names)}"
+    return rule
+
+
+def _registry_names(kind: str) -> list[str]:
+    # the registries live in esrkit.models, above config in the pipeline, and import torch: read only here
+    from esrkit.models import ENCODERS, MODELS
+
+    return {"model": MODELS, "encoder": ENCODERS}[kind].names()
+
+
+def resource(kind: str, *also: str) -> Rule:
+    """The name of a definition (providers/*.toml, recipes/prompts/*.toml) that exists, or one of ``also``."""
+    def rule(v: str, cfg: RunConfig) -> str | None:
+        if v in also:
+            return None
+        try:
+            find_resource(kind, v)
+        except FileNotFoundError:
+            return f"is not a {kind} definition; known: {', '.join([*also, *list_resources(kind)])}"
+        return None
+    return rule
+
+
+def watch_metric(v: str, cfg: RunConfig) -> str | None:
+    name, _, k = v.lower().partition("@")
+    if name in WATCH_METRICS and k.isdigit() and int(k) in cfg.eval.ks:
+        return None
+    choices = ", ".join(f"{m}@{k}" for m in WATCH_METRICS for k in cfg.eval.ks)
+    return f"must be a validation metric the evaluator computes (eval.ks = {cfg.eval.ks}): {choices}"
+
+
+def run_name(v: str, cfg: RunConfig) -> str | None:
+    """A run name is a folder under output_dir: an absolute path or a '..' would write outside it."""
+    return name_problem(v)
+
+
+def name_problem(name: str) -> str | None:
+    path = PurePath(name)
+    if not name.strip() or name.strip() == "." or path.is_absolute() or ".." in path.parts or "\\" in name:
+        return ("must be a relative folder name that stays inside the output folder (--name, --output-dir): "
+                "no '..', not absolute")
+    return None
+
+
+def device_name(v: str, cfg: RunConfig) -> str | None:
+    return None if DEVICE_PATTERN.fullmatch(v) else "must be auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
+
+
+def divides_hidden(attr: str) -> Rule:
+    def rule(v: int, cfg: RunConfig) -> str | None:
+        heads = getattr(cfg.model, attr)
+        unused = attr == "cross_heads" and not (cfg.model.name == "llmesr" and cfg.model.cross_attention)
+        ok = heads < 1 or unused or v % heads == 0
+        return None if ok else f"must be divisible by model.{attr} = {heads}"
+    return rule
+
+
+def all_of(*rules: Rule) -> Rule:
+    return lambda v, cfg: next((p for r in rules if (p := r(v, cfg))), None)
+
+
+RULES: dict[str, Rule] = {
+    "name": run_name,
+    "data.ts_user": at_least(0),
+    "data.ts_item": at_least(0),
+    "data.group_rule": one_of("official", "pareto"),
+    "data.max_len": at_least(1),
+    "embedding.provider": resource("provider", "none"),
+    "embedding.templates": resource("prompt"),
+    "embedding.user_provider": resource("provider", "", "none"),
+    "embedding.pca_dim": at_least(0),
+    "retrieval.n_similar": at_least(1),
+    "retrieval.top_k": at_least(1),
+    "retrieval.method": one_of("auto", "exact", "hnsw"),
+    "retrieval.exact_below": at_least(0),
+    "retrieval.hnsw_m": at_least(2),
+    "retrieval.hnsw_ef_construction": at_least(1),
+    "retrieval.hnsw_ef": at_least(1),
+    "model.name": registered("model"),
+    "model.backbone": registered("encoder"),
+    "model.hidden": all_of(at_least(1), divides_hidden("heads"), divides_hidden("cross_heads")),
+    "model.layers": at_least(0),
+    "model.heads": at_least(1),
+    "model.dropout": between(0.0, 1.0, high_open=True),
+    "model.mask_prob": all_of(above(0.0), between(0.0, 1.0)),
+    "model.cross_heads": at_least(1),
+    "model.adapter_layers": one_of(1, 2),
+    "model.id_init": one_of("pca", "random"),
+    "model.alpha": at_least(0.0),
+    "model.sd_loss": one_of("mse_mean", "paper"),
+    "model.teacher_refresh": one_of("step", "epoch"),
+    "model.loss": one_of(*LOSS_NAMES),
+    "train.lr": above(0.0),
+    "train.weight_decay": at_least(0.0),
+    "train.batch_size": at_least(1),
+    "train.epochs": at_least(1),
+    "train.patience": at_least(1),
+    "train.watch": watch_metric,
+    "train.seed": between(0, 2**32 - 1),
+    "train.device": device_name,
+    "train.negatives": at_least(1),
+    "train.max_batches_per_epoch": at_least(0),
+    "train.buckets": at_least(0),
+    "eval.protocols": each(one_of(*PROTOCOL_NAMES)),
+    "eval.negatives": at_least(1),
+    "eval.validation_negatives": one_of("fixed", "resample"),
+    "eval.ks": each(at_least(1)),
+    "eval.ties": one_of("pessimistic", "optimistic", "random"),
+    "eval.batch_size": at_least(1),
+    "eval.valid_protocol": one_of(*PROTOCOL_NAMES),
+}
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Every RULES entry checked at once, so one error lists every bad option (ConfigError)."""
+    problems = []
+    for key, rule in RULES.items():
+        value = _get_path(cfg, key)
+        problem = rule(value, cfg)
+        if problem:
+            problems.append(f"{key} = {quote(value)}: {problem}")
+    if problems:
+        raise ConfigError("invalid option(s); fix them in the recipe or with --set KEY=VALUE:\n  "
+                          + "\n  ".join(problems))
+    return cfg
+
+
+def _get_path(cfg: RunConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node

@@ -6,7 +6,10 @@ what exists.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from esrkit.utils.errors import quote
 
 T = TypeVar("T")
 
@@ -34,7 +37,7 @@ class Registry(Generic[T]):
         key = name.lower()
         if key not in self._entries:
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}")
+            raise KeyError(f"unknown {self.kind} {quote(name)}; known: {known}")
         return self._entries[key]
 
     def meta(self, name: str) -> dict[str, Any]:

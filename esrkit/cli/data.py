@@ -13,6 +13,7 @@ from esrkit.data.prepare import PRESETS, PrepareOptions, prepare_source
 from esrkit.data.readers import READERS, DataError, ReaderInputs
 from esrkit.data.sequences import DatasetFormatError, SequenceData
 from esrkit.data.stats import dataset_stats, format_stats
+from esrkit.utils.errors import error_text
 
 USER_ERRORS = (
     DataError,
@@ -119,7 +120,7 @@ def prepare_command(
         )
         result.save(output, overwrite=overwrite)
     except USER_ERRORS as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(error_text(exc)) from None
     elapsed = time.perf_counter() - started
     counts = result.meta.get("counts", {})
     click.echo(

@@ -10,6 +10,7 @@ import click
 
 from esrkit.config import ConfigError, parse_override
 from esrkit.data.sequences import DatasetFormatError, SequenceData
+from esrkit.utils.errors import error_text
 
 EPILOG = """\b
 Examples:
@@ -78,7 +79,7 @@ def embed(provider_name: str, dataset: str, templates: str, what: str, workdir: 
         else:
             _run(data, provider, prompt_templates, what, workdir, progress=not no_progress)
     except user_errors as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(error_text(exc)) from None
 
 
 def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: Path, progress: bool) -> None:
@@ -113,8 +114,9 @@ def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: 
             if info["computed"]:
                 speed = f" in {info['seconds']:.1f} s ({info['texts_per_s']:,.1f} texts/s, " \
                         f"{info['tokens_per_s']:,.0f} tokens/s; loading took {info['load_seconds']:.1f} s)"
+            damaged = f" ({info['damaged']} damaged in the cache)" if info.get("damaged") else ""
             click.echo(f"  {part}: {info['shape'][0]} x {info['shape'][1]}; {info['n_unique']} distinct texts: "
-                       f"{info['cached']} cached, {info['computed']} computed{speed}")
+                       f"{info['cached']} cached, {info['computed']} computed{damaged}{speed}")
     retries = meta.get("provider_stats", {}).get("retries")
     if retries:
         click.echo(f"  {retries} request(s) were retried (see the log with -v)")

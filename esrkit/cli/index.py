@@ -31,7 +31,9 @@ def _peak_rss_mib() -> float:
 def _load_ids(path: Path | None, n: int) -> list[str] | None:
     if path is None:
         return None
-    ids = json.loads(path.read_text(encoding="utf-8"))
+    from esrkit.utils.io import read_json
+
+    ids = read_json(path)
     if not isinstance(ids, list) or len(ids) != n:
         raise click.BadParameter(
             f"{path} must be a JSON list of {n} user ids (one per embedding row)", param_hint="--ids"
@@ -80,7 +82,8 @@ def _clear_previous_indexes(out_dir: Path) -> None:
     help="JSON list of raw user ids, one per row (e.g. a dataset's user_ids.json). Default: 1..n.",
 )
 @click.option(
-    "-k", "k", type=int, default=100, help="Neighbours stored per user (the official table keeps 100)."
+    "-k", "k", type=click.IntRange(min=1), default=100,
+    help="Neighbours stored per user (the official table keeps 100)."
 )
 @click.option(
     "--method",
@@ -88,23 +91,26 @@ def _clear_previous_indexes(out_dir: Path) -> None:
     default="auto",
     help="auto = exact below --exact-below users, hnsw above.",
 )
-@click.option("--exact-below", type=int, default=200_000, help="User count where auto switches to hnsw.")
-@click.option("--M", "m", type=int, default=32, help="hnsw graph degree.")
-@click.option("--ef-construction", type=int, default=200, help="hnsw build breadth.")
-@click.option("--ef", type=int, default=200, help="hnsw query breadth (stored with the index).")
+@click.option("--exact-below", type=click.IntRange(min=0), default=200_000,
+              help="User count where auto switches to hnsw.")
+@click.option("--M", "m", type=click.IntRange(min=2), default=32, help="hnsw graph degree.")
+@click.option("--ef-construction", type=click.IntRange(min=1), default=200, help="hnsw build breadth.")
+@click.option("--ef", type=click.IntRange(min=1), default=200,
+              help="hnsw query breadth (stored with the index).")
 @click.option(
     "--seed", type=int, default=100, help="hnsw level seed (builds are deterministic with --threads 1)."
 )
-@click.option("--threads", type=int, default=0, help="Threads for torch and hnswlib (0 = all cores).")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="Threads for torch and hnswlib (0 = all cores).")
 @click.option(
     "--shard-size",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     help="Users per shard (0 = unsharded). Shard indexes are built one at a time into DIR/shards.",
 )
 @click.option(
     "--recall-sample",
-    type=int,
+    type=click.IntRange(min=0),
     default=1000,
     help="With hnsw: measure recall@k against exact search on this many random users (0 = skip).",
 )
@@ -138,6 +144,7 @@ def build(
     overwrite: bool,
 ) -> None:
     """Build the top-k similar-user table of every user and save it to DIR."""
+    from esrkit.index.exact import check_embeddings
     from esrkit.index.neighbours import build_neighbours, resolve_method
     from esrkit.index.sharded import build_sharded_neighbours
     from esrkit.utils.io import load_npy
@@ -148,7 +155,7 @@ def build(
         )
     if overwrite:
         _clear_previous_indexes(out_dir)
-    emb = load_npy(embeddings_path, mmap=mmap)
+    emb = check_embeddings(load_npy(embeddings_path, mmap=mmap), str(embeddings_path))
     ids = _load_ids(ids_path, len(emb))
     hnsw = {"hnsw_m": m, "hnsw_ef_construction": ef_construction, "hnsw_ef": ef, "seed": seed}
     t0 = time.perf_counter()
@@ -190,7 +197,7 @@ def build(
 @index.command("query")
 @click.argument("table_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--user", "user_id", required=True, help="Raw user id.")
-@click.option("-k", "k", type=int, default=10, help="How many similar users to show.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, help="How many similar users to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def query(table_dir: Path, user_id: str, k: int, as_json: bool) -> None:
     """Show a user's k most similar users from a built table."""

@@ -10,6 +10,7 @@ import sys
 import click
 
 import esrkit
+from esrkit.utils.errors import error_text
 
 # command name -> "module:attribute"; each module owns its commands.
 COMMANDS: dict[str, str] = {
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # one clear line, the traceback only with --debug
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {error_text(exc)}", err=True)
         click.echo("(run with --debug for the full traceback)", err=True)
         sys.exit(1)
 

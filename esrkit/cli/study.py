@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from esrkit.cli.train import folder_name
+
 
 @click.group()
 def study() -> None:
@@ -25,7 +27,7 @@ def study() -> None:
               help="Width of the random control (default 1536, ada-002's); pass the studied providers' width "
               "(e.g. 384 for MiniLM) to compare at the same dimension.")
 @click.option("--output-dir", default="runs", show_default=True)
-@click.option("--name", help="Study folder name (default: study-<recipe>).")
+@click.option("--name", callback=folder_name, help="Study folder name (default: study-<recipe>).")
 @click.option("--report-only", is_flag=True,
               help="Train nothing: rewrite the report from the finished runs in the study folder (e.g. while other "
               "processes still train some of them).")
@@ -40,14 +42,17 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
               name, report_only, records, dry_run, quiet) -> None:
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
+    from esrkit.cli.train import _seeds
     from esrkit.reporting.study import StudyPlan, run_study
 
     plan = StudyPlan(recipe=recipe, providers=[p for p in providers.split(",") if p],
                      models=[m for m in models.split(",") if m], controls=controls,
-                     seeds=[int(s) for s in seeds.split(",") if s], overrides=list(sets),
+                     seeds=_seeds(seeds) or [], overrides=list(sets),
                      baseline_hidden=baseline_hidden, user_provider=user_provider, random_dim=random_dim,
                      output_dir=output_dir,
                      name=name or "")
+    for run_name, _, extra in plan.runs():
+        plan.config(run_name, extra)  # every run's options (providers, models, --set) checked before work
     if dry_run:
         import shlex
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from esrkit.cli.train import folder_name
+
 
 @click.command()
 @click.option("--recipe", "-r", required=True, help="Recipe name (recipes/*.toml) or path to a recipe TOML.")
@@ -16,7 +18,7 @@ import click
 @click.option("--provider", "-p", help="Embedding provider; same as --set embedding.provider=P.")
 @click.option("--output-dir", help="Sweep folder: runs, sweep.json, sweep.md, figure3.png "
                                    "(default: <recipe output_dir>/sweep-<name>).")
-@click.option("--name", "prefix", help="Run name prefix (default: the recipe name).")
+@click.option("--name", "prefix", callback=folder_name, help="Run name prefix (default: the recipe name).")
 @click.option("--workdir", help="Cache folder for prepared data, embeddings and indexes.")
 @click.option("--select", default="ndcg@10", help="Validation metric that picks the best setting.")
 @click.option("--shard", help="i/n: this process trains settings i, i+n, ... (0-based); run n processes.")

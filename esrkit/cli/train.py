@@ -15,14 +15,16 @@ def _resolve(recipe: str | None, provider: str | None, sets: tuple[str, ...], na
     overrides = list(sets)
     if provider:
         overrides.insert(0, f"embedding.provider={provider}")
-    cfg = resolve_recipe(recipe, overrides)
-    if name:
-        cfg.name = name
-    if output_dir:
-        cfg.output_dir = output_dir
-    if workdir:
-        cfg.workdir = workdir
-    return cfg
+    return resolve_recipe(recipe, overrides, top={"name": name, "output_dir": output_dir, "workdir": workdir})
+
+
+def folder_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A name that becomes a folder under --output-dir must stay inside it."""
+    from esrkit.config import name_problem
+
+    if value is not None and (problem := name_problem(value)):
+        raise click.BadParameter(problem)
+    return value
 
 
 def _seeds(text: str | None) -> list[int] | None:
@@ -39,7 +41,7 @@ def _seeds(text: str | None) -> list[int] | None:
 @click.option("--provider", "-p", help="Embedding provider (providers/*.toml); same as --set embedding.provider=P.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.alpha=0.5.")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44 (default: train.seed).")
-@click.option("--name", help="Run name (default: the recipe name).")
+@click.option("--name", callback=folder_name, help="Run name (default: the recipe name).")
 @click.option("--output-dir", help="Where run directories go (default: runs).")
 @click.option("--workdir", help="Cache folder for prepared data, embeddings and indexes (default: .esrkit).")
 @click.option("--resume", is_flag=True, help="Continue unfinished seeds and skip finished ones.")
@@ -118,27 +120,41 @@ def evaluate(run_dir, split, protocols, device, as_json) -> None:
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--user", "user", required=True, help="Raw user id (as in the input data), or #ROW for a row index.")
-@click.option("-k", default=10, show_default=True, help="How many items.")
+@click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="How many items.")
 @click.option("--include-history", is_flag=True, help="Allow items the user already interacted with.")
 @click.option("--device", default="auto")
 def recommend(run_dir, user, k, include_history, device) -> None:
     """Top-k next items for a user, scored from the run's cached tables (no LLM call)."""
-    from esrkit.training.pipeline import load_run, recommend as top_k
+    from esrkit.training.pipeline import load_run
+    from esrkit.training.pipeline import recommend as top_k
 
     run = load_run(run_dir, device)
     data = run.inputs.data
-    if user.startswith("#"):
-        row = int(user[1:])
-        if not 0 <= row < data.n_users:
-            raise click.BadParameter(f"row {row} is outside 0..{data.n_users - 1}")
-    else:
-        try:
-            row = data.user_ids.index(user)
-        except ValueError:
-            raise click.BadParameter(f"unknown user id {user!r} (ids look like {data.user_ids[0]!r})") from None
+    row = _user_row(user, data)
     items = top_k(run, row, k, exclude_history=not include_history)
-    click.echo(f"user {data.user_ids[row]} (row {row}), {int(data.lengths()[row])} interactions; top {k}:")
+    fewer = f" (only {len(items)} items can be recommended)" if len(items) < k else ""
+    click.echo(f"user {data.user_ids[row]} (row {row}), {int(data.lengths()[row])} interactions; "
+               f"top {len(items)}{fewer}:")
     for rank, (item, score) in enumerate(items, 1):
         attrs = (data.item_attrs or [{}] * data.n_items)[item - 1] or {}
         title = attrs.get("title") or attrs.get("name") or ""
         click.echo(f"{rank:>3}. item {item:<7} {data.item_ids[item - 1]:<14} score {score:8.3f}  {title}")
+
+
+def _user_row(user: str, data) -> int:
+    """``--user``: a raw id, or ``#ROW`` for a row index."""
+    from esrkit.utils.errors import quote
+
+    if user.startswith("#") and user not in data.user_ids:
+        if not user[1:].isdigit():
+            raise click.BadParameter(f"#ROW needs a row number, e.g. #0, got {quote(user)}",
+                                     param_hint="--user")
+        row = int(user[1:])
+        if not 0 <= row < data.n_users:
+            raise click.BadParameter(f"row {row} is outside 0..{data.n_users - 1}", param_hint="--user")
+        return row
+    try:
+        return data.user_ids.index(user)
+    except ValueError:
+        raise click.BadParameter(f"unknown user id {quote(user)} (ids look like {quote(data.user_ids[0])})",
+                                 param_hint="--user") from None

@@ -37,6 +37,7 @@ import esrkit
 from esrkit.config import ConfigError, build_dataclass, parse_override
 from esrkit.data.readers import READERS, DataError, ReaderInputs, ReaderOutput, ReadOptions, read_item_table
 from esrkit.data.sequences import MIN_SEQUENCE_LENGTH, SequenceData
+from esrkit.utils.errors import quote
 from esrkit.utils.io import sha256_file
 
 logger = logging.getLogger("esrkit.data")
@@ -69,10 +70,10 @@ class PrepareOptions:
     def __post_init__(self) -> None:
         if self.id_assignment not in ID_ASSIGNMENTS:
             raise ConfigError(
-                f"id_assignment must be one of {', '.join(ID_ASSIGNMENTS)}, not {self.id_assignment!r}"
+                f"id_assignment must be one of {', '.join(ID_ASSIGNMENTS)}, not {quote(self.id_assignment)}"
             )
         if self.short_sequences not in SHORT_SEQUENCE_POLICIES:
-            raise ConfigError(f"short_sequences must be drop or error, not {self.short_sequences!r}")
+            raise ConfigError(f"short_sequences must be drop or error, not {quote(self.short_sequences)}")
         if self.min_length < MIN_SEQUENCE_LENGTH:
             raise ConfigError(f"min_length must be >= {MIN_SEQUENCE_LENGTH} (leave-one-out needs it)")
         if self.user_min < 0 or self.item_min < 0:
@@ -149,7 +150,7 @@ def date_option_text(value: Any) -> Any:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"unknown preset {quote(name)}; known: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 
 
@@ -266,11 +267,11 @@ def given_ids(raw: RawInteractions) -> np.ndarray:
             out[code] = int(name)
         except ValueError:
             raise ConfigError(
-                f"id_assignment='given' needs integer item ids, but the source has {name!r}; "
+                f"id_assignment='given' needs integer item ids, but the source has {quote(name)}; "
                 "use id_assignment=official or compact"
             ) from None
         if out[code] < 1:
-            raise ConfigError(f"id_assignment='given' needs item ids >= 1 (0 is padding), got {name!r}")
+            raise ConfigError(f"id_assignment='given' needs item ids >= 1 (0 is padding), got {quote(name)}")
     return out
 
 
@@ -286,7 +287,8 @@ def report_short_users(
             path,
             line,
             "sequence",
-            f"user {user!r} has {length} interaction(s); at least min_length={options.min_length} are needed",
+            f"user {quote(user)} has {length} interaction(s); at least min_length={options.min_length} "
+            "are needed",
         )
 
 
@@ -312,6 +314,16 @@ def filter_interactions(raw: RawInteractions, options: PrepareOptions, counts: d
     counts["count_filter_rounds"] = rounds
     counts["interactions_dropped_count_filter"] = before - int(keep.sum())
     return keep
+
+
+def count_filter_emptied(options: PrepareOptions, counts: dict[str, Any]) -> str:
+    """Why nothing is left, naming the options that removed it (not the later min_length)."""
+    how = "repeated until every count holds (kcore=true)" if options.kcore else "one pass (kcore=false)"
+    dedupe = f", after dedupe removed {counts['duplicates_removed']:,}" if options.dedupe else ""
+    return (f"no user has >= {options.min_length} interactions left: the count filter (user_min="
+            f"{options.user_min}, item_min={options.item_min}, {how}) removed all "
+            f"{counts['interactions_read']:,} interactions{dedupe}; lower user_min/item_min"
+            f"{' or set kcore=false' if options.kcore else ''} (--set user_min=N)")
 
 
 def order_sequences(raw: RawInteractions, keep: np.ndarray, counts: dict[str, Any]) -> OrderedSequences:
@@ -348,7 +360,9 @@ def drop_short_users(
             where,
             None,
             None,
-            f"no user has >= {options.min_length} interactions after filtering (counts: {counts})",
+            f"no user has >= min_length={options.min_length} interactions after the count filter "
+            f"(user_min={options.user_min}, item_min={options.item_min}, "
+            f"kcore={str(options.kcore).lower()}); lower those options with --set (counts: {counts})",
         )
     new_rank = np.full(n_ranked, -1, dtype=np.int64)
     new_rank[survivors] = np.arange(len(survivors))
@@ -383,7 +397,7 @@ def prepare(
     """Build the processed dataset from a reader's output (the module docstring gives the exact steps)."""
     options = options or build_options(source.format)
     raw = collect(source)
-    counts: dict[str, Any] = {"interactions_read": int(len(raw.users))}
+    counts: dict[str, Any] = {"interactions_read": len(raw.users)}
     if len(raw.users) == 0:
         where = source.files[0][1] if source.files else "?"
         raise DataError(
@@ -391,6 +405,9 @@ def prepare(
         )
 
     keep = filter_interactions(raw, options, counts)
+    if not keep.any():
+        where = source.files[0][1] if source.files else "?"
+        raise DataError(where, None, None, count_filter_emptied(options, counts))
     seqs = order_sequences(raw, keep, counts)
     if options.id_assignment == "official":  # numbered BEFORE the min-length drop, as data_process.py does
         code_to_id = first_appearance_ids(seqs.seq_items, len(raw.item_raw))
@@ -419,7 +436,7 @@ def prepare(
         users=n_users,
         items=n_items,
         items_occurring=int(occurring[1:].sum()),
-        interactions=int(len(final_items)),
+        interactions=len(final_items),
         skipped_malformed=source.report.n_skipped,
     )
     if source.report.n_skipped:
@@ -534,7 +551,7 @@ def prepare_source(
             raise ConfigError("give a format (or a preset, which implies one)")
         fmt = get_preset(preset).format
     if fmt not in READERS:
-        raise ConfigError(f"unknown format {fmt!r}; known: {', '.join(READERS.names())}")
+        raise ConfigError(f"unknown format {quote(fmt)}; known: {', '.join(READERS.names())}")
     if not isinstance(inputs, ReaderInputs):
         inputs = ReaderInputs.from_mapping(dict(inputs))
     if not isinstance(options, PrepareOptions):

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
+from esrkit.utils.errors import error_text, quote
 from esrkit.utils.io import (
     atomic_directory,
     atomic_save_npy,
@@ -76,7 +78,7 @@ class SequenceData:
         timestamps: Sequence[Sequence[int]] | None = None,
         name: str = "dataset",
         meta: dict[str, Any] | None = None,
-    ) -> "SequenceData":
+    ) -> SequenceData:
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
         offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -181,7 +183,7 @@ class SequenceData:
             u = int(short[0])
             raise DatasetFormatError(
                 f"{short.size} users have fewer than {MIN_SEQUENCE_LENGTH} interactions (first: row {u}, "
-                f"raw id {self.user_ids[u]!r}, length {int(self.lengths()[u])}); leave-one-out needs 3"
+                f"raw id {quote(self.user_ids[u])}, length {int(self.lengths()[u])}); leave-one-out needs 3"
             )
 
     def fingerprint(self) -> str:
@@ -221,7 +223,7 @@ class SequenceData:
         }
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SequenceData":
+    def load(cls, path: str | os.PathLike) -> SequenceData:
         path = Path(path)
         head_path = path / "dataset.json"
         if not head_path.is_file():
@@ -230,7 +232,8 @@ class SequenceData:
             )
         head = read_json(head_path)
         if head.get("format") != FORMAT_NAME:
-            raise DatasetFormatError(f"{head_path}: format is {head.get('format')!r}, expected {FORMAT_NAME!r}")
+            raise DatasetFormatError(
+                f"{head_path}: format is {quote(head.get('format'))}, expected {FORMAT_NAME!r}")
         if int(head.get("version", 0)) > FORMAT_VERSION:
             raise DatasetFormatError(f"{head_path}: version {head['version']} is newer than this esrkit")
         attrs = None
@@ -243,17 +246,21 @@ class SequenceData:
                     except json.JSONDecodeError as exc:
                         raise DatasetFormatError(f"{path / 'items.jsonl'}:{lineno}: {exc.msg}") from None
         ts = load_npy(path / "timestamps.npy") if (path / "timestamps.npy").is_file() else None
-        data = cls(
-            offsets=load_npy(path / "offsets.npy"),
-            items=load_npy(path / "items.npy"),
-            n_items=int(head["n_items"]),
-            user_ids=read_json(path / "user_ids.json"),
-            item_ids=read_json(path / "item_ids.json"),
-            item_attrs=attrs,
-            timestamps=ts,
-            name=head.get("name", path.name),
-            meta=head.get("meta", {}),
-        )
+        try:
+            data = cls(
+                offsets=load_npy(path / "offsets.npy"),
+                items=load_npy(path / "items.npy"),
+                n_items=int(head["n_items"]),
+                user_ids=read_json(path / "user_ids.json"),
+                item_ids=read_json(path / "item_ids.json"),
+                item_attrs=attrs,
+                timestamps=ts,
+                name=head.get("name", path.name),
+                meta=head.get("meta", {}),
+            )
+        except (DatasetFormatError, KeyError, TypeError) as exc:  # damaged or hand-edited files
+            raise DatasetFormatError(f"{path}: not a valid processed dataset ({error_text(exc)}); prepare it "
+                                     "again with `esrkit data prepare`") from None
         if data.fingerprint() != head.get("fingerprint"):
             raise DatasetFormatError(f"{path}: interaction arrays do not match the fingerprint in dataset.json")
         return data
@@ -264,7 +271,7 @@ class SequenceData:
         users = np.repeat(np.arange(1, self.n_users + 1), self.lengths())
         return "".join(f"{u} {i}\n" for u, i in zip(users.tolist(), self.items.tolist()))
 
-    def subset_users(self, rows: Iterable[int], name: str | None = None) -> "SequenceData":
+    def subset_users(self, rows: Iterable[int], name: str | None = None) -> SequenceData:
         rows = list(rows)
         seqs = [self.sequence(r) for r in rows]
         ts = None

@@ -55,6 +55,7 @@ class EmbedStats:
     n_unique: int = 0
     cached: int = 0
     computed: int = 0
+    damaged: int = 0  # cached vectors that failed their checksum and were computed again
     tokens: int = 0
     seconds: float = 0.0  # embedding only
     load_seconds: float = 0.0  # loading the model / client before the first batch
@@ -62,6 +63,7 @@ class EmbedStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_texts": self.n_texts, "n_unique": self.n_unique, "cached": self.cached, "computed": self.computed,
+            "damaged": self.damaged,
             "tokens": self.tokens, "seconds": round(self.seconds, 3), "load_seconds": round(self.load_seconds, 3),
             "texts_per_s": round(self.computed / self.seconds, 2) if self.seconds > 0 else None,
             "tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds > 0 else None,
@@ -83,21 +85,33 @@ def text_hashes(texts: Sequence[str]) -> list[str]:
 
 def embed_texts(texts: Sequence[str], provider: Provider, cache: EmbeddingCache, progress: bool = True,
                 desc: str = "") -> tuple[np.ndarray, EmbedStats]:
-    """Vectors for ``texts`` in order: cached ones read, missing distinct ones embedded and committed per batch."""
+    """Vectors for ``texts`` in order: cached ones read (and checked), missing or damaged distinct ones
+    embedded and committed per batch."""
     prepared = provider.prepare_texts(texts)
     hashes = text_hashes(prepared)
     unique = list(dict.fromkeys(hashes))
-    present = cache.contains(unique)
+    if not unique:
+        return np.zeros((0, provider.dim or cache.dim or 0), dtype=np.float32), EmbedStats(n_texts=len(texts))
     first_text = {}
     for h, t in zip(hashes, prepared):
         first_text.setdefault(h, t)
-    missing = [h for h, p in zip(unique, present) if not p]
-    stats = EmbedStats(n_texts=len(texts), n_unique=len(unique), cached=int(present.sum()))
+    cached = cache.read(unique)
+    if cached.corrupt:
+        log.warning("%s: %d cached vector(s) failed their checksum (damaged); computing them again",
+                    cache.path, len(cached.corrupt))
+        cache.discard(cached.corrupt)
+    missing = [h for h, ok in zip(unique, cached.ok) if not ok]
+    stats = EmbedStats(n_texts=len(texts), n_unique=len(unique), cached=len(unique) - len(missing),
+                       damaged=len(cached.corrupt))
+    matrix = cached.vectors
     if missing:
         _embed_missing(missing, [first_text[h] for h in missing], provider, cache, stats, progress, desc)
-    matrix = cache.get(unique) if unique else np.zeros((0, provider.dim or cache.dim or 0), dtype=np.float32)
+        fresh = cache.get(missing)
+        if matrix.shape[1] != fresh.shape[1]:
+            matrix = np.zeros((len(unique), fresh.shape[1]), dtype=np.float32)
+        matrix[~cached.ok] = fresh
     row_of = {h: i for i, h in enumerate(unique)}
-    return matrix[[row_of[h] for h in hashes]] if hashes else matrix, stats
+    return matrix[[row_of[h] for h in hashes]], stats
 
 
 def _embed_missing(missing: list[str], texts: list[str], provider: Provider, cache: EmbeddingCache,
@@ -155,18 +169,34 @@ def embed_dataset(data: SequenceData, provider: Provider, templates: PromptTempl
     directory = embedding_directory(data, provider, templates, workdir, prompts)
     matrices: dict[str, np.ndarray] = {}
     part_meta: dict[str, Any] = {}
+    changed = False
     with EmbeddingCache(workdir, provider.identity) as cache:
         for part in parts:
             matrix, stats = embed_texts(prompts[part], provider, cache, progress, desc=f"{provider.name} {part}")
             _check_alignment(part, matrix, data)
-            atomic_save_npy(directory / f"{part}.npy", matrix)
+            fingerprint = fingerprint_array(matrix)
+            if not _on_disk(directory, part, fingerprint):
+                atomic_save_npy(directory / f"{part}.npy", matrix)
+                changed = True
             matrices[part] = matrix
             part_meta[part] = {"file": f"{part}.npy", "shape": list(matrix.shape),
-                               "array_fingerprint": fingerprint_array(matrix), **stats.to_dict()}
+                               "array_fingerprint": fingerprint, **stats.to_dict()}
             log.info("%s %s: %d texts (%d distinct): %d cached, %d computed in %.1f s", provider.name, part,
                      stats.n_texts, stats.n_unique, stats.cached, stats.computed, stats.seconds)
-    meta = _write_meta(directory, data, provider, templates, prompts, part_meta, matrices)
+    # a fully cached rerun (every `esrkit evaluate`) writes nothing: the files on disk are already these
+    meta = _write_meta(directory, data, provider, templates, prompts, part_meta, matrices, write=changed)
     return EmbeddingResult(items=matrices.get("items"), users=matrices.get("users"), meta=meta, directory=directory)
+
+
+def _on_disk(directory: Path, part: str, fingerprint: str) -> bool:
+    """Whether ``directory`` already holds exactly this matrix for ``part`` (the file itself is compared, so a
+    damaged or edited file is written again)."""
+    if not (directory / "embedding.json").is_file():
+        return False
+    try:
+        return fingerprint_array(load_npy(directory / f"{part}.npy", mmap=True)) == fingerprint
+    except (OSError, ValueError):  # missing or damaged: written again
+        return False
 
 
 def _check_alignment(part: str, matrix: np.ndarray, data: SequenceData) -> None:
@@ -176,11 +206,14 @@ def _check_alignment(part: str, matrix: np.ndarray, data: SequenceData) -> None:
 
 
 def _write_meta(directory: Path, data: SequenceData, provider: Provider, templates: PromptTemplates,
-                prompts: dict[str, list[str]], part_meta: dict[str, Any], matrices: dict[str, np.ndarray]
-                ) -> dict[str, Any]:
-    """embedding.json; parts embedded by earlier runs into the same directory are kept."""
+                prompts: dict[str, list[str]], part_meta: dict[str, Any], matrices: dict[str, np.ndarray],
+                write: bool = True) -> dict[str, Any]:
+    """embedding.json (written when ``write`` or missing); parts embedded by earlier runs are kept."""
     path = directory / "embedding.json"
-    previous = read_json(path) if path.is_file() else {}
+    try:
+        previous = read_json(path) if path.is_file() else {}
+    except ValueError:  # damaged metadata of vectors that are all in the cache: written again
+        previous, write = {}, True
     parts = {k: v for k, v in previous.get("parts", {}).items() if (directory / v.get("file", "")).is_file()}
     for name, now in part_meta.items():
         parts[name] = {**now, "cold": _cold_cost(parts.get(name, {}), now)}
@@ -200,7 +233,8 @@ def _write_meta(directory: Path, data: SequenceData, provider: Provider, templat
         "tokens_exact": bool(provider.tokens_exact),
         "parts": parts,
     }
-    atomic_write_json(path, meta)
+    if write or not path.is_file():
+        atomic_write_json(path, meta)
     return meta
 
 

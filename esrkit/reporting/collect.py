@@ -8,7 +8,6 @@ the provenance. Per-seed values are kept: means and stds are computed here, t-te
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from esrkit.utils.io import read_json
 
 SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 MAX_DEPTH = 6  # how deep collect_runs looks under a parent folder
@@ -35,8 +36,8 @@ RunRecords = dict[str, SeedRecord]  # seed (as a string, JSON keys) -> its recor
 
 
 def _read_json(path: Path) -> Any:
-    # results may hold NaN for empty groups: Python's json reads it
-    return json.loads(path.read_text())
+    # results may hold NaN for empty groups: Python's json reads it; a damaged file is an error naming it
+    return read_json(path)
 
 
 @dataclass

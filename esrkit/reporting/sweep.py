@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esrkit.config import parse_override, resolve_recipe
+from esrkit.config import ConfigError, parse_override, resolve_recipe, watch_metric
 from esrkit.reporting.collect import load_run
 from esrkit.reporting.tables import TABLE_GROUPS
+from esrkit.utils.errors import quote
 from esrkit.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -174,9 +175,10 @@ def make_plan(recipe: str, grid: dict[str, list[Any]], mode: str = "each", seeds
     folder = Path(output_dir) if output_dir else Path(base_cfg.output_dir) / f"sweep-{prefix}"
     plan = SweepPlan(recipe, prefix, folder, grid, base, mode, seeds or [base_cfg.train.seed], list(sets), workdir,
                      select)
-    plan.settings  # noqa: B018 - validates the mode early
-    for setting in plan.settings[:1]:
-        plan.config(setting)  # a bad key or value fails before anything trains
+    for setting in plan.settings:  # also validates the mode
+        plan.config(setting)  # a bad key or value in any setting fails before anything trains
+    if problem := watch_metric(select, base_cfg):
+        raise ConfigError(f"--select {quote(select)}: {problem}")
     return plan
 
 

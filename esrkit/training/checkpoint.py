@@ -1,33 +1,134 @@
 """Checkpoints in safetensors + JSON (no pickle): model weights, and for resuming the optimizer state, RNG
-states and trainer bookkeeping. Writes are atomic (temporary file, then rename)."""
+states and trainer bookkeeping. Writes are atomic (temporary file, then rename).
+
+Every checkpoint's SHA-256 is recorded in ``hashes.json`` beside it and checked on every load, so a damaged
+file is an error naming it, never weights silently used (a flipped byte in a float still loads). The record is
+written atomically around the file: first the new hash as ``pending`` (the old file stays valid), then the
+file, then the new hash alone; a crash between the steps leaves a record that accepts whichever file is on
+disk. Checkpoints written before hashes were recorded load unverified, with a warning.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from esrkit.utils.io import atomic_write_bytes
+from esrkit.utils.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes
+
+log = logging.getLogger(__name__)
+
+HASHES = "hashes.json"  # per checkpoint folder: {"files": {name: {"sha256": ..., "bytes": ...[, "pending"]}}}
+HASHES_FORMAT = "esrkit-checkpoint-hashes"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is damaged or does not match the hash recorded when it was written."""
+
+
+# ---------------------------------------------------------------------------------------------- hashes
+def hashes_path(path: str | Path) -> Path:
+    return Path(path).parent / HASHES
+
+
+def _read_hashes(path: Path) -> dict[str, Any]:
+    record = hashes_path(path)
+    if not record.is_file():
+        return {}
+    try:
+        files = read_json(record).get("files", {})
+    except (ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{record} is damaged ({exc}), so the checkpoints beside it cannot be "
+                              "verified; delete it to load them unverified, or retrain") from None
+    return files if isinstance(files, dict) else {}
+
+
+def _record_hash(path: Path, entry: dict[str, Any]) -> None:
+    files = _read_hashes(path)
+    files[path.name] = entry
+    atomic_write_json(hashes_path(path), {"format": HASHES_FORMAT, "version": 1, "files": files})
+
+
+def _pending(entry: dict[str, Any]) -> list[str]:
+    pending = entry.get("pending", [])
+    return [pending] if isinstance(pending, str) else list(pending)
+
+
+def write_checkpoint_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` atomically and record its SHA-256 (see the module docstring for the order)."""
+    path = Path(path)
+    digest = sha256_bytes(data)
+    old = _read_hashes(path).get(path.name, {})
+    if old.get("sha256") and path.is_file():  # a write that crashed midway left pending hashes: kept
+        _record_hash(path, {**old, "pending": [digest, *_pending(old)][:4]})
+    atomic_write_bytes(path, data)
+    _record_hash(path, {"sha256": digest, "bytes": len(data)})
+
+
+def read_checkpoint_bytes(path: str | Path) -> bytes:
+    """The bytes of a checkpoint, checked against the hash recorded when it was written."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint not found; the run never finished an epoch, or the file "
+                                "was removed (retrain the run)") from None
+    entry = _read_hashes(path).get(path.name)
+    if entry is None:
+        log.warning("%s has no recorded hash (written by an older esrkit); loading it unverified", path)
+        return data
+    digest = sha256_bytes(data)
+    if digest != entry.get("sha256") and digest not in _pending(entry):
+        raise CheckpointError(
+            f"{path} is damaged: its SHA-256 {digest[:12]}… does not match {str(entry.get('sha256'))[:12]}… "
+            f"recorded in {hashes_path(path).name} when it was written ({len(data):,} bytes now, "
+            f"{entry.get('bytes', 0):,} then); nothing was loaded. {_what_to_do(path)}")
+    return data
+
+
+def _what_to_do(path: Path) -> str:
+    run = path.parent.parent
+    retrain = f"delete {run} (or choose another --name) and train it again"
+    if path.name.startswith("last"):
+        return (f"--resume cannot continue from it: {retrain}; until then `esrkit evaluate` still works from "
+                "checkpoints/best.safetensors if that file is intact.")
+    return f"Retrain the run: {retrain}."
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check a checkpoint's hash and format without keeping it (before any work that depends on it)."""
+    tensors_from_bytes(read_checkpoint_bytes(path), path)
+
+
+# ---------------------------------------------------------------------------------------------- files
+def tensors_from_bytes(data: bytes, path: str | Path = "<memory>"
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and esrkit metadata of a safetensors file held in memory; damage is an error naming it."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        meta = json.loads((header.get("__metadata__") or {}).get("json", "{}"))
+        return st_load(data), meta
+    except (SafetensorError, ValueError, AttributeError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); the file is truncated or damaged: retrain the run"
+                              ) from None
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {"json": json.dumps(metadata or {})}
-    atomic_write_bytes(path, st_save(flat, metadata=meta))
+    write_checkpoint_bytes(path, st_save(flat, metadata=meta))
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    data = Path(path).read_bytes()
-    tensors = st_load(data)
-    from safetensors import safe_open  # metadata via the header
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {}).get("json", "{}"))
-    return tensors, meta
+    return tensors_from_bytes(read_checkpoint_bytes(path), path)
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

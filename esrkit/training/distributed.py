@@ -37,7 +37,6 @@ How the work is split (see docs/SCALING.md):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -276,11 +275,12 @@ class DistributedRuntime(Runtime):
                                   progress=progress and self.is_main, runtime=self)
 
     def read_bytes(self, path: Path) -> bytes:
-        """Rank 0 reads, everyone gets the bytes (no shared filesystem needed)."""
-        return self.on_main(lambda: Path(path).read_bytes())
+        """Rank 0 reads a checkpoint and checks its recorded hash, everyone gets the bytes (no shared
+        filesystem needed)."""
+        return self.on_main(lambda: ckpt.read_checkpoint_bytes(path))
 
     def load_model(self, path: Path, model: nn.Module) -> dict[str, Any]:
-        tensors, meta = tensors_from_bytes(self.read_bytes(path))
+        tensors, meta = tensors_from_bytes(self.read_bytes(path), path)
         device = next(model.parameters()).device
         model.load_state_dict({k: v.to(device) for k, v in tensors.items()})
         return meta
@@ -300,14 +300,7 @@ def runtime() -> Runtime:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def tensors_from_bytes(data: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """``checkpoint.load_tensors`` for bytes in memory (a broadcast checkpoint)."""
-    from safetensors.torch import load as st_load
-
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    meta = json.loads((header.get("__metadata__") or {}).get("json", "{}"))
-    return st_load(data), meta
+tensors_from_bytes = ckpt.tensors_from_bytes  # a broadcast checkpoint's tensors (kept importable from here)
 
 
 def _rng_state() -> dict[str, Tensor]:
@@ -488,7 +481,8 @@ class DistributedTrainer(Trainer):
 
     def _resume(self) -> None:
         assert self.run_dir is not None or not self.rt.is_main
-        tensors, meta = tensors_from_bytes(self.rt.read_bytes(self.run_dir.last if self.run_dir else Path()))
+        path = self.run_dir.last if self.run_dir else Path()
+        tensors, meta = tensors_from_bytes(self.rt.read_bytes(path), path)
         device = next(self.model.parameters()).device
         self.model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
         ckpt.optimizer_from_tensors(self.optimizer, {k: v.to(device) for k, v in tensors.items()

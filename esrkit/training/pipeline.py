@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from esrkit.config import RunConfig
+import esrkit
+from esrkit.config import ConfigError, RunConfig, config_from_dict
 from esrkit.data.sequences import SequenceData
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import ModelAssets, build_model, model_class
@@ -34,7 +35,7 @@ from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import runtime
 from esrkit.training.losses import LossSpec
 from esrkit.training.objectives import SelfDistillation
-from esrkit.training.rundir import RunDir, environment
+from esrkit.training.rundir import RunDir, environment, git_commit
 from esrkit.training.trainer import TrainerOptions
 from esrkit.utils.io import atomic_write_json, fingerprint_array, load_npy, read_json, stable_json_hash
 
@@ -247,9 +248,9 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
 def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: int,
                cls: type[Evaluator] = Evaluator) -> tuple[Evaluator, Evaluator]:
     d, e = cfg.data, cfg.eval
-    kw = dict(max_len=d.max_len, negatives=e.negatives, seed=seed, ks=tuple(e.ks), ties=e.ties,
-              exclude_history=e.exclude_history, batch_size=e.batch_size, ts_user=d.ts_user, ts_item=d.ts_item,
-              group_rule=d.group_rule)
+    kw = {"max_len": d.max_len, "negatives": e.negatives, "seed": seed, "ks": tuple(e.ks), "ties": e.ties,
+          "exclude_history": e.exclude_history, "batch_size": e.batch_size, "ts_user": d.ts_user,
+          "ts_item": d.ts_item, "group_rule": d.group_rule}
     valid = cls(data, "valid", seqs, resample_negatives=e.validation_negatives == "resample", **kw)
     test = cls(data, "test", seqs, **kw)
     return valid, test
@@ -279,8 +280,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
     if resume and rt.on_main(lambda: (rd.path / "results.json").exists()):
         log.info("%s is finished; skipping", rd.path)
         return rt.on_main(rd.results)
-    config = cfg.to_dict()
-    config["train"]["seed"] = seed
+    config = seed_config(cfg, seed)
 
     def provenance() -> dict[str, Any]:  # computed by the process that writes it (environment() takes seconds)
         out = {"environment": environment(), "device": str(device), "fingerprints": inputs.fingerprints,
@@ -289,12 +289,13 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
             out["distributed"] = rt.describe()
         return out
 
-    rt.on_main(lambda: rd.create(config, provenance(), resume=resume))
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = inputs.data
     seqs = DeviceSequences(data, device)
+    # built before the run folder exists: options only a model checks (model.extra) fail without leaving one
     model = build_model(cfg.model, data.n_items, cfg.data.max_len, inputs.assets).to(device)
+    rt.on_main(lambda: rd.create(config, provenance(), resume=resume))
     model.setup(data)
     sd = None
     if model.uses_distillation and cfg.model.alpha > 0:
@@ -353,9 +354,18 @@ def run_dir_for(cfg: RunConfig, seed: int) -> Path:
     return Path(cfg.output_dir) / cfg.name / f"seed-{seed}"
 
 
+def seed_config(cfg: RunConfig, seed: int) -> dict[str, Any]:
+    """The config.json of one seed's run."""
+    config = cfg.to_dict()
+    config["train"]["seed"] = seed
+    return config
+
+
 def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     seeds = seeds or [cfg.train.seed]
     rt = runtime()
+    # a finished run, a refused resume or a damaged checkpoint stops here, before any data or embedding work
+    rt.on_main(lambda: [RunDir(run_dir_for(cfg, s)).check_start(seed_config(cfg, s), resume) for s in seeds])
     inputs = rt.staged(lambda: prepare_inputs(cfg, progress and rt.is_main))  # rank 0 first: it fills the caches
     per_seed = [run_seed(cfg, inputs, s, run_dir_for(cfg, s), resume=resume, progress=progress) for s in seeds]
     summary = summarise(per_seed)
@@ -394,26 +404,44 @@ class LoadedRun:
 def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = False) -> LoadedRun:
     """Rebuild a trained model from its run directory (config + best checkpoint); no LLM call is made when the
     embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error."""
-    from esrkit.config import config_from_dict
-
     rd = RunDir(run_dir)
     if not (rd.path / "config.json").exists():
         raise FileNotFoundError(f"{rd.path} is not an esrkit run directory (no config.json)")
-    cfg = config_from_dict(rd.config())
+    cfg = run_config(rd)
     if not need_neighbours:
         cfg.model.alpha = 0.0 if model_class(cfg.model.name).uses_distillation else cfg.model.alpha
+    if not rd.best.exists():
+        raise FileNotFoundError(f"{rd.path} has no best checkpoint yet")
+    ckpt.verify_checkpoint(rd.best)  # before the inputs are rebuilt: a damaged file fails without that work
     inputs = prepare_inputs(cfg)
     recorded = read_json(rd.path / "provenance.json").get("fingerprints", {})
     if recorded.get("data") and recorded["data"] != inputs.fingerprints["data"]:
         raise ValueError(f"{rd.path}: the dataset changed since training (fingerprint mismatch)")
     dev = resolve_device(device)
     model = build_model(cfg.model, inputs.data.n_items, cfg.data.max_len, inputs.assets).to(dev)
-    path = rd.best if rd.best.exists() else rd.last
-    if path == rd.last:
-        raise FileNotFoundError(f"{rd.path} has no best checkpoint yet")
-    ckpt.load_model(path, model)
+    ckpt.load_model(rd.best, model)
     model.eval()
     return LoadedRun(cfg, inputs, model, DeviceSequences(inputs.data, dev), rd)
+
+
+def run_config(rd: RunDir) -> RunConfig:
+    """A run's config.json as a RunConfig; an error names the file and which esrkit wrote it (an unknown key
+    usually means a newer one)."""
+    try:
+        return config_from_dict(rd.config())
+    except ConfigError as exc:
+        raise ConfigError(f"{rd.path / 'config.json'}: {exc}{_written_by(rd)}") from None
+
+
+def _written_by(rd: RunDir) -> str:
+    try:
+        env = read_json(rd.path / "provenance.json").get("environment", {})
+    except (OSError, ValueError):
+        return ""
+    then = f"{env.get('versions', {}).get('esrkit', '?')} (commit {env.get('git_commit') or '?'})"
+    now = f"{esrkit.__version__} (commit {git_commit() or '?'})"
+    return (f"\nthe run was written by esrkit {then}; this is esrkit {now}. A key this esrkit does not know "
+            "means a newer esrkit wrote the run: evaluate it with that version (or update esrkit).")
 
 
 @torch.no_grad()
@@ -426,11 +454,13 @@ def recommend(run: LoadedRun, user_row: int, k: int = 10, exclude_history: bool 
                            model.mask_token)
     user = model.last_hidden(inp)[0]
     scores = model.all_item_vectors() @ user
-    scores[0] = float("-inf")
+    candidates = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+    candidates[1 : data.n_items + 1] = True  # real items only: never the padding row 0 or a [MASK] row
     if exclude_history:
-        scores[torch.as_tensor(data.sequence(user_row).astype(np.int64), device=scores.device)] = float("-inf")
-    top = torch.topk(scores, min(k, data.n_items))
-    return [(int(i), float(s)) for i, s in zip(top.indices.tolist(), top.values.tolist())]
+        candidates[torch.as_tensor(data.sequence(user_row).astype(np.int64), device=scores.device)] = False
+    ids = candidates.nonzero().squeeze(1)  # fewer than k for a small catalogue: never filled with padding
+    top = torch.topk(scores[ids], min(k, int(ids.numel())))
+    return [(int(i), float(s)) for i, s in zip(ids[top.indices].tolist(), top.values.tolist())]
 
 
 def _epochs_seconds(epochs: list[dict[str, Any]]) -> float:

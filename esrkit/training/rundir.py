@@ -2,15 +2,18 @@
 
 ``<output_dir>/<name>/seed-<seed>/`` holds ``config.json`` (the resolved RunConfig), ``provenance.json``
 (versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors`` (resumable), ``results.json`` (test and
-validation metrics under both protocols and every group) and ``ranks/*.npy`` (per-user ranks for significance
-tests).
+``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors`` (resumable) with their SHA-256 in
+``checkpoints/hashes.json``, ``results.json`` (test and validation metrics under both protocols and every
+group) and ``ranks/*.npy`` (per-user ranks for significance tests). A folder whose start failed before its
+first epoch is replaced by the next start (``check_start``); one with a trained epoch needs ``--resume``.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -47,15 +50,18 @@ def environment() -> dict[str, Any]:
 def git_commit() -> str | None:
     try:
         root = Path(esrkit.__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+                               capture_output=True, text=True, timeout=5, check=False)
         if out.returncode == 0:
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as exc:  # noqa: BLE001 - no git, or not a checkout: provenance says None
+        log.debug("no git commit: %s", exc)
     return None
 
+
+log = logging.getLogger(__name__)
 
 _HELD_LOCKS: dict[str, Any] = {}  # run directory -> open lock file, kept until the process exits
 
@@ -80,13 +86,13 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
-    def lock(self) -> "RunDir":
+    def lock(self) -> RunDir:
         """Hold an exclusive lock on the run directory for this process's lifetime: two processes resuming the
         same run would interleave checkpoints and metrics."""
         import fcntl
 
         self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / ".lock", "a+")
+        fh = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open (locked) until the process exits
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -96,21 +102,60 @@ class RunDir:
         _HELD_LOCKS[str(self.path.resolve())] = fh
         return self
 
-    def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> "RunDir":
+    @property
+    def has_trained_epoch(self) -> bool:
+        """A finished epoch leaves ``last``; a run that failed before its first epoch has none to resume."""
+        return self.last.exists()
+
+    def check_start(self, config: dict[str, Any], resume: bool = False) -> str:
+        """What starting ``config`` here would do: "new", "replace" (a failed start with no trained epoch),
+        "resume" or "finished" (resume only); anything else raises. Called before any work, and again by
+        ``create`` under the lock."""
+        if not (self.path / "config.json").exists():
+            return "new"
+        finished = (self.path / "results.json").exists()
+        if not finished and not self.has_trained_epoch:
+            return "replace"
+        if not resume:
+            if finished:
+                raise FileExistsError(f"{self.path} holds a finished run; choose another --name or "
+                                      "--output-dir")
+            raise FileExistsError(f"{self.path} holds an unfinished run; pass --resume to continue it")
+        if finished:
+            return "finished"
+        old = read_json(self.path / "config.json")
+        if _strip_volatile(old) != _strip_volatile(config):
+            raise ValueError(f"{self.path}: --resume with a different configuration; start a new run instead")
+        self.verify_checkpoints()  # a damaged checkpoint stops the resume before anything is rewritten
+        return "resume"
+
+    def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> RunDir:
         if str(self.path.resolve()) not in _HELD_LOCKS:
             self.lock()
-        if (self.path / "config.json").exists() and not resume:
-            if (self.path / "results.json").exists():
-                raise FileExistsError(f"{self.path} holds a finished run; choose another --name or --output-dir")
-            raise FileExistsError(f"{self.path} holds an unfinished run; pass --resume to continue it")
-        if resume and (self.path / "config.json").exists():
-            old = read_json(self.path / "config.json")
-            if _strip_volatile(old) != _strip_volatile(config):
-                raise ValueError(f"{self.path}: --resume with a different configuration; start a new run instead")
+        if self.check_start(config, resume) == "replace":
+            self._clear_failed_start()
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / "config.json", config)
         atomic_write_json(self.path / "provenance.json", provenance)
         return self
+
+    def verify_checkpoints(self) -> None:
+        """Check every checkpoint against its recorded hash (checkpoint.py)."""
+        # torch: reporting reads run folders through RunDir without it
+        from esrkit.training import checkpoint as ckpt
+
+        for path in (self.last, self.best):
+            if path.exists():
+                ckpt.verify_checkpoint(path)
+
+    def _clear_failed_start(self) -> None:
+        """A start that failed before its first epoch (bad data, out of memory, an early NaN) left a folder
+        with no trained epoch; a new start replaces it instead of demanding --resume."""
+        log.info("%s holds no trained epoch (an earlier start failed); starting it afresh", self.path)
+        for name in ("metrics.jsonl", "results.json"):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        shutil.rmtree(self.path / "ranks", ignore_errors=True)
 
     def save_results(self, results: dict[str, Any], ranks: dict[str, np.ndarray]) -> None:
         for name, arr in ranks.items():

@@ -7,16 +7,20 @@ process never leaves a half-written file or directory behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from esrkit.utils.errors import os_error_with_path
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,9 +45,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file
+            raise os_error_with_path(exc, path) from exc
         raise
     _fsync_dir(path.parent)
 
@@ -68,23 +74,49 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """np.load that never unpickles (arrays only)."""
-    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    """np.load that never unpickles (arrays only); a file that is not a numeric .npy array is an error naming
+    it. numpy's own message for a pickled file suggests loading it unsafely; esrkit never does, so it is
+    replaced."""
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        text = str(exc)
+        if "Object arrays" in text or "Python objects" in text:
+            reason = "it holds Python objects, which esrkit never unpickles"
+        elif "pickle" in text:  # numpy's guess for any file without the .npy header
+            reason = "it is not in .npy format (a pickle or another kind of file), and esrkit never unpickles"
+        else:
+            reason = text.replace("allow_pickle", "pickling")
+        raise ValueError(f"{path}: not a readable numeric .npy array ({reason}); write it with "
+                         "numpy.save(path, numpy.asarray(values, dtype=numpy.float32))") from None
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """json.load whose errors name the file (and line)."""
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise json.JSONDecodeError(f"{path}: not valid JSON ({exc.msg})", exc.doc, exc.pos) from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON (not UTF-8 text at byte {exc.start})") from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync: a crash loses at most the line being written, never earlier ones."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, default=_json_default) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise os_error_with_path(exc, path, "appending to") from exc
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -122,8 +154,10 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # name the folder, not tmp
+            raise os_error_with_path(OSError(exc.errno, os.strerror(exc.errno)), path) from exc
         raise
 
 

@@ -247,3 +247,51 @@ def test_date_window_from_the_command_line(files):
     )
     assert data.timestamps.tolist() == [20030601, 20040601, 20050601, 20060601]
     assert data.meta["counts"]["filtered_date"] == 5
+
+
+# ---------------------------------------------------------------------------------------------- issue 20
+RECBOLE_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_recbole_non_finite_timestamp_names_its_line_and_can_be_skipped(files, bad):
+    rows = [f"u{u}\ti{k}\t5\t{u * 10 + k}" for u in range(3) for k in range(3)]
+    path = files.lines("r.inter", [RECBOLE_HEADER, *rows[:4], f"u1\ti2\t5\t{bad}", *rows[4:]])
+    with pytest.raises(DataError) as exc:
+        prepare_source("recbole", {"input": path}, LOOSE)
+    assert_names(exc, path, 6, "timestamp")
+    assert f"got {bad!r}" in str(exc.value)  # the closing quote is kept
+    data = prepare_source("recbole", {"input": path}, {**LOOSE, "skip_malformed": True})
+    assert data.n_interactions == 9 and data.meta["skipped_malformed"] == {"r.inter: timestamp": 1}
+
+
+def test_a_nan_rating_is_malformed(files):
+    path = files.lines("reviews_X.json", [*GOOD_REVIEWS, review("u9", "i1").replace("5.0", "NaN")])
+    with pytest.raises(DataError) as exc:
+        prepare_source("amazon2014", {"reviews": path}, LOOSE)
+    assert_names(exc, path, len(GOOD_REVIEWS) + 1, "overall")
+
+
+def test_a_count_filter_that_removes_everyone_names_its_options(files):
+    path = files.lines("reviews_X.json", GOOD_REVIEWS)
+    with pytest.raises(DataError) as exc:
+        prepare_source("amazon2014", {"reviews": path}, {"user_min": 5, "item_min": 5, "kcore": True})
+    message = str(exc.value)
+    assert "user_min=5" in message and "item_min=5" in message and "kcore" in message
+    assert "reviews_X.json" in message and "removed all 9 interactions" in message
+
+
+def test_a_huge_token_is_quoted_short(files):
+    token = "x" * 5_000_000
+    path = files.lines("inter.txt", ["1 1", "1 2", f"1 {token}", "1 3"])
+    with pytest.raises(DataError) as exc:
+        prepare_source("inter", {"input": path})
+    message = str(exc.value)
+    assert len(message) < 300 and "5,000,000 characters" in message and "line 3" in message
+
+
+def test_cli_messages_keep_their_closing_quote(files, tmp_path):
+    path = files.lines("inter.txt", ["1 1", "1 2", "1 x", "1 3", "2 1", "2 2", "2 3"])
+    res = CliRunner().invoke(data_cli, ["prepare", "--format", "inter", "--input", str(path), "-o",
+                                        str(tmp_path / "o")])
+    assert res.exit_code != 0 and "got 'x'" in res.output

@@ -12,17 +12,20 @@ import ast
 import gzip
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
+
+from esrkit.utils.errors import quote
 
 logger = logging.getLogger("esrkit.data")
 
-Timestamp = Union[int, float, None]
+Timestamp = int | float | None
 Interaction = tuple[str, str, Timestamp]
-MetaLoader = Callable[[Union[set[str], None]], dict[str, dict[str, Any]]]
+MetaLoader = Callable[[set[str] | None], dict[str, dict[str, Any]]]
 
 MAX_SAMPLES = 10  # skipped lines quoted in the report; the counts are always complete
 
@@ -38,7 +41,7 @@ class DataError(ValueError):
         self.field = field_name
         self.reason = reason
         where = self.path if line is None else f"{self.path}, line {line}"
-        what = f", field {field_name!r}" if field_name else ""
+        what = f", field {quote(field_name)}" if field_name else ""
         super().__init__(f"{where}{what}: {reason}")
 
 
@@ -171,7 +174,7 @@ def open_binary(path: Path):
 
 def require_file(path: Path | None, role: str, fmt: str) -> Path:
     if path is None:
-        raise ValueError(f"format {fmt!r} needs a {role} file (--{role})")
+        raise ValueError(f"format {quote(fmt)} needs a {role} file (--{role})")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{role} file not found: {path}")
@@ -269,7 +272,7 @@ def required(record: dict[str, Any], name: str, path: Path, lineno: int, report:
 def as_int(value: Any, name: str, path: Path, lineno: int, report: ReadReport) -> int | None:
     """An integer from an int, an integral float or a numeric string; reports anything else."""
     if isinstance(value, bool):
-        report.problem(path, lineno, name, f"expected an integer, got {value!r}")
+        report.problem(path, lineno, name, f"expected an integer, got {quote(value)}")
         return None
     if isinstance(value, int):
         return value
@@ -286,19 +289,22 @@ def as_int(value: Any, name: str, path: Path, lineno: int, report: ReadReport) -
                 number = None
             if number is not None and number.is_integer():
                 return int(number)
-    report.problem(path, lineno, name, f"expected an integer, got {value!r}")
+    report.problem(path, lineno, name, f"expected an integer, got {quote(value)}")
     return None
 
 
 def as_float(value: Any, name: str, path: Path, lineno: int, report: ReadReport) -> float | None:
     if isinstance(value, bool):
-        report.problem(path, lineno, name, f"expected a number, got {value!r}")
+        report.problem(path, lineno, name, f"expected a number, got {quote(value)}")
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        report.problem(path, lineno, name, f"expected a number, got {value!r}")
+        number = math.nan
+    if not math.isfinite(number):
+        report.problem(path, lineno, name, f"expected a finite number, got {quote(value)}")
         return None
+    return number
 
 
 def select_fields(record: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
@@ -335,7 +341,8 @@ def stream_meta_records(
         if raw_id in out:
             if duplicate_policy == "error":
                 report.problem(
-                    path, lineno, key, f"duplicate item id {raw_id!r} (first on line {first_line[raw_id]})"
+                    path, lineno, key,
+                    f"duplicate item id {quote(raw_id)} (first on line {first_line[raw_id]})",
                 )
                 continue
             report.count("duplicate_meta_records")

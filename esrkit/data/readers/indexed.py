@@ -29,6 +29,7 @@ from esrkit.data.readers.base import (
     open_binary,
     require_file,
 )
+from esrkit.utils.errors import quote
 
 
 def parse_item_id(
@@ -38,7 +39,7 @@ def parse_item_id(
     try:
         value = int(token)
     except ValueError:
-        report.problem(path, lineno, field_name, f"expected an integer item id, got {token!r}")
+        report.problem(path, lineno, field_name, f"expected an integer item id, got {quote(token)}")
         return None
     if value < 1:
         report.problem(path, lineno, field_name, f"item ids must be >= 1 (0 is padding), got {value}")
@@ -51,7 +52,7 @@ def parse_user_token(token: str, path: Path, lineno: int, report: ReadReport) ->
     try:
         int(token)
     except ValueError:
-        report.problem(path, lineno, "user", f"expected an integer user id, got {token!r}")
+        report.problem(path, lineno, "user", f"expected an integer user id, got {quote(token)}")
         return None
     return token
 
@@ -136,7 +137,7 @@ def read_s3rec(inputs: ReaderInputs, options: ReadOptions) -> ReaderOutput:
 
 def _single_input(inputs: ReaderInputs, fmt: str) -> Path | None:
     if len(inputs.inputs) > 1:
-        raise ValueError(f"format {fmt!r} reads one --input file, got {len(inputs.inputs)}")
+        raise ValueError(f"format {quote(fmt)} reads one --input file, got {len(inputs.inputs)}")
     return inputs.inputs[0] if inputs.inputs else inputs.reviews
 
 
@@ -149,7 +150,7 @@ def find_companion_files(
 ) -> dict[str, Path]:
     """``{part: path}`` for ``<stem>.<part>[.gz]``, from a directory or any one file of the set."""
     if not inputs:
-        raise ValueError(f"format {fmt!r} needs --input (its directory or its {anchor} file)")
+        raise ValueError(f"format {quote(fmt)} needs --input (its directory or its {anchor} file)")
     found: dict[str, Path] = {}
     for given in inputs:
         given = Path(given)
@@ -162,7 +163,7 @@ def find_companion_files(
             given = anchors[0]
         if not given.is_file():
             raise FileNotFoundError(f"input file not found: {given}")
-        name = given.name[:-3] if given.name.endswith(".gz") else given.name
+        name = given.name.removesuffix(".gz")
         part = next((p for p in parts if name.endswith("." + p)), None)
         if part is None:
             raise ValueError(
@@ -182,7 +183,7 @@ def read_typed_header(header: str, path: Path, needed: tuple[str, ...]) -> dict[
     names = [col.split(":", 1)[0].strip() for col in header.split("\t")]
     missing = [n for n in needed if n not in names]
     if missing:
-        raise DataError(path, 1, missing[0], f"header {header!r} lacks field {missing[0]!r}")
+        raise DataError(path, 1, missing[0], f"header {quote(header)} lacks field {quote(missing[0])}")
     return {n: names.index(n) for n in names}
 
 
@@ -199,10 +200,10 @@ def read_tab_map(path: Path, report: ReadReport, value_is_int: bool) -> dict[str
             try:
                 value = int(value)
             except ValueError:
-                report.problem(path, lineno, "index", f"expected an integer index, got {value!r}")
+                report.problem(path, lineno, "index", f"expected an integer index, got {quote(value)}")
                 continue
         if key in out:
-            report.problem(path, lineno, "key", f"duplicate key {key!r}")
+            report.problem(path, lineno, "key", f"duplicate key {quote(key)}")
             continue
         out[key] = value
     return out
@@ -228,7 +229,8 @@ def read_unisrec_rows(path: Path, report: ReadReport) -> Iterator[tuple[int, str
             target = int(parts[columns["item_id"]])
         except ValueError:
             report.problem(
-                path, lineno, "item_id", f"expected an integer item index, got {parts[columns['item_id']]!r}"
+                path, lineno, "item_id",
+                f"expected an integer item index, got {quote(parts[columns['item_id']])}",
             )
             continue
         if min(history + [target]) < 0:
@@ -361,7 +363,7 @@ def read_unisrec_text(path: Path, report: ReadReport) -> dict[str, str]:
             continue
         key = parts[columns["item_id"]].strip()
         if key in out:
-            report.problem(path, lineno, "item_id", f"duplicate item id {key!r}")
+            report.problem(path, lineno, "item_id", f"duplicate item id {quote(key)}")
             continue
         out[key] = parts[columns["text"]].strip()
     return out
@@ -404,7 +406,7 @@ def load_json_document(path: Path, report: ReadReport) -> tuple[dict[str, Any], 
     if not isinstance(document, dict):
         raise DataError(path, 1, "<json>", f"expected a JSON object, got {type(document).__name__}")
     for key in duplicates:
-        report.problem(path, line_of_key(text, key, occurrence=2), key, f"duplicate key {key!r}")
+        report.problem(path, line_of_key(text, key, occurrence=2), key, f"duplicate key {quote(key)}")
     return document, text
 
 

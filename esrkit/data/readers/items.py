@@ -14,18 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from esrkit.data.readers.base import DataError, ReadReport, iter_lines, parse_json_line
+from esrkit.utils.errors import quote
 
 KEY_CANDIDATES = ("item_id", "id", "asin", "business_id", "parent_asin")
 
 
 def table_kind(path: Path) -> str:
     name = path.name.lower()
-    name = name[:-3] if name.endswith(".gz") else name
+    name = name.removesuffix(".gz")
     if name.endswith(".csv"):
         return "csv"
     if name.endswith(".tsv"):
         return "tsv"
-    if name.endswith(".jsonl") or name.endswith(".json"):
+    if name.endswith((".jsonl", ".json")):
         return "jsonl"
     raise ValueError(f"{path}: item tables must be .jsonl, .json (JSON lines), .csv or .tsv (optionally .gz)")
 
@@ -33,7 +34,8 @@ def table_kind(path: Path) -> str:
 def choose_key(columns: list[str], key: str, path: Path, lineno: int) -> str:
     if key:
         if key not in columns:
-            raise DataError(path, lineno, key, f"id column {key!r} not found (columns: {', '.join(columns)})")
+            raise DataError(path, lineno, key,
+                            f"id column {quote(key)} not found (columns: {', '.join(columns)})")
         return key
     for candidate in KEY_CANDIDATES:
         if candidate in columns:
@@ -107,7 +109,8 @@ def read_item_table(path: str | Path, report: ReadReport, key: str = "") -> dict
     for lineno, key_name, item_id, attrs in rows:
         if item_id in out:
             report.problem(
-                path, lineno, key_name, f"duplicate item id {item_id!r} (first on line {first_line[item_id]})"
+                path, lineno, key_name,
+                f"duplicate item id {quote(item_id)} (first on line {first_line[item_id]})",
             )
             continue
         first_line[item_id] = lineno

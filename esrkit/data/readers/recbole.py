@@ -8,6 +8,7 @@ interactions, and ``rating`` (when present) is filtered like the official ``rati
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from esrkit.data.readers.base import (
     iter_lines,
     require_file,
 )
+from esrkit.utils.errors import quote
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 
@@ -59,12 +61,19 @@ def convert_value(
     if kind == "token_seq":
         return True, raw.split()
     try:
-        if kind == "float":
-            return True, float(raw) if raw else None
-        return True, [float(v) for v in raw.split()]
+        values = [float(v) for v in raw.split()]
     except ValueError:
-        report.problem(path, lineno, name, f"expected {kind}, got {raw!r}")
+        report.problem(path, lineno, name, f"expected {kind}, got {quote(raw)}")
         return False, None
+    if not all(map(math.isfinite, values)):  # 'nan' and 'inf' parse as floats but order and filter nothing
+        report.problem(path, lineno, name, f"expected finite numbers ({kind}), got {quote(raw)}")
+        return False, None
+    if kind == "float":
+        if len(values) > 1:
+            report.problem(path, lineno, name, f"expected one number (float), got {quote(raw)}")
+            return False, None
+        return True, values[0] if values else None
+    return True, values
 
 
 def typed_rows(path: Path, report: ReadReport) -> Iterator[tuple[int, list[tuple[str, str]], dict[str, Any]]]:
@@ -178,7 +187,7 @@ def read_item_file(path: Path, report: ReadReport, wanted: set[str] | None) -> d
             continue
         if item in out:
             report.problem(
-                path, lineno, key, f"duplicate item id {item!r} (first on line {first_line[item]})"
+                path, lineno, key, f"duplicate item id {quote(item)} (first on line {first_line[item]})"
             )
             continue
         first_line[item] = lineno

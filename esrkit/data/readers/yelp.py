@@ -30,6 +30,7 @@ from esrkit.data.readers.base import (
     require_file,
     stream_meta_records,
 )
+from esrkit.utils.errors import quote
 
 REVIEW_FIELDS = ("user_id", "business_id", "date", "stars")
 BUSINESS_FIELDS = ("name", "categories", "type", "open", "review_count", "city", "state", "stars")
@@ -71,7 +72,7 @@ def review_interactions(path: Path, report: ReadReport, options: ReadOptions) ->
         else:
             user, business, date, raw_stars = values
             if not isinstance(date, str) or (timestamp := date_to_timestamp(date)) is None:
-                report.problem(path, lineno, "date", f"expected 'YYYY-MM-DD[ HH:MM:SS]', got {date!r}")
+                report.problem(path, lineno, "date", f"expected 'YYYY-MM-DD[ HH:MM:SS]', got {quote(date)}")
                 continue
             stars = as_float(raw_stars, "stars", path, lineno, report)
             if stars is None:

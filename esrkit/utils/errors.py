@@ -1,0 +1,42 @@
+"""How errors quote what a user gave: short, complete quotes, and an exception's text as a user should see it.
+
+Why: an error message echoes the bad token so the user can find it, but a 50 MB line echoed whole buries the
+message, and stripping quote characters from a whole message (to undo ``KeyError``'s repr) used to eat the
+closing quote of every "got '...'" in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUOTE_LIMIT = 80  # characters of a user's token shown in an error message
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, saying how long the original was when it was cut."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, (str, bytes)) else ""
+    return f"{text[: limit - 1]}…{size}"
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` for a person: ``KeyError`` keeps its text without the repr quotes around it."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def os_error_with_path(exc: OSError, path: Any, action: str = "writing") -> OSError:
+    """The same error, naming the file it happened to and what to do when the disk is full.
+
+    Why: a failed ``write()`` raises "No space left on device" with no file name, so the user cannot tell
+    which disk filled up."""
+    import errno
+
+    reason = exc.strerror or str(exc)
+    hint = ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "; free space on that disk (or write somewhere else) and run the command again"
+    return OSError(exc.errno, f"{reason} while {action} {path}{hint}")

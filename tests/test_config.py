@@ -1,0 +1,103 @@
+"""Every option is checked (type, range, known name) when a recipe is resolved, before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from esrkit.config import RULES, ConfigError, RunConfig, config_from_dict, resolve_recipe
+
+# one bad value per rule (the option named in the error); each is accepted by the type check alone
+BAD = [
+    ("name", "'../../x'"), ("name", "'/abs/run'"), ("name", "'..'"), ("name", "''"),
+    ("data.ts_user", "-1"), ("data.ts_item", "-1"), ("data.group_rule", "top20"), ("data.max_len", "0"),
+    ("embedding.provider", "gpt-99"), ("embedding.templates", "nope"), ("embedding.user_provider", "gpt-99"),
+    ("embedding.pca_dim", "-8"),
+    ("retrieval.n_similar", "0"), ("retrieval.top_k", "0"), ("retrieval.method", "faiss"),
+    ("retrieval.exact_below", "-1"), ("retrieval.hnsw_m", "1"), ("retrieval.hnsw_ef_construction", "0"),
+    ("retrieval.hnsw_ef", "0"),
+    ("model.name", "sasrecc"), ("model.backbone", "transformer"),
+    ("model.hidden", "0"), ("model.hidden", "63"),
+    ("model.layers", "-1"), ("model.heads", "0"), ("model.dropout", "2"), ("model.dropout", "1.0"),
+    ("model.dropout", "-0.1"), ("model.mask_prob", "1.5"), ("model.mask_prob", "0"),
+    ("model.cross_heads", "0"),
+    ("model.adapter_layers", "3"), ("model.id_init", "zeros"), ("model.alpha", "-0.1"),
+    ("model.sd_loss", "l1"), ("model.teacher_refresh", "never"), ("model.loss", "hinge"),
+    ("train.lr", "0"), ("train.lr", "-1e-3"), ("train.weight_decay", "-1"), ("train.batch_size", "0"),
+    ("train.epochs", "-1"), ("train.epochs", "0"), ("train.patience", "0"), ("train.watch", "foo@10"),
+    ("train.watch", "ndcg@7"), ("train.watch", "ndcg"), ("train.seed", "-1"), ("train.device", "tpu"),
+    ("train.negatives", "0"), ("train.max_batches_per_epoch", "-1"), ("train.buckets", "-2"),
+    ("eval.protocols", "['sampled', 'all']"), ("eval.protocols", "[]"), ("eval.negatives", "0"),
+    ("eval.validation_negatives", "sometimes"), ("eval.ks", "[0, 10]"), ("eval.ks", "[]"),
+    ("eval.ties", "best"), ("eval.batch_size", "0"), ("eval.valid_protocol", "both"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={v}" for k, v in BAD])
+def test_a_bad_value_is_refused_naming_the_option(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        resolve_recipe("demo", [f"{key}={value}"])
+    message = str(exc.value)
+    assert f"{key} = " in message and "demo.toml" in message, message
+    reported = {line.split(" = ")[0] for line in message.split("\n  ")[1:]}
+    assert reported in ({key}, {key, "train.watch"})  # empty eval.ks also leaves train.watch with no k
+
+
+def test_every_rule_has_a_bad_case_and_names_a_real_option() -> None:
+    assert {k for k, _ in BAD} == set(RULES)
+    for key in RULES:
+        node = RunConfig()
+        for part in key.split("."):
+            assert part in {f.name for f in dataclasses.fields(node)}, key
+            node = getattr(node, part)
+
+
+def test_defaults_every_recipe_and_edge_values_pass() -> None:
+    from esrkit.resources import list_resources
+
+    for name in list_resources("recipe"):
+        resolve_recipe(name)
+    cfg = resolve_recipe("demo", ["model.dropout=0", "model.mask_prob=1", "train.epochs=1",
+                                  "train.watch=HR@5", "eval.ks=[5]", "retrieval.method=hnsw",
+                                  "train.device=cuda:1", "name=a/b"])
+    assert cfg.train.watch == "HR@5" and cfg.name == "a/b"
+
+
+def test_all_problems_are_listed_at_once() -> None:
+    with pytest.raises(ConfigError) as exc:
+        resolve_recipe("demo", ["train.epochs=-1", "train.batch_size=0", "model.dropout=2"])
+    message = str(exc.value)
+    assert all(k in message for k in ("train.epochs = -1", "train.batch_size = 0", "model.dropout = 2.0"))
+
+
+def test_names_follow_the_registries() -> None:
+    from torch import nn
+
+    from esrkit.models import ENCODERS
+
+    with pytest.raises(ConfigError, match="known: .*sasrec"):
+        resolve_recipe("demo", ["model.backbone=config-test-encoder"])
+
+    @ENCODERS.register("config-test-encoder", objective="seq2seq", inputs="plain")
+    class Encoder(nn.Module):  # a user's own encoder, registered before the recipe is resolved
+        pass
+
+    cfg = resolve_recipe("demo", ["model.backbone=config-test-encoder"])
+    assert cfg.model.backbone == "config-test-encoder"
+
+
+def test_name_from_the_command_line_is_checked_and_long_values_are_cut() -> None:
+    with pytest.raises(ConfigError, match="stays inside the output folder"):
+        resolve_recipe("demo", top={"name": "../elsewhere"})
+    assert resolve_recipe("demo", top={"name": "mine", "output_dir": None}).name == "mine"
+    with pytest.raises(ConfigError) as exc:
+        resolve_recipe("demo", ["data.group_rule=" + "x" * 100_000])
+    assert len(str(exc.value)) < 400 and "100,000 characters" in str(exc.value)
+
+
+def test_a_run_config_is_validated_too() -> None:
+    tree = RunConfig().to_dict()
+    tree["train"]["epochs"] = -1
+    with pytest.raises(ConfigError, match="train.epochs"):
+        config_from_dict(tree)
