@@ -310,7 +310,9 @@ def config_from_dict(tree: dict[str, Any]) -> RunConfig:
 # type-checked.
 Rule = Callable[[Any, RunConfig], "str | None"]
 
-LOSS_NAMES = ("bce", "bpr")  # extend with new ranking losses (or point model.loss at a LOSSES registry)
+LOSS_NAMES = ("bce", "bpr", "gbce", "ce", "sampled_softmax")  # esrkit/training/losses.py LOSSES (a test checks)
+LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")
+GATES = ("none", "popularity", "user")  # esrkit/models/fusion.py
 PROTOCOL_NAMES = ("sampled", "full")
 WATCH_METRICS = ("hr", "ndcg")  # what the evaluator computes at every k of eval.ks
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
@@ -441,6 +443,12 @@ RULES: dict[str, Rule] = {
     "model.sd_loss": one_of("mse_mean", "paper"),
     "model.teacher_refresh": one_of("step", "epoch"),
     "model.loss": one_of(*LOSS_NAMES),
+    "model.loss_sampler": one_of(*LOSS_SAMPLERS),
+    "model.gbce_t": between(0.0, 1.0),
+    "model.gate": one_of(*GATES),
+    "model.null_dim": at_least(1),
+    "model.null_threshold": at_least(0.0),
+    "model.table_scale": at_least(0.0),
     "train.lr": above(0.0),
     "train.weight_decay": at_least(0.0),
     "train.batch_size": at_least(1),

@@ -220,3 +220,12 @@ def test_batch_negatives_only_for_losses_that_use_them():
     assert LossSpec("gbce", negatives=64).batch_negatives == 64
     assert LossSpec("ce", negatives=64).batch_negatives == 0
     assert LossSpec("sampled_softmax", negatives=64).batch_negatives == 0
+
+
+def test_config_accepts_exactly_the_registered_losses_and_samplers():
+    from esrkit import config
+    from esrkit.models.fusion import GATES
+    from esrkit.training.losses import SAMPLERS
+
+    assert sorted(config.LOSS_NAMES) == LOSSES.names()
+    assert config.LOSS_SAMPLERS == SAMPLERS and config.GATES == GATES
