@@ -4,6 +4,10 @@
 xavier-normal init of everything, score = dot product with the item table). ``llminit`` is the paper's LLMInit
 baseline (LLM2Bert4Rec / SAID): the same model whose item table starts from the LLM item embeddings reduced by PCA
 to the hidden size, then fine-tuned.
+
+New items: an ``id`` model knows nothing about an item it never trained on, so it gets an untrained row (the
+table's own initialisation); an ``llminit`` item starts where its trained neighbours started, at the PCA
+projection of its LLM vector.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
-from esrkit.models.recommender import ModelAssets, SequentialRecommender
+from esrkit.models.recommender import ModelAssets, SequentialRecommender, as_vectors, grow_embedding
 
 
 def common_options(cfg) -> dict:
@@ -72,6 +76,16 @@ class IDRecommender(SequentialRecommender):
     def item_vectors(self, ids: Tensor) -> Tensor:
         return self.items(ids)
 
+    def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
+        """Rows drawn like the table's xavier-normal initialisation (std for its trained shape): what the model
+        would hold for an item it never saw."""
+        rows, hidden = self.items.weight.shape
+        std = (2.0 / (rows + hidden)) ** 0.5
+        device = generator.device if generator is not None else "cpu"
+        new = torch.randn(count, hidden, generator=generator, device=device) * std
+        grow_embedding(self.items, new, self.n_items)
+        self.grow_catalogue(count)
+
 
 @MODELS.register("llminit")
 class LLMInitRecommender(IDRecommender):
@@ -89,3 +103,12 @@ class LLMInitRecommender(IDRecommender):
         if init_table is None:
             raise ValueError("llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)")
         super().__init__(n_items, init_table=init_table, **kwargs)
+
+    def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
+        """The new rows start as the trained rows did: the PCA projection of the LLM vectors."""
+        projection = assets.pca_projection
+        if projection is None:
+            raise ValueError("llminit: adding items needs the PCA projection of training (mean and components)")
+        rows = projection.transform(as_vectors(llm_vectors, projection.input_dim, "llminit"))
+        grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
+        self.grow_catalogue(len(rows))

@@ -1,5 +1,6 @@
 """Most-popular baseline: every user gets the items ranked by training popularity. No parameters are learned;
-it is the floor every trained model must beat (tests assert it)."""
+it is the floor every trained model must beat (tests assert it). An item added after training has no
+training interaction, hence the lowest score."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ class PopularityRecommender(SequentialRecommender):
 
     def item_vectors(self, ids: Tensor) -> Tensor:
         return self.scores[ids]
+
+    def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
+        self.scores = torch.cat([self.scores, self.scores.new_zeros(count, 1)])  # log1p(0): never seen
+        self.grow_catalogue(count)
 
 
 def training_items(data) -> np.ndarray:
