@@ -1,10 +1,10 @@
-"""A trained model as a recommender: histories of raw item ids in, top-k raw item ids out, new items from text.
+"""A trained model as a recommender: raw item-id histories in, top-k items out, new items from text.
 
-``ServedModel`` wraps any model family behind its contract (esrkit/models/recommender.py): a history becomes the
-same right-aligned input the evaluator builds (``history_input``), the user vector is the model's own
+``ServedModel`` wraps any model family behind its contract (esrkit/models/recommender.py): a history becomes
+the same right-aligned input the evaluator builds (``history_input``), the user vector is the model's own
 ``last_hidden`` and the scores are its dot products with ``all_item_vectors()``, so a served score equals the
-model's forward pass on that sequence. No dataset, cache or LLM is needed to recommend; ``add_items`` calls the
-provider the model was trained with, and only for the new items' text.
+model's forward pass on that sequence. No dataset, cache or LLM is needed to recommend; ``add_items`` calls
+the provider the model was trained with, and only for the new items' text.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ class UserHistories:
 
 @dataclass
 class TopK:
-    """Top-k of a block of users: ``items`` (b, k) internal ids, ``scores`` (b, k), ``valid`` (b, k) False where
-    fewer than k real, non-excluded items were left (those slots hold nothing)."""
+    """Top-k of a block of users: ``items`` (b, k) internal ids, ``scores`` (b, k), ``valid`` (b, k) False
+    where fewer than k real, non-excluded items were left (those slots hold nothing)."""
 
     rows: np.ndarray
     items: np.ndarray
@@ -96,13 +96,14 @@ class ServedModel:
     """A trained model with its item catalogue; see the module docstring. Build with ``esrkit.load(DIR)`` or
     ``ServedModel.from_run``."""
 
-    def __init__(self, model: SequentialRecommender, cfg: RunConfig, item_ids: list[str], titles: list[str], *,
-                 assets: ModelAssets | None = None, llm_center: np.ndarray | None = None,
+    def __init__(self, model: SequentialRecommender, cfg: RunConfig, item_ids: list[str], titles: list[str],
+                 *, assets: ModelAssets | None = None, llm_center: np.ndarray | None = None,
                  llm_dim: int | None = None, provider: dict[str, Any] | None = None,
                  templates: PromptTemplates | None = None, users: UserHistories | None = None,
                  info: dict[str, Any] | None = None) -> None:
         if len(item_ids) != model.n_items or len(titles) != model.n_items:
-            raise ValueError(f"{len(item_ids)} item ids and {len(titles)} titles for a model of {model.n_items} items")
+            raise ValueError(f"{len(item_ids)} item ids and {len(titles)} titles for a model of "
+                             f"{model.n_items} items")
         self.model = model.eval()
         self.cfg = cfg
         self.item_ids = [str(i) for i in item_ids]
@@ -118,6 +119,7 @@ class ServedModel:
         if len(self._index) != len(self.item_ids):
             raise ValueError("duplicate item ids in the catalogue")
         self._vectors: Tensor | None = None
+        self._provider: Provider | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -153,7 +155,8 @@ class ServedModel:
         """(B, D) prediction representations of internal-id histories (the model's ``last_hidden``)."""
         for h in histories:
             if len(h) == 0:
-                raise ValueError("an empty history gives the model nothing to condition on; pass at least one item")
+                raise ValueError("an empty history gives the model nothing to condition on; pass at least "
+                                 "one item")
         m = self.model
         inp = history_input(list(histories), self.cfg.data.max_len, m.objective, m.mask_token, self.device)
         return m.last_hidden(inp)
@@ -166,7 +169,7 @@ class ServedModel:
 
     @torch.no_grad()
     def top_k(self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]) -> TopK:
-        """Top-k internal ids of a block of internal-id histories, ``excluded[i]`` never recommended to user i."""
+        """Top-k internal ids after internal-id histories; ``excluded[i]`` is never recommended to user i."""
         return self._rank(self.user_vectors(histories), k, excluded)
 
     def _rank(self, users: Tensor, k: int, excluded: Sequence[np.ndarray]) -> TopK:
@@ -193,8 +196,8 @@ class ServedModel:
     def recommend(self, history: Sequence[str], k: int = 10, exclude: Iterable[str] = (),
                   exclude_history: bool = True) -> list[Recommendation]:
         """The top ``k`` next items after ``history`` (raw item ids, oldest first), any user, seen or not.
-        Items of the history (unless ``exclude_history=False``) and of ``exclude`` are never recommended; fewer
-        than ``k`` come back when fewer real items are left."""
+        Items of the history (unless ``exclude_history=False``) and of ``exclude`` are never recommended;
+        fewer than ``k`` come back when fewer real items are left."""
         return self.recommend_users([history], k, [exclude], exclude_history)[0]
 
     def recommend_users(self, histories: Sequence[Sequence[str]], k: int = 10,
@@ -208,13 +211,14 @@ class ServedModel:
         out: list[list[Recommendation]] = []
         for start in range(0, len(tokens), batch_size):
             block = tokens[start: start + batch_size]
-            excluded = [np.concatenate([h if exclude_history else h[:0], extra[start + i] if extra else h[:0]])
-                        for i, h in enumerate(block)]
+            excluded = [np.concatenate([h if exclude_history else h[:0], extra[start + i] if extra else h[:0]
+                                        ]) for i, h in enumerate(block)]
             top = self.top_k(block, k, excluded)
             out += [self._recommendations(top, r) for r in range(len(block))]
         return out
 
-    def recommend_known(self, user_id: str, k: int = 10, exclude_history: bool = True) -> list[Recommendation]:
+    def recommend_known(self, user_id: str, k: int = 10, exclude_history: bool = True
+                        ) -> list[Recommendation]:
         """Next items for a user the model was trained on, after their whole known sequence."""
         users = self.require_users()
         history = users.history(users.row_of(user_id))
@@ -223,9 +227,9 @@ class ServedModel:
 
     def top_k_all_users(self, k: int = 100, exclude_history: bool = True, chunk: int = 16_384,
                         progress: Any = None) -> Iterator[TopK]:
-        """Top-k of every stored user, in user order, a block at a time (``TopK.rows`` = user rows). Memory stays
-        bounded: histories are encoded ``chunk`` users at a time, length-sorted in token-budget batches, and
-        scored ``SCORE_BUDGET // n_items`` users at a time."""
+        """Top-k of every stored user, in user order, a block at a time (``TopK.rows`` = user rows). Memory
+        stays bounded: histories are encoded ``chunk`` users at a time, length-sorted in token-budget batches,
+        and scored ``SCORE_BUDGET // n_items`` users at a time."""
         users = self.require_users()
         lengths = np.diff(users.offsets)
         for lo in range(0, len(users), chunk):
@@ -263,15 +267,15 @@ class ServedModel:
 
     def require_users(self) -> UserHistories:
         if self.users is None:
-            raise ValueError("this model holds no user histories (exported with --without-users); recommend from "
-                             "histories instead")
+            raise ValueError("this model holds no user histories (exported with --without-users); recommend "
+                             "from histories instead")
         return self.users
 
     # ------------------------------------------------------------------ new items
     def add_items(self, records: Sequence[dict[str, Any]], provider: Any = None, id_field: str | None = None,
                   **provider_options: Any) -> list[str]:
-        """Add items never seen in training from their records (dicts with the item's id and text fields, as in
-        the training data's item metadata): each is rendered with the run's prompt template, embedded by
+        """Add items never seen in training from their records (dicts with the item's id and text fields, as
+        in the training data's item metadata): each is rendered with the run's prompt template, embedded by
         ``provider`` (default: the one the model was trained with; a name or a Provider), preprocessed as the
         training table was, and represented by the model family's new-item contract (``provider_options``
         override the provider's options, e.g. ``device="cuda"``). Returns their ids."""
@@ -286,7 +290,8 @@ class ServedModel:
         self.add_item_vectors(ids, vectors, titles)
         return ids
 
-    def add_item_vectors(self, ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str] | None = None) -> None:
+    def add_item_vectors(self, ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str] | None = None
+                         ) -> None:
         """Add items from raw provider vectors (before ``embedding.center_items``, which is applied here)."""
         self._require_text_support()
         ids = [str(i) for i in ids]
@@ -305,37 +310,44 @@ class ServedModel:
         self.info["added_items"] += len(ids)
 
     def provider(self, provider: Any = None, **options: Any) -> Provider:
-        """The provider for new items: ``provider`` (a name or a Provider) or the recorded one, with ``options``
-        overridden, checked to have the recorded identity (other vectors would not match the item table)."""
+        """The provider for new items: ``provider`` (a name or a Provider) or the recorded one, with
+        ``options`` overridden, checked to have the recorded identity (other vectors would not match the item
+        table)."""
         spec = self.provider_spec
         options = {k.removeprefix("provider."): v for k, v in options.items()}
+        recorded = provider is None and not options
+        if recorded and self._provider is not None:
+            return self._provider  # built, checked and loaded by an earlier call
         if provider is None:
             if spec is None:
-                raise ValueError("the model's item vectors came from a file, not a provider; pass provider= the "
-                                 "provider that made them")
-            provider = build_provider(spec["kind"], {**spec.get("options", {}), **options}, name=spec.get("name", ""))
+                raise ValueError("the model's item vectors came from a file, not a provider; pass provider= "
+                                 "the provider that made them")
+            merged = {**spec.get("options", {}), **options}
+            provider = build_provider(spec["kind"], merged, name=spec.get("name", ""))
         elif isinstance(provider, str):
             provider = load_provider(provider, **options)
         elif not isinstance(provider, Provider):
             raise TypeError(f"provider must be a provider name or a Provider, not {type(provider).__name__}")
         if spec is not None and provider.identity.hash() != spec["identity_hash"]:
             raise ValueError(f"provider {provider.name!r} is not the one the model was trained with "
-                             f"({spec.get('name')!r}, identity {spec['identity_hash'][:12]}); its vectors would not "
-                             "match the item table")
+                             f"({spec.get('name')!r}, identity {spec['identity_hash'][:12]}); its vectors "
+                             "would not match the item table")
+        if recorded:
+            self._provider = provider
         return provider
 
     def _require_text_support(self) -> None:
         if self.new_item_support != "text":
             raise NewItemsUnsupported(
-                f"model family {self.cfg.model.name!r} scores items by vectors learned in training only, so an item "
-                "added after training has no representation; train an LLM-enhanced family (llmesr, llminit) to add "
-                "items from their text")
+                f"model family {self.cfg.model.name!r} scores items by vectors learned in training only, so "
+                "an item added after training has no representation; train an LLM-enhanced family (llmesr, "
+                "llminit) to add items from their text")
 
     def _new_ids(self, records: Sequence[dict[str, Any]], id_field: str | None) -> list[str]:
         ids = []
         for n, record in enumerate(records):
             if not isinstance(record, dict):
-                raise ValueError(f"item record #{n + 1} is a {type(record).__name__}, not an object")
+                raise TypeError(f"item record #{n + 1} is a {type(record).__name__}, not a dict")
             fields = (id_field,) if id_field else ID_FIELDS
             key = next((f for f in fields if record.get(f) not in (None, "")), None)
             if key is None:
@@ -355,7 +367,7 @@ class ServedModel:
     # ------------------------------------------------------------------ building and saving
     @classmethod
     def from_run(cls, run: Any) -> ServedModel:
-        """From a ``LoadedRun`` (esrkit.training.pipeline.load_run): everything a self-contained export holds."""
+        """From a ``LoadedRun`` (training.pipeline.load_run): everything a self-contained export holds."""
         cfg, inputs, data = run.cfg, run.inputs, run.data
         assets = inputs.assets
         projection = assets.pca_projection
