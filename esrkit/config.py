@@ -42,8 +42,9 @@ class DataConfig:
     ts_item: int = 4  # official tail-item threshold: tail if target popularity (distinct users) < ts_item
     group_rule: str = "official"  # or "pareto" (the paper's top-20% rule)
     max_len: int = 200
-    # the cold-item protocol (docs/SERVING.md): hold this fraction of the items out of training entirely, add them
-    # afterwards from their text with the model's new-item contract, report a "cold_item" test group. 0 = off
+    # the cold-item protocol (docs/SERVING.md): hold this fraction of the items out of training entirely, add
+    # them afterwards from their text with the model's new-item contract, report a "cold_item" test group
+    # (0 = off)
     cold_items: float = 0.0
     cold_mode: str = "random"  # random (seeded by cold_seed) | newest (by first timestamp, else by position)
     cold_seed: int = 0
@@ -153,7 +154,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def copy(self) -> "RunConfig":
+    def copy(self) -> RunConfig:
         return copy.deepcopy(self)
 
 

@@ -18,7 +18,8 @@ def _open(path: str, device: str):
         from esrkit.training.pipeline import load_run
 
         return ServedModel.from_run(load_run(folder, device))
-    raise click.BadParameter(f"{folder} is neither an export folder (manifest.json) nor a run folder (config.json)")
+    raise click.BadParameter(f"{folder} is neither an export folder (manifest.json) nor a run folder "
+                             "(config.json)")
 
 
 def _ids(text: str | None) -> list[str]:
@@ -35,16 +36,17 @@ def _print(model, recs, header: str) -> None:
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--user", "user", help="A user the model was trained on: raw user id, or #ROW for a row index.")
-@click.option("--history", help="Comma-separated raw item ids, oldest first: any user, seen in training or not.")
-@click.option("--all-users", is_flag=True, help="Every user the model was trained on, into -o (CSV or JSONL).")
+@click.option("--history", help="Comma-separated raw item ids, oldest first: any user, seen or not.")
+@click.option("--all-users", is_flag=True, help="Every user the model was trained on, into -o (CSV, JSONL).")
 @click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="How many items.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="--all-users: the file (.csv or .jsonl).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Output format (default: -o's suffix).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="--all-users: the file (.csv, .jsonl).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Output format (default: -o's).")
 @click.option("--exclude", help="--history: comma-separated item ids never to recommend.")
 @click.option("--include-history", is_flag=True, help="Allow items the user already interacted with.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def recommend(path, user, history, all_users, k, output, fmt, exclude, include_history, device, quiet) -> None:
+def recommend(path, user, history, all_users, k, output, fmt, exclude, include_history, device, quiet
+              ) -> None:
     """Top-k next items from an export folder or a run folder (no LLM call).
 
     \b
@@ -94,7 +96,8 @@ def _all_users(model, output: str, k: int, fmt: str, include_history: bool, quie
 
     start = time.perf_counter()
     with tqdm(total=len(model.require_users()), unit="user", disable=quiet, dynamic_ncols=True) as bar:
-        counts = write_all_users(model, output, k, fmt, exclude_history=not include_history, progress=bar.update)
+        counts = write_all_users(model, output, k, fmt, exclude_history=not include_history,
+                                 progress=bar.update)
     click.echo(f"wrote {counts['rows']:,} recommendations for {counts['users']:,} users to {output} "
                f"({time.perf_counter() - start:.1f} s)")
 
@@ -102,8 +105,8 @@ def _all_users(model, output: str, k: int, fmt: str, include_history: bool, quie
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="The export folder.")
-@click.option("--without-users", is_flag=True, help="Leave the training users' histories out (then --all-users and "
-              "--user are unavailable; --history still works).")
+@click.option("--without-users", is_flag=True, help="Leave the training users' histories out (then "
+              "--all-users and --user are unavailable; --history still works).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 @click.option("--device", default="cpu", show_default=True)
 def export(run_dir, output, without_users, overwrite, device) -> None:
@@ -115,10 +118,9 @@ def export(run_dir, output, without_users, overwrite, device) -> None:
     model = load(path)
     size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
     users = "no users" if model.users is None else f"{len(model.users):,} users"
-    added = {"text": "from their text", "untrained": "as untrained rows"}.get(model.new_item_support)
+    new_items = "from their text (esrkit items add)" if model.new_item_support == "text" else "not supported"
     click.echo(f"exported {run_dir} -> {path}: {model.cfg.model.name} on {model.cfg.model.backbone}, "
-               f"{model.n_items:,} items, {users}, {size / 2**20:.1f} MiB; new items: "
-               + (f"added {added} (esrkit items add)" if model.new_item_support == "text" else "not supported"))
+               f"{model.n_items:,} items, {users}, {size / 2**20:.1f} MiB; new items: {new_items}")
 
 
 @click.group()
@@ -130,11 +132,12 @@ def items() -> None:
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--items", "items_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="JSONL, one item per line: its id (id, item_id, asin or business_id) and text fields.")
-@click.option("--id-field", help="The records' id field (default: the first of id, item_id, asin, business_id).")
+@click.option("--id-field", help="The records' id field (default: the first of id, item_id, asin, "
+              "business_id).")
 @click.option("-o", "--output", type=click.Path(file_okay=False),
               help="Write the extended export here (default: replace EXPORT_DIR, atomically).")
-@click.option("--provider", help="Embed with this provider (default: the one the model was trained with; it must "
-              "have the same identity).")
+@click.option("--provider", help="Embed with this provider (default: the one the model was trained with; "
+              "it must have the same identity).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="A provider option, e.g. provider.device=cuda or provider.batch_size=64.")
 @click.option("--device", default="cpu", show_default=True)

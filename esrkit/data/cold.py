@@ -1,17 +1,17 @@
 """The cold-item protocol: hold items out of training entirely, add them afterwards from their text alone.
 
-``cold_split`` picks a fraction of the items that occur (``random`` with a seed, or the ``newest``), renumbers the
-catalogue so the held-out items come last, and returns two datasets:
+``cold_split`` picks a fraction of the items that occur (``random`` with a seed, or the ``newest``), renumbers
+the catalogue so the held-out items come last, and returns two datasets:
 
 * ``train``: the warm catalogue (ids ``1..n_warm``); every interaction with a cold item is removed from every
-  sequence, so neither training inputs, targets, negatives nor validation ever see one. Users left with fewer than
-  3 interactions are dropped from it (leave-one-out needs 3);
-* ``full``: every user and every item (cold ids ``n_warm + 1..n_items``), unchanged sequences, for the test after
-  the cold items were added with the model family's new-item contract. Its item metadata holds the cold items'
-  text, which is all a model may use of them.
+  sequence, so neither training inputs, targets, negatives nor validation ever see one. Users left with fewer
+  than 3 interactions are dropped from it (leave-one-out needs 3);
+* ``full``: every user and every item (cold ids ``n_warm + 1..n_items``), unchanged sequences, for the test
+  after the cold items were added with the model family's new-item contract. Its item metadata holds the cold
+  items' text, which is all a model may use of them.
 
-Nothing the model trains on comes from a user's test target: a warm user's training part is a subsequence of the
-original ``seq[:-2]``.
+Nothing the model trains on comes from a user's test target: a warm user's training part is a subsequence of
+the original ``seq[:-2]``.
 """
 
 from __future__ import annotations
@@ -88,14 +88,15 @@ class ColdSplit:
 def check_cold_options(fraction: float, mode: str) -> None:
     """Fail before any work on options that cannot describe a cold-item split."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"data.cold_items must be a fraction in [0, 1) of the items (0 = off), not {fraction}")
+        raise ValueError(f"data.cold_items must be a fraction in [0, 1) of the items (0 = off), not "
+                         f"{fraction}")
     COLD_MODES.get(mode)  # names the known modes when unknown
 
 
 def cold_split(data: SequenceData, fraction: float, mode: str = "random", seed: int = 0) -> ColdSplit:
     check_cold_options(fraction, mode)
     occurring = occurring_items(data)
-    count = max(1, int(round(fraction * len(occurring))))
+    count = max(1, round(fraction * len(occurring)))
     if count >= len(occurring):
         raise ValueError(f"data.cold_items={fraction} would hold out all {len(occurring)} items that occur")
     cold = COLD_MODES.get(mode)(data, count, seed)
@@ -127,7 +128,8 @@ def _renumbered(data: SequenceData, original: np.ndarray, new_id: np.ndarray) ->
 
 def _without_items(full: SequenceData, n_warm: int) -> tuple[SequenceData, np.ndarray]:
     """``full`` with every interaction with an item above ``n_warm`` removed and the catalogue cut to the warm
-    items; users left shorter than leave-one-out needs are dropped. Returns it and its users' rows in ``full``."""
+    items; users left shorter than leave-one-out needs are dropped. Returns it and its users' rows in
+    ``full``."""
     keep = full.items <= n_warm
     owner = np.repeat(np.arange(full.n_users), full.lengths())
     lengths = np.bincount(owner[keep], minlength=full.n_users)

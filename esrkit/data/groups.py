@@ -36,7 +36,7 @@ class Groups:
     item_bucket: np.ndarray
     seq_len: np.ndarray
     target_pop: np.ndarray
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more named masks (e.g. the cold-item protocol's)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more named masks (the cold-item protocol's)
 
     def masks(self) -> dict[str, np.ndarray]:
         out = {

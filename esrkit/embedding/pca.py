@@ -70,7 +70,8 @@ def pca_table(item_emb: np.ndarray, dim: int = 64, seed: int = 0) -> np.ndarray:
 
 def projection_from_table(item_emb: np.ndarray, table: np.ndarray) -> PCAProjection:
     """The affine map that best reproduces a given table (e.g. the official ``pca64_itm_emb_np``) from the raw
-    vectors, by least squares: for a table that *is* a PCA of these vectors it recovers that PCA's projection."""
+    vectors, by least squares: for a table that *is* a PCA of these vectors it recovers that PCA's
+    projection."""
     x = np.asarray(item_emb, dtype=np.float64)
     t = np.asarray(table, dtype=np.float64)
     if x.ndim != 2 or t.ndim != 2 or x.shape[0] != t.shape[0]:

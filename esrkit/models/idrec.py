@@ -57,7 +57,7 @@ class IDRecommender(SequentialRecommender):
             self._load_table(init_table)
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "IDRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> IDRecommender:
         return cls(n_items, max_len=max_len, **common_options(cfg))
 
     def _load_table(self, table: np.ndarray) -> None:
@@ -77,8 +77,8 @@ class IDRecommender(SequentialRecommender):
         return self.items(ids)
 
     def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
-        """Rows drawn like the table's xavier-normal initialisation (std for its trained shape): what the model
-        would hold for an item it never saw."""
+        """Rows drawn like the table's xavier-normal initialisation (std for its trained shape): what the
+        model would hold for an item it never saw."""
         rows, hidden = self.items.weight.shape
         std = (2.0 / (rows + hidden)) ** 0.5
         device = generator.device if generator is not None else "cpu"
@@ -96,7 +96,7 @@ class LLMInitRecommender(IDRecommender):
         return {"llm_items", "pca"}
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "LLMInitRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMInitRecommender:
         return cls(n_items, init_table=assets.pca_table, max_len=max_len, **common_options(cfg))
 
     def __init__(self, n_items: int, init_table: np.ndarray | None = None, **kwargs) -> None:
@@ -108,7 +108,7 @@ class LLMInitRecommender(IDRecommender):
         """The new rows start as the trained rows did: the PCA projection of the LLM vectors."""
         projection = assets.pca_projection
         if projection is None:
-            raise ValueError("llminit: adding items needs the PCA projection of training (mean and components)")
+            raise ValueError("llminit: adding items needs the training PCA projection (mean and components)")
         rows = projection.transform(as_vectors(llm_vectors, projection.input_dim, "llminit"))
         grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
         self.grow_catalogue(len(rows))

@@ -10,8 +10,8 @@ esrkit/training/objectives.py (it needs teacher batches); this file holds the ne
 Every Table 2 / Table 6 ablation is a switch: ``co_view``, ``se_view``, ``share_encoder``, ``cross_attention``,
 ``adapter_layers`` (2 or 1), ``id_init`` (pca | random), ``freeze_semantic``.
 
-New items (``add_items``): the semantic view is exact, adapter(new LLM vector) through the trained adapter; the
-collaborative row starts at the PCA projection of the new vector, where the trained rows started
+New items (``add_items``): the semantic view is exact, adapter(new LLM vector) through the trained adapter;
+the collaborative row starts at the PCA projection of the new vector, where the trained rows started
 (``id_init="random"``: at zero, so the semantic view alone ranks the item until it is trained).
 
 Speed without changing the function: the adapter is affine, so it is applied as one composed matrix
@@ -105,7 +105,7 @@ class LLMESR(SequentialRecommender):
         return need
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "LLMESR":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMESR:
         if assets.llm_items is None:
             raise ValueError("LLM-ESR needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
         return cls(
@@ -208,17 +208,18 @@ class LLMESR(SequentialRecommender):
         return "text" if cfg.se_view or cfg.id_init == "pca" else ""
 
     def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
-        """Semantic view: the new LLM vectors join the frozen table. Collaborative view: the PCA projection."""
+        """Semantic view: the new LLM vectors join the frozen table; collaborative view: the PCA start."""
         projection = assets.pca_projection
         if self.co_view and self.id_init == "pca" and projection is None:
-            raise ValueError("llmesr: adding items needs the PCA projection of training (mean and components)")
+            raise ValueError("llmesr: adding items needs the training PCA projection (mean and components)")
         if not self.se_view and projection is None:
-            raise ValueError("llmesr without the semantic view and with id_init='random' has nothing to start a new "
-                             "item from")
+            raise ValueError("llmesr without the semantic view and with id_init='random' has nothing to "
+                             "start a new item from")
         d_llm = self.adapter.layers[0].in_features if self.se_view else projection.input_dim
         vectors = as_vectors(llm_vectors, d_llm, "llmesr")
         if self.co_view:
-            rows = projection.transform(vectors) if self.id_init == "pca" else np.zeros((len(vectors), self.hidden))
+            pca = self.id_init == "pca"
+            rows = projection.transform(vectors) if pca else np.zeros((len(vectors), self.hidden), np.float32)
             grow_embedding(self.collab, torch.as_tensor(rows), self.n_items)
         if self.se_view:
             table = insert_item_rows(self.semantic_table.detach(), torch.as_tensor(vectors), self.n_items)

@@ -24,13 +24,13 @@ class PopularityRecommender(SequentialRecommender):
         self._dummy = nn.Parameter(torch.zeros(()), requires_grad=False)
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "PopularityRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> PopularityRecommender:
         return cls(n_items, backbone=cfg.backbone, max_len=max_len)
 
     def setup(self, data) -> None:
         self.fit_counts(training_items(data))
 
-    def fit_counts(self, train_items: np.ndarray) -> "PopularityRecommender":
+    def fit_counts(self, train_items: np.ndarray) -> PopularityRecommender:
         counts = np.bincount(train_items, minlength=self.n_items + 1)[: self.n_items + 1]
         self.scores.copy_(torch.as_tensor(np.log1p(counts), dtype=torch.float32).unsqueeze(1))
         return self

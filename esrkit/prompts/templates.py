@@ -99,8 +99,8 @@ def templates_from_dict(spec: dict[str, Any], name: str = "custom", source: str 
 
 
 def templates_to_dict(templates: PromptTemplates) -> dict[str, Any]:
-    """The TOML-shaped spec ``templates_from_dict`` reads: an exported model renders new items' prompts from it
-    without the recipe's prompt file."""
+    """The TOML-shaped spec ``templates_from_dict`` reads: an exported model renders new items' prompts from
+    it without the recipe's prompt file."""
     item = asdict(templates.item)
     item["section"] = [dict(s) for s in item.pop("sections")]
     return {"item": item, "user": asdict(templates.user)}

@@ -15,9 +15,10 @@ def _value(entry: Any) -> tuple[float, float | None]:
 
 
 def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int = 10) -> str:
-    """``rows``: (label, test metrics {group: {metric: value or {mean, std}}}) for one protocol; a cold-item run
-    (data.cold_items) gets a "Cold item" column."""
-    shown = GROUPS + ((("cold_item", "Cold item"),) if rows and all("cold_item" in g for _, g in rows) else ())
+    """``rows``: (label, test metrics {group: {metric: value or {mean, std}}}) for one protocol; a cold-item
+    run (data.cold_items) gets a "Cold item" column."""
+    cold = bool(rows) and all("cold_item" in g for _, g in rows)
+    shown = GROUPS + ((("cold_item", "Cold item"),) if cold else ())
     header = ["model"]
     for _, title in shown:
         header += [f"{title} H@{k}", f"N@{k}"]

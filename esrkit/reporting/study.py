@@ -19,8 +19,15 @@ from typing import Any
 
 from esrkit.config import RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.reporting.collect import (BACKBONE_LABELS, MODEL_LABELS, Run, RunRecords, folder_records, has_finished_seed,
-                                      run_from_records)
+from esrkit.reporting.collect import (
+    BACKBONE_LABELS,
+    MODEL_LABELS,
+    Run,
+    RunRecords,
+    folder_records,
+    has_finished_seed,
+    run_from_records,
+)
 from esrkit.reporting.records import differences, merge_records, read_record_file, records_of
 from esrkit.reporting.tables import (
     COLD_GROUP,
@@ -274,8 +281,9 @@ def gains_markdown(gains: list[dict[str, Any]]) -> str:
         return ("No gains to show: each LLM-ESR row needs the backbone (run `id`) or LLMInit with the same provider "
                 "in the study to be compared with.\n")
     cold = any(g["group"] == COLD_GROUP for g in gains)  # the cold-item protocol: one more column
-    lines = ["| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user | H@10 overall |"
-             + (" N@10 cold item |" if cold else ""),
+    header = ("| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user "
+              "| H@10 overall |")
+    lines = [header + (" N@10 cold item |" if cold else ""),
              "| --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if cold else "")]
     keys = list(dict.fromkeys((g["provider"], g["versus"], g["protocol"]) for g in gains))
 

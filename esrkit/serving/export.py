@@ -14,9 +14,9 @@
       users.safetensors  the training users' sequences (CSR offsets + items) and users.json their ids
                          (left out with --without-users)
 
-Loading verifies every hash first and refuses a changed file by name; it then rebuilds the model from the config
-and checks that it reproduces the exported item vectors. Writing checks the same round trip, so a model family
-whose state does not travel with its tensors cannot be exported silently broken.
+Loading verifies every hash first and refuses a changed file by name; it then rebuilds the model from the
+config and checks that it reproduces the exported item vectors. Writing checks the same round trip, so a model
+family whose state does not travel with its tensors cannot be exported silently broken.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from esrkit.models.recommender import SequentialRecommender
 from esrkit.prompts.templates import templates_from_dict, templates_to_dict
 from esrkit.serving.model import ServedModel, UserHistories
 from esrkit.training.checkpoint import load_tensors, save_tensors
+from esrkit.training.pipeline import load_run
 from esrkit.utils.io import atomic_directory, atomic_write_json, atomic_write_text, read_json, sha256_file
 
 FORMAT = "esrkit-export"
@@ -53,9 +54,8 @@ class ExportError(ValueError):
 def export_run(run_dir: str | Path, out: str | Path, users: bool = True, overwrite: bool = False,
                device: str = "cpu") -> Path:
     """``esrkit export``: the run's best checkpoint (a cold-item run: with its held-out items added)."""
-    from esrkit.training.pipeline import load_run  # orchestration sits above serving; only this entry needs it
-
-    return write_export(ServedModel.from_run(load_run(run_dir, device)), out, overwrite=overwrite, users=users)
+    served = ServedModel.from_run(load_run(run_dir, device))
+    return write_export(served, out, overwrite=overwrite, users=users)
 
 
 def write_export(served: ServedModel, path: str | Path, overwrite: bool = False, users: bool = True) -> Path:
@@ -140,8 +140,9 @@ def check_round_trip(served: ServedModel, meta: dict[str, Any], tensors: dict[st
         live = served.user_vectors(probe).float().cpu()
         rebuilt = ServedModel(twin, served.cfg, served.item_ids, served.titles).user_vectors(probe).float()
     if not torch.allclose(live, rebuilt, rtol=1e-4, atol=1e-5):
-        raise ExportError(f"model family {served.cfg.model.name!r} cannot be exported: the rebuilt model encodes "
-                          f"histories differently (max difference {float((live - rebuilt).abs().max()):.3g})")
+        gap = float((live - rebuilt).abs().max())
+        raise ExportError(f"model family {served.cfg.model.name!r} cannot be exported: the rebuilt model "
+                          f"encodes histories differently (max difference {gap:.3g})")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -150,17 +151,18 @@ def verify_export(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        raise ExportError(f"{path} is not an esrkit export (no manifest.json); make one with `esrkit export RUN -o "
-                          "DIR`")
+        raise ExportError(f"{path} is not an esrkit export (no manifest.json); make one with `esrkit export "
+                          "RUN -o DIR`")
     try:
         manifest = read_json(manifest_path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ExportError(f"{manifest_path}: not valid JSON ({exc}); export the run again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"),
-                                                                                             dict):
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or not isinstance(manifest.get("files"), dict):
         raise ExportError(f"{manifest_path}: not an {FORMAT} manifest")
     if int(manifest.get("version", 0)) > VERSION:
-        raise ExportError(f"{manifest_path}: version {manifest['version']} is newer than this esrkit ({VERSION})")
+        raise ExportError(f"{manifest_path}: version {manifest['version']} is newer than this esrkit "
+                          f"({VERSION})")
     files = manifest["files"]
     for name in REQUIRED:
         if name not in files:
@@ -238,8 +240,8 @@ def _set_buffer(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
     current = module._buffers.get(leaf)
     if current is None or current.shape != value.shape:
         shape = None if current is None else tuple(current.shape)
-        raise ExportError(f"model.safetensors: buffer {name} has shape {tuple(value.shape)}; the model built from "
-                          f"config.json has {shape}")
+        raise ExportError(f"model.safetensors: buffer {name} has shape {tuple(value.shape)}; the model built "
+                          f"from config.json has {shape}")
     module._buffers[leaf] = value.to(current.dtype)
 
 
@@ -248,8 +250,9 @@ def check_item_vectors(model: SequentialRecommender, expected: torch.Tensor, whe
         got = model.all_item_vectors().float().cpu()
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-6):
         diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("nan")
-        raise ExportError(f"{where}: the model rebuilt from its tensors does not reproduce the exported item vectors "
-                          f"(shape {tuple(got.shape)} vs {tuple(expected.shape)}, max difference {diff:.3g})")
+        raise ExportError(f"{where}: the model rebuilt from its tensors does not reproduce the exported item "
+                          f"vectors (shape {tuple(got.shape)} vs {tuple(expected.shape)}, max difference "
+                          f"{diff:.3g})")
 
 
 def read_items(path: Path, n_items: int) -> tuple[list[str], list[str]]:

@@ -1,8 +1,8 @@
 """Files in and out of serving: every user's top-k as CSV or JSONL (streamed), new item records as JSONL.
 
 CSV: ``user_id,rank,item_id,score``, one line per recommendation (rank 1 = best). JSONL: one object per user,
-``{"user_id", "items", "scores"}``. Parquet would need pyarrow, which esrkit does not depend on; both formats load
-into pandas or pyarrow directly. The file is written to a temporary sibling and renamed when complete.
+``{"user_id", "items", "scores"}``. Parquet would need pyarrow, which esrkit does not depend on; both formats
+load into pandas or pyarrow directly. The file is written to a temporary sibling and renamed when complete.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def output_format(path: str | Path, fmt: str | None) -> str:
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
-        raise ValueError("Parquet needs pyarrow, which esrkit does not depend on; write .csv or .jsonl (pandas "
-                         "and pyarrow read both)")
+        raise ValueError("Parquet needs pyarrow, which esrkit does not depend on; write .csv or .jsonl "
+                         "(pandas and pyarrow read both)")
     if suffix not in FORMATS:
         raise ValueError(f"{path}: cannot tell the format from the suffix {suffix!r}; use .csv or .jsonl, or "
                          "--format")
@@ -35,7 +35,8 @@ def output_format(path: str | Path, fmt: str | None) -> str:
 
 
 def write_all_users(served: ServedModel, path: str | Path, k: int = 100, fmt: str | None = None,
-                    exclude_history: bool = True, progress: Callable[[int], Any] | None = None) -> dict[str, int]:
+                    exclude_history: bool = True, progress: Callable[[int], Any] | None = None
+                    ) -> dict[str, int]:
     """Every stored user's top ``k`` into ``path``; returns {"users", "rows"} written."""
     fmt = output_format(path, fmt)
     users = served.require_users()
@@ -96,7 +97,8 @@ def read_item_records(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with the item's id and text fields")
+                message = f"{path}:{lineno}: expected a JSON object with the item's id and text fields"
+                raise ValueError(message)  # noqa: TRY004 - a bad input line, not a caller's type error
             records.append(record)
     if not records:
         raise ValueError(f"{path}: no items")

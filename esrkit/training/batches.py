@@ -201,7 +201,8 @@ def prediction_input(
     if objective != "cloze":
         return make_input(seqs.window(users, prefix, max_len), max_len)
     tokens = seqs.window(users, prefix, max_len - 1)
-    return _cloze_prediction(tokens, torch.as_tensor(prefix >= max_len, device=seqs.device), max_len, mask_token)
+    full = torch.as_tensor(prefix >= max_len, device=seqs.device)
+    return _cloze_prediction(tokens, full, max_len, mask_token)
 
 
 def history_input(histories: list[np.ndarray], max_len: int, objective: str, mask_token: int,

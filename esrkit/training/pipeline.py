@@ -63,8 +63,8 @@ class RunInputs:
 
     @property
     def catalogue(self) -> SequenceData:
-        """Every user and item the trained model serves: the full dataset under the cold-item protocol (once the
-        cold items are added), the training data otherwise."""
+        """Every user and item the trained model serves: the full dataset under the cold-item protocol (once
+        the cold items are added), the training data otherwise."""
         return self.cold.split.full if self.cold is not None else self.data
 
 
@@ -125,8 +125,8 @@ def _file_stamps(inputs: dict[str, Any]) -> list[Any]:
 # ---------------------------------------------------------------------------------------------- step 2: embeddings
 def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], progress: bool = True,
                     center: bool = True) -> dict[str, Any]:
-    """{"items": array|None, "users": array|None, "center": array|None, "meta": {...}} from explicit files or a
-    provider; ``center=False`` leaves ``embedding.center_items`` to the caller."""
+    """{"items": array|None, "users": array|None, "center": array|None, "meta": {...}} from explicit files or
+    a provider; ``center=False`` leaves ``embedding.center_items`` to the caller."""
     e = cfg.embedding
     out: dict[str, Any] = {"items": None, "users": None, "center": None, "meta": {}}
     explicit = {"items": e.item_embeddings, "users": e.user_embeddings}
@@ -162,7 +162,7 @@ def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], 
             out[part] = np.asarray(arr, dtype=np.float32)
             out["meta"][part] = {"source": str(result.directory), "provider": name,
                                  "templates": e.templates, "fingerprint": fingerprint_array(out[part])}
-    if center and e.center_items and out["items"] is not None:  # the fingerprint stays the provider's raw table's
+    if center and e.center_items and out["items"] is not None:  # the fingerprint stays the raw table's
         out["center"] = item_center(out["items"])
         out["items"] = out["items"] - out["center"]
         out["meta"]["items"]["centered"] = True
@@ -272,22 +272,22 @@ def check_cold_config(cfg: RunConfig) -> None:
     if not d.cold_items:
         return
     if not model_class(cfg.model.name).new_item_support(cfg.model):
-        raise ConfigError(f"data.cold_items: model family {cfg.model.name!r} (with these switches) cannot add items "
-                          "after training, so it cannot be evaluated on held-out items")
+        raise ConfigError(f"data.cold_items: model family {cfg.model.name!r} (with these switches) cannot "
+                          "add items after training, so it cannot be evaluated on held-out items")
     fixed = [k for k, v in (("embedding.user_embeddings", cfg.embedding.user_embeddings),
                             ("embedding.pca_table", cfg.embedding.pca_table),
                             ("retrieval.neighbours", cfg.retrieval.neighbours)) if v]
     if fixed:
-        raise ConfigError(f"data.cold_items: {', '.join(fixed)} were computed from the full data, held-out items "
-                          "included; leave them unset so they are computed from the training part")
+        raise ConfigError(f"data.cold_items: {', '.join(fixed)} were computed from the full data, held-out "
+                          "items included; leave them unset so they are computed from the training part")
 
 
 def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     check_cold_config(cfg)
     t0 = time.perf_counter()
     full = load_data(cfg)
-    split = cold_split(full, cfg.data.cold_items, cfg.data.cold_mode, cfg.data.cold_seed) if cfg.data.cold_items \
-        else None
+    d = cfg.data
+    split = cold_split(full, d.cold_items, d.cold_mode, d.cold_seed) if d.cold_items else None
     data = split.train if split is not None else full
     timings = {"data_s": time.perf_counter() - t0}
     cls = model_class(cfg.model.name)
@@ -333,8 +333,8 @@ def _evaluator_options(cfg: RunConfig, seed: int) -> dict[str, Any]:
 
 def cold_test_evaluator(cfg: RunConfig, cold: ColdItems, device: torch.device, seed: int,
                         cls: type[Evaluator] = Evaluator) -> Evaluator:
-    """The test of the cold-item protocol: every user of the full dataset, every item (the cold ones added), the
-    usual groups plus ``cold_item`` (the target is a held-out item) and ``warm_item``."""
+    """The test of the cold-item protocol: every user of the full dataset, every item (the cold ones added),
+    the usual groups plus ``cold_item`` (the target is a held-out item) and ``warm_item``."""
     full, d = cold.split.full, cfg.data
     groups = compute_groups(full, "test", d.ts_user, d.ts_item, d.group_rule, d.max_len)
     is_cold = cold.split.cold_target("test")
@@ -505,14 +505,15 @@ class LoadedRun:
     model: Any
     seqs: DeviceSequences  # sequences of ``data``
     run_dir: RunDir
-    data: SequenceData  # the users and items of the model's catalogue (inputs.catalogue once cold items are added)
+    data: SequenceData  # the model's users and items (inputs.catalogue once cold items are added)
 
 
 def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = False,
              add_cold: bool = True) -> LoadedRun:
     """Rebuild a trained model from its run directory (config + best checkpoint); no LLM call is made when the
-    embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error. A cold-item
-    run's held-out items are added as its test added them (``add_cold=False``: the warm model it validated)."""
+    embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error. A
+    cold-item run's held-out items are added as its test added them (``add_cold=False``: the warm model it
+    validated)."""
     from esrkit.config import config_from_dict
 
     rd = RunDir(run_dir)
@@ -542,7 +543,8 @@ def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = 
 
 
 def run_evaluator(run: LoadedRun, split: str) -> Evaluator:
-    """The evaluator ``esrkit train`` used for ``split`` of this run (a cold-item run's test: the full data)."""
+    """The evaluator ``esrkit train`` used for ``split`` of this run (a cold-item run's test: the full
+    data)."""
     seed = run.cfg.train.seed
     if split == "test" and run.inputs.cold is not None:
         if run.data is not run.inputs.catalogue:

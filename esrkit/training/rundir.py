@@ -81,7 +81,7 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
-    def lock(self) -> "RunDir":
+    def lock(self) -> RunDir:
         """Hold an exclusive lock on the run directory for this process's lifetime: two processes resuming the
         same run would interleave checkpoints and metrics."""
         import fcntl
@@ -97,7 +97,7 @@ class RunDir:
         _HELD_LOCKS[str(self.path.resolve())] = fh
         return self
 
-    def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> "RunDir":
+    def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> RunDir:
         if str(self.path.resolve()) not in _HELD_LOCKS:
             self.lock()
         if (self.path / "config.json").exists() and not resume:
@@ -136,8 +136,8 @@ def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A recorded config with keys a newer esrkit added filled in with their defaults, so a run started before a
-    key existed still resumes (a config this esrkit cannot read is compared as it is)."""
+    """A recorded config with keys a newer esrkit added filled in with their defaults, so a run started before
+    a key existed still resumes (a config this esrkit cannot read is compared as it is)."""
     try:
         return config_from_dict(cfg).to_dict()
     except (ConfigError, TypeError):

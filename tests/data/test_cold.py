@@ -56,7 +56,8 @@ def test_newest_uses_timestamps_and_otherwise_positions() -> None:
     ts = [[10, 20, 30, 40], [11, 21, 31, 99], [12, 22, 32, 50]]
     with_time = SequenceData.from_sequences(seqs, n_items=5, timestamps=ts)
     split = cold_split(with_time, 0.4, "newest")  # 2 of 5 items: item 4 first seen at 40, item 5 at 31
-    assert sorted(split.original_ids[split.n_warm + 1:].tolist()) == [4, 5] and split.meta["order"] == "timestamp"
+    assert sorted(split.original_ids[split.n_warm + 1:].tolist()) == [4, 5]
+    assert split.meta["order"] == "timestamp"
     no_time = SequenceData.from_sequences(seqs, n_items=5)
     positions = mean_relative_positions(no_time)
     assert positions[4] == 1.0 and positions[5] == pytest.approx((2 / 3 + 1) / 2)
@@ -64,9 +65,9 @@ def test_newest_uses_timestamps_and_otherwise_positions() -> None:
     assert split.original_ids[split.n_warm + 1:].tolist() == [4] and split.meta["order"] == "position"
 
 
-@pytest.mark.parametrize(("fraction", "mode", "message"), [(1.0, "random", r"fraction in \[0, 1\)"),
-                                                           (-0.1, "random", "fraction"),
-                                                           (0.1, "oldest", "unknown cold-item mode 'oldest'")])
+@pytest.mark.parametrize(("fraction", "mode", "message"), [
+    (1.0, "random", r"fraction in \[0, 1\)"), (-0.1, "random", "fraction"),
+    (0.1, "oldest", "unknown cold-item mode 'oldest'")])
 def test_bad_options_are_named(fraction, mode, message) -> None:
     with pytest.raises((ValueError, KeyError), match=message):
         check_cold_options(fraction, mode)

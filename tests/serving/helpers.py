@@ -1,5 +1,5 @@
-"""Served models built directly (no training): the serving properties hold for any weights, so most serving tests
-need no training run. Item vectors come from a small offline (hashing) provider, as a run's would."""
+"""Served models built directly (no training): the serving properties hold for any weights, so most serving
+tests need no training run. Item vectors come from a small offline (hashing) provider, as a run's would."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from esrkit.prompts import build_item_prompts, load_templates
 from esrkit.providers import build_provider
 from esrkit.serving import ServedModel, UserHistories
 
-PROVIDER_OPTIONS = {"dim": 32, "n_features": 4096}  # a tiny offline provider: fast, deterministic, no download
+PROVIDER_OPTIONS = {"dim": 32, "n_features": 4096}  # a tiny offline provider: fast, deterministic, offline
 MAX_LEN = 12  # short, so tests cover histories longer than the window
 
 
@@ -38,10 +38,10 @@ def item_vectors(center: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def config(*overrides: str):
-    cfg = resolve_recipe("demo", [f"data.max_len={MAX_LEN}", "model.hidden=16", "model.dropout=0.0",
-                                  f"embedding.options={{dim={PROVIDER_OPTIONS['dim']}, "
-                                  f"n_features={PROVIDER_OPTIONS['n_features']}}}", *overrides])
-    return cfg
+    dim, features = PROVIDER_OPTIONS["dim"], PROVIDER_OPTIONS["n_features"]
+    options = f"embedding.options={{dim={dim}, n_features={features}}}"
+    return resolve_recipe("demo", [f"data.max_len={MAX_LEN}", "model.hidden=16", "model.dropout=0.0", options,
+                                   *overrides])
 
 
 def served_model(*overrides: str, seed: int = 0) -> ServedModel:

@@ -79,8 +79,9 @@ def test_bad_requests_fail_before_work(export, tmp_path) -> None:
 
 def test_items_add_grows_the_export(export, tmp_path) -> None:
     items = tmp_path / "new.jsonl"
-    items.write_text(json.dumps({"asin": "B-NEW", "title": "Lumi Gentle Rose Serum - 1 oz", "brand": "Lumi"}) + "\n\n"
-                     + json.dumps({"asin": "B-NEW2", "title": "Lumi Matte Lipstick"}) + "\n")
+    first = {"asin": "B-NEW", "title": "Lumi Gentle Rose Serum - 1 oz", "brand": "Lumi"}
+    second = {"asin": "B-NEW2", "title": "Lumi Matte Lipstick"}
+    items.write_text(json.dumps(first) + "\n\n" + json.dumps(second) + "\n")
     res = run("items", "add", export, "--items", items, "-o", tmp_path / "grown")
     assert res.exit_code == 0, res.output
     grown = esrkit.load(tmp_path / "grown")

@@ -40,7 +40,8 @@ def test_an_export_loads_elsewhere_and_scores_the_same(overrides, tmp_path, monk
     assert loaded.titles == served.titles and loaded.new_item_support == served.new_item_support
     for history in HISTORIES:
         np.testing.assert_allclose(loaded.scores(history), served.scores(history), rtol=1e-6, atol=1e-6)
-        assert [r.item for r in loaded.recommend(history, k=20)] == [r.item for r in served.recommend(history, k=20)]
+        expected = [r.item for r in served.recommend(history, k=20)]
+        assert [r.item for r in loaded.recommend(history, k=20)] == expected
     u = catalogue().user_ids[7]
     assert [r.item for r in loaded.recommend_known(u)] == [r.item for r in served.recommend_known(u)]
     manifest = json.loads((moved / "manifest.json").read_text())
@@ -61,7 +62,8 @@ def test_an_llmesr_export_holds_the_frozen_table_and_projection(tmp_path) -> Non
     np.testing.assert_array_equal(assets["llm.center"], served.llm_center)
     meta = json.loads((tmp_path / "x" / "serving.json").read_text())
     assert meta["provider"]["identity_hash"] == served.provider_spec["identity_hash"]
-    assert meta["templates"]["item"]["section"][0]["template"].startswith("The item has the following attributes")
+    first_section = meta["templates"]["item"]["section"][0]["template"]
+    assert first_section.startswith("The item has the following attributes")
     assert not (tmp_path / "x" / "users.json").exists() and esrkit.load(tmp_path / "x").users is None
 
 

@@ -22,7 +22,8 @@ TINY = ["--set", "data.synthetic={n_users=200, n_items=300}", "--set", "train.ep
 
 
 def run_top_k(run, rows: np.ndarray, k: int) -> list[list[str]]:
-    """The run's own evaluation path: each user's whole sequence -> last_hidden -> all items, history excluded."""
+    """The run's own evaluation path: each user's whole sequence -> last_hidden -> all items, history
+    excluded."""
     model, data = run.model, run.data
     inp = prediction_input(run.seqs, rows, "next", run.cfg.data.max_len, model.objective, model.mask_token)
     with torch.no_grad():
@@ -35,7 +36,8 @@ def run_top_k(run, rows: np.ndarray, k: int) -> list[list[str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
-def test_an_export_recommends_what_the_run_does_with_everything_else_gone(tmp_path, monkeypatch, backbone) -> None:
+def test_an_export_recommends_what_the_run_does_with_everything_else_gone(tmp_path, monkeypatch, backbone
+                                                                          ) -> None:
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "-q", "--set",

@@ -1,5 +1,5 @@
-"""New items from their text alone: the tiny offline provider -> the run's prompt template -> the model family's
-new-item contract; ranked by the semantic view, kept by exports, usable in histories."""
+"""New items from their text alone: the tiny offline provider -> the run's prompt template -> the model
+family's new-item contract; ranked by the semantic view, kept by exports, usable in histories."""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def test_added_items_survive_an_export(tmp_path) -> None:
     loaded = esrkit.load(tmp_path / "x")
     assert loaded.item_ids[-1] == "NEW-1" and loaded.n_items == served.n_items
     assert loaded.titles[-1] == twin_record()["title"] and loaded.info["added_items"] == 1
-    np.testing.assert_allclose(loaded.scores(["NEW-1", "I000004"]), served.scores(["NEW-1", "I000004"]), rtol=1e-6)
+    history = ["NEW-1", "I000004"]
+    np.testing.assert_allclose(loaded.scores(history), served.scores(history), rtol=1e-6)
     loaded.add_items([{"id": "NEW-2", "title": "Second"}])  # and it can grow again
     assert loaded.n_items == served.n_items + 1
 

@@ -1,6 +1,9 @@
-"""The Python serving API on models built directly (no training): histories, batches, k, exclusions, errors."""
+"""The Python serving API on models built directly (no training): histories, batches, k, exclusions,
+errors."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -20,7 +23,8 @@ def forward_pass_scores(served, history: list[int]) -> np.ndarray:
     """The model's own evaluation path on a dataset holding this one sequence (no serving code involved)."""
     data = SequenceData.from_sequences([history], n_items=served.n_items)
     model = served.model
-    inp = prediction_input(DeviceSequences(data), np.array([0]), "next", MAX_LEN, model.objective, model.mask_token)
+    inp = prediction_input(DeviceSequences(data), np.array([0]), "next", MAX_LEN, model.objective,
+                           model.mask_token)
     with torch.no_grad():
         return (model.last_hidden(inp) @ model.all_item_vectors().T)[0].numpy()
 
@@ -29,10 +33,11 @@ def forward_pass_scores(served, history: list[int]) -> np.ndarray:
 def test_an_unseen_history_scores_like_the_models_forward_pass(overrides) -> None:
     served = served_model(*overrides)
     rng = np.random.default_rng(1)
-    for length in (3, MAX_LEN - 1, MAX_LEN, 2 * MAX_LEN + 3):  # shorter than, filling and overflowing the window
+    for length in (3, MAX_LEN - 1, MAX_LEN, 2 * MAX_LEN + 3):  # shorter than, filling, overflowing the window
         history = rng.integers(1, served.n_items + 1, length).tolist()
         raw = [served.item_ids[i - 1] for i in history]
-        np.testing.assert_allclose(served.scores(raw), forward_pass_scores(served, history), rtol=1e-5, atol=1e-6)
+        expected = forward_pass_scores(served, history)
+        np.testing.assert_allclose(served.scores(raw), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_recommend_excludes_history_and_extra_items_and_ranks_by_score() -> None:
@@ -45,14 +50,15 @@ def test_recommend_excludes_history_and_extra_items_and_ranks_by_score() -> None
     internal = served.item_index(ids)
     np.testing.assert_allclose([r.score for r in recs], scores[internal], rtol=1e-6)
     allowed = np.delete(np.arange(1, served.n_items + 1), served.item_index([*history, "I000040"]) - 1)
-    assert np.isclose(recs[0].score, scores[allowed].max()) and all(a.score >= b.score for a, b in zip(recs, recs[1:]))
+    assert np.isclose(recs[0].score, scores[allowed].max())
+    assert all(a.score >= b.score for a, b in itertools.pairwise(recs))
     assert recs[0].title == catalogue().item_attrs[internal[0] - 1]["title"]
     with_history = served.recommend(history, k=served.n_items, exclude_history=False)
     assert set(history) <= {r.item for r in with_history}
 
 
 def test_k_larger_than_the_catalogue_returns_only_real_items() -> None:
-    served = served_model("model.backbone=bert4rec")  # BERT4Rec: [MASK] has a row too, and must never come back
+    served = served_model("model.backbone=bert4rec")  # BERT4Rec's [MASK] has a row too: never recommended
     history, exclude = ["I000001", "I000002", "I000002", "I000003"], ["I000004"]
     recs = served.recommend(history, k=served.n_items + 50, exclude=exclude)
     ids = [r.item for r in recs]
