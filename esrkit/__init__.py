@@ -12,3 +12,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``esrkit.load`` imports the serving stack (torch, the models) only when it is first used, so ``import
+    esrkit`` stays light."""
+    if name == "load":
+        from esrkit.serving import load
+
+        return load
+    raise AttributeError(f"module 'esrkit' has no attribute {name!r}")

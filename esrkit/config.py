@@ -47,6 +47,12 @@ class DataConfig:
     ts_item: int = 4  # official tail-item threshold: tail if target popularity (distinct users) < ts_item
     group_rule: str = "official"  # or "pareto" (the paper's top-20% rule)
     max_len: int = 200
+    # the cold-item protocol (docs/SERVING.md): hold this fraction of the items out of training entirely, add
+    # them afterwards from their text with the model's new-item contract, report a "cold_item" test group
+    # (0 = off)
+    cold_items: float = 0.0
+    cold_mode: str = "random"  # random (seeded by cold_seed) | newest (by first timestamp, else by position)
+    cold_seed: int = 0
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``esrkit train``, ``esrkit evaluate``, ``esrkit recommend``."""
+"""``esrkit train``, ``esrkit evaluate``."""
 
 from __future__ import annotations
 
@@ -103,58 +103,13 @@ def _compare(summary: dict, baseline: Path) -> None:
 def evaluate(run_dir, split, protocols, device, as_json) -> None:
     """Re-evaluate a run's best checkpoint (both protocols, every group)."""
     from esrkit.reporting.console import results_table
-    from esrkit.training.pipeline import evaluators, load_run
+    from esrkit.training.pipeline import load_run, run_evaluator
 
-    run = load_run(run_dir, device)
-    seed = run.cfg.train.seed
-    valid, test = evaluators(run.cfg, run.inputs.data, run.seqs, seed)
-    result = (test if split == "test" else valid).evaluate(run.model, protocols or ("sampled", "full"))
+    run = load_run(run_dir, device, add_cold=split == "test")
+    result = run_evaluator(run, split).evaluate(run.model, protocols or ("sampled", "full"))
     if as_json:
         click.echo(json.dumps(result.metrics, indent=2))
         return
     for protocol, groups in result.metrics.items():
         click.echo(results_table([(Path(run_dir).name, groups)], protocol))
         click.echo("")
-
-
-@click.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--user", "user", required=True, help="Raw user id (as in the input data), or #ROW for a row index.")
-@click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="How many items.")
-@click.option("--include-history", is_flag=True, help="Allow items the user already interacted with.")
-@click.option("--device", default="auto")
-def recommend(run_dir, user, k, include_history, device) -> None:
-    """Top-k next items for a user, scored from the run's cached tables (no LLM call)."""
-    from esrkit.training.pipeline import load_run
-    from esrkit.training.pipeline import recommend as top_k
-
-    run = load_run(run_dir, device)
-    data = run.inputs.data
-    row = _user_row(user, data)
-    items = top_k(run, row, k, exclude_history=not include_history)
-    fewer = f" (only {len(items)} items can be recommended)" if len(items) < k else ""
-    click.echo(f"user {data.user_ids[row]} (row {row}), {int(data.lengths()[row])} interactions; "
-               f"top {len(items)}{fewer}:")
-    for rank, (item, score) in enumerate(items, 1):
-        attrs = (data.item_attrs or [{}] * data.n_items)[item - 1] or {}
-        title = attrs.get("title") or attrs.get("name") or ""
-        click.echo(f"{rank:>3}. item {item:<7} {data.item_ids[item - 1]:<14} score {score:8.3f}  {title}")
-
-
-def _user_row(user: str, data) -> int:
-    """``--user``: a raw id, or ``#ROW`` for a row index."""
-    from esrkit.utils.errors import quote
-
-    if user.startswith("#") and user not in data.user_ids:
-        if not user[1:].isdigit():
-            raise click.BadParameter(f"#ROW needs a row number, e.g. #0, got {quote(user)}",
-                                     param_hint="--user")
-        row = int(user[1:])
-        if not 0 <= row < data.n_users:
-            raise click.BadParameter(f"row {row} is outside 0..{data.n_users - 1}", param_hint="--user")
-        return row
-    try:
-        return data.user_ids.index(user)
-    except ValueError:
-        raise click.BadParameter(f"unknown user id {quote(user)} (ids look like {quote(data.user_ids[0])})",
-                                 param_hint="--user") from None

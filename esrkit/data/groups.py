@@ -12,7 +12,7 @@ Five buckets (paper Fig. 4): users by ``seq_len`` at 5/10/15/20, items by ``pop`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class Groups:
     item_bucket: np.ndarray
     seq_len: np.ndarray
     target_pop: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more named masks (the cold-item protocol's)
 
     def masks(self) -> dict[str, np.ndarray]:
         out = {
@@ -48,6 +49,7 @@ class Groups:
             out[f"user_{label}"] = self.user_bucket == b
         for b, label in enumerate(ITEM_BUCKET_LABELS):
             out[f"item_{label}"] = self.item_bucket == b
+        out.update(self.extra)
         return out
 
 

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
 from esrkit.models.idrec import common_options
-from esrkit.models.recommender import ModelAssets, SequentialRecommender
+from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
+                                       insert_item_rows)
 
 
 class NullSpaceProjection:
@@ -131,6 +132,14 @@ class AlphaFuseRecommender(SequentialRecommender):
         return out[:, 1:] if added else out
 
     def project_new_items(self, llm_items: Tensor) -> Tensor:
-        """Semantic coordinates of items unseen in training, by the stored projection (their ID part starts at 0)."""
+        """Semantic coordinates of items unseen in training, by the stored projection."""
         centred = llm_items.to(self.projection_mean) - self.projection_mean
         return centred @ self.projection_directions * self.projection_scale
+
+    def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
+        """A new item: its text's semantic coordinates by the training projection, an ID part of 0 (no
+        interactions yet), so it is scored by the frozen language geometry alone."""
+        vectors = torch.as_tensor(as_vectors(llm_vectors, self.projection_mean.shape[0], "alphafuse"))
+        self.semantic = insert_item_rows(self.semantic, self.project_new_items(vectors), self.n_items)
+        grow_embedding(self.ids, torch.zeros(len(vectors), self.nullity), self.n_items)
+        self.grow_catalogue(len(vectors))

@@ -38,6 +38,7 @@ class ViewFusion(nn.Module):
             self.gate_bias = nn.Parameter(torch.zeros(()))
             self.gate_slope = nn.Parameter(torch.zeros(()))
             self.register_buffer("popularity_z", torch.zeros(n_items + 2))
+            self.register_buffer("unseen_z", torch.zeros(()))  # z of an item with no training interaction
         elif gate == "user":
             self.user_gate = nn.Linear(2 * hidden, 1)
             nn.init.zeros_(self.user_gate.weight)
@@ -51,11 +52,19 @@ class ViewFusion(nn.Module):
         """``counts`` (n_items + 1,): training interactions per item id (row 0 = padding)."""
         if self.gate != "popularity":
             return
-        z = np.log1p(counts[1:].astype(np.float64))
-        z = (z - z.mean()) / max(z.std(), 1e-12)
+        logs = np.log1p(counts[1:].astype(np.float64))
+        mean, std = logs.mean(), max(logs.std(), 1e-12)
         full = np.zeros(len(self.popularity_z))
-        full[1 : len(z) + 1] = z
+        full[1 : len(logs) + 1] = (logs - mean) / std
         self.popularity_z.copy_(torch.as_tensor(full, dtype=torch.float32))
+        self.unseen_z.fill_(float(-mean / std))
+
+    def grow(self, count: int, n_items: int) -> None:
+        """Items added after training have popularity 0: they get the gate a never-seen item earns."""
+        if self.gate == "popularity":
+            rows = self.unseen_z.expand(count).clone()
+            z = self.popularity_z
+            self.popularity_z = torch.cat([z[: n_items + 1], rows, z[n_items + 1 :]])
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x[..., : self.hidden], x[..., self.hidden :]

@@ -4,6 +4,10 @@
 xavier-normal init of everything, score = dot product with the item table). ``llminit`` is the paper's LLMInit
 baseline (LLM2Bert4Rec / SAID): the same model whose item table starts from the LLM item embeddings reduced by PCA
 to the hidden size, then fine-tuned.
+
+New items: an ``id`` model knows nothing about an item it never trained on, so it gets an untrained row (the
+table's own initialisation); an ``llminit`` item starts where its trained neighbours started, at the PCA
+projection of its LLM vector.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
-from esrkit.models.recommender import ModelAssets, SequentialRecommender
+from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
+                                       insert_item_rows)
 
 
 def common_options(cfg) -> dict:
@@ -53,7 +58,7 @@ class IDRecommender(SequentialRecommender):
             self._load_table(init_table)
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "IDRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> IDRecommender:
         return cls(n_items, max_len=max_len, **common_options(cfg))
 
     def _load_table(self, table: np.ndarray) -> None:
@@ -72,6 +77,16 @@ class IDRecommender(SequentialRecommender):
     def item_vectors(self, ids: Tensor) -> Tensor:
         return self.items(ids)
 
+    def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
+        """Rows drawn like the table's xavier-normal initialisation (std for its trained shape): what the
+        model would hold for an item it never saw."""
+        rows, hidden = self.items.weight.shape
+        std = (2.0 / (rows + hidden)) ** 0.5
+        device = generator.device if generator is not None else "cpu"
+        new = torch.randn(count, hidden, generator=generator, device=device) * std
+        grow_embedding(self.items, new, self.n_items)
+        self.grow_catalogue(count)
+
 
 @MODELS.register("llminit")
 class LLMInitRecommender(IDRecommender):
@@ -87,7 +102,7 @@ class LLMInitRecommender(IDRecommender):
         return {"llm_items", "pca"}
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "LLMInitRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMInitRecommender:
         llm = assets.llm_items if cfg.semantic_adapter else None
         return cls(n_items, init_table=assets.pca_table, llm_items=llm, max_len=max_len, **common_options(cfg))
 
@@ -112,3 +127,15 @@ class LLMInitRecommender(IDRecommender):
         unique, inverse = torch.unique(ids, return_inverse=True)  # the adapter once per distinct item
         semantic = self.adapter(self.semantic_table[unique])[inverse]
         return vectors + semantic * (ids != 0).unsqueeze(-1)  # padding stays the zero vector
+
+    def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
+        """The new rows start as the trained rows did: the PCA projection of the LLM vectors."""
+        projection = assets.pca_projection
+        if projection is None:
+            raise ValueError("llminit: adding items needs the training PCA projection (mean and components)")
+        rows = projection.transform(as_vectors(llm_vectors, projection.input_dim, "llminit"))
+        grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
+        if self.semantic_adapter:  # the shared map then scores the new items from their text too
+            llm = torch.as_tensor(as_vectors(llm_vectors, self.semantic_table.shape[1], "llminit"))
+            self.semantic_table = insert_item_rows(self.semantic_table, llm.to(self.semantic_table), self.n_items)
+        self.grow_catalogue(len(rows))

@@ -10,6 +10,10 @@ esrkit/training/objectives.py (it needs teacher batches); this file holds the ne
 Every Table 2 / Table 6 ablation is a switch: ``co_view``, ``se_view``, ``share_encoder``, ``cross_attention``,
 ``adapter_layers`` (2 or 1), ``id_init`` (pca | random), ``freeze_semantic``.
 
+New items (``add_items``): the semantic view is exact, adapter(new LLM vector) through the trained adapter;
+the collaborative row starts at the PCA projection of the new vector, where the trained rows started
+(``id_init="random"``: at zero, so the semantic view alone ranks the item until it is trained).
+
 Speed without changing the function: the adapter is affine, so it is applied as one composed matrix
 ``W2 @ W1`` to the *unique* items of a batch instead of two matrices to every token (12x fewer FLOPs for
 1536 -> 768 -> 64); the shared encoder runs both views as one stacked batch.
@@ -27,7 +31,13 @@ from torch import Tensor, nn
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
 from esrkit.models.fusion import ViewFusion
 from esrkit.models.idrec import common_options
-from esrkit.models.recommender import ModelAssets, SequentialRecommender
+from esrkit.models.recommender import (
+    ModelAssets,
+    SequentialRecommender,
+    as_vectors,
+    grow_embedding,
+    insert_item_rows,
+)
 
 
 class Adapter(nn.Module):
@@ -96,7 +106,7 @@ class LLMESR(SequentialRecommender):
         return need
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "LLMESR":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMESR:
         if assets.llm_items is None:
             raise ValueError("LLM-ESR needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
         return cls(
@@ -140,7 +150,7 @@ class LLMESR(SequentialRecommender):
             raise ValueError(f"LLM item embeddings have {llm_items.shape[0]} rows for {n_items} items")
         if id_init not in ("pca", "random"):
             raise ValueError(f"id_init must be 'pca' or 'random', not {id_init!r}")
-        self.hidden, self.co_view, self.se_view = hidden, co_view, se_view
+        self.hidden, self.co_view, self.se_view, self.id_init = hidden, co_view, se_view, id_init
         self.use_cross = cross_attention and co_view and se_view
         d_llm = llm_items.shape[1]
         skip: list[str] = []
@@ -215,6 +225,38 @@ class LLMESR(SequentialRecommender):
 
     def all_item_vectors(self) -> Tensor:
         return self.item_vectors(torch.arange(self.n_items + 1, device=self.device))
+
+    # ------------------------------------------------------------------ new items
+    @classmethod
+    def new_item_support(cls, cfg) -> str:
+        """A collaborative-only variant with random init has nothing to start a new item from."""
+        return "text" if cfg.se_view or cfg.id_init == "pca" else ""
+
+    def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
+        """Semantic view: the new LLM vectors join the frozen table; collaborative view: the PCA start."""
+        projection = assets.pca_projection
+        if self.co_view and self.id_init == "pca" and projection is None:
+            raise ValueError("llmesr: adding items needs the training PCA projection (mean and components)")
+        if not self.se_view and projection is None:
+            raise ValueError("llmesr without the semantic view and with id_init='random' has nothing to "
+                             "start a new item from")
+        d_llm = self.adapter.layers[0].in_features if self.se_view else projection.input_dim
+        vectors = as_vectors(llm_vectors, d_llm, "llmesr")
+        if self.co_view:
+            pca = self.id_init == "pca"
+            rows = projection.transform(vectors) if pca else np.zeros((len(vectors), self.hidden), np.float32)
+            grow_embedding(self.collab, torch.as_tensor(rows), self.n_items)
+        if self.se_view:
+            table = insert_item_rows(self.semantic_table.detach(), torch.as_tensor(vectors), self.n_items)
+            if isinstance(self.semantic_table, nn.Parameter):  # the "w/o F" ablation keeps it trainable
+                self.semantic_table = nn.Parameter(table)
+            else:
+                self.semantic_table = table  # stays a non-persistent buffer
+            if hasattr(self, "semantic_offset"):  # a new item has no learned correction yet
+                grow_embedding(self.semantic_offset, torch.zeros(len(vectors), self.hidden), self.n_items)
+        if self.fusion is not None:
+            self.fusion.grow(len(vectors), self.n_items)
+        self.grow_catalogue(len(vectors))
 
     # ------------------------------------------------------------------ user side
     def encode(self, inp: SeqInput) -> Tensor:

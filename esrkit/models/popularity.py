@@ -1,5 +1,6 @@
 """Most-popular baseline: every user gets the items ranked by training popularity. No parameters are learned;
-it is the floor every trained model must beat (tests assert it)."""
+it is the floor every trained model must beat (tests assert it). An item added after training has no
+training interaction, hence the lowest score."""
 
 from __future__ import annotations
 
@@ -23,13 +24,13 @@ class PopularityRecommender(SequentialRecommender):
         self._dummy = nn.Parameter(torch.zeros(()), requires_grad=False)
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "PopularityRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> PopularityRecommender:
         return cls(n_items, backbone=cfg.backbone, max_len=max_len)
 
     def setup(self, data) -> None:
         self.fit_counts(training_items(data))
 
-    def fit_counts(self, train_items: np.ndarray) -> "PopularityRecommender":
+    def fit_counts(self, train_items: np.ndarray) -> PopularityRecommender:
         counts = np.bincount(train_items, minlength=self.n_items + 1)[: self.n_items + 1]
         self.scores.copy_(torch.as_tensor(np.log1p(counts), dtype=torch.float32).unsqueeze(1))
         return self
@@ -39,6 +40,10 @@ class PopularityRecommender(SequentialRecommender):
 
     def item_vectors(self, ids: Tensor) -> Tensor:
         return self.scores[ids]
+
+    def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
+        self.scores = torch.cat([self.scores, self.scores.new_zeros(count, 1)])  # log1p(0): never seen
+        self.grow_catalogue(count)
 
 
 def training_items(data) -> np.ndarray:

@@ -8,6 +8,21 @@ A recommender scores ``<user representation, item representation>``:
 * ``auxiliary_loss(ctx)``: an extra training loss (LLM-ESR's self-distillation), or None.
 
 Training and evaluation code only use this contract, so a new model family is one class.
+
+New items (serving, the cold-item protocol) extend the catalogue after training. A family that can represent
+an item it never trained on implements one of:
+
+* ``add_items(llm_vectors, assets)``: from the items' raw LLM vectors, preprocessed exactly as in training
+  (same provider and prompt template, centred when ``embedding.center_items`` is set); ``assets`` are the
+  training-time ``ModelAssets`` (e.g. the PCA projection). LLM-enhanced families (``llmesr``, ``llminit``);
+* ``add_untrained_items(count)``: what the family knows about an item it never saw (nothing: an untrained
+  row); ID-only families (``id``, ``pop``), so the cold-item protocol can measure them too.
+
+Either way the new items get ids ``n_items + 1 .. n_items + count`` and are scored and read as history inputs
+like any other item; ``grow_catalogue`` moves [MASK] (``n_items + 1``, used by BERT4Rec) to the new end, so
+every table with a [MASK] row must insert new rows before it (``insert_item_rows``). Families that support
+neither raise ``NewItemsUnsupported``; ``new_item_support`` says which path a family takes before any training
+starts.
 """
 
 from __future__ import annotations
@@ -19,7 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from esrkit.embedding.pca import PCAProjection
 from esrkit.models.base import SeqInput, encoder_meta
+
+
+class NewItemsUnsupported(ValueError):
+    """The model family has no way to represent an item it never trained on."""
 
 
 @dataclass
@@ -28,6 +48,7 @@ class ModelAssets:
 
     llm_items: np.ndarray | None = None  # (n_items, d_llm) LLM item embeddings, row i-1 = item i
     pca_table: np.ndarray | None = None  # (n_items, pca_dim) PCA of llm_items
+    pca_projection: PCAProjection | None = None  # the projection that made pca_table (for items added later)
 
 
 class SequentialRecommender(nn.Module):
@@ -40,7 +61,7 @@ class SequentialRecommender(nn.Module):
         return set()
 
     @classmethod
-    def from_config(cls, cfg: Any, n_items: int, max_len: int, assets: ModelAssets) -> "SequentialRecommender":
+    def from_config(cls, cfg: Any, n_items: int, max_len: int, assets: ModelAssets) -> SequentialRecommender:
         raise NotImplementedError
 
     def __init__(self, n_items: int, backbone: str, max_len: int, emulate_padding: bool) -> None:
@@ -103,3 +124,60 @@ class SequentialRecommender(nn.Module):
 
     def frozen_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if not p.requires_grad]
+
+    # -------------------------------------------------------------------- new items (module docstring)
+    @classmethod
+    def new_item_support(cls, cfg: Any) -> str:
+        """``"text"`` (``add_items``), ``"untrained"`` (``add_untrained_items``) or ``""`` (neither), for a
+        ModelConfig, known before training. The default reads which of the two methods the family
+        overrides."""
+        if cls.add_items is not SequentialRecommender.add_items:
+            return "text"
+        if cls.add_untrained_items is not SequentialRecommender.add_untrained_items:
+            return "untrained"
+        return ""
+
+    def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
+        """Append ``len(llm_vectors)`` items represented from their (preprocessed) LLM vectors."""
+        raise NewItemsUnsupported(
+            f"model family {type(self).__name__} scores items by vectors learned in training only, so an "
+            "item added after training has no representation; train an LLM-enhanced family (llmesr, "
+            "llminit) to add items from their text")
+
+    def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
+        """Append ``count`` items the family knows nothing about (ID-only families: an untrained row)."""
+        raise NewItemsUnsupported(f"model family {type(self).__name__} cannot add items it never trained on")
+
+    def grow_catalogue(self, count: int) -> None:
+        """Record ``count`` appended items: ``n_items`` grows and [MASK] moves to the new ``n_items + 1``."""
+        self.n_items += int(count)
+        self.mask_token = self.n_items + 1
+
+
+def insert_item_rows(table: Tensor, rows: Tensor, n_items: int) -> Tensor:
+    """``table`` (padding row 0, items 1..n_items, then any [MASK] row) with ``rows`` inserted after item
+    ``n_items``: the new items take ids n_items+1.., and a [MASK] row moves to the new end."""
+    rows = rows.to(device=table.device, dtype=table.dtype)
+    if rows.ndim != table.ndim or rows.shape[1:] != table.shape[1:]:
+        raise ValueError(f"new item rows have shape {tuple(rows.shape)}; the table's rows are "
+                         f"{tuple(table.shape[1:])}")
+    return torch.cat([table[: n_items + 1], rows, table[n_items + 1:]], 0)
+
+
+def grow_embedding(embedding: nn.Embedding, rows: Tensor, n_items: int) -> None:
+    """Insert ``rows`` into an item ``nn.Embedding`` (``insert_item_rows``), trainable or not as before."""
+    weight = insert_item_rows(embedding.weight.detach(), rows, n_items)
+    embedding.weight = nn.Parameter(weight, requires_grad=embedding.weight.requires_grad)
+    embedding.num_embeddings = weight.shape[0]
+
+
+def as_vectors(llm_vectors: np.ndarray | Tensor, dim: int, family: str) -> np.ndarray:
+    """New items' LLM vectors as a (m, dim) float32 array, or a clear error."""
+    arr = np.asarray(llm_vectors.detach().cpu() if isinstance(llm_vectors, Tensor) else llm_vectors,
+                     dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{family}: new items need (n, {dim}) LLM vectors (the training table's width), "
+                         f"got shape {arr.shape}; embed them with the provider the model was trained with")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{family}: new items' LLM vectors contain NaN or infinity")
+    return arr

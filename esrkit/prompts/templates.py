@@ -98,6 +98,14 @@ def templates_from_dict(spec: dict[str, Any], name: str = "custom", source: str 
     )
 
 
+def templates_to_dict(templates: PromptTemplates) -> dict[str, Any]:
+    """The TOML-shaped spec ``templates_from_dict`` reads: an exported model renders new items' prompts from
+    it without the recipe's prompt file."""
+    item = asdict(templates.item)
+    item["section"] = [dict(s) for s in item.pop("sections")]
+    return {"item": item, "user": asdict(templates.user)}
+
+
 def load_templates(name_or_path: str) -> PromptTemplates:
     path = find_resource("prompt", name_or_path)
     return templates_from_dict(load_toml(path), name=Path(path).stem, source=str(path))
@@ -214,5 +222,6 @@ __all__ = [
     "render_item",
     "template_fields",
     "templates_from_dict",
+    "templates_to_dict",
 ]
 

@@ -15,14 +15,17 @@ def _value(entry: Any) -> tuple[float, float | None]:
 
 
 def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int = 10) -> str:
-    """``rows``: (label, test metrics {group: {metric: value or {mean, std}}}) for one protocol."""
+    """``rows``: (label, test metrics {group: {metric: value or {mean, std}}}) for one protocol; a cold-item
+    run (data.cold_items) gets a "Cold item" column."""
+    cold = bool(rows) and all("cold_item" in g for _, g in rows)
+    shown = GROUPS + ((("cold_item", "Cold item"),) if cold else ())
     header = ["model"]
-    for _, title in GROUPS:
+    for _, title in shown:
         header += [f"{title} H@{k}", f"N@{k}"]
     lines = [header]
     for label, groups in rows:
         line = [label]
-        for g, _ in GROUPS:
+        for g, _ in shown:
             for m in (f"hr@{k}", f"ndcg@{k}"):
                 mean, std = _value(groups[g][m])
                 if mean != mean:  # NaN: nobody in this group (e.g. no tail item in a 5-core dataset)

@@ -194,7 +194,7 @@ def tsne_panels(run_dirs: list[str | Path], device: str = "cpu") -> tuple[list[t
     panels: list[tuple[str, np.ndarray]] = []
     llm, popularity, fingerprint = None, None, None
     for run_dir in run_dirs:
-        run = load_trained(run_dir, device)
+        run = load_trained(run_dir, device, add_cold=False)
         fp = run.inputs.fingerprints.get("data")
         if fingerprint is not None and fp != fingerprint:
             raise ValueError(f"{run_dir}: another dataset than {run_dirs[0]}; one t-SNE figure per dataset")

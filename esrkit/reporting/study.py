@@ -19,10 +19,27 @@ from typing import Any
 
 from esrkit.config import RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.reporting.collect import (BACKBONE_LABELS, MODEL_LABELS, Run, RunRecords, folder_records, has_finished_seed,
-                                      run_from_records)
+from esrkit.reporting.collect import (
+    BACKBONE_LABELS,
+    MODEL_LABELS,
+    Run,
+    RunRecords,
+    folder_records,
+    has_finished_seed,
+    run_from_records,
+)
 from esrkit.reporting.records import differences, merge_records, read_record_file, records_of
-from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
+from esrkit.reporting.tables import (
+    COLD_GROUP,
+    Block,
+    Cell,
+    Row,
+    Table,
+    columns_for,
+    mark_block,
+    to_csv,
+    to_markdown,
+)
 from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
 
 GAIN_GROUPS = ("overall", "tail_item", "head_item", "tail_user", "head_user")
@@ -222,17 +239,18 @@ def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures:
     runs = [r for r in (run_from_records(name, plan.folder / name, records.get(name, {})) for name in names)
             if r is not None]
     tables = []
+    columns = columns_for(runs)
     for protocol in ("sampled", "full"):
         rows = [Row(_row_label(r), r.name, r.model, r.model != "llmesr",
-                    [Cell(r.values(protocol, g, m)) for g, m in default_columns()], len(r.seeds))
+                    [Cell(r.values(protocol, g, m)) for g, m in columns], len(r.seeds))
                 for r in runs if protocol in r.protocols()]
         if not rows:
             continue
         block = Block(BACKBONE_LABELS.get(runs[0].backbone, runs[0].backbone), rows)
         baseline = next((row.label for row in rows if row.run == "id"), None)
-        mark_block(block, default_columns(), baseline)
+        mark_block(block, columns, baseline)
         title = runs[0].protocol_title(protocol)
-        tables.append(Table("study", plan.folder.name, protocol, title, default_columns(), [block]))
+        tables.append(Table("study", plan.folder.name, protocol, title, columns, [block]))
     gains = gains_table(runs)
     return {"recipe": plan.recipe, "providers": providers_of([r.name for r in runs]), "models": plan.models,
             "seeds": plan.seeds,
@@ -255,7 +273,7 @@ def gains_table(runs: list[Run]) -> list[dict[str, Any]]:
             for protocol in ("sampled", "full"):
                 if protocol not in r.protocols() or protocol not in ref.protocols():
                     continue
-                for group in GAIN_GROUPS:
+                for group in (*GAIN_GROUPS, COLD_GROUP):  # a group a run does not report is skipped
                     for metric in ("ndcg@10", "hr@10"):
                         a, b = r.values(protocol, group, metric), ref.values(protocol, group, metric)
                         if not a or not b:
@@ -272,8 +290,11 @@ def gains_markdown(gains: list[dict[str, Any]]) -> str:
     if not gains:  # say why, rather than print a header over nothing
         return ("No gains to show: each LLM-ESR row needs the backbone (run `id`) or LLMInit with the same provider "
                 "in the study to be compared with.\n")
-    lines = ["| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user | H@10 overall |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    cold = any(g["group"] == COLD_GROUP for g in gains)  # the cold-item protocol: one more column
+    header = ("| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user "
+              "| H@10 overall |")
+    lines = [header + (" N@10 cold item |" if cold else ""),
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if cold else "")]
     keys = list(dict.fromkeys((g["provider"], g["versus"], g["protocol"]) for g in gains))
 
     def cell(p, v, pr, group, metric):
@@ -289,7 +310,8 @@ def gains_markdown(gains: list[dict[str, Any]]) -> str:
     for p, v, pr in keys:
         lines.append(f"| {p} | {v} | {pr} | " + " | ".join(
             [cell(p, v, pr, "overall", "ndcg@10"), cell(p, v, pr, "tail_item", "ndcg@10"),
-             cell(p, v, pr, "tail_user", "ndcg@10"), cell(p, v, pr, "overall", "hr@10")]) + " |")
+             cell(p, v, pr, "tail_user", "ndcg@10"), cell(p, v, pr, "overall", "hr@10")]
+            + ([cell(p, v, pr, COLD_GROUP, "ndcg@10")] if cold else [])) + " |")
     return "\n".join(lines) + "\n"
 
 

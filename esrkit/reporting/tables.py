@@ -25,8 +25,9 @@ from esrkit.evaluation.significance import seed_ttest
 from esrkit.reporting.collect import BACKBONE_LABELS, Run, group_runs, unique_labels
 
 GROUP_TITLES = {"overall": "Overall", "tail_item": "Tail Item", "head_item": "Head Item",
-                "tail_user": "Tail User", "head_user": "Head User"}
-TABLE_GROUPS = tuple(GROUP_TITLES)
+                "tail_user": "Tail User", "head_user": "Head User", "cold_item": "Cold Item"}
+TABLE_GROUPS = ("overall", "tail_item", "head_item", "tail_user", "head_user")
+COLD_GROUP = "cold_item"  # the cold-item protocol's test group (data.cold_items): a column when a run has it
 METRIC_SHORT = {"hr": "H", "ndcg": "N", "mrr": "M"}
 ALPHA = 0.05
 DECIMALS = 4
@@ -127,6 +128,12 @@ def default_columns(k: int = 10, groups: tuple[str, ...] = TABLE_GROUPS) -> list
     return [(g, m) for g in groups for m in (f"hr@{k}", f"ndcg@{k}")]
 
 
+def columns_for(runs: list[Run], k: int = 10) -> list[tuple[str, str]]:
+    """The default columns, plus the cold-item group when any run reports it."""
+    cold = any(r.values(p, COLD_GROUP, f"ndcg@{k}") for r in runs for p in r.protocols())
+    return default_columns(k, TABLE_GROUPS + ((COLD_GROUP,) if cold else ()))
+
+
 # ---------------------------------------------------------------------------------------------- marks
 def _dense_top2(cells: list[Cell], decimals: int) -> tuple[float | None, float | None]:
     shown = sorted({c.shown(decimals) for c in cells if not c.missing}, reverse=True)
@@ -217,7 +224,7 @@ def _seed_note(block: Block) -> None:
 def build_table1(runs: list[Run], protocol: str, baseline: str | None = None, k: int = 10,
                  show_std: bool = False, columns: list[tuple[str, str]] | None = None) -> list[Table]:
     """One table per dataset; a block per backbone; rows in the paper's order."""
-    columns = columns or default_columns(k)
+    columns = columns or columns_for(runs, k)
     by_dataset: dict[str, list[Block]] = {}
     titles: dict[str, str] = {}
     for (dataset, backbone), block_runs in group_runs(runs).items():
@@ -291,7 +298,7 @@ def pick_reference(runs: list[Run]) -> Run | None:
 def build_table2(runs: list[Run], protocol: str, k: int = 10, show_std: bool = False,
                  columns: list[tuple[str, str]] | None = None) -> list[Table]:
     """Rows = LLM-ESR variants labelled from their configs relative to the full model (last row)."""
-    columns = columns or default_columns(k)
+    columns = columns or columns_for(runs, k)
     by_dataset: dict[str, list[Block]] = {}
     titles: dict[str, str] = {}
     for (dataset, _), block_runs in group_runs(runs).items():

@@ -211,10 +211,37 @@ def prediction_input(
     prefix = seqs.lengths_np[users_np] - held_out[split]
     if objective != "cloze":
         return make_input(seqs.window(users, prefix, max_len), max_len)
-    # official predict(): cat([last max_len items, MASK]) then drop the first column
     tokens = seqs.window(users, prefix, max_len - 1)
-    full = torch.as_tensor(prefix >= max_len, device=seqs.device).unsqueeze(1)
+    full = torch.as_tensor(prefix >= max_len, device=seqs.device)
+    return _cloze_prediction(tokens, full, max_len, mask_token)
+
+
+def history_input(histories: list[np.ndarray], max_len: int, objective: str, mask_token: int,
+                  device: torch.device | str = "cpu") -> SeqInput:
+    """``prediction_input`` for histories that are not in a dataset (serving an unseen user): the same tokens,
+    positions and padding counts as for a dataset user with this whole sequence."""
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    if objective != "cloze":
+        return make_input(_right_aligned(histories, lengths, max_len, device), max_len)
+    tokens = _right_aligned(histories, lengths, max_len - 1, device)
+    return _cloze_prediction(tokens, torch.as_tensor(lengths >= max_len, device=device), max_len, mask_token)
+
+
+def _right_aligned(histories: list[np.ndarray], lengths: np.ndarray, keep: int, device) -> Tensor:
+    """(B, W) tokens: the last ``keep`` items of each history, right-aligned (``DeviceSequences.window``)."""
+    taken = np.clip(lengths, 0, keep)
+    out = np.zeros((len(histories), max(1, int(taken.max()) if len(taken) else 1)), dtype=np.int64)
+    width = out.shape[1]
+    for row, (history, n) in enumerate(zip(histories, taken.tolist())):
+        if n:
+            out[row, width - n:] = history[len(history) - n:]
+    return torch.as_tensor(out, device=device)
+
+
+def _cloze_prediction(tokens: Tensor, full: Tensor, max_len: int, mask_token: int) -> SeqInput:
+    """Official predict(): cat([last max_len items, MASK]) then drop the first column; ``full``: the sequence
+    filled the window, so its positions start at 2."""
     tokens = torch.cat([tokens, torch.full_like(tokens[:, :1], mask_token)], 1)
-    positions = positions_of(tokens) + full.long() * (tokens != 0).long()  # full windows start at position 2
+    positions = positions_of(tokens) + full.unsqueeze(1).long() * (tokens != 0).long()
     lengths = (tokens != 0).sum(1)
     return SeqInput(tokens, positions, max_len - lengths)

@@ -26,9 +26,11 @@ import torch
 
 import esrkit
 from esrkit.config import ConfigError, RunConfig, config_from_dict
+from esrkit.data.cold import ColdSplit, check_cold_options, cold_split
+from esrkit.data.groups import compute_groups
 from esrkit.data.sequences import SequenceData
 from esrkit.evaluation.evaluator import Evaluator
-from esrkit.models import ModelAssets, build_model, model_class
+from esrkit.models import ModelAssets, SequentialRecommender, build_model, model_class
 from esrkit.resources import expand_path
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences
@@ -43,12 +45,29 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ColdItems:
+    """The cold-item protocol's held-out items (``data.cold_items``): the split, and their LLM vectors
+    preprocessed as the training table was (None when the model uses no LLM vectors)."""
+
+    split: ColdSplit
+    llm_vectors: np.ndarray | None = None
+
+
+@dataclass
 class RunInputs:
-    data: SequenceData
+    data: SequenceData  # what the model trains on (the warm catalogue under the cold-item protocol)
     assets: ModelAssets
     neighbours: np.ndarray | None = None
     fingerprints: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    llm_center: np.ndarray | None = None  # subtracted from every LLM item vector (embedding.center_items)
+    cold: ColdItems | None = None
+
+    @property
+    def catalogue(self) -> SequenceData:
+        """Every user and item the trained model serves: the full dataset under the cold-item protocol (once
+        the cold items are added), the training data otherwise."""
+        return self.cold.split.full if self.cold is not None else self.data
 
 
 # ---------------------------------------------------------------------------------------------- devices
@@ -106,10 +125,12 @@ def _file_stamps(inputs: dict[str, Any]) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------- step 2: embeddings
-def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], progress: bool = True) -> dict[str, Any]:
-    """{"items": array|None, "users": array|None, "meta": {...}} from explicit files or a provider."""
+def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], progress: bool = True,
+                    center: bool = True) -> dict[str, Any]:
+    """{"items": array|None, "users": array|None, "center": array|None, "meta": {...}} from explicit files or
+    a provider; ``center=False`` leaves ``embedding.center_items`` to the caller."""
     e = cfg.embedding
-    out: dict[str, Any] = {"items": None, "users": None, "meta": {}}
+    out: dict[str, Any] = {"items": None, "users": None, "center": None, "meta": {}}
     explicit = {"items": e.item_embeddings, "users": e.user_embeddings}
     needed_from_provider = []
     for part in parts:
@@ -143,21 +164,50 @@ def load_embeddings(cfg: RunConfig, data: SequenceData, parts: tuple[str, ...], 
             out[part] = np.asarray(arr, dtype=np.float32)
             out["meta"][part] = {"source": str(result.directory), "provider": name,
                                  "templates": e.templates, "fingerprint": fingerprint_array(out[part])}
-    if e.center_items and out["items"] is not None:  # the fingerprint above stays the provider's raw table's
-        out["items"] = out["items"] - out["items"].mean(axis=0, dtype=np.float64).astype(np.float32)
+    if center and e.center_items and out["items"] is not None:  # the fingerprint stays the raw table's
+        out["center"] = item_center(out["items"])
+        out["items"] = out["items"] - out["center"]
         out["meta"]["items"]["centered"] = True
     return out
 
 
-def pca_for(cfg: RunConfig, items: np.ndarray, dim: int) -> np.ndarray:
+def item_center(items: np.ndarray) -> np.ndarray:
+    return items.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def cold_embeddings(cfg: RunConfig, full: SequenceData, split: ColdSplit, parts: tuple[str, ...],
+                    progress: bool = True) -> dict[str, Any]:
+    """``load_embeddings`` under the cold-item protocol: item vectors of the whole catalogue (the held-out
+    items' text is what they are added from), split into warm rows (training) and ``cold_items`` rows, both
+    centred by the warm items' mean; user vectors from the training data only."""
+    out: dict[str, Any] = {"items": None, "users": None, "center": None, "cold_items": None, "meta": {}}
+    if "items" in parts:
+        got = load_embeddings(cfg, full, ("items",), progress, center=False)
+        table = got["items"][split.original_ids[1:] - 1]  # rows in the split's renumbered order
+        warm, cold = table[: split.n_warm], table[split.n_warm:]
+        out["meta"]["items"] = got["meta"]["items"]
+        if cfg.embedding.center_items:
+            out["center"] = item_center(warm)
+            warm, cold = warm - out["center"], cold - out["center"]
+            out["meta"]["items"]["centered"] = True
+        out["items"], out["cold_items"] = np.ascontiguousarray(warm), np.ascontiguousarray(cold)
+    if "users" in parts:
+        got = load_embeddings(cfg, split.train, ("users",), progress)
+        out["users"], out["meta"]["users"] = got["users"], got["meta"]["users"]
+    return out
+
+
+def pca_for(cfg: RunConfig, items: np.ndarray, dim: int) -> tuple[np.ndarray, Any]:
+    """The PCA table and the projection that made it (None for an explicit table: ``projection_from_table``
+    recovers it when it is needed)."""
     if cfg.embedding.pca_table:
         table = load_npy(expand_path(cfg.embedding.pca_table)).astype(np.float32)
         if table.shape != (items.shape[0], dim):
             raise ValueError(f"{cfg.embedding.pca_table}: expected ({items.shape[0]}, {dim}), got {table.shape}")
-        return table
-    from esrkit.embedding.pca import pca_table
+        return table, None
+    from esrkit.embedding.pca import pca_fit
 
-    return pca_table(items, dim=dim)
+    return pca_fit(items, dim=dim)
 
 
 # ---------------------------------------------------------------------------------------------- step 3: neighbours
@@ -211,20 +261,50 @@ def _nb_meta(table) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
+def check_cold_config(cfg: RunConfig) -> None:
+    """The cold-item options, checked before any work: a family that cannot add items, or inputs computed from
+    the full data (they would have seen the held-out items), are errors."""
+    d = cfg.data
+    try:
+        check_cold_options(d.cold_items, d.cold_mode)
+    except KeyError as exc:
+        raise ConfigError(f"data.cold_mode: {exc.args[0]}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not d.cold_items:
+        return
+    if not model_class(cfg.model.name).new_item_support(cfg.model):
+        raise ConfigError(f"data.cold_items: model family {cfg.model.name!r} (with these switches) cannot "
+                          "add items after training, so it cannot be evaluated on held-out items")
+    fixed = [k for k, v in (("embedding.user_embeddings", cfg.embedding.user_embeddings),
+                            ("embedding.pca_table", cfg.embedding.pca_table),
+                            ("retrieval.neighbours", cfg.retrieval.neighbours)) if v]
+    if fixed:
+        raise ConfigError(f"data.cold_items: {', '.join(fixed)} were computed from the full data, held-out "
+                          "items included; leave them unset so they are computed from the training part")
+
+
 def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
+    check_cold_config(cfg)
     t0 = time.perf_counter()
-    data = load_data(cfg)
+    full = load_data(cfg)
+    d = cfg.data
+    split = cold_split(full, d.cold_items, d.cold_mode, d.cold_seed) if d.cold_items else None
+    data = split.train if split is not None else full
     timings = {"data_s": time.perf_counter() - t0}
     cls = model_class(cfg.model.name)
     need = cls.requirements(cfg.model)
     distill = cls.uses_distillation and cfg.model.alpha > 0
     parts = tuple(p for p, wanted in (("items", bool(need & {"llm_items", "pca"})), ("users", distill and not cfg.retrieval.neighbours)) if wanted)
     fps: dict[str, Any] = {"data": data.fingerprint()}
+    if split is not None:
+        fps["cold_items"] = split.meta
     assets = ModelAssets()
     emb: dict[str, Any] = {"items": None, "users": None, "meta": {}}
     if parts:
         t0 = time.perf_counter()
-        emb = load_embeddings(cfg, data, parts, progress)
+        emb = load_embeddings(cfg, data, parts, progress) if split is None else \
+            cold_embeddings(cfg, full, split, parts, progress)
         timings["embed_s"] = time.perf_counter() - t0
         fps["embeddings"] = emb["meta"]
     if "llm_items" in need or "pca" in need:
@@ -232,7 +312,7 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     if "pca" in need:
         t0 = time.perf_counter()
         dim = cfg.embedding.pca_dim or cfg.model.hidden
-        assets.pca_table = pca_for(cfg, emb["items"], dim)
+        assets.pca_table, assets.pca_projection = pca_for(cfg, emb["items"], dim)
         timings["pca_s"] = time.perf_counter() - t0
         fps["pca"] = fingerprint_array(assets.pca_table)
     neighbours = None
@@ -241,16 +321,49 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
         neighbours, meta = load_neighbours(cfg, data, emb["users"])
         timings["retrieval_s"] = time.perf_counter() - t0
         fps["neighbours"] = meta
-    return RunInputs(data, assets, neighbours, fps, timings)
+    cold = ColdItems(split, emb.get("cold_items")) if split is not None else None
+    return RunInputs(data, assets, neighbours, fps, timings, emb.get("center"), cold)
 
 
 # ---------------------------------------------------------------------------------------------- one seed
+def _evaluator_options(cfg: RunConfig, seed: int) -> dict[str, Any]:
+    d, e = cfg.data, cfg.eval
+    return {"max_len": d.max_len, "negatives": e.negatives, "seed": seed, "ks": tuple(e.ks), "ties": e.ties,
+            "exclude_history": e.exclude_history, "batch_size": e.batch_size, "ts_user": d.ts_user,
+            "ts_item": d.ts_item, "group_rule": d.group_rule}
+
+
+def cold_test_evaluator(cfg: RunConfig, cold: ColdItems, device: torch.device, seed: int,
+                        cls: type[Evaluator] = Evaluator) -> Evaluator:
+    """The test of the cold-item protocol: every user of the full dataset, every item (the cold ones added),
+    the usual groups plus ``cold_item`` (the target is a held-out item) and ``warm_item``."""
+    full, d = cold.split.full, cfg.data
+    groups = compute_groups(full, "test", d.ts_user, d.ts_item, d.group_rule, d.max_len)
+    is_cold = cold.split.cold_target("test")
+    groups = dataclasses.replace(groups, extra={"cold_item": is_cold, "warm_item": ~is_cold})
+    return cls(full, "test", DeviceSequences(full, device), groups=groups, **_evaluator_options(cfg, seed))
+
+
+def add_cold_items(model: SequentialRecommender, cfg: RunConfig, inputs: RunInputs, seed: int) -> str:
+    """Add the held-out items to a trained model with its family's new-item contract; returns the path taken
+    (``text``: from their LLM vectors; ``untrained``: an ID-only family's untrained rows, seeded)."""
+    cold = inputs.cold
+    assert cold is not None
+    support = type(model).new_item_support(cfg.model)
+    if support == "text":
+        if cold.llm_vectors is None:
+            raise ValueError("the held-out items have no LLM vectors (the model needs no embeddings?)")
+        model.add_items(cold.llm_vectors, inputs.assets)
+    else:
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        model.add_untrained_items(cold.split.n_cold, generator)
+    return support
+
+
 def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: int,
                cls: type[Evaluator] = Evaluator) -> tuple[Evaluator, Evaluator]:
-    d, e = cfg.data, cfg.eval
-    kw = {"max_len": d.max_len, "negatives": e.negatives, "seed": seed, "ks": tuple(e.ks), "ties": e.ties,
-          "exclude_history": e.exclude_history, "batch_size": e.batch_size, "ts_user": d.ts_user,
-          "ts_item": d.ts_item, "group_rule": d.group_rule}
+    e = cfg.eval
+    kw = _evaluator_options(cfg, seed)
     valid = cls(data, "valid", seqs, resample_negatives=e.validation_negatives == "resample", **kw)
     test = cls(data, "test", seqs, **kw)
     return valid, test
@@ -318,8 +431,17 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
     if rt.on_main(rd.best.exists):
         rt.load_model(rd.best, model)
     t0 = time.perf_counter()
-    test = test_eval.evaluate(model, cfg.eval.protocols)
-    valid = valid_eval.evaluate(model, cfg.eval.protocols)
+    cold: dict[str, Any] = {}
+    if inputs.cold is None:
+        test = test_eval.evaluate(model, cfg.eval.protocols)
+        valid = valid_eval.evaluate(model, cfg.eval.protocols)
+    else:  # validate on the warm catalogue the model was selected on, then add the held-out items and test
+        valid = valid_eval.evaluate(model, cfg.eval.protocols)
+        support = add_cold_items(model, cfg, inputs, seed)
+        test_eval = cold_test_evaluator(cfg, inputs.cold, device, seed, rt.evaluator_class())
+        test = test_eval.evaluate(model, cfg.eval.protocols)
+        cold = {"cold_items": {**inputs.cold.split.meta, "added_by": support,
+                               "test_users": int(inputs.cold.split.cold_target("test").sum())}}
     eval_seconds = time.perf_counter() - t0
     epochs = [h for h in state.history]
     results = {
@@ -343,6 +465,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
                     "per_epoch_train": float(np.mean([h["train_seconds"] for h in epochs])) if epochs else None,
                     **inputs.timings},
         "device": str(device),
+        **cold,
     }
     ranks = {f"test_{p}": r for p, r in test.ranks.items()} | {f"valid_{p}": r for p, r in valid.ranks.items()}
     rt.on_main(lambda: rd.save_results(results, ranks))
@@ -397,13 +520,17 @@ class LoadedRun:
     cfg: RunConfig
     inputs: RunInputs
     model: Any
-    seqs: DeviceSequences
+    seqs: DeviceSequences  # sequences of ``data``
     run_dir: RunDir
+    data: SequenceData  # the model's users and items (inputs.catalogue once cold items are added)
 
 
-def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = False) -> LoadedRun:
+def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = False,
+             add_cold: bool = True) -> LoadedRun:
     """Rebuild a trained model from its run directory (config + best checkpoint); no LLM call is made when the
-    embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error."""
+    embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error. A
+    cold-item run's held-out items are added as its test added them (``add_cold=False``: the warm model it
+    validated)."""
     rd = RunDir(run_dir)
     if not (rd.path / "config.json").exists():
         raise FileNotFoundError(f"{rd.path} is not an esrkit run directory (no config.json)")
@@ -419,9 +546,18 @@ def load_run(run_dir: str | Path, device: str = "auto", need_neighbours: bool = 
         raise ValueError(f"{rd.path}: the dataset changed since training (fingerprint mismatch)")
     dev = resolve_device(device)
     model = build_model(cfg.model, inputs.data.n_items, cfg.data.max_len, inputs.assets).to(dev)
-    ckpt.load_model(rd.best, model)
+    if rd.best.exists():
+        ckpt.load_model(rd.best, model)
+    elif not model.trainable:  # nothing was learned, so nothing was saved: fit it again (e.g. popularity)
+        model.setup(inputs.data)
+    else:
+        raise FileNotFoundError(f"{rd.path} has no best checkpoint yet")
     model.eval()
-    return LoadedRun(cfg, inputs, model, DeviceSequences(inputs.data, dev), rd)
+    data = inputs.data
+    if inputs.cold is not None and add_cold:
+        add_cold_items(model, cfg, inputs, cfg.train.seed)
+        data = inputs.catalogue
+    return LoadedRun(cfg, inputs, model, DeviceSequences(data, dev), rd, data)
 
 
 def run_config(rd: RunDir) -> RunConfig:
@@ -444,23 +580,18 @@ def _written_by(rd: RunDir) -> str:
             "means a newer esrkit wrote the run: evaluate it with that version (or update esrkit).")
 
 
-@torch.no_grad()
-def recommend(run: LoadedRun, user_row: int, k: int = 10, exclude_history: bool = True) -> list[tuple[int, float]]:
-    """Top-k item ids for the next interaction after the user's whole known sequence (scored from cached tables)."""
-    from esrkit.training.batches import prediction_input
-
-    data, model = run.inputs.data, run.model
-    inp = prediction_input(run.seqs, np.array([user_row]), "next", run.cfg.data.max_len, model.objective,
-                           model.mask_token)
-    user = model.last_hidden(inp)[0]
-    scores = model.all_item_vectors() @ user
-    candidates = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
-    candidates[1 : data.n_items + 1] = True  # real items only: never the padding row 0 or a [MASK] row
-    if exclude_history:
-        candidates[torch.as_tensor(data.sequence(user_row).astype(np.int64), device=scores.device)] = False
-    ids = candidates.nonzero().squeeze(1)  # fewer than k for a small catalogue: never filled with padding
-    top = torch.topk(scores[ids], min(k, int(ids.numel())))
-    return [(int(i), float(s)) for i, s in zip(ids[top.indices].tolist(), top.values.tolist())]
+def run_evaluator(run: LoadedRun, split: str) -> Evaluator:
+    """The evaluator ``esrkit train`` used for ``split`` of this run (a cold-item run's test: the full
+    data)."""
+    seed = run.cfg.train.seed
+    if split == "test" and run.inputs.cold is not None:
+        if run.data is not run.inputs.catalogue:
+            raise ValueError("the cold-item test needs the held-out items added (load_run(add_cold=True))")
+        return cold_test_evaluator(run.cfg, run.inputs.cold, run.seqs.device, seed)
+    if run.inputs.cold is not None and run.data is not run.inputs.data:
+        raise ValueError("validation of a cold-item run uses the warm model (load_run(add_cold=False))")
+    valid, test = evaluators(run.cfg, run.inputs.data, run.seqs, seed)
+    return valid if split == "valid" else test
 
 
 def _epochs_seconds(epochs: list[dict[str, Any]]) -> float:

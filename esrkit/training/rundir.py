@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import esrkit
+from esrkit.config import ConfigError, config_from_dict
 from esrkit.utils.io import atomic_save_npy, atomic_write_json, read_json
 
 
@@ -170,10 +171,19 @@ class RunDir:
 
 
 def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = dict(cfg)
+    cfg = _with_defaults(cfg)
     cfg.pop("output_dir", None)
     train = dict(cfg.get("train", {}))
     train.pop("epochs", None)  # extending a run's epoch budget is allowed on resume
     train.pop("device", None)
     cfg["train"] = train
     return cfg
+
+
+def _with_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with keys a newer esrkit added filled in with their defaults, so a run started before
+    a key existed still resumes (a config this esrkit cannot read is compared as it is)."""
+    try:
+        return config_from_dict(cfg).to_dict()
+    except (ConfigError, TypeError):
+        return dict(cfg)

@@ -197,3 +197,27 @@ def test_table2_labels_from_configs(make_run):
     assert any("non-LLM-ESR" in n for n in table.blocks[0].notes)
     assert table.layout == "table2" and "Table 2" in to_markdown(table)
     assert not any(c.star for r in table.blocks[0].rows for c in r.cells)
+
+
+def test_a_cold_item_column_appears_when_a_run_reports_the_group(make_run):
+    import json
+
+    from esrkit.reporting.console import results_table
+
+    folder = make_run("llmesr", {42: 0.3, 43: 0.32}, model="llmesr")
+    make_run("id", {42: 0.2, 43: 0.21})
+    for seed in (42, 43):
+        path = folder / f"seed-{seed}" / "results.json"
+        results = json.loads(path.read_text())
+        for groups in results["test"].values():
+            groups["cold_item"] = {"hr@10": 0.1, "ndcg@10": 0.05 + seed / 1e4, "users": 3}
+        path.write_text(json.dumps(results))
+    (table,) = build_table1(collect_runs([make_run.root]), "full")
+    cols = table.column_titles()
+    assert cols[-2:] == ["Cold Item H@10", "Cold Item N@10"] and len(cols) == 12
+    cells = {r.label: r.cells[-1] for r in table.blocks[0].rows}
+    assert cells["SASRec"].missing and math.isclose(cells["LLM-ESR"].mean, 0.05425)
+    (plain,) = build_table1(collect_runs([make_run.root / "id"]), "full")
+    assert "Cold Item N@10" not in plain.column_titles()
+    text = results_table([("llmesr", results["test"]["full"])], "full")
+    assert "Cold item H@10" in text.splitlines()[1]

@@ -9,6 +9,7 @@ from esrkit.data.sequences import SequenceData
 from esrkit.training.batches import (
     DeviceSequences,
     cloze_batch,
+    history_input,
     last_item_batch,
     prediction_input,
     seq2seq_batch,
@@ -90,3 +91,16 @@ def test_bert_prediction_appends_mask_and_shifts_positions_at_full_length() -> N
     full = prediction_input(s, np.array([1]), "test", 3, "cloze", 9)  # prefix [2, 3, 4] == max_len
     # official: [2,3,4]+[MASK] with positions 1..4, then the oldest column dropped
     assert full.tokens.tolist() == [[3, 4, 9]] and full.positions.tolist() == [[2, 3, 4]]
+
+
+def test_history_input_is_the_prediction_input_of_the_same_sequence() -> None:
+    """Serving an unseen history must build exactly what evaluation builds for a dataset user."""
+    s = _seqs()
+    histories = [np.array(q) for q in SEQS]
+    for max_len in (2, 4, 5, 200):  # truncating, filling and leaving room
+        for objective in ("seq2seq", "cloze", "last"):
+            a = prediction_input(s, np.arange(5), "next", max_len, objective, mask_token=9)
+            b = history_input(histories, max_len, objective, mask_token=9)
+            for field in ("tokens", "positions", "pad_count"):
+                assert getattr(a, field).tolist() == getattr(b, field).tolist(), (max_len, objective, field)
+

@@ -146,17 +146,20 @@ def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_same_comman
 
 
 def test_recommend_never_lists_padding_or_history(run_tree) -> None:
-    from esrkit.training.pipeline import load_run, recommend
+    from esrkit.serving import ServedModel
+    from esrkit.training.pipeline import load_run
 
     run = load_run(RUN, "cpu")
     data = run.inputs.data
+    served = ServedModel.from_run(run)
+    user = data.user_ids[0]
     history = set(data.sequence(0).tolist())
-    items = recommend(run, 0, k=10 * data.n_items)
-    ids = [i for i, _ in items]
+    items = served.recommend_known(user, k=10 * data.n_items)
+    ids = [int(i) for i in served.item_index([r.item for r in items], where="result")]
     assert len(ids) == len(set(ids)) == data.n_items - len(history)
     assert min(ids) >= 1 and max(ids) <= data.n_items and not history & set(ids)
-    assert np.isfinite([s for _, s in items]).all()
-    assert len(recommend(run, 0, k=10 * data.n_items, exclude_history=False)) == data.n_items
+    assert np.isfinite([r.score for r in items]).all()
+    assert len(served.recommend_known(user, k=10 * data.n_items, exclude_history=False)) == data.n_items
     res = CliRunner().invoke(cli, ["recommend", RUN, "--user", "#0", "-k", "100000"])
     assert res.exit_code == 0, res.output
     assert f"only {data.n_items - len(history)} items can be recommended" in res.output

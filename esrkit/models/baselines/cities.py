@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from esrkit.models.base import MODELS, Dropout, SeqInput
 from esrkit.models.baselines.common import BackboneFirst, TrainParts, long_tensor, read_options, token_chunks
 from esrkit.models.idrec import IDRecommender, common_options
-from esrkit.models.recommender import ModelAssets
+from esrkit.models.recommender import ModelAssets, insert_item_rows
 
 
 @dataclass
@@ -184,6 +184,13 @@ class CITIES(BackboneFirst, IDRecommender):
 
     def all_item_vectors(self) -> Tensor:
         return self.item_table()[: self.n_items + 1]
+
+    def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
+        """An item added after training has no context to infer from: it keeps an untrained row."""
+        n_items = self.n_items
+        super().add_untrained_items(count, generator)
+        self.is_tail = insert_item_rows(self.is_tail, self.is_tail.new_zeros(count), n_items)
+        self.inferred = insert_item_rows(self.inferred, self.inferred.new_zeros(count, self.hidden), n_items)
 
     def encode(self, inp: SeqInput) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
