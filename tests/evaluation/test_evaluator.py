@@ -82,9 +82,21 @@ def test_eval_negatives_follow_the_official_rules() -> None:
     assert allowed and any(test_items[u] in v[u] for u in range(200))
 
 
+def _chi_square_against_uniform(counts: np.ndarray) -> float:
+    expected = counts.mean()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
 def test_uniformity_of_eval_negatives() -> None:
-    data = SequenceData.from_sequences([[1, 2, 3]] * 400, n_items=103)
+    """1,000 allowed items, 100 negatives for each of 2,000 users: every allowed item is drawn about 200 times.
+    A chi-square test against uniform (999 degrees of freedom: 999 +- 45) passes the sampler and fails a sampler
+    that is only slightly biased (shown below), so the test can catch one."""
+    data = SequenceData.from_sequences([[1, 2, 3]] * 2000, n_items=1003)
     negs = sample_eval_negatives(data, "test", 100, seed=0)
-    counts = np.bincount(negs.ravel(), minlength=104)
-    assert counts[1:4].sum() == 0
-    assert counts[4:].min() > 0.9 * counts[4:].mean()  # 100 of the 100 allowed items: every one, every time
+    assert all(len(set(row)) == 100 for row in negs)  # distinct within a user
+    counts = np.bincount(negs.ravel(), minlength=1004)
+    assert counts[:4].sum() == 0  # padding and the user's own items are never negatives
+    assert _chi_square_against_uniform(counts[4:]) < 1200
+    biased = counts[4:].astype(float).copy()
+    biased[:100] *= 1.2  # 20% more draws of the lowest tenth of the ids (as a modulo bias would give)
+    assert _chi_square_against_uniform(biased) > 1200
