@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
-from esrkit.models.idrec import common_options
+from esrkit.models.fusion import ScoreNorm
+from esrkit.models.idrec import common_options, score_options
 from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
                                        insert_item_rows)
 
@@ -76,7 +77,7 @@ class AlphaFuseRecommender(SequentialRecommender):
             raise ValueError("alphafuse needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
         return cls(n_items, assets.llm_items, max_len=max_len, null_dim=cfg.null_dim,
                    null_threshold=cfg.null_threshold, whiten=cfg.whiten, cover=cfg.cover,
-                   table_scale=cfg.table_scale, **common_options(cfg))
+                   table_scale=cfg.table_scale, **common_options(cfg), **score_options(cfg))
 
     def __init__(
         self,
@@ -96,11 +97,14 @@ class AlphaFuseRecommender(SequentialRecommender):
         cover: bool = False,
         table_scale: float = 0.0,
         encoder_options: dict | None = None,
+        score_norm: bool = False,
+        temperature: float = 0.1,
     ) -> None:
         super().__init__(n_items, backbone, max_len, emulate_padding)
         if llm_items.shape[0] != n_items:
             raise ValueError(f"LLM item embeddings have {llm_items.shape[0]} rows for {n_items} items")
         self.hidden, self.cover = hidden, cover
+        self.score_norm = ScoreNorm(temperature) if score_norm else None
         projection = NullSpaceProjection(llm_items, hidden, whiten, table_scale)
         self.nullity = projection.nullity(null_dim, null_threshold)
         semantic = torch.zeros(n_items + 2, hidden)
@@ -120,6 +124,10 @@ class AlphaFuseRecommender(SequentialRecommender):
             self.ids.weight[0].zero_()
 
     def item_vectors(self, ids: Tensor) -> Tensor:
+        vectors = self.input_vectors(ids)
+        return vectors if self.score_norm is None else self.score_norm.items(vectors)
+
+    def input_vectors(self, ids: Tensor) -> Tensor:
         sem = self.semantic[ids]
         kept, null = sem[..., : self.hidden - self.nullity], sem[..., self.hidden - self.nullity :]
         injected = self.ids(ids) if self.cover else null + self.ids(ids)
@@ -127,8 +135,10 @@ class AlphaFuseRecommender(SequentialRecommender):
 
     def encode(self, inp: SeqInput) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
-        x = self.inputs(self.item_vectors(inp.tokens), inp.positions)
+        x = self.inputs(self.input_vectors(inp.tokens), inp.positions)
         out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True))
+        if self.score_norm is not None:
+            out = self.score_norm.users(out)
         return out[:, 1:] if added else out
 
     def project_new_items(self, llm_items: Tensor) -> Tensor:

@@ -25,6 +25,23 @@ from torch import Tensor, nn
 GATES = ("none", "popularity", "user")
 
 
+class ScoreNorm(nn.Module):
+    """Cosine scores with a learned inverse temperature (``model.score_norm``, single-view families): the user
+    state and every item vector are L2-normalised, the user side scaled by ``exp(log_scale)``. Under a softmax
+    loss, item vector length otherwise grows with popularity and ranks popular items above closer tail items."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def users(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1) * self.log_scale.exp()
+
+    @staticmethod
+    def items(x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1)
+
+
 class ViewFusion(nn.Module):
     def __init__(self, hidden: int, n_items: int, view_norm: bool = False, gate: str = "none",
                  temperature: float = 0.1) -> None:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.models.fusion import ScoreNorm
 from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
                                        insert_item_rows)
 
@@ -27,6 +28,11 @@ def common_options(cfg) -> dict:
         backbone=cfg.backbone, hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers, heads=cfg.heads,
         causal=cfg.causal, emulate_padding=cfg.emulate_padding, encoder_options=dict(cfg.extra.get("encoder", {})),
     )
+
+
+def score_options(cfg) -> dict:
+    """Scoring options of the single-view families (id, llminit, alphafuse)."""
+    return {"score_norm": cfg.score_norm, "temperature": cfg.temperature}
 
 
 @MODELS.register("id")
@@ -44,9 +50,12 @@ class IDRecommender(SequentialRecommender):
         emulate_padding: bool = True,
         init_table: np.ndarray | None = None,
         encoder_options: dict | None = None,
+        score_norm: bool = False,
+        temperature: float = 0.1,
     ) -> None:
         super().__init__(n_items, backbone, max_len, emulate_padding)
         self.hidden = hidden
+        self.score_norm = ScoreNorm(temperature) if score_norm else None
         self.items = nn.Embedding(n_items + 2, hidden, padding_idx=0)
         self.inputs = InputStage(self.input_style, hidden, max_len, dropout)
         layer_opt = {"layers": layers} if layers else {}  # 0: the encoder's own default
@@ -59,7 +68,7 @@ class IDRecommender(SequentialRecommender):
 
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> IDRecommender:
-        return cls(n_items, max_len=max_len, **common_options(cfg))
+        return cls(n_items, max_len=max_len, **common_options(cfg), **score_options(cfg))
 
     def _load_table(self, table: np.ndarray) -> None:
         if table.shape != (self.n_items, self.hidden):
@@ -70,12 +79,19 @@ class IDRecommender(SequentialRecommender):
 
     def encode(self, inp: SeqInput) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
-        x = self.inputs(self.item_vectors(inp.tokens), inp.positions)
+        x = self.inputs(self.input_vectors(inp.tokens), inp.positions)
         out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True))
+        if self.score_norm is not None:
+            out = self.score_norm.users(out)
         return out[:, 1:] if added else out
 
-    def item_vectors(self, ids: Tensor) -> Tensor:
+    def input_vectors(self, ids: Tensor) -> Tensor:
+        """What an item is as an input of the sequence (and, unnormalised, as a candidate)."""
         return self.items(ids)
+
+    def item_vectors(self, ids: Tensor) -> Tensor:
+        vectors = self.input_vectors(ids)
+        return vectors if self.score_norm is None else self.score_norm.items(vectors)
 
     def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
         """Rows drawn like the table's xavier-normal initialisation (std for its trained shape): what the
@@ -104,7 +120,8 @@ class LLMInitRecommender(IDRecommender):
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMInitRecommender:
         llm = assets.llm_items if cfg.semantic_adapter else None
-        return cls(n_items, init_table=assets.pca_table, llm_items=llm, max_len=max_len, **common_options(cfg))
+        return cls(n_items, init_table=assets.pca_table, llm_items=llm, max_len=max_len, **common_options(cfg),
+                   **score_options(cfg))
 
     def __init__(self, n_items: int, init_table: np.ndarray | None = None, llm_items: np.ndarray | None = None,
                  **kwargs) -> None:
@@ -120,7 +137,7 @@ class LLMInitRecommender(IDRecommender):
             nn.init.zeros_(self.adapter.weight)
             nn.init.zeros_(self.adapter.bias)
 
-    def item_vectors(self, ids: Tensor) -> Tensor:
+    def input_vectors(self, ids: Tensor) -> Tensor:
         vectors = self.items(ids)
         if not self.semantic_adapter:
             return vectors

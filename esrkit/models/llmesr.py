@@ -114,7 +114,7 @@ class LLMESR(SequentialRecommender):
             co_view=cfg.co_view, se_view=cfg.se_view, share_encoder=cfg.share_encoder,
             cross_attention=cfg.cross_attention, cross_heads=cfg.cross_heads, adapter_layers=cfg.adapter_layers,
             id_init=cfg.id_init, freeze_semantic=cfg.freeze_semantic, semantic_residual=cfg.semantic_residual,
-            view_norm=cfg.view_norm, gate=cfg.gate, **common_options(cfg),
+            view_norm=cfg.view_norm, gate=cfg.gate, temperature=cfg.temperature, **common_options(cfg),
         )
 
     def __init__(
@@ -141,6 +141,7 @@ class LLMESR(SequentialRecommender):
         semantic_residual: bool = False,
         view_norm: bool = False,
         gate: str = "none",
+        temperature: float = 0.1,
         encoder_options: dict | None = None,
     ) -> None:
         super().__init__(n_items, backbone, max_len, emulate_padding)
@@ -182,7 +183,7 @@ class LLMESR(SequentialRecommender):
         self.share_encoder = share_encoder
         if not share_encoder and co_view and se_view:  # the "w/o Share" ablation
             self.encoder_se = build_encoder(backbone, hidden, **opts)
-        self.fusion = ViewFusion(hidden, n_items, view_norm, gate) if (co_view and se_view) else None
+        self.fusion = ViewFusion(hidden, n_items, view_norm, gate, temperature) if (co_view and se_view) else None
         official_init(self, skip=tuple(skip))
         if se_view and semantic_residual:
             nn.init.zeros_(self.semantic_offset.weight)
