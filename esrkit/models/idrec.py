@@ -120,14 +120,17 @@ class LLMInitRecommender(IDRecommender):
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMInitRecommender:
         llm = assets.llm_items if cfg.semantic_adapter else None
-        return cls(n_items, init_table=assets.pca_table, llm_items=llm, max_len=max_len, **common_options(cfg),
-                   **score_options(cfg))
+        return cls(n_items, init_table=assets.pca_table, llm_items=llm, anchor=cfg.anchor, max_len=max_len,
+                   **common_options(cfg), **score_options(cfg))
 
     def __init__(self, n_items: int, init_table: np.ndarray | None = None, llm_items: np.ndarray | None = None,
-                 **kwargs) -> None:
+                 anchor: float = 0.0, **kwargs) -> None:
         if init_table is None:
             raise ValueError("llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)")
         super().__init__(n_items, init_table=init_table, **kwargs)
+        self.anchor = anchor
+        if anchor > 0:  # the semantic starting point every item vector is pulled back to
+            self.register_buffer("anchor_table", self.items.weight.detach().clone())
         self.semantic_adapter = llm_items is not None
         if self.semantic_adapter:
             table = torch.zeros(n_items + 2, llm_items.shape[1])
@@ -136,6 +139,14 @@ class LLMInitRecommender(IDRecommender):
             self.adapter = nn.Linear(llm_items.shape[1], self.hidden)
             nn.init.zeros_(self.adapter.weight)
             nn.init.zeros_(self.adapter.bias)
+
+    def auxiliary_loss(self, batch, ctx) -> Tensor | None:
+        """``anchor`` x the mean squared distance of every item vector from its PCA start: an item trained by
+        few interactions stays near its text's position, while popular items move where their data says."""
+        if self.anchor <= 0:
+            return None
+        rows = slice(1, self.n_items + 1)
+        return self.anchor * (self.items.weight[rows] - self.anchor_table[rows]).pow(2).sum(-1).mean()
 
     def input_vectors(self, ids: Tensor) -> Tensor:
         vectors = self.items(ids)
@@ -152,6 +163,8 @@ class LLMInitRecommender(IDRecommender):
             raise ValueError("llminit: adding items needs the training PCA projection (mean and components)")
         rows = projection.transform(as_vectors(llm_vectors, projection.input_dim, "llminit"))
         grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
+        if self.anchor > 0:
+            self.anchor_table = insert_item_rows(self.anchor_table, torch.as_tensor(rows), self.n_items)
         if self.semantic_adapter:  # the shared map then scores the new items from their text too
             llm = torch.as_tensor(as_vectors(llm_vectors, self.semantic_table.shape[1], "llminit"))
             self.semantic_table = insert_item_rows(self.semantic_table, llm.to(self.semantic_table), self.n_items)

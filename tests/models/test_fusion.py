@@ -56,3 +56,16 @@ def test_score_norm_is_a_scaled_cosine_whatever_the_lengths() -> None:
     torch.testing.assert_close(scores, 2.0 * F.cosine_similarity(users[:, None], items[None], dim=-1))
     longer = items * torch.arange(1, N + 3).unsqueeze(1)  # item length (popularity's usual trace) is ignored
     torch.testing.assert_close(norm.users(users) @ norm.items(longer).T, scores)
+
+
+def test_llminit_anchor_pulls_item_vectors_back_to_their_pca_start() -> None:
+    from esrkit.models import MODELS
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((N, H)).astype(np.float32)
+    model = MODELS.get("llminit")(N, init_table=table, anchor=2.0, hidden=H, max_len=5)
+    assert model.auxiliary_loss(None, None).item() == 0.0  # at the start every item sits on its anchor
+    with torch.no_grad():
+        model.items.weight[3] += 1.0  # item 3 moved by 1 in every coordinate: squared distance H
+    assert model.auxiliary_loss(None, None).item() == pytest.approx(2.0 * H / N)
+    assert MODELS.get("llminit")(N, init_table=table, hidden=H, max_len=5).auxiliary_loss(None, None) is None
