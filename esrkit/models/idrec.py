@@ -18,10 +18,11 @@ from esrkit.models.recommender import ModelAssets, SequentialRecommender
 
 def common_options(cfg) -> dict:
     """Backbone options shared by every model family, from a ModelConfig."""
-    return dict(
-        backbone=cfg.backbone, hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers, heads=cfg.heads,
-        causal=cfg.causal, emulate_padding=cfg.emulate_padding, encoder_options=dict(cfg.extra.get("encoder", {})),
-    )
+    return {
+        "backbone": cfg.backbone, "hidden": cfg.hidden, "dropout": cfg.dropout, "layers": cfg.layers,
+        "heads": cfg.heads, "causal": cfg.causal, "emulate_padding": cfg.emulate_padding,
+        "encoder_options": dict(cfg.extra.get("encoder", {})),
+    }
 
 
 @MODELS.register("id")
@@ -53,7 +54,7 @@ class IDRecommender(SequentialRecommender):
             self._load_table(init_table)
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "IDRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> IDRecommender:
         return cls(n_items, max_len=max_len, **common_options(cfg))
 
     def _load_table(self, table: np.ndarray) -> None:
@@ -63,11 +64,12 @@ class IDRecommender(SequentialRecommender):
             self.items.weight.zero_()
             self.items.weight[1 : self.n_items + 1] = torch.as_tensor(table, dtype=torch.float32)
 
-    def encode(self, inp: SeqInput) -> Tensor:
+    def encode(self, inp: SeqInput, last_only: bool = False) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
         x = self.inputs(self.items(inp.tokens), inp.positions)
-        out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True))
-        return out[:, 1:] if added else out
+        last = self._encoder_last_only(self.encoder, last_only)
+        out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True), **last)
+        return out[:, 1:] if added and not last else out
 
     def item_vectors(self, ids: Tensor) -> Tensor:
         return self.items(ids)
@@ -82,7 +84,7 @@ class LLMInitRecommender(IDRecommender):
         return {"llm_items", "pca"}
 
     @classmethod
-    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> "LLMInitRecommender":
+    def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMInitRecommender:
         return cls(n_items, init_table=assets.pca_table, max_len=max_len, **common_options(cfg))
 
     def __init__(self, n_items: int, init_table: np.ndarray | None = None, **kwargs) -> None:
