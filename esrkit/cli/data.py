@@ -42,7 +42,7 @@ def _formats_epilog() -> str:
 
 @click.group("data")
 def data() -> None:
-    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole); show statistics."""
+    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole, CSV); show statistics."""
 
 
 @data.command("prepare", epilog=_formats_epilog())
@@ -67,7 +67,7 @@ def data() -> None:
     "inputs",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Input file or directory (inter, s3rec, unisrec, lcrec, recbole). Repeatable.",
+    help="Input file or directory (inter, s3rec, unisrec, lcrec, recbole, csv). Repeatable.",
 )
 @click.option(
     "--items",

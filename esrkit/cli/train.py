@@ -123,6 +123,7 @@ def evaluate(run_dir, split, protocols, device, as_json) -> None:
 @click.option("--device", default="auto")
 def recommend(run_dir, user, k, include_history, device) -> None:
     """Top-k next items for a user, scored from the run's cached tables (no LLM call)."""
+    from esrkit.prompts.templates import field_text
     from esrkit.training.pipeline import load_run, recommend as top_k
 
     run = load_run(run_dir, device)
@@ -140,5 +141,5 @@ def recommend(run_dir, user, k, include_history, device) -> None:
     click.echo(f"user {data.user_ids[row]} (row {row}), {int(data.lengths()[row])} interactions; top {k}:")
     for rank, (item, score) in enumerate(items, 1):
         attrs = (data.item_attrs or [{}] * data.n_items)[item - 1] or {}
-        title = attrs.get("title") or attrs.get("name") or ""
+        title = field_text(attrs.get("title") or attrs.get("name") or "")  # a list title reads as words
         click.echo(f"{rank:>3}. item {item:<7} {data.item_ids[item - 1]:<14} score {score:8.3f}  {title}")

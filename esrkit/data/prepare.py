@@ -65,6 +65,10 @@ class PrepareOptions:
     date_max: str = "2019-12-31 00:00:00"
     skip_malformed: bool = False  # skip (and count) malformed lines instead of failing on the first
     items_key: str = ""  # id column of an --items table; "" = item_id, id, asin, business_id (first present)
+    # columns of a csv/tsv interaction table; "" = found by name (user/user_id/..., item/item_id/..., time/...)
+    user_column: str = ""
+    item_column: str = ""
+    time_column: str = ""
 
     def __post_init__(self) -> None:
         if self.id_assignment not in ID_ASSIGNMENTS:
@@ -85,6 +89,9 @@ class PrepareOptions:
             date_min=self.date_min,
             date_max=self.date_max,
             items_key=self.items_key,
+            user_column=self.user_column,
+            item_column=self.item_column,
+            time_column=self.time_column,
         )
 
 
@@ -383,7 +390,7 @@ def prepare(
     """Build the processed dataset from a reader's output (the module docstring gives the exact steps)."""
     options = options or build_options(source.format)
     raw = collect(source)
-    counts: dict[str, Any] = {"interactions_read": int(len(raw.users))}
+    counts: dict[str, Any] = {"interactions_read": len(raw.users)}
     if len(raw.users) == 0:
         where = source.files[0][1] if source.files else "?"
         raise DataError(
@@ -419,7 +426,7 @@ def prepare(
         users=n_users,
         items=n_items,
         items_occurring=int(occurring[1:].sum()),
-        interactions=int(len(final_items)),
+        interactions=len(final_items),
         skipped_malformed=source.report.n_skipped,
     )
     if source.report.n_skipped:

@@ -16,13 +16,13 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 logger = logging.getLogger("esrkit.data")
 
-Timestamp = Union[int, float, None]
+Timestamp = int | float | None
 Interaction = tuple[str, str, Timestamp]
-MetaLoader = Callable[[Union[set[str], None]], dict[str, dict[str, Any]]]
+MetaLoader = Callable[[set[str] | None], dict[str, dict[str, Any]]]
 
 MAX_SAMPLES = 10  # skipped lines quoted in the report; the counts are always complete
 
@@ -94,6 +94,10 @@ class ReadOptions:
     date_max: str = "2019-12-31 00:00:00"
     # id column of a generic item table; "" = item_id, id, asin, business_id (first present)
     items_key: str = ""
+    # columns of a CSV/TSV interaction table ("" = found by name, see esrkit/data/readers/table.py)
+    user_column: str = ""
+    item_column: str = ""
+    time_column: str = ""
 
 
 @dataclass
