@@ -124,7 +124,8 @@ def evaluate(run_dir, split, protocols, device, as_json) -> None:
 def recommend(run_dir, user, k, include_history, device) -> None:
     """Top-k next items for a user, scored from the run's cached tables (no LLM call)."""
     from esrkit.prompts.templates import field_text
-    from esrkit.training.pipeline import load_run, recommend as top_k
+    from esrkit.training.pipeline import load_run
+    from esrkit.training.pipeline import recommend as top_k
 
     run = load_run(run_dir, device)
     data = run.inputs.data
