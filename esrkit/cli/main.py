@@ -63,8 +63,26 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s: %(message)s")
+    show_progress_lines()
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+class _StderrLines(logging.Handler):
+    """Plain lines on the *current* stderr (click's, so a test runner that captures stderr sees them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def show_progress_lines(show: bool = True) -> None:
+    """Training's one line per epoch (the ``esrkit.progress`` logger, esrkit/training/rundir.py) on stderr;
+    ``show=False`` (``esrkit train -qq``) keeps stderr for warnings and errors only."""
+    progress = logging.getLogger("esrkit.progress")
+    if not any(isinstance(h, _StderrLines) for h in progress.handlers):
+        progress.addHandler(_StderrLines())
+    progress.propagate = False
+    progress.setLevel(logging.INFO if show else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:

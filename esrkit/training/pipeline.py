@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from esrkit.config import RunConfig
+from esrkit.data.groups import group_warnings
 from esrkit.data.sequences import SequenceData
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import ModelAssets, build_model, model_class
@@ -33,7 +34,7 @@ from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import runtime
 from esrkit.training.objectives import SelfDistillation
-from esrkit.training.rundir import RunDir, environment
+from esrkit.training.rundir import PROGRESS, RunDir, environment
 from esrkit.training.trainer import TrainerOptions
 from esrkit.utils.io import atomic_write_json, fingerprint_array, load_npy, read_json, stable_json_hash
 
@@ -47,6 +48,7 @@ class RunInputs:
     neighbours: np.ndarray | None = None
     fingerprints: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. long-tail groups the chosen rule leaves empty
 
 
 # ---------------------------------------------------------------------------------------------- devices
@@ -239,16 +241,18 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
         neighbours, meta = load_neighbours(cfg, data, emb["users"])
         timings["retrieval_s"] = time.perf_counter() - t0
         fps["neighbours"] = meta
-    return RunInputs(data, assets, neighbours, fps, timings)
+    d = cfg.data
+    warnings = group_warnings(data, "test", d.ts_user, d.ts_item, d.group_rule, d.max_len)
+    return RunInputs(data, assets, neighbours, fps, timings, warnings)
 
 
 # ---------------------------------------------------------------------------------------------- one seed
 def evaluators(cfg: RunConfig, data: SequenceData, seqs: DeviceSequences, seed: int,
                cls: type[Evaluator] = Evaluator) -> tuple[Evaluator, Evaluator]:
     d, e = cfg.data, cfg.eval
-    kw = dict(max_len=d.max_len, negatives=e.negatives, seed=seed, ks=tuple(e.ks), ties=e.ties,
-              exclude_history=e.exclude_history, batch_size=e.batch_size, ts_user=d.ts_user, ts_item=d.ts_item,
-              group_rule=d.group_rule)
+    kw = {"max_len": d.max_len, "negatives": e.negatives, "seed": seed, "ks": tuple(e.ks), "ties": e.ties,
+          "exclude_history": e.exclude_history, "batch_size": e.batch_size, "ts_user": d.ts_user,
+          "ts_item": d.ts_item, "group_rule": d.group_rule}
     valid = cls(data, "valid", seqs, resample_negatives=e.validation_negatives == "resample", **kw)
     test = cls(data, "test", seqs, **kw)
     return valid, test
@@ -283,6 +287,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
         return out
 
     rt.on_main(lambda: rd.create(config, provenance(), resume=resume))
+    rt.on_main(lambda: _log_start(rd, cfg, inputs, seed, device))
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = inputs.data
@@ -338,7 +343,23 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
     }
     ranks = {f"test_{p}": r for p, r in test.ranks.items()} | {f"valid_{p}": r for p, r in valid.ranks.items()}
     rt.on_main(lambda: rd.save_results(results, ranks))
+    rt.on_main(lambda: rd.log(_test_line(results)))
     return results
+
+
+def _log_start(rd: RunDir, cfg: RunConfig, inputs: RunInputs, seed: int, device: torch.device) -> None:
+    data = inputs.data
+    rd.log(f"seed {seed}: {cfg.model.name} ({cfg.model.backbone}) on {data.name}, {data.n_users:,} users, "
+           f"{data.n_items:,} items, device {device}; epochs up to {cfg.train.epochs}, patience {cfg.train.patience}")
+    for warning in inputs.warnings:  # said once per run on stderr (train), and in every seed's log
+        rd.log(f"warning: {warning}", echo=False)
+
+
+def _test_line(results: dict[str, Any]) -> str:
+    parts = [f"[{p}] N@10 {g['overall']['ndcg@10']:.4f} H@10 {g['overall']['hr@10']:.4f}"
+             for p, g in results["test"].items()]
+    return (f"test (best epoch {results['best_epoch']}, {results['seconds']['train']:.0f} s training): "
+            + ", ".join(parts))
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -350,6 +371,9 @@ def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, 
     seeds = seeds or [cfg.train.seed]
     rt = runtime()
     inputs = rt.staged(lambda: prepare_inputs(cfg, progress and rt.is_main))  # rank 0 first: it fills the caches
+    if rt.is_main:  # on the progress logger at warning level: shown even when progress lines are not (-qq)
+        for warning in inputs.warnings:
+            PROGRESS.warning("[%s] warning: %s", cfg.name, warning)
     per_seed = [run_seed(cfg, inputs, s, run_dir_for(cfg, s), resume=resume, progress=progress) for s in seeds]
     summary = summarise(per_seed)
     rt.on_main(lambda: atomic_write_json(Path(cfg.output_dir) / cfg.name / "summary.json", summary))
@@ -357,12 +381,15 @@ def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, 
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample std over seeds of every test metric, per protocol and group."""
+    """Mean and sample std over seeds of every test metric, per protocol and group (a group that is empty, hence
+    absent, in some seed's results is left out)."""
     out: dict[str, Any] = {"name": results[0]["name"], "seeds": [r["seed"] for r in results],
                            "model": results[0]["model"], "backbone": results[0]["backbone"], "test": {}}
     for protocol, groups in results[0]["test"].items():
         out["test"][protocol] = {}
         for group, metrics in groups.items():
+            if not all(group in r["test"][protocol] for r in results):
+                continue
             out["test"][protocol][group] = {}
             for metric in metrics:
                 vals = np.array([r["test"][protocol][group][metric] for r in results], dtype=float)

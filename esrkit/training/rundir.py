@@ -2,6 +2,8 @@
 
 ``<output_dir>/<name>/seed-<seed>/`` holds ``config.json`` (the resolved RunConfig), ``provenance.json``
 (versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per epoch),
+``train.log`` (one readable line per epoch as it finishes, also sent to the ``esrkit.progress`` logger, which the
+CLI prints on stderr),
 ``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors`` (resumable), ``results.json`` (test and
 validation metrics under both protocols and every group) and ``ranks/*.npy`` (per-user ranks for significance
 tests).
@@ -10,6 +12,8 @@ tests).
 from __future__ import annotations
 
 import importlib.metadata
+import logging
+import math
 import platform
 import subprocess
 import sys
@@ -47,17 +51,19 @@ def environment() -> dict[str, Any]:
 def git_commit() -> str | None:
     try:
         root = Path(esrkit.__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+                               capture_output=True, text=True, timeout=5, check=False)
         if out.returncode == 0:
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception:
+        logging.getLogger(__name__).debug("no git commit for %s", esrkit.__file__, exc_info=True)
     return None
 
 
 _HELD_LOCKS: dict[str, Any] = {}  # run directory -> open lock file, kept until the process exits
+PROGRESS = logging.getLogger("esrkit.progress")  # the CLI prints it on stderr (esrkit/cli/main.py)
 
 
 class RunDir:
@@ -80,13 +86,13 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
-    def lock(self) -> "RunDir":
+    def lock(self) -> RunDir:
         """Hold an exclusive lock on the run directory for this process's lifetime: two processes resuming the
         same run would interleave checkpoints and metrics."""
         import fcntl
 
         self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / ".lock", "a+")
+        fh = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open (locked) until the process exits
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -96,7 +102,7 @@ class RunDir:
         _HELD_LOCKS[str(self.path.resolve())] = fh
         return self
 
-    def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> "RunDir":
+    def create(self, config: dict[str, Any], provenance: dict[str, Any], resume: bool = False) -> RunDir:
         if str(self.path.resolve()) not in _HELD_LOCKS:
             self.lock()
         if (self.path / "config.json").exists() and not resume:
@@ -112,6 +118,19 @@ class RunDir:
         atomic_write_json(self.path / "provenance.json", provenance)
         return self
 
+    @property
+    def log_file(self) -> Path:
+        return self.path / "train.log"
+
+    def log(self, line: str, echo: bool = True) -> None:
+        """Append a timestamped line to ``train.log`` (at once, so it can be followed while training runs) and
+        (``echo``) send it to the progress logger, prefixed with the run and seed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        if echo:
+            PROGRESS.info("[%s/%s] %s", self.path.parent.name, self.path.name, line)
+
     def save_results(self, results: dict[str, Any], ranks: dict[str, np.ndarray]) -> None:
         for name, arr in ranks.items():
             atomic_save_npy(self.path / "ranks" / f"{name}.npy", arr.astype(np.int32))
@@ -122,6 +141,22 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         return read_json(self.path / "config.json")
+
+
+def epoch_line(record: dict[str, Any], watch: str, protocol: str) -> str:
+    """One epoch of ``metrics.jsonl`` as a line: losses, the watched validation metric, the best so far, times."""
+    parts = [k for k in ("rank", "sd", "aux") if k in record and record[k] != record.get("loss")]
+    detail = f" ({', '.join(f'{k} {record[k]:.4f}' for k in parts)})" if parts else ""
+    line = f"epoch {record['epoch']}: loss {record['loss']:.4f}{detail}"
+    if record.get("diverged"):
+        return f"{line}: not finite, training stopped; the result is epoch {record.get('best_epoch')}"
+    score = record.get("score")
+    if score is not None and math.isfinite(score):
+        line += f" | valid {protocol} {watch} {score:.4f} (best epoch {record.get('best_epoch')})"
+    seconds = f"{record.get('train_seconds', 0.0):.1f} s train"
+    if "valid_seconds" in record:
+        seconds += f" + {record['valid_seconds']:.1f} s valid"
+    return f"{line} | {seconds}"
 
 
 def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:
