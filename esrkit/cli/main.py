@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "esrkit.cli.sweep:sweep",
     "study": "esrkit.cli.study:study",
     "recipes": "esrkit.cli.info:recipes",
+    "recipe": "esrkit.cli.recipe:recipe",
     "providers": "esrkit.cli.info:providers",
 }
 
@@ -60,6 +61,9 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
       esrkit data prepare --format amazon2014 --reviews reviews_Beauty.json.gz --meta meta_Beauty.json.gz -o beauty
       esrkit embed --provider openai --dataset beauty
       esrkit train --recipe beauty-sasrec
+    Your own data (docs/DATA.md, "Your own dataset"):
+      esrkit data prepare --format csv --input interactions.csv --items items.csv -o data/mine
+      esrkit recipe new mine --dataset data/mine && esrkit train -r mine
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s: %(message)s")
