@@ -211,6 +211,15 @@ def _nb_meta(table) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
+def _check_top_k(cfg: RunConfig, data: SequenceData) -> None:
+    """Before anything is embedded: a small dataset cannot give every user retrieval.top_k other users."""
+    r = cfg.retrieval
+    if r.top_k >= data.n_users:
+        raise ValueError(f"retrieval.top_k = {r.top_k} similar users per user, but {data.name!r} has {data.n_users} "
+                         f"users: set it to at most {data.n_users - 1} (--set retrieval.top_k="
+                         f"{max(r.n_similar, data.n_users - 1)}; retrieval.n_similar = {r.n_similar} are used)")
+
+
 def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     t0 = time.perf_counter()
     data = load_data(cfg)
@@ -219,6 +228,8 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     need = cls.requirements(cfg.model)
     distill = cls.uses_distillation and cfg.model.alpha > 0
     parts = tuple(p for p, wanted in (("items", bool(need & {"llm_items", "pca"})), ("users", distill and not cfg.retrieval.neighbours)) if wanted)
+    if "users" in parts:
+        _check_top_k(cfg, data)
     fps: dict[str, Any] = {"data": data.fingerprint()}
     assets = ModelAssets()
     emb: dict[str, Any] = {"items": None, "users": None, "meta": {}}

@@ -155,6 +155,8 @@ def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, back
         "",
         "[retrieval]",
         _line("n_similar", 10, "similar users that teach each user (found from the user prompts)"),
+        *([_line("top_k", data.n_users - 1, f"neighbours stored per user (100 officially; {data.n_users} users here)")]
+          if data.n_users <= 100 else []),
         "",
         "[train]",
         _line("epochs", 200, "the official schedule: up to 200 epochs, early stopping on validation"),

@@ -14,9 +14,11 @@ import numpy as np
 WORDS = ("English", "Patient,", "The", "Toy", "Story", "Heat", "Fargo", "Casino", "Babe", "Clueless", "Seven",
          "Dead", "Man", "Walking", "Sense", "Sensibility", "Apollo", "Rob", "Roy", "Braveheart", "Crimson", "Tide")
 GENRES = ("Action", "Comedy", "Drama", "Romance", "Thriller", "War", "Animation", "Crime")
+# enough items for LLMInit's 128-d PCA table and the sampled protocol's 100 negatives, after the 3/3 filter
+N_USERS, N_ITEMS = 60, 150
 
 
-def catalogue(n_items: int = 30, seed: int = 0) -> list[dict]:
+def catalogue(n_items: int = N_ITEMS, seed: int = 0) -> list[dict]:
     """Items 1..n with a multi-word title, one to three genres and a release year."""
     rng = np.random.default_rng(seed)
     items = []
@@ -27,7 +29,7 @@ def catalogue(n_items: int = 30, seed: int = 0) -> list[dict]:
     return items
 
 
-def interactions(n_users: int = 40, n_items: int = 30, min_length: int = 12, max_length: int = 20,
+def interactions(n_users: int = N_USERS, n_items: int = N_ITEMS, min_length: int = 12, max_length: int = 20,
                  seed: int = 0) -> list[tuple[str, str, int]]:
     """(user, item, unix time) rows in a shuffled file order; each user walks along neighbouring items."""
     rng = np.random.default_rng(seed)
@@ -53,7 +55,7 @@ def write_recbole(folder: Path, name: str = "mine", title_field: str = "movie_ti
     inter.write_text("\n".join(lines) + "\n")
     lines = [f"item_id:token\t{title_field}:token_seq\trelease_year:token\t{genre_field}:token_seq"]
     lines += [f"{it['item_id']}\t{' '.join(it['title'])}\t{it['year']}\t{' '.join(it['genres'])}"
-              for it in catalogue(kwargs.get("n_items", 30))]
+              for it in catalogue(kwargs.get("n_items", N_ITEMS))]
     item.write_text("\n".join(lines) + "\n")
     return inter, item
 
@@ -70,12 +72,12 @@ def write_csv(folder: Path, **kwargs) -> tuple[Path, Path]:
     with open(items, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["item_id", "title", "genres", "year"])
-        for it in catalogue(kwargs.get("n_items", 30)):
+        for it in catalogue(kwargs.get("n_items", N_ITEMS)):
             w.writerow([it["item_id"], " ".join(it["title"]), ", ".join(it["genres"]), it["year"]])
     return inter, items
 
 
-def write_jsonl_items(folder: Path, n_items: int = 30) -> Path:
+def write_jsonl_items(folder: Path, n_items: int = N_ITEMS) -> Path:
     """``items.jsonl``: one JSON object per item, the genres as a JSON list."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "items.jsonl"
