@@ -142,14 +142,21 @@ def main() -> None:
     ap.add_argument("--label", default="", help="a label for this measurement (e.g. the code version)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    ap.add_argument("--from-json", type=Path, help="update RESULTS.md from a saved --json run, measuring nothing")
     args = ap.parse_args()
+    if args.from_json:
+        write(json.loads(args.from_json.read_text()))
+        return
     torch.set_num_threads(args.threads)
     data = long_histories(args.users, args.items, args.mean_length)
     lengths = data.lengths()
     trainers = build_trainers(data, args.dim, args.max_len, args.buckets)
     load_before = os.getloadavg()[0]
     timings = time_epoch(trainers, args.batches)
-    out = {"date": time.strftime("%Y-%m-%d"), "label": args.label, "users": args.users, "items": args.items,
+    from _results import machine
+
+    out = {"date": time.strftime("%Y-%m-%d"), "label": args.label, "machine": machine(), "users": args.users,
+           "items": args.items,
            "mean_length": float(lengths.mean()), "median_length": float(np.median(lengths)),
            "max_length": int(lengths.max()), "max_len": args.max_len, "dim": args.dim, "buckets": args.buckets,
            "threads": args.threads, "load_before": load_before, "load_after": os.getloadavg()[0],
@@ -176,15 +183,15 @@ def write(out: dict) -> None:
 
     m = out["models"]
     lines = [
-        (f"Measured {out['date']} on {machine()}; {out['threads']} thread(s), load average "
-         f"{out['load_before']:.1f} before and {out['load_after']:.1f} after the run."),
+        (f"Measured {out['date']} on {out.get('machine') or machine()}; {out['threads']} thread; load average "
+         f"{out['load_after']:.1f} at the end (other jobs shared the 2 cores: times are CPU seconds)."),
         (f"Command: `{COMMAND}`. Data: {out['users']:,} users, {out['items']:,} items, lengths mean "
          f"{out['mean_length']:.1f} / median {out['median_length']:.0f} / max {out['max_length']} (max_len "
          f"{out['max_len']}), {out['dim']}-d semantic table, 10 similar users, batch 128, {out['buckets']} length "
-         f"buckets; the two models' steps alternate. {m['LLM-ESR']['batches_timed']} of "
+         f"buckets; the models' steps alternate. {m['LLM-ESR']['batches_timed']} of "
          f"{m['LLM-ESR']['batches_per_epoch']} batches timed per model."),
         "",
-        "| model | s/batch | s/epoch | vs LLMInit (hidden 128) |",
+        "| model | CPU s/batch | CPU s/epoch | vs LLMInit (hidden 128) |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name, t in m.items():
