@@ -126,13 +126,14 @@ def ranking_loss_and_student(
     """The ranking loss and the SD student (the official code's second forward pass of the same input, with new
     dropout masks).
 
-    On a CPU they are two calls, the student's for the last position only (its last layer shrinks to one
-    query). Elsewhere, where a step is bound by kernel launches rather than arithmetic, they are *one* call over
-    the batch stacked twice: every row of a stacked batch gets its own dropout masks, so [input; input] has
-    exactly the distribution of the two passes, at half the launches."""
+    On a CPU, with an attention encoder, they are two calls, the student's for the last position only (its last
+    layer shrinks to one query). Otherwise (a step bound by kernel launches, or a recurrent encoder, which gains
+    nothing from the last position alone) they are *one* call over the batch stacked twice: every row of a
+    stacked batch gets its own dropout masks, so [input; input] has exactly the distribution of the two passes,
+    at half the launches."""
     n = batch.inp.tokens.shape[0]
     buckets = buckets or [np.arange(n)]
-    if batch.inp.tokens.device.type == "cpu":
+    if batch.inp.tokens.device.type == "cpu" and _attention_encoder(model):
         rank = ranking_loss(model, batch, kind, buckets)
         return rank, last_hidden_bucketed(model, batch.inp, buckets, batch.lengths_np)
     inp = batch.inp
@@ -151,6 +152,12 @@ def ranking_loss_and_student(
     rank = _ranking_from_states(model, *_scored_states(model, batch, rank_outputs), kind)
     assert student is not None
     return rank, student
+
+
+def _attention_encoder(model: SequentialRecommender) -> bool:
+    """Whether the model's encoder attends (its cost grows with the square of a bucket's width, and it can compute
+    the last position alone); recurrent encoders instead pay a loop over the padding steps per call."""
+    return bool(getattr(getattr(model, "encoder", None), "supports_last_only", False))
 
 
 def _stochastic(model: torch.nn.Module) -> bool:
@@ -199,16 +206,18 @@ class SelfDistillation:
             with torch.no_grad():  # train mode (dropout on) as official, but no autograd graph
                 inp = teacher_input(self.seqs, unique, self.max_len)
                 lengths = np.clip(self.seqs.train_lengths(unique) - 1, 0, self.max_len)
-                rep = last_hidden_bucketed(model, inp, self._buckets(lengths), lengths)
+                rep = last_hidden_bucketed(model, inp, self._buckets(model, lengths), lengths)
             if inverse is not None:
                 rep = rep[torch.as_tensor(inverse, device=rep.device)]
         return rep.view(len(users), self.n, -1).mean(1)
 
-    def _buckets(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """Teacher length buckets. ``buckets=0``: on a CPU one bucket per 64 teachers (at least 4), because the
-        teachers' attention cost grows with the square of the bucket's width (10 teachers per user make theirs
-        the largest share of a step); elsewhere 4, as kernel launches cost more than padding there."""
-        n = self.buckets or (max(4, len(lengths) // 64) if self.seqs.device.type == "cpu" else 4)
+    def _buckets(self, model: SequentialRecommender, lengths: np.ndarray) -> list[np.ndarray]:
+        """Teacher length buckets. ``buckets=0``: for an attention encoder on a CPU one bucket per 64 teachers
+        (at least 4), because attention costs the square of the bucket's width (10 teachers per user make theirs
+        the largest share of a step); otherwise 4 (kernel launches, or a recurrent encoder's padding loop, cost
+        more per bucket than the padding)."""
+        fine = self.seqs.device.type == "cpu" and _attention_encoder(model)
+        n = self.buckets or (max(4, len(lengths) // 64) if fine else 4)
         return length_buckets(lengths, n)
 
     @torch.no_grad()
@@ -221,7 +230,7 @@ class SelfDistillation:
             rows = np.arange(start, min(start + batch_size, self.seqs.n_users))
             inp = teacher_input(self.seqs, rows, self.max_len)
             lengths = np.clip(self.seqs.train_lengths(rows) - 1, 0, self.max_len)
-            reps.append(last_hidden_bucketed(model, inp, self._buckets(lengths), lengths))
+            reps.append(last_hidden_bucketed(model, inp, self._buckets(model, lengths), lengths))
         self._cache = torch.cat(reps)
         model.train(was)
 
