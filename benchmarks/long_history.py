@@ -4,19 +4,20 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/long_history.py --profile    # also the top operations of a step
 
 Synthetic data shaped like MovieLens-100k (the case that prompted issue 21: 943 users, mean length above 100):
-1,000 users with lognormal lengths of mean 100 (cut at 600), 1,700 items with long-tailed popularity, max_len 200,
-a random 384-d semantic table (MiniLM's width), 10 random similar users per user. Both models use the settings a
-study trains them with: LLMInit = SASRec with hidden 128 whose item table starts from the PCA of the semantic
-table; LLM-ESR = the official SASRec variant, hidden 64 per view, self-distillation with alpha 0.1 and teachers
-recomputed every step (``teacher_refresh=step``, the faithful schedule). Batch 128; length buckets as in training.
-Two more rows for context: LLMInit with hidden 64 (the config default, when ``model.hidden`` is not raised to the
-paper's 128) and LLM-ESR with per-epoch teachers (not the official schedule; its refresh pass is counted).
+1,000 users with lognormal lengths of mean 100 (cut at 600), 1,700 items with long-tailed popularity, max_len
+200, a random 384-d semantic table (MiniLM's width), 10 random similar users per user. Both models use the
+settings a study trains them with: LLMInit = SASRec with hidden 128 whose item table starts from the PCA of
+the semantic table; LLM-ESR = the official SASRec variant, hidden 64 per view, self-distillation with alpha
+0.1 and teachers recomputed every step (``teacher_refresh=step``, the faithful schedule). Batch 128; length
+buckets as in training. Two more rows for context: LLMInit with hidden 64 (the config default, when
+``model.hidden`` is not raised to the paper's 128) and LLM-ESR with per-epoch teachers (not the official
+schedule; its refresh pass is counted).
 
 The models' steps alternate (one batch of each, then the next batch), so load from other jobs on a shared
-machine falls on all alike; times are this process's CPU time (one thread), which such load disturbs far less than
-wall time. Each model's epoch time is the sum of its batch times; ``--batches N`` times only the first N batches
-of an epoch and scales up (per-step cost is what differs). One warm-up step each is not timed. Figures go to the
-"Training speed on long histories" section of RESULTS.md.
+machine falls on all alike; times are this process's CPU time (one thread), which such load disturbs far less
+than wall time. Each model's epoch time is the sum of its batch times; ``--batches N`` times only the first N
+batches of an epoch and scales up (per-step cost is what differs). One warm-up step each is not timed. Figures
+go to the "Training speed on long histories" section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ COMMAND = "nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/long_history.py"
 
 
 def long_histories(n_users: int, n_items: int, mean_length: float, seed: int = 0) -> SequenceData:
-    """Lognormal lengths (sigma 0.6) of the given mean, at least 5 and at most 600; Zipf-like item popularity."""
+    """Lognormal lengths (sigma 0.6) of the given mean, at least 5 and at most 600; Zipf-like item popularity.
+    """
     rng = np.random.default_rng(seed)
     sigma = 0.6
     lengths = np.clip(np.round(rng.lognormal(np.log(mean_length) - sigma**2 / 2, sigma, n_users)), 5, 600)
@@ -67,9 +69,9 @@ def build_trainers(data: SequenceData, dim: int, max_len: int, buckets: int) -> 
     seqs = DeviceSequences(data, "cpu")
     options = TrainerOptions(max_len=max_len, buckets=buckets)
     trainers = {}
-    for name, model, refresh in (("LLMInit", "llminit", None), ("LLM-ESR", "llmesr", "step"),
-                                 ("LLMInit, hidden 64", "llminit", None), ("LLM-ESR, teachers per epoch", "llmesr",
-                                                                           "epoch")):
+    rows = (("LLMInit", "llminit", None), ("LLM-ESR", "llmesr", "step"),
+            ("LLMInit, hidden 64", "llminit", None), ("LLM-ESR, teachers per epoch", "llmesr", "epoch"))
+    for name, model, refresh in rows:
         torch.manual_seed(0)
         if model == "llminit":
             hidden = 64 if "64" in name else 128
@@ -84,8 +86,8 @@ def build_trainers(data: SequenceData, dim: int, max_len: int, buckets: int) -> 
 
 def time_epoch(trainers: dict[str, Trainer], batches: int) -> dict[str, dict[str, float]]:
     """Alternating steps over the same batches; seconds per batch and per (extrapolated) epoch for each model
-    (process CPU time, which other jobs on a shared machine disturb far less than wall time). Per-epoch teachers
-    add their refresh pass over every user once per epoch."""
+    (process CPU time, which other jobs on a shared machine disturb far less than wall time). Per-epoch
+    teachers add their refresh pass over every user once per epoch."""
     first = next(iter(trainers.values()))
     order = first.epoch_order(0)
     bs = first.opt_cfg.batch_size
@@ -135,14 +137,14 @@ def main() -> None:
     ap.add_argument("--mean-length", type=float, default=100.0)
     ap.add_argument("--max-len", type=int, default=200)
     ap.add_argument("--dim", type=int, default=384, help="width of the semantic (LLM) item table")
-    ap.add_argument("--buckets", type=int, default=4, help="length buckets per batch (training's CPU default)")
+    ap.add_argument("--buckets", type=int, default=4, help="length buckets per batch (the CPU default)")
     ap.add_argument("--batches", type=int, default=0, help="batches timed per model (0 = the whole epoch)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile", action="store_true", help="also profile one LLM-ESR and one LLMInit step")
     ap.add_argument("--label", default="", help="a label for this measurement (e.g. the code version)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    ap.add_argument("--from-json", type=Path, help="update RESULTS.md from a saved --json run, measuring nothing")
+    ap.add_argument("--from-json", type=Path, help="update RESULTS.md from a saved --json, measure nothing")
     args = ap.parse_args()
     if args.from_json:
         write(json.loads(args.from_json.read_text()))
@@ -156,11 +158,11 @@ def main() -> None:
     from _results import machine
 
     out = {"date": time.strftime("%Y-%m-%d"), "label": args.label, "machine": machine(), "users": args.users,
-           "items": args.items,
-           "mean_length": float(lengths.mean()), "median_length": float(np.median(lengths)),
-           "max_length": int(lengths.max()), "max_len": args.max_len, "dim": args.dim, "buckets": args.buckets,
-           "threads": args.threads, "load_before": load_before, "load_after": os.getloadavg()[0],
-           "models": timings, "ratio": timings["LLM-ESR"]["epoch_s"] / timings["LLMInit"]["epoch_s"]}
+           "items": args.items, "mean_length": float(lengths.mean()),
+           "median_length": float(np.median(lengths)), "max_length": int(lengths.max()),
+           "max_len": args.max_len, "dim": args.dim, "buckets": args.buckets, "threads": args.threads,
+           "load_before": load_before, "load_after": os.getloadavg()[0], "models": timings,
+           "ratio": timings["LLM-ESR"]["epoch_s"] / timings["LLMInit"]["epoch_s"]}
     for name, t in timings.items():
         print(f"{name}: {t['s_per_batch']:.3f} s/batch, {t['epoch_s']:.1f} s/epoch "
               f"({t['batches_timed']} of {t['batches_per_epoch']} batches timed; CPU time)", flush=True)
@@ -183,12 +185,12 @@ def write(out: dict) -> None:
 
     m = out["models"]
     lines = [
-        (f"Measured {out['date']} on {out.get('machine') or machine()}; {out['threads']} thread; load average "
-         f"{out['load_after']:.1f} at the end (other jobs shared the 2 cores: times are CPU seconds)."),
+        (f"Measured {out['date']} on {out.get('machine') or machine()}; {out['threads']} thread; load "
+         f"average {out['load_after']:.1f} at the end (other jobs shared the 2 cores: CPU seconds below)."),
         (f"Command: `{COMMAND}`. Data: {out['users']:,} users, {out['items']:,} items, lengths mean "
          f"{out['mean_length']:.1f} / median {out['median_length']:.0f} / max {out['max_length']} (max_len "
-         f"{out['max_len']}), {out['dim']}-d semantic table, 10 similar users, batch 128, {out['buckets']} length "
-         f"buckets; the models' steps alternate. {m['LLM-ESR']['batches_timed']} of "
+         f"{out['max_len']}), {out['dim']}-d semantic table, 10 similar users, batch 128, {out['buckets']} "
+         f"length buckets; the models' steps alternate. {m['LLM-ESR']['batches_timed']} of "
          f"{m['LLM-ESR']['batches_per_epoch']} batches timed per model."),
         "",
         "| model | CPU s/batch | CPU s/epoch | vs LLMInit (hidden 128) |",

@@ -18,24 +18,21 @@ def recipe() -> None:
               help="A processed dataset folder (from esrkit data prepare).")
 @click.option("--provider", "-p", default="minilm", show_default=True,
               help="Embedding provider (esrkit providers); offline needs no download.")
-@click.option("--backbone", default="sasrec", show_default=True, help="sasrec, bert4rec, gru4rec or a registered one.")
+@click.option("--backbone", default="sasrec", show_default=True,
+              help="sasrec, bert4rec, gru4rec or a registered one.")
 @click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="Writes OUT/recipes/NAME.toml and OUT/recipes/prompts/NAME.toml (esrkit finds recipes in the "
-                   "current folder's recipes/).")
+              help="Writes OUT/recipes/NAME.toml and OUT/recipes/prompts/NAME.toml (esrkit finds recipes in "
+                   "the current folder's recipes/).")
 @click.option("--force", is_flag=True, help="Replace files this command wrote before.")
 def new(name, dataset, provider, backbone, out, force) -> None:
     """Write a commented recipe and a prompt template for DATASET, from its own item fields.
 
-    \b
-    The recipe trains LLM-ESR with the official settings; its comments give the commands that train the SASRec
-    and LLMInit baselines and compare the three. The template names the fields it found and joins list fields
-    (e.g. RecBole token_seq titles) as text. Long-tail groups: the official rule unless it leaves a group empty
-    or tiny on this data, then the paper's 20% rule (the reason is a comment in the recipe).
-    \b
-    Example:
-      esrkit data prepare --format recbole --input ml.inter --meta ml.item -o data/ml
-      esrkit recipe new ml --dataset data/ml --provider minilm
-      esrkit train -r ml
+    \b The recipe trains LLM-ESR with the official settings; its comments give the commands that train the
+    SASRec and LLMInit baselines and compare the three. The template names the fields it found and joins list
+    fields (e.g. RecBole token_seq titles) as text. Long-tail groups: the official rule unless it leaves a
+    group empty or tiny on this data, then the paper's 20% rule (the reason is a comment in the recipe). \b
+    Example: esrkit data prepare --format recbole --input ml.inter --meta ml.item -o data/ml esrkit recipe new
+    ml --dataset data/ml --provider minilm esrkit train -r ml
     """
     from esrkit.training.scaffold import check_written, scaffold, write
 

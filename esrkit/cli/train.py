@@ -46,8 +46,8 @@ def _seeds(text: str | None) -> list[int] | None:
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False),
               help="A run folder (<output>/<name>) to t-test against, seed by seed.")
 @click.option("--quiet", "-q", count=True,
-              help="-q: no progress bars, still one line per epoch on stderr; -qq: nothing on stderr but warnings "
-                   "and errors. Either way every epoch's line goes to the run folder's train.log.")
+              help="-q: no progress bars, still one line per epoch on stderr; -qq: nothing on stderr but "
+                   "warnings and errors. Either way every epoch's line goes to the run folder's train.log.")
 def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, baseline, quiet) -> None:
     """Train (and test) a model from a recipe; one run directory per seed.
 

@@ -107,7 +107,8 @@ RULE_KEYS = "data.group_rule / data.ts_user / data.ts_item"
 
 def group_sizes(groups: Groups) -> dict[str, int]:
     return {"tail users": int(groups.tail_user.sum()), "head users": int((~groups.tail_user).sum()),
-            "tail-item targets": int(groups.tail_item.sum()), "head-item targets": int((~groups.tail_item).sum())}
+            "tail-item targets": int(groups.tail_item.sum()),
+            "head-item targets": int((~groups.tail_item).sum())}
 
 
 def small_groups(groups: Groups) -> dict[str, int]:
@@ -133,15 +134,17 @@ def group_warnings(data: SequenceData, split: str = "test", ts_user: int = 9, ts
     if not small:
         return []
     n = data.n_users
-    chosen = f"the {rule} group rule" + (f" (ts_user={ts_user}, ts_item={ts_item})" if rule == "official" else "")
+    thresholds = f" (ts_user={ts_user}, ts_item={ts_item})" if rule == "official" else ""
+    chosen = f"the {rule} group rule{thresholds}"
     found = ", ".join(f"{k:,} {name} ({k / max(n, 1):.1%})" for name, k in small.items())
-    line = (f"{chosen} leaves {found} of {n:,} in the {split} split: those group columns are empty or rest on a "
-            "handful of users.")
+    line = (f"{chosen} leaves {found} of {n:,} in the {split} split: those group columns are empty or rest "
+            "on a handful of users.")
     return [f"{line} {_advice(data, split, max_len, rule)}"]
 
 
 def _advice(data: SequenceData, split: str, max_len: int, rule: str) -> str:
-    """The first rule that leaves no group tiny: the paper's 20% rule, else official thresholds fitted to the data."""
+    """The first rule that leaves no group tiny: the paper's 20% rule, else official thresholds fitted to the
+    data."""
     ts_user, ts_item = suggested_thresholds(data, split, max_len)
     candidates: list[tuple[list[str], str, dict]] = []
     if rule != "pareto":
@@ -154,5 +157,5 @@ def _advice(data: SequenceData, split: str, max_len: int, rule: str) -> str:
             sets = " ".join(f"--set {k}" for k in keys)
             return (f"Use {sets} ({why}: {sizes['tail users']:,} tail users, {sizes['tail-item targets']:,} "
                     "tail-item targets).")
-    return (f"No rule gives every group enough users on this data (too few users, or all alike); read the group "
-            f"columns with care, or set {RULE_KEYS} yourself.")
+    return ("No rule gives every group enough users on this data (too few users, or all alike); read the "
+            f"group columns with care, or set {RULE_KEYS} yourself.")

@@ -65,7 +65,8 @@ class PrepareOptions:
     date_max: str = "2019-12-31 00:00:00"
     skip_malformed: bool = False  # skip (and count) malformed lines instead of failing on the first
     items_key: str = ""  # id column of an --items table; "" = item_id, id, asin, business_id (first present)
-    # columns of a csv/tsv interaction table; "" = found by name (user/user_id/..., item/item_id/..., time/...)
+    # columns of a csv/tsv interaction table; "" = found by name (user/user_id/..., item/item_id/...,
+    # time/...)
     user_column: str = ""
     item_column: str = ""
     time_column: str = ""

@@ -71,15 +71,15 @@ _BIT_TABLE = ((np.arange(256)[:, None] >> np.arange(7, -1, -1)[None, :]) & 1).as
 def dropout(x: Tensor, p: float, training: bool, last_of: int = 0) -> Tensor:
     """Inverted dropout, as ``F.dropout``, but with cheap random bits on the CPU.
 
-    PyTorch's CPU dropout draws one Mersenne-Twister number per element (about 20-30 ns each here), which made it
-    the largest cost of an LLM-ESR step on a 2-core machine. On the CPU the mask comes from numpy's PCG64 instead:
-    for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32 per element.
-    The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable from torch's saved
-    RNG state. On GPUs ``F.dropout`` (Philox) is already fast and is used as is.
+    PyTorch's CPU dropout draws one Mersenne-Twister number per element (about 20-30 ns each here), which made
+    it the largest cost of an LLM-ESR step on a 2-core machine. On the CPU the mask comes from numpy's PCG64
+    instead: for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32
+    per element. The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable
+    from torch's saved RNG state. On GPUs ``F.dropout`` (Philox) is already fast and is used as is.
 
-    ``last_of=L``: ``x`` is the last position (dim -2 has size 1) of a tensor with ``L`` positions there, as when
-    only the last position of a sequence is computed. The mask is drawn for the whole tensor and its last position
-    used, so the result equals the full computation's last position, random numbers included.
+    ``last_of=L``: ``x`` is the last position (dim -2 has size 1) of a tensor with ``L`` positions there, as
+    when only the last position of a sequence is computed. The mask is drawn for the whole tensor and its last
+    position used, so the result equals the full computation's last position, random numbers included.
     """
     if not training or p == 0.0:
         return x
@@ -88,10 +88,13 @@ def dropout(x: Tensor, p: float, training: bool, last_of: int = 0) -> Tensor:
     return x * dropout_scale(tuple(x.shape), p, x.dtype, last_of)
 
 
-def dropout_scale(shape: tuple[int, ...], p: float, dtype: torch.dtype = torch.float32, last_of: int = 0) -> Tensor:
-    """The CPU dropout multiplier of :func:`dropout` (0 or 1 / (1 - p) per element; one ``torch.randint`` draw).
+def dropout_scale(shape: tuple[int, ...], p: float, dtype: torch.dtype = torch.float32,
+                  last_of: int = 0) -> Tensor:
+    """The CPU dropout multiplier of :func:`dropout` (0 or 1 / (1 - p) per element; one ``torch.randint``
+    draw).
 
-    One multiplication by it gives exactly the values of multiplying by the 0/1 mask and then by 1 / (1 - p)."""
+    One multiplication by it gives exactly the values of multiplying by the 0/1 mask and then by 1 / (1 - p).
+    """
     full = shape[:-2] + (last_of, shape[-1]) if last_of else shape
     n = int(np.prod(full))
     seed = int(torch.randint(0, 2**62, (1,)).item())

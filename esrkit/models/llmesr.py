@@ -223,8 +223,9 @@ class LLMESR(SequentialRecommender):
             out = torch.cat(stacked.chunk(2, 0), -1)
         elif len(views) == 2:
             second = self.encoder if self.share_encoder else self.encoder_se
+            second_last = self._encoder_last_only(second, last_only)
             out = torch.cat([self.encoder(views[0], mask, **kwargs, **last),
-                             second(views[1], mask, **kwargs, **self._encoder_last_only(second, last_only))], -1)
+                             second(views[1], mask, **kwargs, **second_last)], -1)
         else:
             out = self.encoder(views[0], mask, **kwargs, **last)
         return out[:, 1:] if added and not last else out

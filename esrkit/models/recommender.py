@@ -90,8 +90,8 @@ class SequentialRecommender(nn.Module):
 
     def last_hidden(self, inp: SeqInput) -> Tensor:
         """The user representation used for prediction and distillation: the last position. Families whose
-        ``encode`` takes ``last_only`` compute that position alone (their encoders skip the other positions' work
-        in the last layer where they can; the values, dropout draws included, are the full pass's)."""
+        ``encode`` takes ``last_only`` compute that position alone (their encoders skip the other positions'
+        work in the last layer where they can; the values, dropout draws included, are the full pass's)."""
         if _takes_last_only(type(self)):
             return self.encode(inp, last_only=True)[:, -1]
         return self.encode(inp)[:, -1]

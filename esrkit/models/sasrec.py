@@ -64,18 +64,18 @@ class PaddedSelfAttention(nn.Module):
             logits = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
             out = self._attend_with_padding(q, v, logits, pad_count, bk.view(H, dh), bv.view(H, dh), last_of)
         else:
-            out = self._attend_with_padding_no_grad(q, k, v, allowed, pad_count, bk.view(H, dh), bv.view(H, dh),
-                                                    last_of)
+            out = self._attend_with_padding_no_grad(q, k, v, allowed, pad_count, bk.view(H, dh),
+                                                    bv.view(H, dh), last_of)
         return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d))
 
     def _attend_with_padding(
         self, q: Tensor, v: Tensor, logits: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor,
         last_of: int = 0,
     ) -> Tensor:
-        """Training: softmax over [real keys, the merged pad key], then dropout with the official distribution."""
+        """Training: softmax over [real keys, the merged pad key], then dropout with the official
+        distribution."""
         n = pad_count.to(q.dtype)[:, None, None]  # (B,1,1)
-        pad_logit = (q * pad_key[None, :, None, :]).sum(-1)  # (B,H,Lq)
-        pad_logit = torch.where(n > 0, pad_logit + torch.log(n.clamp_min(1.0)), torch.full_like(pad_logit, float("-inf")))
+        pad_logit = _pad_logit(q, pad_key, n)  # (B,H,Lq)
         probs = torch.softmax(torch.cat([logits, pad_logit.unsqueeze(-1)], -1), -1)
         real, pad_w = probs[..., :-1], probs[..., -1]
         real = dropout(real, self.p, True, last_of)
@@ -93,7 +93,7 @@ class PaddedSelfAttention(nn.Module):
         logits = q @ k.transpose(-1, -2)
         logits.masked_fill_(~allowed, float("-inf"))
         pad_logit = (q * pad_key[None, :, None, :]).sum(-1)
-        pad_logit = torch.where(n > 0, pad_logit + torch.log(n.clamp_min(1.0)), torch.full_like(pad_logit, float("-inf")))
+        pad_logit = _pad_logit(q, pad_key, n)
         top = torch.maximum(logits.amax(-1), pad_logit)  # finite: every row has its pad key or a real key
         weights = logits.sub_(top.unsqueeze(-1)).exp_()
         pad_w = (pad_logit - top).exp_()
@@ -109,26 +109,35 @@ class PaddedSelfAttention(nn.Module):
         return out.div_(total.unsqueeze(-1))
 
     def _pad_keep(self, n: Tensor, pad_w: Tensor, last_of: int) -> tuple[Tensor, Tensor]:
-        """Dropout on the merged pad key: (a Binomial(n, 1-p) count of the n pad keys that survive, the expected
-        count n (1-p)), drawn for every query position even when only the last is computed (the random stream is
-        the full pass's)."""
+        """Dropout on the merged pad key: (a Binomial(n, 1-p) count of the n pad keys that survive, the
+        expected count n (1-p)), drawn for every query position even when only the last is computed (the
+        random stream is the full pass's)."""
         B, H, Lq = pad_w.shape
         counts = n.expand(B, H, last_of or Lq).contiguous()
         kept = torch.binomial(counts, torch.full_like(counts, 1.0 - self.p))[..., -Lq:]
         return kept, (counts[..., -Lq:] * (1.0 - self.p)).clamp_min(1e-12)
 
 
+def _pad_logit(q: Tensor, pad_key: Tensor, n: Tensor) -> Tensor:
+    """The merged pad key's logit, q . b_k + log(n) (-inf without padding): (B, H, Lq)."""
+    logit = (q * pad_key[None, :, None, :]).sum(-1)
+    return torch.where(n > 0, logit + torch.log(n.clamp_min(1.0)), torch.full_like(logit, float("-inf")))
+
+
 def _attend_with_padding_exact(
     q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor
 ) -> Tensor:
-    """Without dropout (evaluation): the merged pad key appended as one more key, in one fused attention call."""
+    """Without dropout (evaluation): the merged pad key appended as one more key, in one fused attention call.
+    """
     B, H, Lq, dh = q.shape
     n = pad_count.to(q.dtype)
     k_ext = torch.cat([k, pad_key[None, :, None, :].expand(B, H, 1, dh)], 2)
     v_ext = torch.cat([v, pad_value[None, :, None, :].expand(B, H, 1, dh)], 2)
-    real_bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    real_bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+    real_bias.masked_fill_(~allowed, float("-inf"))
     pad_bias = torch.where(n > 0, torch.log(n.clamp_min(1.0)), torch.full_like(n, float("-inf")))
-    bias = torch.cat([real_bias.expand(B, 1, Lq, k.shape[2]), pad_bias.view(B, 1, 1, 1).expand(B, 1, Lq, 1)], -1)
+    bias = torch.cat([real_bias.expand(B, 1, Lq, k.shape[2]),
+                      pad_bias.view(B, 1, 1, 1).expand(B, 1, Lq, 1)], -1)
     return F.scaled_dot_product_attention(q, k_ext, v_ext, attn_mask=bias, scale=1.0)  # q is pre-scaled
 
 
@@ -169,7 +178,8 @@ class SASRecEncoder(nn.Module):
                 **_: object) -> Tensor:
         """(B, L, d) hidden states; ``last_only``: (B, 1, d), the last position only. Every position of the
         last layer's input is still needed (they are its keys), but its queries, FFN and norms shrink to one
-        position, and the dropout draws are those of the full pass (the same result, random numbers included)."""
+        position, and the dropout draws are those of the full pass (the same result, random numbers included).
+        """
         keep = mask.unsqueeze(-1).to(x.dtype)
         x = x * keep
         layers = list(zip(self.attention_norms, self.attentions, self.ffn_norms, self.ffns))

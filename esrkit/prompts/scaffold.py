@@ -1,11 +1,11 @@
 """A first prompt template for a dataset nobody wrote one for, from the item attributes it actually has.
 
-``esrkit recipe new`` calls ``scaffold_templates(data)``: it looks at every attribute field (how many items have
-it, whether it is text, a number or a list), gives the recognisable ones a role by name (title, categories,
-brand, year, price, description) and writes a commented TOML template in the structure of the official ones:
-an attribute sentence, a features sentence, a description sentence, and a user prompt listing the titles of
-each user's training items. List fields get a ``joins`` entry (words of a title: a space; genres or tags: a
-comma), so nothing renders as a Python list.
+``esrkit recipe new`` calls ``scaffold_templates(data)``: it looks at every attribute field (how many items
+have it, whether it is text, a number or a list), gives the recognisable ones a role by name (title,
+categories, brand, year, price, description) and writes a commented TOML template in the structure of the
+official ones: an attribute sentence, a features sentence, a description sentence, and a user prompt listing
+the titles of each user's training items. List fields get a ``joins`` entry (words of a title: a space; genres
+or tags: a comma), so nothing renders as a Python list.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from esrkit.data.sequences import SequenceData
 ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "title": ("title", "name", "movie_title", "item_name", "product_title", "product_name", "book_title",
               "track_name", "song", "headline"),
-    "brand": ("brand", "manufacturer", "author", "artist", "director", "publisher", "studio", "creator", "maker"),
+    "brand": ("brand", "manufacturer", "author", "artist", "director", "publisher", "studio", "creator",
+              "maker"),
     "year": ("year", "release_year", "date", "release_date", "published", "publication_year"),
     "price": ("price", "cost"),
     "categories": ("categories", "category", "genres", "genre", "class", "tags", "tag", "labels", "main_cat",
@@ -28,8 +29,9 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "description": ("description", "desc", "summary", "plot", "overview", "about", "text", "content"),
 }
 # fields that describe nothing a language model can use
-IGNORED = {"item_id", "id", "asin", "parent_asin", "business_id", "url", "imurl", "image", "images", "imageurl",
-           "imagehighres", "related", "salesrank", "also_buy", "also_view", "s3rec_attributes", "rank", "similar"}
+IGNORED = {"item_id", "id", "asin", "parent_asin", "business_id", "url", "imurl", "image", "images",
+           "imageurl", "imagehighres", "related", "salesrank", "also_buy", "also_view", "s3rec_attributes",
+           "rank", "similar"}
 MAX_OTHER_FIELDS = 4  # further well-covered short fields named in the attribute sentence
 MIN_COVERAGE = 0.5  # share of items with a value for a field without a role to be used
 
@@ -84,7 +86,8 @@ def survey_fields(data: SequenceData) -> dict[str, FieldInfo]:
 
 def plan_template(data: SequenceData) -> TemplatePlan:
     fields = survey_fields(data)
-    usable = {n: f for n, f in fields.items() if f.items and n.lower() not in IGNORED and not _numeric_list(data, n)}
+    usable = {n: f for n, f in fields.items()
+              if f.items and n.lower() not in IGNORED and not _numeric_list(data, n)}
     plan = TemplatePlan(fields=fields, n_items=data.n_items)
     taken: set[str] = set()
     for role, names in ROLE_NAMES.items():
@@ -122,11 +125,13 @@ def _section(template: str, *options: str) -> list[str]:
 
 
 def scaffold_templates(data: SequenceData, name: str) -> str:
-    """The TOML text of a commented prompt template for ``data`` (raises ValueError when items have no text)."""
+    """The TOML text of a commented prompt template for ``data`` (raises ValueError when items have no text).
+    """
     plan = plan_template(data)
     if plan.title is None:
-        raise ValueError(f"dataset {data.name!r} has no item text to build prompts from (no item attributes); "
-                         "attach an item table when preparing it (esrkit data prepare ... --items items.csv)")
+        raise ValueError(f"dataset {data.name!r} has no item text to build prompts from (no item "
+                         "attributes); attach an item table when preparing it (esrkit data prepare ... "
+                         "--items items.csv)")
     r = plan.roles
     attribute_parts = [f"name is {{{r['title']}}}"]
     attribute_parts += [f"{label} is {{{r[role]}}}" for role, label in (("brand", "brand"), ("year", "year"),
@@ -135,10 +140,11 @@ def scaffold_templates(data: SequenceData, name: str) -> str:
     joins = {n: (" " if n == r["title"] else ", ") for n, f in plan.fields.items()
              if f.is_list and (n in r.values() or n in plan.others)}
     lines = [
-        f"# Prompt templates for the dataset {data.name!r}, written by `esrkit recipe new {name}` from its item",
-        "# attributes. Item prompts are embedded once per item; user prompts (for finding similar users) list the",
-        "# titles of each user's training items. Edit the wording freely: {field} slots are filled from each",
-        "# item's attributes; a missing value reads as `missing`. Reference: docs/DATA.md (\"Your own dataset\").",
+        f"# Prompt templates for the dataset {data.name!r}, written by `esrkit recipe new {name}` from its",
+        "# item attributes. Item prompts are embedded once per item; user prompts (for finding similar",
+        "# users) list the titles of each user's training items. Edit the wording freely: {field} slots are",
+        "# filled from each item's attributes; a missing value reads as `missing`. Reference: docs/DATA.md",
+        "# (\"Your own dataset\").",
         f"# Fields found (items with a value, of {plan.n_items:,}):",
     ]
     for f in sorted(plan.fields.values(), key=lambda f: -f.items):
@@ -149,7 +155,7 @@ def scaffold_templates(data: SequenceData, name: str) -> str:
         "",
         "[item]",
         'missing = "unknown"            # what a missing value reads as',
-        "cut_when_longer_than = 4096    # longer prompts are cut to cut_to characters (embedding models have limits)",
+        "cut_when_longer_than = 4096    # longer prompts are cut to cut_to characters (models have limits)",
         "cut_to = 4095",
     ]
     if joins:

@@ -1,22 +1,21 @@
 """Prompt templates as plain TOML, rendered exactly like the official LLM-ESR notebooks.
 
 An item template is a list of sections. Each section is a text with ``{field}`` slots filled from the item's
-attribute dict (the raw metadata, as the official ``item2attributes.json``). The official quirks are options, so
-the defaults in ``recipes/prompts/*.toml`` reproduce the authors' strings byte for byte:
+attribute dict (the raw metadata, as the official ``item2attributes.json``). The official quirks are options,
+so the defaults in ``recipes/prompts/*.toml`` reproduce the authors' strings byte for byte:
 
-* a missing (or, for Fashion, longer than 100 characters) field becomes ``missing`` ("unknown");
-* a list field is joined with ``", "`` (``[item] list_join``), or with its section's ``join``: the official
-  templates set ``join`` with ``join_trailing = true``, every element *followed* by the separator (``"a; b; "``);
-  ``[item] joins = {title = " ", genre = ", "}`` gives single fields their own separator, e.g. a RecBole
-  ``token_seq`` title, which arrives as a list of words; a list of lists takes its first list (Amazon 2014
-  ``categories``);
-* an ``optional`` section disappears when its list field is missing; a section can be capped (``max_chars``);
-* the whole prompt is cut to ``cut_to`` characters when longer than ``cut_when_longer_than``.
+* a missing (or, for Fashion, longer than 100 characters) field becomes ``missing`` ("unknown"); * a list
+field is joined with ``", "`` (``[item] list_join``), or with its section's ``join``: the official templates
+set ``join`` with ``join_trailing = true``, every element *followed* by the separator (``"a; b; "``); ``[item]
+joins = {title = " ", genre = ", "}`` gives single fields their own separator, e.g. a RecBole ``token_seq``
+title, which arrives as a list of words; a list of lists takes its first list (Amazon 2014 ``categories``); *
+an ``optional`` section disappears when its list field is missing; a section can be capped (``max_chars``); *
+the whole prompt is cut to ``cut_to`` characters when longer than ``cut_when_longer_than``.
 
-User prompts list the titles of the user's *training* items only (valid/test never leak into retrieval), keep the
-last ``history_keep_last_chars`` characters, and may be cut like item prompts. A title that is a list (a
-``token_seq`` title, say) is joined with ``item_join`` (a space by default). No list is ever rendered as a Python
-list literal.
+User prompts list the titles of the user's *training* items only (valid/test never leak into retrieval), keep
+the last ``history_keep_last_chars`` characters, and may be cut like item prompts. A title that is a list (a
+``token_seq`` title, say) is joined with ``item_join`` (a space by default). No list is ever rendered as a
+Python list literal.
 """
 
 from __future__ import annotations
@@ -68,15 +67,17 @@ class UserTemplate:
     item_join: str = " "  # joins the words of a list-valued item_field (e.g. a RecBole token_seq title)
 
 
-# options added after templates were first hashed: left out of the hash at their defaults (and a section's unset
-# join hashed as the value it used to default to), so the embedding directories of existing templates keep their
-# names; a change in the rendered text changes those names anyway (they include the prompts' hashes)
+# options added after templates were first hashed: left out of the hash at their defaults (and a section's
+# unset join hashed as the value it used to default to), so the embedding directories of existing templates
+# keep their names; a change in the rendered text changes those names anyway (they include the prompts'
+# hashes)
 _LATER_DEFAULTS = {"joins": {}, "item_join": " ", "list_join": ", "}
 _EARLIER_SECTION_DEFAULTS = {"join": "; ", "join_trailing": True}
 
 
 def _hashed(template: ItemTemplate | UserTemplate) -> dict[str, Any]:
-    out = {k: v for k, v in asdict(template).items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+    out = {k: v for k, v in asdict(template).items()
+           if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
     for section in out.get("sections", ()):
         section.update({k: v for k, v in _EARLIER_SECTION_DEFAULTS.items() if section.get(k) is None})
     return out
@@ -117,7 +118,8 @@ def templates_from_dict(spec: dict[str, Any], name: str = "custom", source: str 
     user_spec = dict(spec.get("user", {}))
     _reject_unknown(user_spec, set(UserTemplate.__dataclass_fields__), f"{source or name}: [user]")
     if not isinstance(user_spec.get("item_join", " "), str):
-        raise TypeError(f"{source or name}: [user] item_join must be a string (the separator of a list title)")
+        raise TypeError(f"{source or name}: [user] item_join must be a string (the separator of a list "
+                        "title)")
     return PromptTemplates(
         name=name,
         item=ItemTemplate(sections=tuple(sections), **item_spec),
@@ -143,8 +145,8 @@ def _is_missing(value: Any) -> bool:
 
 
 def _format_list(value: list | tuple, section: Section, template: ItemTemplate, name: str) -> str:
-    """A list as text: the field's own separator (``[item] joins``), else the section's ``join`` (official: every
-    element followed by it), else the template's ``list_join`` between elements."""
+    """A list as text: the field's own separator (``[item] joins``), else the section's ``join`` (official:
+    every element followed by it), else the template's ``list_join`` between elements."""
     if value and isinstance(value[0], (list, tuple)):
         value = value[0] if section.list_mode == "first" else [v for sub in value for v in sub]
     parts = [field_text(v) for v in value]
@@ -158,7 +160,8 @@ def _format_list(value: list | tuple, section: Section, template: ItemTemplate, 
 
 
 def field_text(value: Any, join: str = " ") -> str:
-    """Any attribute value as text: lists (and lists of lists) joined with ``join``, never a Python literal."""
+    """Any attribute value as text: lists (and lists of lists) joined with ``join``, never a Python literal.
+    """
     if isinstance(value, (list, tuple)):
         return join.join(field_text(v, join) for v in value if not _is_missing(v))
     return str(value)

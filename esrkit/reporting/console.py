@@ -25,7 +25,7 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int 
         line = [label]
         for g, _ in GROUPS:
             for m in (f"hr@{k}", f"ndcg@{k}"):
-                entry = groups.get(g, {}).get(m)  # absent: nobody in this group (e.g. no tail item in a 5-core set)
+                entry = groups.get(g, {}).get(m)  # absent: nobody in this group (5-core: no tail item)
                 mean, std = _value(entry) if entry is not None else (float("nan"), None)
                 if math.isnan(mean):  # NaN: the same, in results written before empty groups were left out
                     line.append("–")

@@ -39,8 +39,8 @@ def length_buckets(lengths: np.ndarray, n_buckets: int, min_size: int = 16) -> l
 def _bucket_inputs(
     inp: SeqInput, buckets: list[np.ndarray], lengths: np.ndarray | None = None
 ) -> list[tuple[Tensor, SeqInput]]:
-    """[(rows, their input trimmed to its own longest sequence)] per bucket. ``lengths`` (real items per row, on
-    the host) avoids a device synchronisation per bucket."""
+    """[(rows, their input trimmed to its own longest sequence)] per bucket. ``lengths`` (real items per row,
+    on the host) avoids a device synchronisation per bucket."""
     device_lengths = inp.mask.sum(1) if lengths is None else None
     out = []
     for rows_np in buckets:
@@ -123,14 +123,14 @@ def ranking_loss(
 def ranking_loss_and_student(
     model: SequentialRecommender, batch: TrainBatch, kind: str = "bce", buckets: list[np.ndarray] | None = None
 ) -> tuple[Tensor, Tensor]:
-    """The ranking loss and the SD student (the official code's second forward pass of the same input, with new
-    dropout masks).
+    """The ranking loss and the SD student (the official code's second forward pass of the same input, with
+    new dropout masks).
 
-    On a CPU, with an attention encoder, they are two calls, the student's for the last position only (its last
-    layer shrinks to one query). Otherwise (a step bound by kernel launches, or a recurrent encoder, which gains
-    nothing from the last position alone) they are *one* call over the batch stacked twice: every row of a
-    stacked batch gets its own dropout masks, so [input; input] has exactly the distribution of the two passes,
-    at half the launches."""
+    On a CPU, with an attention encoder, they are two calls, the student's for the last position only (its
+    last layer shrinks to one query). Otherwise (a step bound by kernel launches, or a recurrent encoder,
+    which gains nothing from the last position alone) they are *one* call over the batch stacked twice: every
+    row of a stacked batch gets its own dropout masks, so [input; input] has exactly the distribution of the
+    two passes, at half the launches."""
     n = batch.inp.tokens.shape[0]
     buckets = buckets or [np.arange(n)]
     if batch.inp.tokens.device.type == "cpu" and _attention_encoder(model):
@@ -155,8 +155,9 @@ def ranking_loss_and_student(
 
 
 def _attention_encoder(model: SequentialRecommender) -> bool:
-    """Whether the model's encoder attends (its cost grows with the square of a bucket's width, and it can compute
-    the last position alone); recurrent encoders instead pay a loop over the padding steps per call."""
+    """Whether the model's encoder attends (its cost grows with the square of a bucket's width, and it can
+    compute the last position alone); recurrent encoders instead pay a loop over the padding steps per call.
+    """
     return bool(getattr(getattr(model, "encoder", None), "supports_last_only", False))
 
 
@@ -213,9 +214,9 @@ class SelfDistillation:
 
     def _buckets(self, model: SequentialRecommender, lengths: np.ndarray) -> list[np.ndarray]:
         """Teacher length buckets. ``buckets=0``: for an attention encoder on a CPU one bucket per 64 teachers
-        (at least 4), because attention costs the square of the bucket's width (10 teachers per user make theirs
-        the largest share of a step); otherwise 4 (kernel launches, or a recurrent encoder's padding loop, cost
-        more per bucket than the padding)."""
+        (at least 4), because attention costs the square of the bucket's width (10 teachers per user make
+        theirs the largest share of a step); otherwise 4 (kernel launches, or a recurrent encoder's padding
+        loop, cost more per bucket than the padding)."""
         fine = self.seqs.device.type == "cpu" and _attention_encoder(model)
         n = self.buckets or (max(4, len(lengths) // 64) if fine else 4)
         return length_buckets(lengths, n)

@@ -215,9 +215,9 @@ def _check_top_k(cfg: RunConfig, data: SequenceData) -> None:
     """Before anything is embedded: a small dataset cannot give every user retrieval.top_k other users."""
     r = cfg.retrieval
     if r.top_k >= data.n_users:
-        raise ValueError(f"retrieval.top_k = {r.top_k} similar users per user, but {data.name!r} has {data.n_users} "
-                         f"users: set it to at most {data.n_users - 1} (--set retrieval.top_k="
-                         f"{max(r.n_similar, data.n_users - 1)}; retrieval.n_similar = {r.n_similar} are used)")
+        raise ValueError(f"retrieval.top_k = {r.top_k} similar users per user, but {data.name!r} has "
+                         f"{data.n_users} users: set it to at most {data.n_users - 1} (--set retrieval.top_k="
+                         f"{data.n_users - 1}; retrieval.n_similar = {r.n_similar} of them are used)")
 
 
 def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
@@ -361,7 +361,8 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
 def _log_start(rd: RunDir, cfg: RunConfig, inputs: RunInputs, seed: int, device: torch.device) -> None:
     data = inputs.data
     rd.log(f"seed {seed}: {cfg.model.name} ({cfg.model.backbone}) on {data.name}, {data.n_users:,} users, "
-           f"{data.n_items:,} items, device {device}; epochs up to {cfg.train.epochs}, patience {cfg.train.patience}")
+           f"{data.n_items:,} items, device {device}; epochs up to {cfg.train.epochs}, "
+           f"patience {cfg.train.patience}")
     for warning in inputs.warnings:  # said once per run on stderr (train), and in every seed's log
         rd.log(f"warning: {warning}", echo=False)
 
@@ -392,8 +393,8 @@ def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, 
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample std over seeds of every test metric, per protocol and group (a group that is empty, hence
-    absent, in some seed's results is left out)."""
+    """Mean and sample std over seeds of every test metric, per protocol and group (a group that is empty,
+    hence absent, in some seed's results is left out)."""
     out: dict[str, Any] = {"name": results[0]["name"], "seeds": [r["seed"] for r in results],
                            "model": results[0]["model"], "backbone": results[0]["backbone"], "test": {}}
     for protocol, groups in results[0]["test"].items():

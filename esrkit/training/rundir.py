@@ -1,12 +1,11 @@
 """Run directories: everything needed to tell what produced a number.
 
 ``<output_dir>/<name>/seed-<seed>/`` holds ``config.json`` (the resolved RunConfig), ``provenance.json``
-(versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per epoch),
-``train.log`` (one readable line per epoch as it finishes, also sent to the ``esrkit.progress`` logger, which the
-CLI prints on stderr),
-``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors`` (resumable), ``results.json`` (test and
-validation metrics under both protocols and every group) and ``ranks/*.npy`` (per-user ranks for significance
-tests).
+(versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per
+epoch), ``train.log`` (one readable line per epoch as it finishes, also sent to the ``esrkit.progress``
+logger, which the CLI prints on stderr), ``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors``
+(resumable), ``results.json`` (test and validation metrics under both protocols and every group) and
+``ranks/*.npy`` (per-user ranks for significance tests).
 """
 
 from __future__ import annotations
@@ -144,7 +143,8 @@ class RunDir:
 
 
 def epoch_line(record: dict[str, Any], watch: str, protocol: str) -> str:
-    """One epoch of ``metrics.jsonl`` as a line: losses, the watched validation metric, the best so far, times."""
+    """One epoch of ``metrics.jsonl`` as a line: losses, the watched validation metric, the best so far,
+    times."""
     parts = [k for k in ("rank", "sd", "aux") if k in record and record[k] != record.get("loss")]
     detail = f" ({', '.join(f'{k} {record[k]:.4f}' for k in parts)})" if parts else ""
     line = f"epoch {record['epoch']}: loss {record['loss']:.4f}{detail}"

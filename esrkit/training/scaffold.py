@@ -1,10 +1,10 @@
 """``esrkit recipe new``: a commented recipe and prompt template for a processed dataset nobody wrote one for.
 
-The recipe trains LLM-ESR with the official settings on the dataset, with the long-tail group rule chosen for the
-data (the official thresholds, unless they leave a group empty or tiny; then the paper's 20% rule or thresholds
-fitted to the data, with the reason in a comment), and says how to train the SASRec and LLMInit baselines next
-to it and compare them. The template comes from the dataset's own item fields (esrkit/prompts/scaffold.py).
-Both files are checked by loading them back before anything is written.
+The recipe trains LLM-ESR with the official settings on the dataset, with the long-tail group rule chosen for
+the data (the official thresholds, unless they leave a group empty or tiny; then the paper's 20% rule or
+thresholds fitted to the data, with the reason in a comment), and says how to train the SASRec and LLMInit
+baselines next to it and compare them. The template comes from the dataset's own item fields
+(esrkit/prompts/scaffold.py). Both files are checked by loading them back before anything is written.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ class Scaffold:
 
 
 def check_targets(name: str, targets: dict[str, Path], force: bool) -> None:
-    """A valid file name that shadows no other recipe or template; our own earlier files only with ``force``."""
+    """A valid file name that shadows no other recipe or template; our own earlier files only with ``force``.
+    """
     if not NAME.match(name):
-        raise ValueError(f"recipe name {name!r}: use letters, digits, '-', '_' or '.' (it becomes a file name)")
+        raise ValueError(f"recipe name {name!r}: use letters, digits, '-', '_' or '.' (it becomes a file "
+                         "name)")
     for kind, target in targets.items():
         if name in list_resources(kind) and find_resource(kind, name).resolve() != target.resolve():
             raise ValueError(f"a {kind} named {name!r} exists already ({find_resource(kind, name)}); choose "
@@ -86,8 +88,8 @@ def choose_groups(data: SequenceData, max_len: int) -> tuple[dict[str, object], 
                  f"{sizes['tail users']:,} tail users, {sizes['tail-item targets']:,} tail-item targets"))
     fitted_user, fitted_item = suggested_thresholds(data, "test", max_len)
     return ({"group_rule": "official", "ts_user": fitted_user, "ts_item": fitted_item},
-            (f"the official thresholds {ts_user}/{ts_item} leave {empty}, and so does the 20% rule; thresholds "
-             "fitted to this data (check `esrkit data stats` for the group sizes)"))
+            (f"the official thresholds {ts_user}/{ts_item} leave {empty}, and so does the 20% rule; "
+             "thresholds fitted to this data (check `esrkit data stats` for the group sizes)"))
 
 
 def _value(v: object) -> str:
@@ -113,15 +115,15 @@ def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, back
     lines = [
         *_comment(f"Recipe {name!r}, written by `esrkit recipe new {name} --dataset {dataset}` on "
                   f"{time.strftime('%Y-%m-%d')}. Dataset {data.name!r}: {data.n_users:,} users, "
-                  f"{data.n_items:,} items, {data.n_interactions:,} interactions, history length mean {mean:.1f} / "
-                  f"max {longest}."),
+                  f"{data.n_items:,} items, {data.n_interactions:,} interactions, history length mean "
+                  f"{mean:.1f} / max {longest}."),
         "#",
         f"# Train LLM-ESR:  esrkit train -r {name}          (run folders: runs/{name}/seed-<seed>/)",
         "# The baselines it is compared with (the paper's single-view models use 128 dimensions):",
         (f"#   esrkit train -r {name} --name {name}-sasrec --set model.name=id --set model.hidden=128 "
          "--set embedding.provider=none"),
         f"#   esrkit train -r {name} --name {name}-llminit --set model.name=llminit --set model.hidden=128",
-        f"#   esrkit report runs/ --out reports/{name}    (Table 1: overall and long-tail groups, both protocols)",
+        f"#   esrkit report runs/ --out reports/{name}    (Table 1: overall and long-tail groups)",
         "# Every key and its default: esrkit/config.py (unknown keys are errors). --set section.key=value",
         "# overrides anything for one run; --seeds 42,43,44 trains several seeds.",
         "",
@@ -129,17 +131,17 @@ def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, back
         _line("output_dir", "runs"),
         "",
         "[data]",
-        _line("path", dataset, "the processed dataset (esrkit data prepare), relative to where you run esrkit"),
+        _line("path", dataset, "a processed dataset (esrkit data prepare), relative to where esrkit runs"),
         _line("name", data.name),
-        *_comment(f"Long-tail groups of the result tables: {group_note}. Official rule: a tail user's test input "
-                  "is shorter than ts_user, a tail item has fewer than ts_item users; pareto: the top 20% of users "
-                  "by length and of items by popularity are head."),
+        *_comment(f"Long-tail groups of the result tables: {group_note}. Official rule: a tail user's test "
+                  "input is shorter than ts_user, a tail item has fewer than ts_item users; pareto: the top "
+                  "20% of users by length and of items by popularity are head."),
         *[_line(k, v) for k, v in groups.items()],
         _line("max_len", max_len, "the most recent items a model reads per user"),
         "",
         "[embedding]",
         _line("provider", provider, "esrkit providers: offline (no download), minilm, openai, llama, ..."),
-        _line("templates", name, f"recipes/prompts/{name}.toml, written with this recipe: edit the wording there"),
+        _line("templates", name, f"recipes/prompts/{name}.toml, written with this recipe: edit the wording"),
         "",
         "[model]",
         _line("name", "llmesr", "llmesr | id (the plain backbone) | llminit | cities | melt | rlmrec"),
@@ -148,14 +150,14 @@ def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, back
         _line("alpha", 0.1, "weight of the retrieval-augmented self-distillation"),
     ]
     if mean > LONG_HISTORY:
-        lines += _comment('teacher_refresh = "epoch"  (long histories make the 10 teachers per user the largest '
-                          "cost of a step; per-epoch teachers are cheaper but not the official schedule: "
-                          "benchmarks/RESULTS.md)")
+        lines += _comment('teacher_refresh = "epoch"  (long histories make the 10 teachers per user the '
+                          "largest cost of a step; per-epoch teachers are cheaper but not the official "
+                          "schedule: benchmarks/RESULTS.md)")
     lines += [
         "",
         "[retrieval]",
         _line("n_similar", 10, "similar users that teach each user (found from the user prompts)"),
-        *([_line("top_k", data.n_users - 1, f"neighbours stored per user (100 officially; {data.n_users} users here)")]
+        *([_line("top_k", data.n_users - 1, f"neighbours kept (100 officially; {data.n_users} users here)")]
           if data.n_users <= 100 else []),
         "",
         "[train]",

@@ -247,8 +247,8 @@ class Trainer:
         ckpt.save_training_state(self.run_dir.last, self.model, self.optimizer, self._state_dict())
 
     def _report(self, record: dict[str, Any]) -> None:
-        """The epoch's line in the run folder's train.log and on the progress logger (only the process that owns
-        the run folder writes)."""
+        """The epoch's line in the run folder's train.log and on the progress logger (only the process that
+        owns the run folder writes)."""
         o = self.opt_cfg
         if self.run_dir is not None:
             self.run_dir.log(epoch_line(record, o.watch, o.watch_protocol))

@@ -1,6 +1,7 @@
-"""Small raw datasets in the shapes a new user brings: RecBole atomic files, a CSV of interactions with an item
-CSV, the same CSV with a JSONL item file. One generated catalogue behind all three (movies with word titles,
-genre lists and a year), with a sequential signal (users walk through neighbouring items) so models learn a bit.
+"""Small raw datasets in the shapes a new user brings: RecBole atomic files, a CSV of interactions with an
+item CSV, the same CSV with a JSONL item file. One generated catalogue behind all three (movies with word
+titles, genre lists and a year), with a sequential signal (users walk through neighbouring items) so models
+learn a bit.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 WORDS = ("English", "Patient,", "The", "Toy", "Story", "Heat", "Fargo", "Casino", "Babe", "Clueless", "Seven",
-         "Dead", "Man", "Walking", "Sense", "Sensibility", "Apollo", "Rob", "Roy", "Braveheart", "Crimson", "Tide")
+         "Dead", "Man", "Walking", "Sense", "Sensibility", "Apollo", "Rob", "Roy", "Braveheart", "Crimson",
+         "Tide")
 GENRES = ("Action", "Comedy", "Drama", "Romance", "Thriller", "War", "Animation", "Crime")
 # enough items for LLMInit's 128-d PCA table and the sampled protocol's 100 negatives, after the 3/3 filter
 N_USERS, N_ITEMS = 60, 150
@@ -45,9 +47,10 @@ def interactions(n_users: int = N_USERS, n_items: int = N_ITEMS, min_length: int
     return [rows[k] for k in order]
 
 
-def write_recbole(folder: Path, name: str = "mine", title_field: str = "movie_title", genre_field: str = "class",
-                  **kwargs) -> tuple[Path, Path]:
-    """``<name>.inter`` and ``<name>.item``, as RecBole's ml-100k: titles and genres are ``token_seq`` columns."""
+def write_recbole(folder: Path, name: str = "mine", title_field: str = "movie_title",
+                  genre_field: str = "class", **kwargs) -> tuple[Path, Path]:
+    """``<name>.inter`` and ``<name>.item``, as RecBole's ml-100k: titles and genres are ``token_seq``
+    columns."""
     folder.mkdir(parents=True, exist_ok=True)
     inter, item = folder / f"{name}.inter", folder / f"{name}.item"
     lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]

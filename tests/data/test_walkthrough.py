@@ -1,9 +1,9 @@
 """docs/DATA.md, "Your own dataset": its commands, exactly as written, on generated raw files of each shape.
 
-The commands are read from the document (the ``<!-- walkthrough: NAME -->`` blocks), so the walkthrough and this
-test cannot drift apart. The one change is the document's own step 4, done the way a user would: the generated
-recipe's epochs and patience are lowered (to 2 / 2) before training, so the test stays small (40 users, 30
-items, the offline provider, one seed).
+The commands are read from the document (the ``<!-- walkthrough: NAME -->`` blocks), so the walkthrough and
+this test cannot drift apart. The one change is the document's own step 4, done the way a user would: the
+generated recipe's epochs and patience are lowered (to 2 / 2) before training, so the test stays small (40
+users, 30 items, the offline provider, one seed).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from esrkit.cli.main import cli
 from tests.data.own_data import write_csv, write_jsonl_items, write_recbole
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "DATA.md"
-BLOCK = re.compile(r"<!-- walkthrough: (\w+) -->\s*```bash\n(.*?)```", re.S)
+BLOCK = re.compile(r"<!-- walkthrough: (\w+) -->\s*```bash\n(.*?)```", re.DOTALL)
 
 
 def walkthrough() -> dict[str, list[list[str]]]:
@@ -43,8 +43,8 @@ def raw_files(kind: str, folder: Path) -> None:
 def step_4(project: Path) -> None:
     """Lower the epochs for a first look, as the walkthrough suggests (an edit of the generated recipe)."""
     recipe = project / "recipes" / "mine.toml"
-    text = re.sub(r"^epochs = 200", "epochs = 2", recipe.read_text(), flags=re.M)
-    recipe.write_text(re.sub(r"^patience = 20", "patience = 2", text, flags=re.M))
+    text = re.sub(r"^epochs = 200", "epochs = 2", recipe.read_text(), flags=re.MULTILINE)
+    recipe.write_text(re.sub(r"^patience = 20", "patience = 2", text, flags=re.MULTILINE))
 
 
 def test_the_document_has_every_block() -> None:

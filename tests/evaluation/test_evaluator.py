@@ -92,8 +92,8 @@ def test_uniformity_of_eval_negatives() -> None:
 
 
 def test_empty_groups_are_left_out_not_nan() -> None:
-    """Three short users: no head user under the official rule, no item in the popular buckets. Those groups are
-    absent from the metrics (no NaN row anywhere); the others carry their user counts."""
+    """Three short users: no head user under the official rule, no item in the popular buckets. Those groups
+    are absent from the metrics (no NaN row anywhere); the others carry their user counts."""
     import math
 
     data = _data()
@@ -111,4 +111,5 @@ def test_results_table_shows_a_dash_for_an_absent_group() -> None:
 
     groups = {"overall": {"hr@10": 0.5, "ndcg@10": 0.25}, "tail_user": {"hr@10": 0.4, "ndcg@10": 0.2}}
     line = results_table([("run", groups)], "sampled").splitlines()[-1]
-    assert line.split() == ["run", "0.5000", "0.2500", "–", "–", "–", "–", "0.4000", "0.2000", "–", "–"]
+    dash = "–"
+    assert line.split() == ["run", "0.5000", "0.2500", dash, dash, dash, dash, "0.4000", "0.2000", dash, dash]

@@ -1,9 +1,9 @@
 """The fast paths compute the same thing as the plain ones, random draws included.
 
 Teachers, students and evaluation only need each sequence's last position, and teachers run without a graph:
-``last_hidden`` computes the last position alone and the no-graph attention normalises after the value product.
-With the same torch seed they must give the values of the full pass (training mode, dropout on), so a run's
-result does not depend on which path computed it.
+``last_hidden`` computes the last position alone and the no-graph attention normalises after the value
+product. With the same torch seed they must give the values of the full pass (training mode, dropout on), so a
+run's result does not depend on which path computed it.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def test_no_graph_attention_equals_the_graph_path_in_training() -> None:
         with torch.no_grad():
             return enc(x, inp.mask, pad_count=inp.pad_count)
 
-    with_graph, no_graph = _same_draws(lambda: enc(x, inp.mask, pad_count=inp.pad_count).detach(), without_graph)
+    with_graph, no_graph = _same_draws(lambda: enc(x, inp.mask, pad_count=inp.pad_count).detach(),
+                                       without_graph)
     torch.testing.assert_close(no_graph[inp.mask], with_graph[inp.mask], atol=1e-5, rtol=1e-5)
 
 
@@ -75,9 +76,9 @@ def test_no_graph_attention_equals_the_graph_path_in_training() -> None:
 def test_llmesr_last_hidden_equals_encode_in_training(backbone: str) -> None:
     rng = np.random.default_rng(0)
     n_items = 40
-    model = MODELS.get("llmesr")(n_items, rng.normal(size=(n_items, 24)).astype(np.float32),
-                                 rng.normal(size=(n_items, 8)).astype(np.float32), backbone=backbone, hidden=8,
-                                 max_len=MAX_LEN).train()
+    llm = rng.normal(size=(n_items, 24)).astype(np.float32)
+    pca = rng.normal(size=(n_items, 8)).astype(np.float32)
+    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=8, max_len=MAX_LEN).train()
     inp = make_input(_tokens(rng, n_items, [6, 1, 4, 0, 6], 6), MAX_LEN)
     with torch.no_grad():
         full, last = _same_draws(lambda: model.encode(inp)[:, -1], lambda: model.last_hidden(inp))
@@ -110,7 +111,8 @@ def test_dropout_values_are_unchanged_bit_for_bit(p: float) -> None:
     x = torch.randn(3, 7, 13)
     now, before = _same_draws(lambda: dropout(x, p, True), lambda: _dropout_before(x, p))
     assert torch.equal(now, before)
-    full, last = _same_draws(lambda: dropout(x, p, True)[:, -1:], lambda: dropout(x[:, -1:], p, True, last_of=7))
+    full, last = _same_draws(lambda: dropout(x, p, True)[:, -1:],
+                             lambda: dropout(x[:, -1:], p, True, last_of=7))
     assert torch.equal(full, last)
     kept = (now != 0).float().mean().item()
     assert abs(kept - (1 - p)) < 0.08

@@ -49,12 +49,12 @@ def test_generic_template_joins_a_token_seq_title_with_spaces(tmp_path) -> None:
     data = _recbole(tmp_path, title="title")
     templates = load_templates("generic")
     items = build_item_prompts(data, templates)
-    assert items[0] == ("The item has the following attributes: \n name is English Patient, The; brand is unknown; "
-                        "price is unknown. \nThe item has the following descriptions: unknown. \n")
+    assert items[0] == ("The item has the following attributes: \n name is English Patient, The; brand is "
+                        "unknown; price is unknown. \nThe item has the following descriptions: unknown. \n")
     users = build_user_prompts(data, templates)
     # user 1: train = seq[:-2] = items 10, 20
-    assert users[0] == ("The user has interacted with the following items: \nEnglish Patient, The, Toy Story,  "
-                        "\nplease summarise the user's preference.")
+    assert users[0] == ("The user has interacted with the following items: \nEnglish Patient, The, "
+                        "Toy Story,  \nplease summarise the user's preference.")
 
 
 def test_own_template_with_joins_and_defaults(tmp_path) -> None:
@@ -74,9 +74,8 @@ def test_own_template_with_joins_and_defaults(tmp_path) -> None:
 
 def test_user_item_join_is_an_option(tmp_path) -> None:
     data = _recbole(tmp_path)
-    templates = templates_from_dict({"item": {"section": [{"template": "{movie_title}"}]},
-                                     "user": {"template": "{history}", "item_field": "class", "item_join": "/",
-                                              "item_suffix": " | "}})
+    user = {"template": "{history}", "item_field": "class", "item_join": "/", "item_suffix": " | "}
+    templates = templates_from_dict({"item": {"section": [{"template": "{movie_title}"}]}, "user": user})
     assert build_user_prompts(data, templates)[0] == "Drama/Romance/War | Animation/Comedy | "
 
 

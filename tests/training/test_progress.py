@@ -25,7 +25,8 @@ def test_epoch_lines_with_q_and_silence_with_qq(tmp_path, monkeypatch) -> None:
     assert len(epochs) == 2
     assert "loss" in epochs[0] and "valid sampled ndcg@10" in epochs[0] and " s train + " in epochs[0]
     log = (tmp_path / "runs" / "q" / "seed-42" / "train.log").read_text().splitlines()
-    assert sum(bool(re.search(r" epoch \d+: loss", line)) for line in log) == 2 and "test (best epoch" in log[-1]
+    assert sum(bool(re.search(r" epoch \d+: loss", line)) for line in log) == 2
+    assert "test (best epoch" in log[-1]
     # ts_user = 1 leaves no tail user: said on stderr and in the log, with the rule to use
     assert res.stderr.count("Use --set data.group_rule=pareto") >= 1
     assert any(line.split(" ", 2)[2].startswith("warning: the official group rule") for line in log)

@@ -19,7 +19,8 @@ from tests.data.own_data import write_recbole
 def project(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     inter, item = write_recbole(tmp_path / "raw")
-    prepare_source("recbole", {"input": str(inter), "meta": str(item)}, name="mine").save(tmp_path / "data" / "mine")
+    data = prepare_source("recbole", {"input": str(inter), "meta": str(item)}, name="mine")
+    data.save(tmp_path / "data" / "mine")
     return tmp_path
 
 
@@ -29,13 +30,17 @@ def test_recipe_new_writes_a_recipe_and_template_that_load(project) -> None:
     assert res.exit_code == 0, res.output
     assert "wrote recipes/mine.toml and recipes/prompts/mine.toml" in res.output
     cfg = resolve_recipe("mine")  # found in the current folder's recipes/, as esrkit train will
-    assert (cfg.data.path, cfg.embedding.provider, cfg.embedding.templates) == ("data/mine", "offline", "mine")
-    assert (cfg.model.name, cfg.model.backbone, cfg.model.hidden, cfg.train.epochs) == ("llmesr", "bert4rec", 64, 200)
-    # every user has >= 12 interactions: the official 9/4 leave no tail user, so the 20% rule is chosen, and why
+    inputs = (cfg.data.path, cfg.embedding.provider, cfg.embedding.templates)
+    assert inputs == ("data/mine", "offline", "mine")
+    model = (cfg.model.name, cfg.model.backbone, cfg.model.hidden, cfg.train.epochs)
+    assert model == ("llmesr", "bert4rec", 64, 200)
+    # every user has >= 12 interactions: the official 9/4 leave no tail user, so the 20% rule is chosen, and
+    # the recipe says why
     assert cfg.data.group_rule == "pareto"
     text = (project / "recipes" / "mine.toml").read_text()
     assert "the official thresholds 9/4 leave 0 tail users" in text
-    assert "--name mine-sasrec --set model.name=id --set model.hidden=128 --set embedding.provider=none" in text
+    sasrec = "--name mine-sasrec --set model.name=id --set model.hidden=128 --set embedding.provider=none"
+    assert sasrec in text
     assert load_templates("mine").user.item_field == "movie_title"
     assert "name is " in res.output and "['" not in res.output  # the sample prompts it prints
 
@@ -60,8 +65,9 @@ def test_bad_options_write_nothing_and_files_are_not_replaced(project) -> None:
     assert res.exit_code != 0 and "becomes a file name" in res.output
     res = runner.invoke(cli, ["recipe", "new", "generic", "--dataset", "data/mine"])
     assert res.exit_code != 0 and "a prompt named 'generic' exists already" in res.output
-    assert runner.invoke(cli, ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline"]).exit_code == 0
-    res = runner.invoke(cli, ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline"])
+    first = ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline"]
+    assert runner.invoke(cli, first).exit_code == 0
+    res = runner.invoke(cli, first)
     assert res.exit_code != 0 and "exists (pass --force" in res.output
     assert runner.invoke(cli, ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline",
                                "--force"]).exit_code == 0

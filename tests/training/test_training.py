@@ -119,7 +119,7 @@ def test_loss_decreases_and_teachers_get_no_gradient(monkeypatch) -> None:
         seen.append(any(h.requires_grad for _, h in out))
         return out
 
-    def spy_last(model, inp, buckets, lengths=None):  # teachers and (on a CPU) the student: last position only
+    def spy_last(model, inp, buckets, lengths=None):  # teachers and (CPU) the student: the last position
         out = original_last(model, inp, buckets, lengths)
         seen.append(out.requires_grad)
         return out

@@ -93,7 +93,7 @@ READERS.register(
 )(read_recbole)
 READERS.register(
     "csv",
-    description="CSV/TSV interactions with a header: user, item[, time][, rating] columns (+ --items for text)",
+    description="CSV/TSV interactions with a header: user, item[, time][, rating] (+ --items for text)",
     inputs="--input (.csv/.tsv), --items to attach attributes",
     defaults={},
 )(read_table)

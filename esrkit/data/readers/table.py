@@ -1,8 +1,8 @@
 """Interaction tables: CSV or TSV with a header row, one interaction per line (``user,item,time``).
 
 The most common shape of "my own data". Columns are found by name (case-insensitive): the user column is the
-first of ``USER_COLUMNS`` present, the item column the first of ``ITEM_COLUMNS``, the time column (optional) the
-first of ``TIME_COLUMNS``; ``--set user_column=... item_column=... time_column=...`` names them instead. A
+first of ``USER_COLUMNS`` present, the item column the first of ``ITEM_COLUMNS``, the time column (optional)
+the first of ``TIME_COLUMNS``; ``--set user_column=... item_column=... time_column=...`` names them instead. A
 ``rating`` column (optional) is filtered like the official ``rating_score``. Times are numbers (integers, or
 floats that ``prepare`` floors and counts) or ISO dates (``2021-03-04`` / ``2021-03-04T10:00:00``, read as UTC
 seconds). Without a time column the file order is the chronological order. Item text comes from ``--items``.
@@ -28,7 +28,8 @@ from esrkit.data.readers.base import (
 )
 
 USER_COLUMNS = ("user", "user_id", "userid", "uid", "reviewerid", "customer_id", "visitor_id")
-ITEM_COLUMNS = ("item", "item_id", "itemid", "iid", "product_id", "movie_id", "asin", "business_id", "article_id")
+ITEM_COLUMNS = ("item", "item_id", "itemid", "iid", "product_id", "movie_id", "asin", "business_id",
+                "article_id")
 TIME_COLUMNS = ("time", "timestamp", "ts", "date", "datetime", "unixreviewtime")
 RATING_COLUMNS = ("rating", "score", "stars", "overall")
 
@@ -68,14 +69,16 @@ def find_column(header: list[str], chosen: str, candidates: tuple[str, ...], wha
     lowered = [h.lower() for h in header]
     if chosen:
         if chosen.lower() not in lowered:
-            raise DataError(path, 1, chosen, f"{what} column {chosen!r} not in the header ({', '.join(header)})")
+            raise DataError(path, 1, chosen,
+                            f"{what} column {chosen!r} not in the header ({', '.join(header)})")
         return lowered.index(chosen.lower())
     for name in candidates:
         if name in lowered:
             return lowered.index(name)
     if required:
-        raise DataError(path, 1, f"<{what} column>", f"no {what} column: name one of {', '.join(candidates)} in "
-                        f"the header, or pass --set {what}_column=NAME (header: {', '.join(header)})")
+        raise DataError(path, 1, f"<{what} column>",
+                        f"no {what} column: name one of {', '.join(candidates)} in the header, or pass "
+                        f"--set {what}_column=NAME (header: {', '.join(header)})")
     return None
 
 
@@ -155,5 +158,6 @@ def read_table(inputs: ReaderInputs, options: ReadOptions) -> ReaderOutput:
 def _has_time_column(path: Path, options: ReadOptions) -> bool:
     """Whether the header names a time column (read before streaming, so prepare knows how to sort)."""
     for _, _, header in csv_records(path, ReadReport()):
-        return find_column(header, options.time_column, TIME_COLUMNS, "time", path, required=False) is not None
+        found = find_column(header, options.time_column, TIME_COLUMNS, "time", path, required=False)
+        return found is not None
     return False
