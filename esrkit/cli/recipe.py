@@ -27,12 +27,16 @@ def recipe() -> None:
 def new(name, dataset, provider, backbone, out, force) -> None:
     """Write a commented recipe and a prompt template for DATASET, from its own item fields.
 
-    \b The recipe trains LLM-ESR with the official settings; its comments give the commands that train the
-    SASRec and LLMInit baselines and compare the three. The template names the fields it found and joins list
-    fields (e.g. RecBole token_seq titles) as text. Long-tail groups: the official rule unless it leaves a
-    group empty or tiny on this data, then the paper's 20% rule (the reason is a comment in the recipe). \b
-    Example: esrkit data prepare --format recbole --input ml.inter --meta ml.item -o data/ml esrkit recipe new
-    ml --dataset data/ml --provider minilm esrkit train -r ml
+    The recipe trains LLM-ESR with the official settings; its comments give the commands that train the SASRec
+    and LLMInit baselines and compare the three. The template names the fields it found and joins list fields
+    (e.g. RecBole token_seq titles) as text. Long-tail groups: the official rule unless it leaves a group
+    empty or tiny on this data, then the paper's 20% rule (the reason is a comment in the recipe).
+
+    \b
+    Example:
+      esrkit data prepare --format recbole --input ml.inter --meta ml.item -o data/ml
+      esrkit recipe new ml --dataset data/ml --provider minilm
+      esrkit train -r ml
     """
     from esrkit.training.scaffold import check_written, scaffold, write
 

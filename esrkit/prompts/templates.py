@@ -4,13 +4,14 @@ An item template is a list of sections. Each section is a text with ``{field}`` 
 attribute dict (the raw metadata, as the official ``item2attributes.json``). The official quirks are options,
 so the defaults in ``recipes/prompts/*.toml`` reproduce the authors' strings byte for byte:
 
-* a missing (or, for Fashion, longer than 100 characters) field becomes ``missing`` ("unknown"); * a list
-field is joined with ``", "`` (``[item] list_join``), or with its section's ``join``: the official templates
-set ``join`` with ``join_trailing = true``, every element *followed* by the separator (``"a; b; "``); ``[item]
-joins = {title = " ", genre = ", "}`` gives single fields their own separator, e.g. a RecBole ``token_seq``
-title, which arrives as a list of words; a list of lists takes its first list (Amazon 2014 ``categories``); *
-an ``optional`` section disappears when its list field is missing; a section can be capped (``max_chars``); *
-the whole prompt is cut to ``cut_to`` characters when longer than ``cut_when_longer_than``.
+* a missing (or, for Fashion, longer than 100 characters) field becomes ``missing`` ("unknown");
+* a list field is joined with ``", "`` (``[item] list_join``), or with its section's ``join``: the official
+  templates set ``join`` with ``join_trailing = true``, every element *followed* by the separator
+  (``"a; b; "``); ``[item] joins = {title = " ", genre = ", "}`` gives single fields their own separator, e.g.
+  a RecBole ``token_seq`` title, which arrives as a list of words; a list of lists takes its first list
+  (Amazon 2014 ``categories``);
+* an ``optional`` section disappears when its list field is missing; a section can be capped (``max_chars``);
+* the whole prompt is cut to ``cut_to`` characters when longer than ``cut_when_longer_than``.
 
 User prompts list the titles of the user's *training* items only (valid/test never leak into retrieval), keep
 the last ``history_keep_last_chars`` characters, and may be cut like item prompts. A title that is a list (a
