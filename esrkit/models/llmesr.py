@@ -17,6 +17,8 @@ Speed without changing the function: the adapter is affine, so it is applied as 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -73,13 +75,23 @@ class CrossAttention(nn.Module):
         q = self.q(x).view(B, L, H, dh).transpose(1, 2)
         k = self.k(y).view(B, L, H, dh).transpose(1, 2)
         v = self.v(y).view(B, L, H, dh).transpose(1, 2)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(mask, L, x.dtype))
+        if torch.is_grad_enabled() and self.q.weight.requires_grad:
+            # the official arithmetic: masked logits are replaced, so no gradient reaches them (an additive
+            # -1e9 would pass gradient through a row whose keys are all padding, which a GRU reads)
+            scores = (q @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], -1e9) / math.sqrt(dh)
+            if self.causal:
+                future = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
+                scores = scores.masked_fill(future, float("-inf"))
+            att = torch.softmax(scores, -1) @ v
+        else:  # teachers and evaluation: the same values from one fused call
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(mask, L, x.dtype))
         return self.out(att.transpose(1, 2).reshape(B, L, d))
 
     def _bias(self, mask: Tensor, L: int, dtype: torch.dtype) -> Tensor:
         """The official masking as an additive bias for one fused attention call: -1e9 on padding keys (a row
-        without any real key then averages every value, as official), -inf on later positions when causal.
-        (Official: logits filled with -1e9, then divided by sqrt(d_h); both leave such keys at weight 0.)"""
+        without any real key then averages every value, as official: its keys are identical padding vectors),
+        -inf on later positions when causal. (Official: logits filled with -1e9, then divided by sqrt(d_h);
+        both leave such keys at weight 0.)"""
         bias = torch.zeros(mask.shape[0], 1, 1, L, dtype=dtype, device=mask.device)
         bias.masked_fill_(~mask[:, None, None, :], -1e9)
         if self.causal:

@@ -116,3 +116,27 @@ def test_dropout_values_are_unchanged_bit_for_bit(p: float) -> None:
     assert torch.equal(full, last)
     kept = (now != 0).float().mean().item()
     assert abs(kept - (1 - p)) < 0.08
+
+
+def test_cross_attention_gradients_are_the_official_ones_with_a_row_without_keys() -> None:
+    """With a graph, cross-attention keeps the official arithmetic: a sequence whose keys are all padding (a
+    user with one training item) gets no gradient through its masked logits, whatever reads its outputs (a
+    GRU reads the padding positions). Without a graph the fused path gives the same values."""
+    from esrkit.models.llmesr import CrossAttention
+    from tests.models.test_fidelity import official_cross_attention
+
+    torch.manual_seed(0)
+    ca = CrossAttention(16, 2)
+    x, y = torch.randn(3, 6, 16), torch.randn(3, 6, 16)
+    tokens = torch.tensor([[0, 0, 4, 5, 6, 7], [0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
+    weights = torch.randn(3, 6, 16)
+    grads = []
+    for forward in (lambda: ca(x, y, tokens != 0), lambda: official_cross_attention(ca, x, y, tokens)):
+        ca.zero_grad()
+        (forward() * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in ca.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(ca(x, y, tokens != 0), official_cross_attention(ca, x, y, tokens),
+                                   atol=1e-5, rtol=1e-4)
