@@ -43,7 +43,8 @@ def _formats_epilog() -> str:
 
 @click.group("data")
 def data() -> None:
-    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole); show statistics."""
+    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole, CSV); show statistics.
+    """
 
 
 @data.command("prepare", epilog=_formats_epilog())
@@ -68,7 +69,7 @@ def data() -> None:
     "inputs",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Input file or directory (inter, s3rec, unisrec, lcrec, recbole). Repeatable.",
+    help="Input file or directory (inter, s3rec, unisrec, lcrec, recbole, csv). Repeatable.",
 )
 @click.option(
     "--items",
@@ -152,11 +153,14 @@ def prepare_command(
     "--ts-item", type=int, default=None, help="Tail-item threshold (default: official for the dataset)."
 )
 @click.option("--max-len", type=int, default=200, show_default=True, help="Input window for user groups.")
-def stats_command(directory, as_json, ts_user, ts_item, max_len):
+@click.option("--group-rule", type=click.Choice(["official", "pareto"]), default="official",
+              show_default=True, help="The long-tail rule to check (data.group_rule): a warning says when it "
+                                      "leaves a group empty or tiny, and which rule to use.")
+def stats_command(directory, as_json, ts_user, ts_item, max_len, group_rule):
     """Statistics of a processed dataset: Table 3 columns, long-tail shares, coverage, what was dropped."""
     try:
         dataset = SequenceData.load(directory)
     except DatasetFormatError as exc:
         raise click.ClickException(str(exc)) from None
-    stats = dataset_stats(dataset, ts_user=ts_user, ts_item=ts_item, max_len=max_len)
+    stats = dataset_stats(dataset, ts_user=ts_user, ts_item=ts_item, max_len=max_len, group_rule=group_rule)
     click.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "esrkit.cli.sweep:sweep",
     "study": "esrkit.cli.study:study",
     "recipes": "esrkit.cli.info:recipes",
+    "recipe": "esrkit.cli.recipe:recipe",
     "providers": "esrkit.cli.info:providers",
 }
 
@@ -63,11 +64,32 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
       esrkit data prepare --format amazon2014 --reviews reviews_Beauty.json.gz --meta meta_Beauty.json.gz -o beauty
       esrkit embed --provider openai --dataset beauty
       esrkit train --recipe beauty-sasrec
+    Your own data (docs/DATA.md, "Your own dataset"):
+      esrkit data prepare --format csv --input interactions.csv --items items.csv -o data/mine
+      esrkit recipe new mine --dataset data/mine && esrkit train -r mine
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(name)s: %(message)s")
+    show_progress_lines()
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+class _StderrLines(logging.Handler):
+    """Plain lines on the *current* stderr (click's, so a test runner that captures stderr sees them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def show_progress_lines(show: bool = True) -> None:
+    """Training's one line per epoch (the ``esrkit.progress`` logger, esrkit/training/rundir.py) on stderr;
+    ``show=False`` (``esrkit train -qq``) keeps stderr for warnings and errors only."""
+    progress = logging.getLogger("esrkit.progress")
+    if not any(isinstance(h, _StderrLines) for h in progress.handlers):
+        progress.addHandler(_StderrLines())
+    progress.propagate = False
+    progress.setLevel(logging.INFO if show else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,13 +47,20 @@ def _seeds(text: str | None) -> list[int] | None:
 @click.option("--resume", is_flag=True, help="Continue unfinished seeds and skip finished ones.")
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False),
               help="A run folder (<output>/<name>) to t-test against, seed by seed.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", count=True,
+              help="-q: no progress bars, still one line per epoch on stderr; -qq: nothing on stderr but "
+                   "warnings and errors. Either way every epoch's line goes to the run folder's train.log.")
 def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, baseline, quiet) -> None:
-    """Train (and test) a model from a recipe; one run directory per seed."""
+    """Train (and test) a model from a recipe; one run directory per seed.
+
+    Progress: a bar per epoch, and one line per epoch (loss, validation metric, time) on stderr and in
+    <output-dir>/<name>/seed-<seed>/train.log (follow it with tail -f)."""
+    from esrkit.cli.main import show_progress_lines
     from esrkit.reporting.console import results_table
     from esrkit.training.distributed import exit_rank_now, runtime, shutdown
     from esrkit.training.pipeline import train as run_train
 
+    show_progress_lines(quiet < 2)
     cfg = _resolve(recipe, provider, sets, name, output_dir, workdir)
     rt = runtime()  # under torchrun: joins the process group (docs/SCALING.md); otherwise a single process
     try:

@@ -66,6 +66,11 @@ class PrepareOptions:
     date_max: str = "2019-12-31 00:00:00"
     skip_malformed: bool = False  # skip (and count) malformed lines instead of failing on the first
     items_key: str = ""  # id column of an --items table; "" = item_id, id, asin, business_id (first present)
+    # columns of a csv/tsv interaction table; "" = found by name (user/user_id/..., item/item_id/...,
+    # time/...)
+    user_column: str = ""
+    item_column: str = ""
+    time_column: str = ""
 
     def __post_init__(self) -> None:
         if self.id_assignment not in ID_ASSIGNMENTS:
@@ -86,6 +91,9 @@ class PrepareOptions:
             date_min=self.date_min,
             date_max=self.date_max,
             items_key=self.items_key,
+            user_column=self.user_column,
+            item_column=self.item_column,
+            time_column=self.time_column,
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from esrkit.data.groups import OFFICIAL_THRESHOLDS, compute_groups
+from esrkit.data.groups import OFFICIAL_THRESHOLDS, compute_groups, group_warnings
 from esrkit.data.sequences import SequenceData
 
 DEFAULT_THRESHOLDS = (9, 4)  # the DataConfig defaults (the official Beauty values)
@@ -94,9 +94,13 @@ def dataset_stats(
     ts_user: int | None = None,
     ts_item: int | None = None,
     max_len: int = 200,
+    group_rule: str = "official",
 ) -> dict[str, Any]:
-    """Every number ``esrkit data stats`` shows, as a dict."""
+    """Every number ``esrkit data stats`` shows, as a dict; ``group_warnings`` says when ``group_rule`` (with
+    these thresholds) leaves a long-tail group empty or tiny, and which rule would fit."""
     default_user, default_item = default_thresholds(data.name)
+    ts_user = ts_user if ts_user is not None else default_user
+    ts_item = ts_item if ts_item is not None else default_item
     lengths = data.lengths()
     counts = data.interaction_counts()[1:]
     occurring = counts[counts > 0]
@@ -122,12 +126,8 @@ def dataset_stats(
         "top20_items_interaction_share": top_share(occurring),
         "has_timestamps": data.timestamps is not None,
         "attribute_coverage": attribute_coverage(data),
-        "groups": group_stats(
-            data,
-            ts_user if ts_user is not None else default_user,
-            ts_item if ts_item is not None else default_item,
-            max_len,
-        ),
+        "groups": group_stats(data, ts_user, ts_item, max_len),
+        "group_warnings": group_warnings(data, "test", ts_user, ts_item, group_rule, max_len),
         "preprocessing": {
             k: v for k, v in meta_counts.items() if k not in ("users", "items", "interactions")
         },
@@ -152,7 +152,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     """A readable two-column table (shares as percentages)."""
     rows: list[tuple[str, str]] = []
     for key, value in stats.items():
-        if isinstance(value, dict):
+        if isinstance(value, (dict, list)):
             continue
         rows.append((key, f"{100 * value:.2f}%" if key in SHARE_KEYS else _fmt(value)))
     groups = stats.get("groups", {})
@@ -166,4 +166,6 @@ def format_stats(stats: dict[str, Any]) -> str:
     for key, value in stats.get("skipped_malformed", {}).items():
         rows.append((f"skipped.{key}", _fmt(value)))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines += [f"warning: {w}" for w in stats.get("group_warnings", [])]
+    return "\n".join(lines)

@@ -7,7 +7,8 @@
   O(block x n_items), never O(users x items).
 
 Both return per-user 0-based ranks (kept for significance tests) and H@K / N@K overall and for every long-tail
-group (tail/head item, tail/head user, the 5 user and item buckets). Every output is labelled with its protocol.
+group (tail/head item, tail/head user, the 5 user and item buckets) that has users; an empty group is left out
+rather than reported as NaN. Every output is labelled with its protocol.
 """
 
 from __future__ import annotations
@@ -144,11 +145,14 @@ class Evaluator:
         return ranks
 
     def group_metrics(self, ranks: np.ndarray) -> dict[str, dict[str, float]]:
+        """Metrics overall and per group; a group without users is left out (no NaN rows)."""
         out = {"overall": metrics_from_ranks(ranks, self.ks)}
         for name, mask in self.groups.masks().items():
+            if not mask.any():
+                continue
             out[name] = metrics_from_ranks(ranks[mask], self.ks)
             out[name]["users"] = int(mask.sum())
-        out["overall"]["users"] = int(len(ranks))
+        out["overall"]["users"] = len(ranks)
         return out
 
     def _sampled_ranks(self, users: torch.Tensor, items: torch.Tensor, lo: int = 0) -> np.ndarray:

@@ -133,13 +133,14 @@ class AlphaFuseRecommender(SequentialRecommender):
         injected = self.ids(ids) if self.cover else null + self.ids(ids)
         return torch.cat([kept, injected], -1)
 
-    def encode(self, inp: SeqInput) -> Tensor:
+    def encode(self, inp: SeqInput, last_only: bool = False) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
         x = self.inputs(self.input_vectors(inp.tokens), inp.positions)
-        out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True))
+        last = self._encoder_last_only(self.encoder, last_only)
+        out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True), **last)
         if self.score_norm is not None:
             out = self.score_norm.users(out)
-        return out[:, 1:] if added else out
+        return out[:, 1:] if added and not last else out
 
     def project_new_items(self, llm_items: Tensor) -> Tensor:
         """Semantic coordinates of items unseen in training, by the stored projection."""

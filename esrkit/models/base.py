@@ -49,14 +49,14 @@ class SeqInput:
     def mask(self) -> Tensor:
         return self.tokens != 0
 
-    def rows(self, index: Tensor) -> "SeqInput":
+    def rows(self, index: Tensor) -> SeqInput:
         return SeqInput(self.tokens[index], self.positions[index], self.pad_count[index])
 
-    def last_columns(self, n: int) -> "SeqInput":
+    def last_columns(self, n: int) -> SeqInput:
         """Keep the last ``n`` columns (sequences are right-aligned, so nothing real is lost if n >= max length)."""
         return SeqInput(self.tokens[:, -n:], self.positions[:, -n:], self.pad_count)
 
-    def with_leading_pad(self) -> "SeqInput":
+    def with_leading_pad(self) -> SeqInput:
         """Prepend one padding column (used by recurrent encoders to read the padding input)."""
         pad = torch.zeros_like(self.tokens[:, :1])
         return SeqInput(
@@ -64,28 +64,55 @@ class SeqInput:
         )
 
 
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+# 8 mask values per random byte (bit 7 first, as np.unpackbits): 1 where the bit is set, scaled later
+_BIT_TABLE = ((np.arange(256)[:, None] >> np.arange(7, -1, -1)[None, :]) & 1).astype(np.float32)
+
+
+def dropout(x: Tensor, p: float, training: bool, last_of: int = 0) -> Tensor:
     """Inverted dropout, as ``F.dropout``, but with cheap random bits on the CPU.
 
-    PyTorch's CPU dropout draws one Mersenne-Twister number per element (about 20-30 ns each here), which made it
-    the largest cost of an LLM-ESR step on a 2-core machine. On the CPU the mask comes from numpy's PCG64 instead:
-    for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32 per element.
-    The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable from torch's saved
-    RNG state. On GPUs ``F.dropout`` (Philox) is already fast and is used as is.
+    PyTorch's CPU dropout draws one Mersenne-Twister number per element (about 20-30 ns each here), which made
+    it the largest cost of an LLM-ESR step on a 2-core machine. On the CPU the mask comes from numpy's PCG64
+    instead: for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32
+    per element. The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable
+    from torch's saved RNG state. On GPUs ``F.dropout`` (Philox) is already fast and is used as is.
+
+    ``last_of=L``: ``x`` is the last position (dim -2 has size 1) of a tensor with ``L`` positions there, as
+    when only the last position of a sequence is computed. The mask is drawn for the whole tensor and its last
+    position used, so the result equals the full computation's last position, random numbers included.
     """
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, True)
-    n = x.numel()
+    return x * dropout_scale(tuple(x.shape), p, x.dtype, last_of)
+
+
+def dropout_scale(shape: tuple[int, ...], p: float, dtype: torch.dtype = torch.float32,
+                  last_of: int = 0) -> Tensor:
+    """The CPU dropout multiplier of :func:`dropout` (0 or 1 / (1 - p) per element; one ``torch.randint``
+    draw).
+
+    One multiplication by it gives exactly the values of multiplying by the 0/1 mask and then by 1 / (1 - p).
+    """
+    full = shape[:-2] + (last_of, shape[-1]) if last_of else shape
+    n = int(np.prod(full))
     seed = int(torch.randint(0, 2**62, (1,)).item())
     rng = np.random.Generator(np.random.PCG64(seed))
+    scale = np.float32(1.0 / (1.0 - p))
     if p == 0.5:
-        keep = np.unpackbits(np.frombuffer(rng.bytes((n + 7) // 8), dtype=np.uint8), count=n)
-        mask = torch.from_numpy(keep).view(x.shape).to(x.dtype)
+        random_bytes = np.frombuffer(rng.bytes((n + 7) // 8), dtype=np.uint8)
+        if last_of:
+            keep = np.unpackbits(random_bytes, count=n).reshape(-1, last_of, shape[-1])[:, -1] * scale
+        else:  # one table lookup per byte writes the 8 scaled mask values at once
+            keep = (_BIT_TABLE * scale)[random_bytes].reshape(-1)[:n]
     else:
-        mask = torch.from_numpy(rng.random(n, dtype=np.float32) >= p).view(x.shape).to(x.dtype)
-    return x * mask * (1.0 / (1.0 - p))
+        keep = rng.random(n, dtype=np.float32) >= p
+        if last_of:
+            keep = keep.reshape(-1, last_of, shape[-1])[:, -1]
+        keep = keep * scale
+    mask = torch.from_numpy(np.ascontiguousarray(keep, dtype=np.float32)).view(shape)
+    return mask if dtype == torch.float32 else mask.to(dtype)
 
 
 class Dropout(nn.Module):
@@ -95,8 +122,8 @@ class Dropout(nn.Module):
         super().__init__()
         self.p = float(p)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training)
+    def forward(self, x: Tensor, last_of: int = 0) -> Tensor:
+        return dropout(x, self.p, self.training, last_of)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -24,10 +24,11 @@ from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_ve
 
 def common_options(cfg) -> dict:
     """Backbone options shared by every model family, from a ModelConfig."""
-    return dict(
-        backbone=cfg.backbone, hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers, heads=cfg.heads,
-        causal=cfg.causal, emulate_padding=cfg.emulate_padding, encoder_options=dict(cfg.extra.get("encoder", {})),
-    )
+    return {
+        "backbone": cfg.backbone, "hidden": cfg.hidden, "dropout": cfg.dropout, "layers": cfg.layers,
+        "heads": cfg.heads, "causal": cfg.causal, "emulate_padding": cfg.emulate_padding,
+        "encoder_options": dict(cfg.extra.get("encoder", {})),
+    }
 
 
 def score_options(cfg) -> dict:
@@ -77,13 +78,14 @@ class IDRecommender(SequentialRecommender):
             self.items.weight.zero_()
             self.items.weight[1 : self.n_items + 1] = torch.as_tensor(table, dtype=torch.float32)
 
-    def encode(self, inp: SeqInput) -> Tensor:
+    def encode(self, inp: SeqInput, last_only: bool = False) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
         x = self.inputs(self.input_vectors(inp.tokens), inp.positions)
-        out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True))
+        last = self._encoder_last_only(self.encoder, last_only)
+        out = self.encoder(x, inp.mask, **self._encoder_kwargs(inp, shared_pad=True), **last)
         if self.score_norm is not None:
             out = self.score_norm.users(out)
-        return out[:, 1:] if added else out
+        return out[:, 1:] if added and not last else out
 
     def input_vectors(self, ids: Tensor) -> Tensor:
         """What an item is as an input of the sequence (and, unnormalised, as a candidate)."""

@@ -86,12 +86,29 @@ class CrossAttention(nn.Module):
         q = self.q(x).view(B, L, H, dh).transpose(1, 2)
         k = self.k(y).view(B, L, H, dh).transpose(1, 2)
         v = self.v(y).view(B, L, H, dh).transpose(1, 2)
-        scores = (q @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], -1e9) / math.sqrt(dh)
-        if self.causal:
-            future = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.masked_fill(future, float("-inf"))
-        att = torch.softmax(scores, -1) @ v
+        if torch.is_grad_enabled() and self.q.weight.requires_grad:
+            # the official arithmetic: masked logits are replaced, so no gradient reaches them (an additive
+            # -1e9 would pass gradient through a row whose keys are all padding, which a GRU reads)
+            scores = (q @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], -1e9) / math.sqrt(dh)
+            if self.causal:
+                future = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
+                scores = scores.masked_fill(future, float("-inf"))
+            att = torch.softmax(scores, -1) @ v
+        else:  # teachers and evaluation: the same values from one fused call
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(mask, L, x.dtype))
         return self.out(att.transpose(1, 2).reshape(B, L, d))
+
+    def _bias(self, mask: Tensor, L: int, dtype: torch.dtype) -> Tensor:
+        """The official masking as an additive bias for one fused attention call: -1e9 on padding keys (a row
+        without any real key then averages every value, as official: its keys are identical padding vectors),
+        -inf on later positions when causal. (Official: logits filled with -1e9, then divided by sqrt(d_h);
+        both leave such keys at weight 0.)"""
+        bias = torch.zeros(mask.shape[0], 1, 1, L, dtype=dtype, device=mask.device)
+        bias.masked_fill_(~mask[:, None, None, :], -1e9)
+        if self.causal:
+            future = torch.ones(L, L, dtype=torch.bool, device=mask.device).triu(1)
+            bias = bias.masked_fill(future, float("-inf"))
+        return bias
 
 
 @MODELS.register("llmesr")
@@ -260,7 +277,7 @@ class LLMESR(SequentialRecommender):
         self.grow_catalogue(len(vectors))
 
     # ------------------------------------------------------------------ user side
-    def encode(self, inp: SeqInput) -> Tensor:
+    def encode(self, inp: SeqInput, last_only: bool = False) -> Tensor:
         inp, added = self._maybe_leading_pad(self.encoder, inp)
         mask = inp.mask
         views = []
@@ -272,6 +289,7 @@ class LLMESR(SequentialRecommender):
             co, se = views
             views = [self.llm2id(se, co, mask), self.id2llm(co, se, mask)]  # replace, no residual (official)
         kwargs = self._encoder_kwargs(inp, shared_pad=not self.use_cross)
+        last = self._encoder_last_only(self.encoder, last_only)
         # one stacked call for both views, unless a recurrent encoder shares one padding vector per view (the
         # views' padding inputs differ, so they cannot share a padding run)
         stack = self.use_cross or not getattr(self.encoder, "needs_leading_pad", False)
@@ -280,16 +298,19 @@ class LLMESR(SequentialRecommender):
                 torch.cat(views, 0),
                 mask.repeat(2, 1),
                 **{k: (v.repeat(2) if isinstance(v, Tensor) else v) for k, v in kwargs.items()},
+                **last,
             )
             out = torch.cat(stacked.chunk(2, 0), -1)
         elif len(views) == 2:
             second = self.encoder if self.share_encoder else self.encoder_se
-            out = torch.cat([self.encoder(views[0], mask, **kwargs), second(views[1], mask, **kwargs)], -1)
+            second_last = self._encoder_last_only(second, last_only)
+            out = torch.cat([self.encoder(views[0], mask, **kwargs, **last),
+                             second(views[1], mask, **kwargs, **second_last)], -1)
         else:
-            out = self.encoder(views[0], mask, **kwargs)
+            out = self.encoder(views[0], mask, **kwargs, **last)
         if self.fusion is not None and self.fusion.active:
             out = self.fusion.users(out)
-        return out[:, 1:] if added else out
+        return out[:, 1:] if added and not last else out
 
 
 def _with_padding_rows(table: Tensor) -> Tensor:

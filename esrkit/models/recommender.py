@@ -27,6 +27,8 @@ starts.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +110,11 @@ class SequentialRecommender(nn.Module):
         return next(self.parameters()).device
 
     def last_hidden(self, inp: SeqInput) -> Tensor:
-        """The user representation used for prediction and distillation: the last position."""
+        """The user representation used for prediction and distillation: the last position. Families whose
+        ``encode`` takes ``last_only`` compute that position alone (their encoders skip the other positions'
+        work in the last layer where they can; the values, dropout draws included, are the full pass's)."""
+        if _takes_last_only(type(self)):
+            return self.encode(inp, last_only=True)[:, -1]
         return self.encode(inp)[:, -1]
 
     def _encoder_kwargs(self, inp: SeqInput, shared_pad: bool) -> dict[str, Any]:
@@ -124,6 +130,10 @@ class SequentialRecommender(nn.Module):
 
     def frozen_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if not p.requires_grad]
+
+    def _encoder_last_only(self, encoder: nn.Module, last_only: bool) -> dict[str, Any]:
+        """``last_only`` for encoders that support it (an encoder that does not returns every position)."""
+        return {"last_only": True} if last_only and getattr(encoder, "supports_last_only", False) else {}
 
     # -------------------------------------------------------------------- new items (module docstring)
     @classmethod
@@ -181,3 +191,9 @@ def as_vectors(llm_vectors: np.ndarray | Tensor, dim: int, family: str) -> np.nd
     if not np.isfinite(arr).all():
         raise ValueError(f"{family}: new items' LLM vectors contain NaN or infinity")
     return arr
+
+
+@functools.cache
+def _takes_last_only(cls: type) -> bool:
+    """Whether ``cls.encode`` accepts ``last_only`` (a subclass overriding ``encode`` without it does not)."""
+    return "last_only" in inspect.signature(cls.encode).parameters

@@ -15,16 +15,18 @@ That lets esrkit drop the padding arithmetic (the bulk of the official cost) wit
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esrkit.models.base import ENCODERS, Dropout, dropout
+from esrkit.models.base import ENCODERS, Dropout, dropout, dropout_scale
 
 
 class PaddedSelfAttention(nn.Module):
-    """Multi-head attention with nn.MultiheadAttention's parameters and arithmetic, plus exact pad emulation."""
+    """Multi-head attention with nn.MultiheadAttention's parameters and arithmetic, plus exact pad emulation.
+
+    ``last_of=L``: ``query`` holds only the last of the sequence's ``L`` positions (keys and values are all of
+    them); the dropout draws are those of the full computation, so the output is its last position exactly."""
 
     def __init__(self, hidden: int, heads: int, dropout: float, causal: bool) -> None:
         super().__init__()
@@ -37,40 +39,106 @@ class PaddedSelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, query: Tensor, x: Tensor, key_mask: Tensor, pad_count: Tensor | None) -> Tensor:
+    def forward(self, query: Tensor, x: Tensor, key_mask: Tensor, pad_count: Tensor | None,
+                last_of: int = 0) -> Tensor:
         B, L, d = x.shape
+        Lq = query.shape[1]
         H, dh = self.heads, self.head_dim
         wq, wk, wv = self.in_proj_weight.chunk(3)
         bq, bk, bv = self.in_proj_bias.chunk(3)
-        q = F.linear(query, wq, bq).view(B, L, H, dh).transpose(1, 2) * (dh**-0.5)
+        q = F.linear(query, wq, bq).view(B, Lq, H, dh).transpose(1, 2) * (dh**-0.5)
         k = F.linear(x, wk, bk).view(B, L, H, dh).transpose(1, 2)
         v = F.linear(x, wv, bv).view(B, L, H, dh).transpose(1, 2)
         allowed = key_mask[:, None, None, :]
-        if self.causal:
-            allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        logits = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
+        if self.causal:  # query i (of the last Lq positions) sees keys up to its own position
+            allowed = allowed & torch.ones(Lq, L, dtype=torch.bool, device=x.device).tril(L - Lq)
+        dropping = self.training and self.p > 0
         if pad_count is None:
+            logits = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
             probs = torch.softmax(logits, -1).nan_to_num(0.0)  # a row with no key attends to nothing
-            probs = dropout(probs, self.p, self.training)
+            probs = dropout(probs, self.p, self.training, last_of)
             out = probs @ v
+        elif not dropping:
+            out = _attend_with_padding_exact(q, k, v, allowed, pad_count, bk.view(H, dh), bv.view(H, dh))
+        elif torch.is_grad_enabled():
+            logits = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
+            out = self._attend_with_padding(q, v, logits, pad_count, bk.view(H, dh), bv.view(H, dh), last_of)
         else:
-            out = self._attend_with_padding(q, v, logits, pad_count, bk.view(H, dh), bv.view(H, dh))
-        return self.out_proj(out.transpose(1, 2).reshape(B, L, d))
+            out = self._attend_with_padding_no_grad(q, k, v, allowed, pad_count, bk.view(H, dh),
+                                                    bv.view(H, dh), last_of)
+        return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d))
 
     def _attend_with_padding(
-        self, q: Tensor, v: Tensor, logits: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor
+        self, q: Tensor, v: Tensor, logits: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor,
+        last_of: int = 0,
     ) -> Tensor:
+        """Training: softmax over [real keys, the merged pad key], then dropout with the official
+        distribution."""
         n = pad_count.to(q.dtype)[:, None, None]  # (B,1,1)
-        pad_logit = (q * pad_key[None, :, None, :]).sum(-1)  # (B,H,L)
-        pad_logit = torch.where(n > 0, pad_logit + torch.log(n.clamp_min(1.0)), torch.full_like(pad_logit, float("-inf")))
+        pad_logit = _pad_logit(q, pad_key, n)  # (B,H,Lq)
         probs = torch.softmax(torch.cat([logits, pad_logit.unsqueeze(-1)], -1), -1)
         real, pad_w = probs[..., :-1], probs[..., -1]
-        if self.training and self.p > 0:
-            real = dropout(real, self.p, True)
-            counts = n.expand_as(pad_w).contiguous()
-            kept = torch.binomial(counts, torch.full_like(counts, 1.0 - self.p))
-            pad_w = pad_w * kept / (counts * (1.0 - self.p)).clamp_min(1e-12)
-        return real @ v + pad_w.unsqueeze(-1) * pad_value[None, :, None, :]
+        real = dropout(real, self.p, True, last_of)
+        kept, total = self._pad_keep(n, pad_w, last_of)
+        return real @ v + (pad_w * kept / total).unsqueeze(-1) * pad_value[None, :, None, :]
+
+    def _attend_with_padding_no_grad(
+        self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, pad_count: Tensor, pad_key: Tensor,
+        pad_value: Tensor, last_of: int = 0,
+    ) -> Tensor:
+        """``_attend_with_padding`` (same random draws, same values up to rounding) for passes without a graph
+        (self-distillation teachers), in place and without copies: the softmax is normalised after the value
+        product, on (B, H, Lq, d_h) instead of (B, H, Lq, L)."""
+        n = pad_count.to(q.dtype)[:, None, None]
+        logits = q @ k.transpose(-1, -2)
+        logits.masked_fill_(~allowed, float("-inf"))
+        pad_logit = (q * pad_key[None, :, None, :]).sum(-1)
+        pad_logit = _pad_logit(q, pad_key, n)
+        top = torch.maximum(logits.amax(-1), pad_logit)  # finite: every row has its pad key or a real key
+        weights = logits.sub_(top.unsqueeze(-1)).exp_()
+        pad_w = (pad_logit - top).exp_()
+        total = weights.sum(-1) + pad_w
+        if weights.device.type == "cpu":
+            weights.mul_(dropout_scale(tuple(weights.shape), self.p, weights.dtype, last_of))
+        else:
+            weights = F.dropout(weights, self.p, True, inplace=True)
+        kept, pads = self._pad_keep(n, pad_w, last_of)
+        pad_w = pad_w * kept / pads
+        out = weights @ v
+        out.add_(pad_w.unsqueeze(-1) * pad_value[None, :, None, :])
+        return out.div_(total.unsqueeze(-1))
+
+    def _pad_keep(self, n: Tensor, pad_w: Tensor, last_of: int) -> tuple[Tensor, Tensor]:
+        """Dropout on the merged pad key: (a Binomial(n, 1-p) count of the n pad keys that survive, the
+        expected count n (1-p)), drawn for every query position even when only the last is computed (the
+        random stream is the full pass's)."""
+        B, H, Lq = pad_w.shape
+        counts = n.expand(B, H, last_of or Lq).contiguous()
+        kept = torch.binomial(counts, torch.full_like(counts, 1.0 - self.p))[..., -Lq:]
+        return kept, (counts[..., -Lq:] * (1.0 - self.p)).clamp_min(1e-12)
+
+
+def _pad_logit(q: Tensor, pad_key: Tensor, n: Tensor) -> Tensor:
+    """The merged pad key's logit, q . b_k + log(n) (-inf without padding): (B, H, Lq)."""
+    logit = (q * pad_key[None, :, None, :]).sum(-1)
+    return torch.where(n > 0, logit + torch.log(n.clamp_min(1.0)), torch.full_like(logit, float("-inf")))
+
+
+def _attend_with_padding_exact(
+    q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor
+) -> Tensor:
+    """Without dropout (evaluation): the merged pad key appended as one more key, in one fused attention call.
+    """
+    B, H, Lq, dh = q.shape
+    n = pad_count.to(q.dtype)
+    k_ext = torch.cat([k, pad_key[None, :, None, :].expand(B, H, 1, dh)], 2)
+    v_ext = torch.cat([v, pad_value[None, :, None, :].expand(B, H, 1, dh)], 2)
+    real_bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+    real_bias.masked_fill_(~allowed, float("-inf"))
+    pad_bias = torch.where(n > 0, torch.log(n.clamp_min(1.0)), torch.full_like(n, float("-inf")))
+    bias = torch.cat([real_bias.expand(B, 1, Lq, k.shape[2]),
+                      pad_bias.view(B, 1, 1, 1).expand(B, 1, Lq, 1)], -1)
+    return F.scaled_dot_product_attention(q, k_ext, v_ext, attn_mask=bias, scale=1.0)  # q is pre-scaled
 
 
 class PointWiseFeedForward(nn.Module):
@@ -81,8 +149,8 @@ class PointWiseFeedForward(nn.Module):
         self.fc1, self.fc2 = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.dropout2(self.fc2(torch.relu(self.dropout1(self.fc1(x)))))
+    def forward(self, x: Tensor, last_of: int = 0) -> Tensor:
+        return x + self.dropout2(self.fc2(torch.relu(self.dropout1(self.fc1(x), last_of))), last_of)
 
 
 @ENCODERS.register("sasrec", objective="seq2seq", inputs="transformer")
@@ -104,14 +172,26 @@ class SASRecEncoder(nn.Module):
         self.ffns = nn.ModuleList(PointWiseFeedForward(hidden, dropout) for _ in range(layers))
         self.final_norm = nn.LayerNorm(hidden, eps=1e-8)
 
-    def forward(self, x: Tensor, mask: Tensor, pad_count: Tensor | None = None, **_: object) -> Tensor:
+    supports_last_only = True  # forward(..., last_only=True) computes the last position only (teachers, eval)
+
+    def forward(self, x: Tensor, mask: Tensor, pad_count: Tensor | None = None, last_only: bool = False,
+                **_: object) -> Tensor:
+        """(B, L, d) hidden states; ``last_only``: (B, 1, d), the last position only. Every position of the
+        last layer's input is still needed (they are its keys), but its queries, FFN and norms shrink to one
+        position, and the dropout draws are those of the full pass (the same result, random numbers included).
+        """
         keep = mask.unsqueeze(-1).to(x.dtype)
         x = x * keep
-        for attn_norm, attn, ffn_norm, ffn in zip(self.attention_norms, self.attentions, self.ffn_norms, self.ffns):
+        layers = list(zip(self.attention_norms, self.attentions, self.ffn_norms, self.ffns))
+        for i, (attn_norm, attn, ffn_norm, ffn) in enumerate(layers):
+            if last_only and i == len(layers) - 1:
+                q = attn_norm(x[:, -1:])
+                h = q + attn(q, x, mask, pad_count, last_of=x.shape[1])
+                return self.final_norm(ffn(ffn_norm(h), last_of=x.shape[1]) * keep[:, -1:])
             q = attn_norm(x)
             x = q + attn(q, x, mask, pad_count)
             x = ffn(ffn_norm(x)) * keep
-        return self.final_norm(x)
+        return self.final_norm(x[:, -1:] if last_only else x)
 
 
-__all__ = ["SASRecEncoder", "PaddedSelfAttention", "PointWiseFeedForward"]
+__all__ = ["PaddedSelfAttention", "PointWiseFeedForward", "SASRecEncoder"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 GROUPS = (("overall", "Overall"), ("tail_item", "Tail item"), ("head_item", "Head item"),
@@ -27,14 +28,17 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int 
         line = [label]
         for g, _ in shown:
             for m in (f"hr@{k}", f"ndcg@{k}"):
-                mean, std = _value(groups[g][m])
-                if mean != mean:  # NaN: nobody in this group (e.g. no tail item in a 5-core dataset)
+                entry = groups.get(g, {}).get(m)  # absent: nobody in this group (5-core: no tail item)
+                mean, std = _value(entry) if entry is not None else (float("nan"), None)
+                if math.isnan(mean):  # NaN: the same, in results written before empty groups were left out
                     line.append("–")
                     continue
                 line.append(f"{mean:.4f}" + (f"±{std:.4f}" if std else ""))
         lines.append(line)
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     title = {"sampled": "paper protocol: target + 100 sampled negatives", "full": "full ranking over all items"}
     out = [f"[{protocol}] {title.get(protocol, protocol)}", fmt(lines[0]), "  ".join("-" * w for w in widths)]
     out += [fmt(r) for r in lines[1:]]

@@ -143,6 +143,15 @@ class ServedModel:
         return np.fromiter((self._index[i] for i in ids), dtype=np.int64, count=len(ids))
 
     @torch.no_grad()
+    def _extend_item_vectors(self, old_n_items: int) -> None:
+        """Only the added items' vectors are computed: the contract leaves every existing item as it was, so
+        their cached vectors stay bit for bit what they were (and adding items costs their own rows only)."""
+        if self._vectors is None:
+            return
+        new = torch.arange(old_n_items + 1, self.n_items + 1, device=self.device)
+        self._vectors = torch.cat([self._vectors[: old_n_items + 1], self.model.item_vectors(new).detach()])
+
+    @torch.no_grad()
     def item_vectors(self) -> Tensor:
         """(n_items + 1, D): what every item is scored with (row 0 = padding), computed once."""
         if self._vectors is None:
@@ -301,11 +310,12 @@ class ServedModel:
             raise ValueError(f"expected ({len(ids)}, {self.llm_dim}) item vectors, got {arr.shape}")
         if self.llm_center is not None:
             arr = arr - self.llm_center
+        old = self.n_items
         self.model.add_items(arr, self.assets)
         self.item_ids += ids
         self.titles += list(titles) if titles is not None else [""] * len(ids)
         self._index.update({item: self.n_items - len(ids) + 1 + i for i, item in enumerate(ids)})
-        self._vectors = None
+        self._extend_item_vectors(old)
         self.info.setdefault("added_items", 0)
         self.info["added_items"] += len(ids)
 

@@ -35,30 +35,37 @@ def length_buckets(lengths: np.ndarray, n_buckets: int, min_size: int = 16) -> l
     return [chunk for chunk in np.array_split(order, n) if len(chunk)]
 
 
-def encode_bucketed(
-    model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray], lengths: np.ndarray | None = None
-) -> list[tuple[Tensor, Tensor]]:
-    """[(rows, encode(rows trimmed to their own longest sequence))] per bucket. ``lengths`` (real items per row,
+def _bucket_inputs(
+    inp: SeqInput, buckets: list[np.ndarray], lengths: np.ndarray | None = None
+) -> list[tuple[Tensor, SeqInput]]:
+    """[(rows, their input trimmed to its own longest sequence)] per bucket. ``lengths`` (real items per row,
     on the host) avoids a device synchronisation per bucket."""
     device_lengths = inp.mask.sum(1) if lengths is None else None
     out = []
     for rows_np in buckets:
         rows = torch.as_tensor(rows_np, device=inp.tokens.device)
-        sub = inp.rows(rows)
         if lengths is not None:
             width = max(1, int(lengths[rows_np].max()))
         else:
             width = max(1, int(device_lengths[rows].max().item()))
-        out.append((rows, model.encode(sub.last_columns(width))))
+        out.append((rows, inp.rows(rows).last_columns(width)))
     return out
+
+
+def encode_bucketed(
+    model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray], lengths: np.ndarray | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """[(rows, encode(rows trimmed to their own longest sequence))] per bucket."""
+    return [(rows, model.encode(sub)) for rows, sub in _bucket_inputs(inp, buckets, lengths)]
 
 
 def last_hidden_bucketed(
     model: SequentialRecommender, inp: SeqInput, buckets: list[np.ndarray], lengths: np.ndarray | None = None
 ) -> Tensor:
+    """``model.last_hidden`` per bucket (the last position only, which is all teachers and students need)."""
     result = None
-    for rows, h in encode_bucketed(model, inp, buckets, lengths):
-        last = h[:, -1]
+    for rows, sub in _bucket_inputs(inp, buckets, lengths):
+        last = model.last_hidden(sub)
         if result is None:
             result = last.new_empty(inp.tokens.shape[0], last.shape[-1])
         result[rows] = last
@@ -97,13 +104,19 @@ def ranking_loss(
 def ranking_loss_and_student(
     model: SequentialRecommender, batch: TrainBatch, loss: LossContext, buckets: list[np.ndarray] | None = None
 ) -> tuple[Tensor, Tensor]:
-    """The ranking loss and the SD student from *one* encoder call over the batch stacked twice.
+    """The ranking loss and the SD student (the official code's second forward pass of the same input, with
+    new dropout masks).
 
-    The official code runs two separate forward passes of the same input (new dropout masks for the student).
-    Every row of a stacked batch gets its own dropout masks, so one call over [input; input] has exactly the
-    distribution of the two passes, at half the per-call overhead."""
+    On a CPU, with an attention encoder, they are two calls, the student's for the last position only (its
+    last layer shrinks to one query). Otherwise (a step bound by kernel launches, or a recurrent encoder,
+    which gains nothing from the last position alone) they are *one* call over the batch stacked twice: every
+    row of a stacked batch gets its own dropout masks, so [input; input] has exactly the distribution of the
+    two passes, at half the launches."""
     n = batch.inp.tokens.shape[0]
     buckets = buckets or [np.arange(n)]
+    if batch.inp.tokens.device.type == "cpu" and _attention_encoder(model):
+        rank = ranking_loss(model, batch, loss, buckets)
+        return rank, last_hidden_bucketed(model, batch.inp, buckets, batch.lengths_np)
     inp = batch.inp
     doubled = SeqInput(torch.cat([inp.tokens, inp.tokens]), torch.cat([inp.positions, inp.positions]),
                        torch.cat([inp.pad_count, inp.pad_count]))
@@ -120,6 +133,13 @@ def ranking_loss_and_student(
     rank = ranking_loss_from_states(model, *_scored_states(model, batch, rank_outputs), loss)
     assert student is not None
     return rank, student
+
+
+def _attention_encoder(model: SequentialRecommender) -> bool:
+    """Whether the model's encoder attends (its cost grows with the square of a bucket's width, and it can
+    compute the last position alone); recurrent encoders instead pay a loop over the padding steps per call.
+    """
+    return bool(getattr(getattr(model, "encoder", None), "supports_last_only", False))
 
 
 def _stochastic(model: torch.nn.Module) -> bool:
@@ -140,7 +160,7 @@ class SelfDistillation:
         scale: str = "mse_mean",
         max_len: int = 200,
         refresh: str = "step",
-        buckets: int = 4,
+        buckets: int = 0,
     ) -> None:
         if neighbours.shape[0] != seqs.n_users:
             raise ValueError(f"neighbour table has {neighbours.shape[0]} rows for {seqs.n_users} users")
@@ -168,10 +188,19 @@ class SelfDistillation:
             with torch.no_grad():  # train mode (dropout on) as official, but no autograd graph
                 inp = teacher_input(self.seqs, unique, self.max_len)
                 lengths = np.clip(self.seqs.train_lengths(unique) - 1, 0, self.max_len)
-                rep = last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets), lengths)
+                rep = last_hidden_bucketed(model, inp, self._buckets(model, lengths), lengths)
             if inverse is not None:
                 rep = rep[torch.as_tensor(inverse, device=rep.device)]
         return rep.view(len(users), self.n, -1).mean(1)
+
+    def _buckets(self, model: SequentialRecommender, lengths: np.ndarray) -> list[np.ndarray]:
+        """Teacher length buckets. ``buckets=0``: for an attention encoder on a CPU one bucket per 64 teachers
+        (at least 4), because attention costs the square of the bucket's width (10 teachers per user make
+        theirs the largest share of a step); otherwise 4 (kernel launches, or a recurrent encoder's padding
+        loop, cost more per bucket than the padding)."""
+        fine = self.seqs.device.type == "cpu" and _attention_encoder(model)
+        n = self.buckets or (max(4, len(lengths) // 64) if fine else 4)
+        return length_buckets(lengths, n)
 
     @torch.no_grad()
     def refresh_cache(self, model: SequentialRecommender, batch_size: int = 1024) -> None:
@@ -183,7 +212,7 @@ class SelfDistillation:
             rows = np.arange(start, min(start + batch_size, self.seqs.n_users))
             inp = teacher_input(self.seqs, rows, self.max_len)
             lengths = np.clip(self.seqs.train_lengths(rows) - 1, 0, self.max_len)
-            reps.append(last_hidden_bucketed(model, inp, length_buckets(lengths, self.buckets), lengths))
+            reps.append(last_hidden_bucketed(model, inp, self._buckets(model, lengths), lengths))
         self._cache = torch.cat(reps)
         model.train(was)
 

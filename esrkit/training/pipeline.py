@@ -27,7 +27,7 @@ import torch
 import esrkit
 from esrkit.config import ConfigError, RunConfig, config_from_dict
 from esrkit.data.cold import ColdSplit, check_cold_options, cold_split
-from esrkit.data.groups import compute_groups
+from esrkit.data.groups import compute_groups, group_warnings
 from esrkit.data.sequences import SequenceData
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import ModelAssets, SequentialRecommender, build_model, model_class
@@ -37,7 +37,7 @@ from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import runtime
 from esrkit.training.losses import LossSpec
 from esrkit.training.objectives import SelfDistillation
-from esrkit.training.rundir import RunDir, environment, git_commit
+from esrkit.training.rundir import PROGRESS, RunDir, environment, git_commit
 from esrkit.training.trainer import TrainerOptions
 from esrkit.utils.io import atomic_write_json, fingerprint_array, load_npy, read_json, stable_json_hash
 
@@ -62,6 +62,7 @@ class RunInputs:
     timings: dict[str, float] = field(default_factory=dict)
     llm_center: np.ndarray | None = None  # subtracted from every LLM item vector (embedding.center_items)
     cold: ColdItems | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. long-tail groups the chosen rule leaves empty
 
     @property
     def catalogue(self) -> SequenceData:
@@ -282,6 +283,13 @@ def check_cold_config(cfg: RunConfig) -> None:
     if fixed:
         raise ConfigError(f"data.cold_items: {', '.join(fixed)} were computed from the full data, held-out "
                           "items included; leave them unset so they are computed from the training part")
+def _check_top_k(cfg: RunConfig, data: SequenceData) -> None:
+    """Before anything is embedded: a small dataset cannot give every user retrieval.top_k other users."""
+    r = cfg.retrieval
+    if r.top_k >= data.n_users:
+        raise ValueError(f"retrieval.top_k = {r.top_k} similar users per user, but {data.name!r} has "
+                         f"{data.n_users} users: set it to at most {data.n_users - 1} (--set retrieval.top_k="
+                         f"{data.n_users - 1}; retrieval.n_similar = {r.n_similar} of them are used)")
 
 
 def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
@@ -296,6 +304,8 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     need = cls.requirements(cfg.model)
     distill = cls.uses_distillation and cfg.model.alpha > 0
     parts = tuple(p for p, wanted in (("items", bool(need & {"llm_items", "pca"})), ("users", distill and not cfg.retrieval.neighbours)) if wanted)
+    if "users" in parts:
+        _check_top_k(cfg, data)
     fps: dict[str, Any] = {"data": data.fingerprint()}
     if split is not None:
         fps["cold_items"] = split.meta
@@ -322,7 +332,9 @@ def prepare_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
         timings["retrieval_s"] = time.perf_counter() - t0
         fps["neighbours"] = meta
     cold = ColdItems(split, emb.get("cold_items")) if split is not None else None
-    return RunInputs(data, assets, neighbours, fps, timings, emb.get("center"), cold)
+    d = cfg.data
+    warnings = group_warnings(data, "test", d.ts_user, d.ts_item, d.group_rule, d.max_len)
+    return RunInputs(data, assets, neighbours, fps, timings, emb.get("center"), cold, warnings)
 
 
 # ---------------------------------------------------------------------------------------------- one seed
@@ -409,6 +421,7 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
     # built before the run folder exists: options only a model checks (model.extra) fail without leaving one
     model = build_model(cfg.model, data.n_items, cfg.data.max_len, inputs.assets).to(device)
     rt.on_main(lambda: rd.create(config, provenance(), resume=resume))
+    rt.on_main(lambda: _log_start(rd, cfg, inputs, seed, device))
     model.setup(data)
     sd = None
     if model.uses_distillation and cfg.model.alpha > 0:
@@ -469,7 +482,24 @@ def run_seed(cfg: RunConfig, inputs: RunInputs, seed: int, run_dir: Path, resume
     }
     ranks = {f"test_{p}": r for p, r in test.ranks.items()} | {f"valid_{p}": r for p, r in valid.ranks.items()}
     rt.on_main(lambda: rd.save_results(results, ranks))
+    rt.on_main(lambda: rd.log(_test_line(results)))
     return results
+
+
+def _log_start(rd: RunDir, cfg: RunConfig, inputs: RunInputs, seed: int, device: torch.device) -> None:
+    data = inputs.data
+    rd.log(f"seed {seed}: {cfg.model.name} ({cfg.model.backbone}) on {data.name}, {data.n_users:,} users, "
+           f"{data.n_items:,} items, device {device}; epochs up to {cfg.train.epochs}, "
+           f"patience {cfg.train.patience}")
+    for warning in inputs.warnings:  # said once per run on stderr (train), and in every seed's log
+        rd.log(f"warning: {warning}", echo=False)
+
+
+def _test_line(results: dict[str, Any]) -> str:
+    parts = [f"[{p}] N@10 {g['overall']['ndcg@10']:.4f} H@10 {g['overall']['hr@10']:.4f}"
+             for p, g in results["test"].items()]
+    return (f"test (best epoch {results['best_epoch']}, {results['seconds']['train']:.0f} s training): "
+            + ", ".join(parts))
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -490,6 +520,9 @@ def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, 
     # a finished run, a refused resume or a damaged checkpoint stops here, before any data or embedding work
     rt.on_main(lambda: [RunDir(run_dir_for(cfg, s)).check_start(seed_config(cfg, s), resume) for s in seeds])
     inputs = rt.staged(lambda: prepare_inputs(cfg, progress and rt.is_main))  # rank 0 first: it fills the caches
+    if rt.is_main:  # on the progress logger at warning level: shown even when progress lines are not (-qq)
+        for warning in inputs.warnings:
+            PROGRESS.warning("[%s] warning: %s", cfg.name, warning)
     per_seed = [run_seed(cfg, inputs, s, run_dir_for(cfg, s), resume=resume, progress=progress) for s in seeds]
     summary = summarise(per_seed)
     rt.on_main(lambda: atomic_write_json(Path(cfg.output_dir) / cfg.name / "summary.json", summary))
@@ -497,12 +530,15 @@ def train(cfg: RunConfig, seeds: list[int] | None = None, resume: bool = False, 
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample std over seeds of every test metric, per protocol and group."""
+    """Mean and sample std over seeds of every test metric, per protocol and group (a group that is empty,
+    hence absent, in some seed's results is left out)."""
     out: dict[str, Any] = {"name": results[0]["name"], "seeds": [r["seed"] for r in results],
                            "model": results[0]["model"], "backbone": results[0]["backbone"], "test": {}}
     for protocol, groups in results[0]["test"].items():
         out["test"][protocol] = {}
         for group, metrics in groups.items():
+            if not all(group in r["test"][protocol] for r in results):
+                continue
             out["test"][protocol][group] = {}
             for metric in metrics:
                 vals = np.array([r["test"][protocol][group][metric] for r in results], dtype=float)

@@ -1,17 +1,20 @@
 """Run directories: everything needed to tell what produced a number.
 
 ``<output_dir>/<name>/seed-<seed>/`` holds ``config.json`` (the resolved RunConfig), ``provenance.json``
-(versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors`` (resumable) with their SHA-256 in
-``checkpoints/hashes.json``, ``results.json`` (test and validation metrics under both protocols and every
-group) and ``ranks/*.npy`` (per-user ranks for significance tests). A folder whose start failed before its
-first epoch is replaced by the next start (``check_start``); one with a trained epoch needs ``--resume``.
+(versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per
+epoch), ``train.log`` (one readable line per epoch as it finishes, also sent to the ``esrkit.progress``
+logger, which the CLI prints on stderr), ``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors``
+(resumable) with their SHA-256 in ``checkpoints/hashes.json``, ``results.json`` (test and validation metrics
+under both protocols and every group) and ``ranks/*.npy`` (per-user ranks for significance tests). A folder
+whose start failed before its first epoch is replaced by the next start (``check_start``); one with a trained
+epoch needs ``--resume``.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
 import platform
 import shutil
 import subprocess
@@ -65,6 +68,7 @@ def git_commit() -> str | None:
 log = logging.getLogger(__name__)
 
 _HELD_LOCKS: dict[str, Any] = {}  # run directory -> open lock file, kept until the process exits
+PROGRESS = logging.getLogger("esrkit.progress")  # the CLI prints it on stderr (esrkit/cli/main.py)
 
 
 class RunDir:
@@ -153,10 +157,22 @@ class RunDir:
         """A start that failed before its first epoch (bad data, out of memory, an early NaN) left a folder
         with no trained epoch; a new start replaces it instead of demanding --resume."""
         log.info("%s holds no trained epoch (an earlier start failed); starting it afresh", self.path)
-        for name in ("metrics.jsonl", "results.json"):
+        for name in ("metrics.jsonl", "results.json", "train.log"):
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.checkpoints, ignore_errors=True)
         shutil.rmtree(self.path / "ranks", ignore_errors=True)
+    @property
+    def log_file(self) -> Path:
+        return self.path / "train.log"
+
+    def log(self, line: str, echo: bool = True) -> None:
+        """Append a timestamped line to ``train.log`` (at once, so it can be followed while training runs) and
+        (``echo``) send it to the progress logger, prefixed with the run and seed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        if echo:
+            PROGRESS.info("[%s/%s] %s", self.path.parent.name, self.path.name, line)
 
     def save_results(self, results: dict[str, Any], ranks: dict[str, np.ndarray]) -> None:
         for name, arr in ranks.items():
@@ -168,6 +184,23 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         return read_json(self.path / "config.json")
+
+
+def epoch_line(record: dict[str, Any], watch: str, protocol: str) -> str:
+    """One epoch of ``metrics.jsonl`` as a line: losses, the watched validation metric, the best so far,
+    times."""
+    parts = [k for k in ("rank", "sd", "aux") if k in record and record[k] != record.get("loss")]
+    detail = f" ({', '.join(f'{k} {record[k]:.4f}' for k in parts)})" if parts else ""
+    line = f"epoch {record['epoch']}: loss {record['loss']:.4f}{detail}"
+    if record.get("diverged"):
+        return f"{line}: not finite, training stopped; the result is epoch {record.get('best_epoch')}"
+    score = record.get("score")
+    if score is not None and math.isfinite(score):
+        line += f" | valid {protocol} {watch} {score:.4f} (best epoch {record.get('best_epoch')})"
+    seconds = f"{record.get('train_seconds', 0.0):.1f} s train"
+    if "valid_seconds" in record:
+        seconds += f" + {record['valid_seconds']:.1f} s valid"
+    return f"{line} | {seconds}"
 
 
 def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:

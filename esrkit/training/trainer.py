@@ -27,7 +27,7 @@ from esrkit.training import checkpoint as ckpt
 from esrkit.training.batches import DeviceSequences, TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
 from esrkit.training.losses import LossContext, LossSpec
 from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss, ranking_loss_and_student
-from esrkit.training.rundir import RunDir
+from esrkit.training.rundir import RunDir, epoch_line
 from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -212,8 +212,7 @@ class Trainer:
             self.state.history.append(_compact(record))
             self.state.epoch = epoch + 1
             self._checkpoint(record)
-            log.info("epoch %d loss %.4f valid %s %.4f (best %.4f @ %d)", epoch, stats["loss"], o.watch, score,
-                     self.state.best_score, self.state.best_epoch)
+            self._report(record)
         return self.state
 
     def _stop_diverged(self, epoch: int, stats: dict[str, float]) -> None:
@@ -228,6 +227,7 @@ class Trainer:
         s.history.append(_compact(record))
         s.epoch = epoch + 1
         self._checkpoint(record)
+        self._report(record)
         log.warning("epoch %d: training loss is %s, training stopped; the result is the best epoch %d "
                     "(validation %s %.4f)", epoch, stats["loss"], s.best_epoch, self.opt_cfg.watch, s.best_score)
 
@@ -254,6 +254,15 @@ class Trainer:
             return
         append_jsonl(self.run_dir.metrics, record)
         ckpt.save_training_state(self.run_dir.last, self.model, self.optimizer, self._state_dict())
+
+    def _report(self, record: dict[str, Any]) -> None:
+        """The epoch's line in the run folder's train.log and on the progress logger (only the process that
+        owns the run folder writes)."""
+        o = self.opt_cfg
+        if self.run_dir is not None:
+            self.run_dir.log(epoch_line(record, o.watch, o.watch_protocol))
+        else:
+            log.info(epoch_line(record, o.watch, o.watch_protocol))
 
     def _state_dict(self) -> dict[str, Any]:
         s = self.state

@@ -56,7 +56,8 @@ def test_valid_split_targets_and_sampled_protocol() -> None:
     negs = ev.negatives()
     expected = [(negs[u] > t).sum() for u, t in enumerate(ev.targets)]
     assert res.ranks["sampled"].tolist() == expected
-    assert set(res.metrics["sampled"]) >= {"overall", "tail_item", "head_user", "user_1-4", "item_100+"}
+    assert set(res.metrics["sampled"]) >= {"overall", "tail_item", "user_1-4"}
+    assert not {"head_user", "item_100+"} & set(res.metrics["sampled"])  # empty here: left out, not NaN
 
 
 def test_eval_negatives_follow_the_official_rules() -> None:
@@ -100,3 +101,27 @@ def test_uniformity_of_eval_negatives() -> None:
     biased = counts[4:].astype(float).copy()
     biased[:100] *= 1.2  # 20% more draws of the lowest tenth of the ids (as a modulo bias would give)
     assert _chi_square_against_uniform(biased) > 1200
+
+
+def test_empty_groups_are_left_out_not_nan() -> None:
+    """Three short users: no head user under the official rule, no item in the popular buckets. Those groups
+    are absent from the metrics (no NaN row anywhere); the others carry their user counts."""
+    import math
+
+    data = _data()
+    model = FixedScores([0.0] + [float(i) for i in range(1, 11)])
+    metrics = Evaluator(data, "test", DeviceSequences(data), negatives=3).evaluate(model).metrics
+    for protocol, groups in metrics.items():
+        assert "head_user" not in groups and "item_100+" not in groups and "user_20+" not in groups
+        assert groups["tail_user"]["users"] == 3 and groups["overall"]["users"] == 3
+        values = [v for g in groups.values() for v in g.values()]
+        assert all(math.isfinite(v) for v in values), protocol
+
+
+def test_results_table_shows_a_dash_for_an_absent_group() -> None:
+    from esrkit.reporting.console import results_table
+
+    groups = {"overall": {"hr@10": 0.5, "ndcg@10": 0.25}, "tail_user": {"hr@10": 0.4, "ndcg@10": 0.2}}
+    line = results_table([("run", groups)], "sampled").splitlines()[-1]
+    dash = "–"
+    assert line.split() == ["run", "0.5000", "0.2500", dash, dash, dash, dash, "0.4000", "0.2000", dash, dash]

@@ -22,6 +22,7 @@ from esrkit.data.readers.base import (
 from esrkit.data.readers.indexed import read_inter, read_lcrec, read_s3rec, read_unisrec
 from esrkit.data.readers.items import read_item_table
 from esrkit.data.readers.recbole import read_recbole
+from esrkit.data.readers.table import read_table
 from esrkit.data.readers.yelp import read_yelp
 from esrkit.registry import Registry
 
@@ -90,6 +91,12 @@ READERS.register(
     inputs="--input (.inter), --meta (.item)",
     defaults={},
 )(read_recbole)
+READERS.register(
+    "csv",
+    description="CSV/TSV interactions with a header: user, item[, time][, rating] (+ --items for text)",
+    inputs="--input (.csv/.tsv), --items to attach attributes",
+    defaults={},
+)(read_table)
 
 
 def read_source(fmt: str, inputs: ReaderInputs, options: ReadOptions | None = None) -> ReaderOutput:
@@ -101,10 +108,10 @@ __all__ = [
     "READERS",
     "DataError",
     "Interaction",
-    "ReaderInputs",
-    "ReaderOutput",
     "ReadOptions",
     "ReadReport",
+    "ReaderInputs",
+    "ReaderOutput",
     "read_item_table",
     "read_source",
 ]

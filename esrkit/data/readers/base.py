@@ -97,6 +97,10 @@ class ReadOptions:
     date_max: str = "2019-12-31 00:00:00"
     # id column of a generic item table; "" = item_id, id, asin, business_id (first present)
     items_key: str = ""
+    # columns of a CSV/TSV interaction table ("" = found by name, see esrkit/data/readers/table.py)
+    user_column: str = ""
+    item_column: str = ""
+    time_column: str = ""
 
 
 @dataclass
