@@ -118,6 +118,7 @@ class ModelConfig:
     score_norm: bool = False  # id / llminit / alphafuse: cosine scores with a learned inverse temperature
     temperature: float = 0.1  # starting temperature of score_norm and view_norm (learned from there)
     anchor: float = 0.0  # LLMInit: weight of the squared distance of item vectors from their PCA start
+    text_neighbours: int = 0  # LLMInit: K > 0 mixes each item's vector with its K nearest items' by text
     semantic_adapter: bool = False  # LLMInit: + a trainable linear map of the frozen LLM vector (starts at 0)
     # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
     null_dim: int = 64  # width of the null space (the last kept coordinates)
@@ -460,6 +461,7 @@ RULES: dict[str, Rule] = {
     "model.table_scale": at_least(0.0),
     "model.temperature": above(0.0),
     "model.anchor": at_least(0.0),
+    "model.text_neighbours": at_least(0),
     "train.lr": above(0.0),
     "train.weight_decay": at_least(0.0),
     "train.batch_size": at_least(1),

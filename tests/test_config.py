@@ -26,7 +26,7 @@ BAD = [
     ("model.sd_loss", "l1"), ("model.teacher_refresh", "never"), ("model.loss", "hinge"),
     ("model.loss_sampler", "zipf"), ("model.gbce_t", "1.5"), ("model.gate", "item"), ("model.null_dim", "0"),
     ("model.null_threshold", "-1"), ("model.table_scale", "-1"), ("model.temperature", "0"),
-    ("model.anchor", "-1"),
+    ("model.anchor", "-1"), ("model.text_neighbours", "-1"),
     ("train.lr", "0"), ("train.lr", "-1e-3"), ("train.weight_decay", "-1"), ("train.batch_size", "0"),
     ("train.epochs", "-1"), ("train.epochs", "0"), ("train.patience", "0"), ("train.watch", "foo@10"),
     ("train.watch", "ndcg@7"), ("train.watch", "ndcg"), ("train.seed", "-1"), ("train.device", "tpu"),

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
 from esrkit.models.fusion import ScoreNorm
+from esrkit.models.neighbours import TextNeighbours
+from esrkit.models.popularity import training_items
 from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
                                        insert_item_rows)
 
@@ -121,19 +123,24 @@ class LLMInitRecommender(IDRecommender):
 
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMInitRecommender:
-        llm = assets.llm_items if cfg.semantic_adapter else None
-        return cls(n_items, init_table=assets.pca_table, llm_items=llm, anchor=cfg.anchor, max_len=max_len,
+        llm = assets.llm_items if cfg.semantic_adapter or cfg.text_neighbours else None
+        return cls(n_items, init_table=assets.pca_table, llm_items=llm, anchor=cfg.anchor,
+                   semantic_adapter=cfg.semantic_adapter, text_neighbours=cfg.text_neighbours, max_len=max_len,
                    **common_options(cfg), **score_options(cfg))
 
     def __init__(self, n_items: int, init_table: np.ndarray | None = None, llm_items: np.ndarray | None = None,
-                 anchor: float = 0.0, **kwargs) -> None:
+                 anchor: float = 0.0, semantic_adapter: bool | None = None, text_neighbours: int = 0,
+                 **kwargs) -> None:
         if init_table is None:
             raise ValueError("llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)")
         super().__init__(n_items, init_table=init_table, **kwargs)
         self.anchor = anchor
         if anchor > 0:  # the semantic starting point every item vector is pulled back to
             self.register_buffer("anchor_table", self.items.weight.detach().clone())
-        self.semantic_adapter = llm_items is not None
+        self.semantic_adapter = llm_items is not None if semantic_adapter is None else semantic_adapter
+        if (self.semantic_adapter or text_neighbours) and llm_items is None:
+            raise ValueError("llminit: semantic_adapter and text_neighbours need the LLM item embeddings")
+        self.text_neighbours = TextNeighbours(llm_items, text_neighbours) if text_neighbours else None
         if self.semantic_adapter:
             table = torch.zeros(n_items + 2, llm_items.shape[1])
             table[1 : n_items + 1] = torch.as_tensor(llm_items, dtype=torch.float32)
@@ -150,8 +157,14 @@ class LLMInitRecommender(IDRecommender):
         rows = slice(1, self.n_items + 1)
         return self.anchor * (self.items.weight[rows] - self.anchor_table[rows]).pow(2).sum(-1).mean()
 
+    def setup(self, data) -> None:
+        if self.text_neighbours is not None:
+            self.text_neighbours.set_popularity(np.bincount(training_items(data), minlength=self.n_items + 1))
+
     def input_vectors(self, ids: Tensor) -> Tensor:
         vectors = self.items(ids)
+        if self.text_neighbours is not None:
+            vectors = self.text_neighbours.mix(vectors, ids, self.items)
         if not self.semantic_adapter:
             return vectors
         unique, inverse = torch.unique(ids, return_inverse=True)  # the adapter once per distinct item
@@ -167,6 +180,9 @@ class LLMInitRecommender(IDRecommender):
         grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
         if self.anchor > 0:
             self.anchor_table = insert_item_rows(self.anchor_table, torch.as_tensor(rows), self.n_items)
+        if self.text_neighbours is not None:  # a new item borrows from the trained items its text resembles
+            self.text_neighbours.add(as_vectors(llm_vectors, self.text_neighbours.keys.shape[1], "llminit"),
+                                     self.n_items)
         if self.semantic_adapter:  # the shared map then scores the new items from their text too
             llm = torch.as_tensor(as_vectors(llm_vectors, self.semantic_table.shape[1], "llminit"))
             self.semantic_table = insert_item_rows(self.semantic_table, llm.to(self.semantic_table), self.n_items)

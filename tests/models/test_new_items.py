@@ -118,6 +118,7 @@ def test_wrong_vectors_are_refused_with_the_width_named() -> None:
 
 @pytest.mark.parametrize(("name", "switches"), [
     ("alphafuse", {"null_dim": 4}), ("llminit", {"semantic_adapter": True, "anchor": 1.0}),
+    ("llminit", {"text_neighbours": 3}),
     ("llmesr", {"semantic_residual": True, "gate": "popularity", "view_norm": True}),
     ("llmesr", {"gate": "user"})])
 def test_new_items_of_the_full_ranking_switches_score_like_an_item_with_the_same_text(name, switches) -> None:

@@ -1,0 +1,69 @@
+"""Item vectors that borrow from the items whose text is closest (``model.text_neighbours``, esrkit).
+
+An item's trained ID vector is only as good as its interactions: a tail item's is trained by a handful, and an
+item added after training has none. Its LLM embedding says which items it resembles, and *their* ID vectors are
+trained. So each item's vector becomes a mix of its own ID vector and the mean ID vector of its K nearest items
+by text (cosine of the LLM embeddings, computed once):
+
+    e_i = (1 - g_i) ID_i + g_i mean_{j in kNN(i)} ID_j,   g_i = sigmoid(a + b z_i)
+
+with z_i the item's standardised log(1 + training count) and a, b learned (g = 0.5 at the start): the data
+decides how much an item of a given popularity leans on its neighbours, so a tail item gets the weight tail
+items as a group earned and a brand-new item (count 0) that of popularity 0. Gradients reach the neighbours' ID
+vectors too, so popular items are trained as the prototypes of their rare look-alikes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from esrkit.index.exact import exact_search, exact_topk, normalise_rows
+
+
+class TextNeighbours(nn.Module):
+    def __init__(self, llm_items: np.ndarray, k: int) -> None:
+        super().__init__()
+        n = llm_items.shape[0]
+        if not 1 <= k < n:
+            raise ValueError(f"model.text_neighbours = {k} must be between 1 and {n - 1} (items - 1)")
+        rows, _ = exact_topk(np.asarray(llm_items, dtype=np.float32), k)  # 0-based rows, most similar first
+        ids = torch.zeros(n + 2, k, dtype=torch.long)
+        ids[1 : n + 1] = torch.as_tensor(rows.astype(np.int64) + 1)
+        self.register_buffer("neighbour_ids", ids)  # row 0 (padding) and [MASK]: padding neighbours, vector 0
+        # unit LLM vectors of the trained items: where an item added later looks for its neighbours
+        self.register_buffer("keys", torch.as_tensor(normalise_rows(np.asarray(llm_items, dtype=np.float32))))
+        self.gate_bias = nn.Parameter(torch.zeros(()))
+        self.gate_slope = nn.Parameter(torch.zeros(()))
+        self.register_buffer("popularity_z", torch.zeros(n + 2))
+        self.register_buffer("unseen_z", torch.zeros(()))
+
+    def set_popularity(self, counts: np.ndarray) -> None:
+        """``counts`` (n_items + 1,): training interactions per item id (row 0 = padding)."""
+        logs = np.log1p(counts[1:].astype(np.float64))
+        mean, std = logs.mean(), max(logs.std(), 1e-12)
+        z = np.zeros(len(self.popularity_z))
+        z[1 : len(logs) + 1] = (logs - mean) / std
+        self.popularity_z.copy_(torch.as_tensor(z, dtype=torch.float32))
+        self.unseen_z.fill_(float(-mean / std))
+
+    def weight(self, ids: Tensor) -> Tensor:
+        """g_i: how much item i leans on its text neighbours, (..., 1)."""
+        return torch.sigmoid(self.gate_bias + self.gate_slope * self.popularity_z[ids]).unsqueeze(-1)
+
+    def mix(self, own: Tensor, ids: Tensor, table: nn.Embedding) -> Tensor:
+        borrowed = table(self.neighbour_ids[ids]).mean(-2)
+        g = self.weight(ids)
+        return (1 - g) * own + g * borrowed
+
+    def add(self, llm_vectors: np.ndarray, n_items: int) -> None:
+        """New items (ids n_items+1..): neighbours among the trained items by text, popularity 0."""
+        k = self.neighbour_ids.shape[1]
+        trained = self.keys.cpu().numpy()
+        rows, _ = exact_search(normalise_rows(np.asarray(llm_vectors, dtype=np.float32)), trained, k)
+        new = torch.as_tensor(rows.astype(np.int64) + 1, device=self.neighbour_ids.device)
+        nb = self.neighbour_ids
+        self.neighbour_ids = torch.cat([nb[: n_items + 1], new, nb[n_items + 1 :]])
+        z = self.popularity_z
+        self.popularity_z = torch.cat([z[: n_items + 1], self.unseen_z.expand(len(new)), z[n_items + 1 :]])

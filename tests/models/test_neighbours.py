@@ -1,0 +1,60 @@
+"""Text neighbours (esrkit/models/neighbours.py): who an item borrows from, and how much."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from esrkit.models.neighbours import TextNeighbours
+
+N, D, K = 12, 5, 3
+
+
+def table(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((N, D)).astype(np.float32)
+
+
+def test_neighbours_are_the_k_closest_other_items_by_cosine() -> None:
+    llm = table()
+    unit = llm / np.linalg.norm(llm, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    np.fill_diagonal(cos, -np.inf)
+    expected = np.argsort(-cos, axis=1, kind="stable")[:, :K] + 1  # item ids
+    nb = TextNeighbours(llm, K)
+    assert nb.neighbour_ids[1 : N + 1].tolist() == expected.tolist()
+    assert nb.neighbour_ids[0].eq(0).all() and nb.neighbour_ids[N + 1].eq(0).all()
+
+
+def test_mix_is_the_popularity_gated_average_of_own_and_neighbour_vectors() -> None:
+    nb = TextNeighbours(table(), K)
+    ids_table = nn.Embedding(N + 2, 4, padding_idx=0)
+    nb.set_popularity(np.arange(N + 1))
+    with torch.no_grad():
+        nb.gate_slope.fill_(-1.0)  # rarer items lean more on their neighbours
+    ids = torch.tensor([[2, 7, 0]])
+    out = nb.mix(ids_table(ids), ids, ids_table)
+    for col, item in enumerate([2, 7]):
+        g = torch.sigmoid(-1.0 * nb.popularity_z[item])
+        borrowed = ids_table.weight[nb.neighbour_ids[item]].mean(0)
+        torch.testing.assert_close(out[0, col], (1 - g) * ids_table.weight[item] + g * borrowed)
+    assert out[0, 2].abs().sum() == 0  # padding stays the zero vector
+    assert nb.weight(torch.tensor(2)) > nb.weight(torch.tensor(7))
+
+
+def test_a_new_item_borrows_from_the_trained_items_its_text_resembles() -> None:
+    llm = table()
+    nb = TextNeighbours(llm, K)
+    nb.set_popularity(np.arange(N + 1))
+    nb.add(llm[[4]] * 2.0, N)  # the text of item 5 (cosine 1 with it)
+    assert nb.neighbour_ids.shape[0] == N + 3
+    assert nb.neighbour_ids[N + 1, 0].item() == 5  # its twin is its nearest trained item
+    assert nb.neighbour_ids[N + 2].eq(0).all()  # [MASK] moved to the end, unchanged
+    assert nb.popularity_z[N + 1].item() == pytest.approx(nb.unseen_z.item())
+    assert nb.keys.shape[0] == N  # added items are never neighbours: their ID vectors are untrained
+
+
+def test_k_must_leave_a_neighbour() -> None:
+    with pytest.raises(ValueError, match="text_neighbours"):
+        TextNeighbours(table(), N)
