@@ -23,6 +23,7 @@ logits beside the loss on the fused logits.
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,6 @@ from torch import Tensor
 
 from esrkit.registry import Registry
 
-SAMPLERS = ("uniform", "popularity", "in_batch")
 
 
 @dataclass(frozen=True)
@@ -185,25 +185,39 @@ def ce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossC
     return (chunked_logsumexp(states, items, chunk) - positive).mean()
 
 
+def _uniform(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
+    ids = torch.randint(1, n_items + 1, (ctx.spec.negatives,), device=pos.device, generator=ctx.generator)
+    return ids, torch.full((len(ids),), -math.log(n_items), device=pos.device)
+
+
+def _popularity(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
+    if ctx.log_popularity is None:
+        raise ValueError("the popularity sampler needs the training item counts (LossContext.log_popularity)")
+    ids = torch.multinomial(ctx.log_popularity.exp(), ctx.spec.negatives, replacement=True,
+                            generator=ctx.generator) + 1
+    return ids, ctx.log_popularity[ids - 1]
+
+
+def _in_batch(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch's distinct positives; they occur about in proportion to popularity, so that is their Q."""
+    ids = torch.unique(pos)
+    if ctx.log_popularity is None:
+        return ids, torch.full((len(ids),), -math.log(n_items), device=pos.device)
+    return ids, ctx.log_popularity[ids - 1]
+
+
+# sampler name -> (shared negative ids (k,), log Q of each under the proposal)
+SAMPLER_FUNCTIONS = {"uniform": _uniform, "popularity": _popularity, "in_batch": _in_batch}
+SAMPLERS = tuple(SAMPLER_FUNCTIONS)
+
+
 def draw_shared_negatives(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """(ids (k,), log(k Q(ids))) from the configured proposal; ``in_batch`` uses the batch's distinct positives."""
-    spec, device = ctx.spec, pos.device
-    if spec.sampler == "in_batch":
-        ids = torch.unique(pos)
-    elif spec.sampler == "uniform":
-        ids = torch.randint(1, n_items + 1, (spec.negatives,), device=device, generator=ctx.generator)
-    elif spec.sampler == "popularity":
-        assert ctx.log_popularity is not None, "the popularity sampler needs item counts"
-        probs = ctx.log_popularity.exp()
-        ids = torch.multinomial(probs, spec.negatives, replacement=True, generator=ctx.generator) + 1
-    else:
-        raise ValueError(f"model.loss_sampler must be one of {SAMPLERS}, not {spec.sampler!r}")
-    k = ids.numel()
-    if spec.sampler == "uniform" or ctx.log_popularity is None:
-        log_q = torch.full((k,), -torch.log(torch.tensor(float(n_items))).item(), device=device)
-    else:
-        log_q = ctx.log_popularity[ids - 1]
-    return ids, log_q + torch.log(torch.tensor(float(k), device=device))
+    """(ids (k,), log(k Q(ids))) from the configured proposal (``model.loss_sampler``)."""
+    sampler = SAMPLER_FUNCTIONS.get(ctx.spec.sampler)
+    if sampler is None:
+        raise ValueError(f"model.loss_sampler must be one of {SAMPLERS}, not {ctx.spec.sampler!r}")
+    ids, log_q = sampler(ctx, n_items, pos)
+    return ids, log_q + math.log(ids.numel())
 
 
 def sampled_softmax_scores(scorer: ItemScorer, hs: Tensor, pos: Tensor, ids: Tensor, log_kq: Tensor) -> Tensor:
