@@ -5,7 +5,8 @@
 
 SASRec (hidden 64, causal, the plain ID model) on synthetic data with Beauty's length distribution (see
 train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds per
-step are the median over ``--batches`` steps after two warm-up steps. The full-softmax ``ce`` costs m x N x D
+step are the median over ``--batches`` steps after two warm-up steps, the losses taking turns step by step.
+The full-softmax ``ce`` costs m x N x D
 multiply-adds three times per step (m scored positions, N items) plus m x N exponentials, which no implementation
 avoids; the sampled losses cost m x k x D. Figures go to the "Ranking losses: step cost" section of RESULTS.md.
 """
@@ -39,19 +40,28 @@ LOSSES = [("bce", LossSpec("bce", negatives=1)), ("bpr", LossSpec("bpr", negativ
           ("ce", LossSpec("ce"))]
 
 
-def time_loss(data, spec: LossSpec, batches: int, hidden: int) -> float:
-    seqs = DeviceSequences(data, "cpu")
+def trainer_for(data, spec: LossSpec, hidden: int) -> Trainer:
     torch.manual_seed(0)
     model = MODELS.get("id")(data.n_items, hidden=hidden, causal=True)
-    trainer = Trainer(model, seqs, TrainerOptions(loss=spec), lambda m, e: {}, None, None, progress=False)
-    gen = torch.Generator().manual_seed(0)
-    order = trainer.epoch_order(0)
-    times = []
-    for b in range(batches + 2):
-        t0 = time.perf_counter()
-        trainer.step(order[b * 128 : (b + 1) * 128], gen)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[2:])
+    return Trainer(model, DeviceSequences(data, "cpu"), TrainerOptions(loss=spec), lambda m, e: {}, None, None,
+                   progress=False)
+
+
+def time_losses(data, specs: list[tuple[str, LossSpec]], batches: int, hidden: int) -> dict[str, float]:
+    """Median seconds per step of each loss. The losses take turns step by step (round robin), so a change of
+    load on a shared machine hits every loss alike instead of whichever ran at that moment."""
+    trainers = {label: trainer_for(data, spec, hidden) for label, spec in specs}
+    order = next(iter(trainers.values())).epoch_order(0)
+    gens = {label: torch.Generator().manual_seed(0) for label in trainers}
+    times: dict[str, list[float]] = {label: [] for label in trainers}
+    for b in range(batches + 2):  # the first two steps of each are warm-up
+        rows = order[b * 128 : (b + 1) * 128]
+        for label, trainer in trainers.items():
+            t0 = time.perf_counter()
+            trainer.step(rows, gens[label])
+            if b >= 2:
+                times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def main() -> None:
@@ -68,9 +78,9 @@ def main() -> None:
     data = beauty_scale(args.users, args.items)
     out = {"date": time.strftime("%Y-%m-%d"), "users": args.users, "items": args.items, "hidden": args.hidden,
            "threads": args.threads, "mean_length": float(data.lengths().mean()), "losses": {}}
-    for label, spec in LOSSES:
-        out["losses"][label] = time_loss(data, spec, args.batches, args.hidden)
-        print(f"{label}: {out['losses'][label] * 1000:.1f} ms/step", flush=True)
+    out["losses"] = time_losses(data, LOSSES, args.batches, args.hidden)
+    for label, sec in out["losses"].items():
+        print(f"{label}: {sec * 1000:.1f} ms/step", flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     if not args.no_write:
