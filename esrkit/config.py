@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePath
 from typing import Any
 
+from esrkit.registry import ENCODERS, LOSSES, MODELS, Registry
 from esrkit.resources import find_resource, list_resources, load_toml
 from esrkit.utils.errors import quote
 
@@ -319,8 +320,7 @@ def config_from_dict(tree: dict[str, Any]) -> RunConfig:
 # type-checked.
 Rule = Callable[[Any, RunConfig], "str | None"]
 
-LOSS_NAMES = ("bce", "bpr", "gbce", "ce", "sampled_softmax")  # esrkit/training/losses.py LOSSES (a test checks)
-LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")
+LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")  # esrkit/training/losses.py draws them
 GATES = ("none", "popularity", "user")  # esrkit/models/fusion.py
 PROTOCOL_NAMES = ("sampled", "full")
 WATCH_METRICS = ("hr", "ndcg")  # what the evaluator computes at every k of eval.ks
@@ -355,19 +355,19 @@ def each(rule: Rule, nonempty: bool = True) -> Rule:
     return check
 
 
-def registered(kind: str) -> Rule:
-    """A name in one of the model registries (built-in or registered by the user's own code)."""
+def registered(registry: Registry) -> Rule:
+    """A name in a registry (built-in, registered by the user's own code, or a ``package.module:Class``
+    plug-in that imports)."""
     def rule(v: str, cfg: RunConfig) -> str | None:
-        names = _registry_names(kind)
-        return None if v.lower() in names else f"is not a registered {kind}; known: {', '.join(names)}"
+        if v in registry:
+            return None
+        if registry.plugins and ":" in v:
+            try:
+                registry.get(v)
+            except KeyError as exc:
+                return str(exc.args[0])
+        return f"is not a registered {registry.kind}; known: {', '.join(registry.names())}"
     return rule
-
-
-def _registry_names(kind: str) -> list[str]:
-    # the registries live in esrkit.models, above config in the pipeline, and import torch: read only here
-    from esrkit.models import ENCODERS, MODELS
-
-    return {"model": MODELS, "encoder": ENCODERS}[kind].names()
 
 
 def resource(kind: str, *also: str) -> Rule:
@@ -438,8 +438,8 @@ RULES: dict[str, Rule] = {
     "retrieval.hnsw_m": at_least(2),
     "retrieval.hnsw_ef_construction": at_least(1),
     "retrieval.hnsw_ef": at_least(1),
-    "model.name": registered("model"),
-    "model.backbone": registered("encoder"),
+    "model.name": registered(MODELS),
+    "model.backbone": registered(ENCODERS),
     "model.hidden": all_of(at_least(1), divides_hidden("heads"), divides_hidden("cross_heads")),
     "model.layers": at_least(0),
     "model.heads": at_least(1),
@@ -451,7 +451,7 @@ RULES: dict[str, Rule] = {
     "model.alpha": at_least(0.0),
     "model.sd_loss": one_of("mse_mean", "paper"),
     "model.teacher_refresh": one_of("step", "epoch"),
-    "model.loss": one_of(*LOSS_NAMES),
+    "model.loss": registered(LOSSES),
     "model.loss_sampler": one_of(*LOSS_SAMPLERS),
     "model.gbce_t": between(0.0, 1.0),
     "model.gate": one_of(*GATES),

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esrkit.registry import Registry
+from esrkit.registry import ENCODERS, MODELS  # the registry instances live in the foundation layer
 
-ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
-MODELS: Registry[type[nn.Module]] = Registry("model")
+__all__ = ["ENCODERS", "MODELS", "Dropout", "InputStage", "build_encoder", "dropout", "dropout_scale",
+           "encoder_meta", "official_init"]
 
 
 @dataclass
@@ -167,5 +167,7 @@ def build_encoder(name: str, hidden: int, **options) -> nn.Module:
 
 
 def encoder_meta(name: str) -> dict:
+    """``objective`` and ``inputs`` of a registered encoder (or a ``package.module:Class`` plug-in's class
+    attributes), the registry's defaults where it declares none."""
     meta = ENCODERS.meta(name)
-    return {"objective": meta.get("objective", "seq2seq"), "inputs": meta.get("inputs", "transformer")}
+    return {"objective": meta["objective"], "inputs": meta["inputs"]}

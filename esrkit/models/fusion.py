@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GATES = ("none", "popularity", "user")
+from esrkit.config import GATES
 
 
 class ScoreNorm(nn.Module):

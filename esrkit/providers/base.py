@@ -37,7 +37,12 @@ from esrkit.utils.io import sha256_bytes, sha256_file, stable_json_hash
 
 log = logging.getLogger(__name__)
 
-PROVIDERS: Registry[type[Provider]] = Registry("provider")
+# built-in kinds register when their module is imported, on the first lookup (heavy libraries load only later,
+# when a provider first embeds); "package.module:Class" names a provider that lives outside esrkit
+PROVIDERS: Registry[type[Provider]] = Registry(
+    "provider", builtins=tuple(f"esrkit.providers.{m}" for m in
+                               ("hashing", "random", "openai", "decoder", "sentence_transformers")),
+    plugins=True)
 MODEL_LOCATORS: Registry[Callable[[str], Path]] = Registry("model locator")
 
 IDENTITY_VERSION = 1
@@ -319,15 +324,10 @@ def list_definitions() -> list[ProviderDefinition]:
 
 def provider_class(kind: str) -> type[Provider]:
     """A registered kind, or ``package.module:Class`` for a provider that lives outside esrkit."""
-    _import_builtin_providers()
-    if ":" in kind:
-        module, _, attr = kind.partition(":")
-        return getattr(importlib.import_module(module), attr)
     return PROVIDERS.get(kind)
 
 
 def provider_kinds() -> list[str]:
-    _import_builtin_providers()
     return PROVIDERS.names()
 
 
@@ -362,10 +362,3 @@ def load_provider(name_or_path: str, **overrides: Any) -> Provider:
         options[key.removeprefix("provider.")] = value
     return build_provider(definition.kind, options, name=definition.name, source=definition.source)
 
-
-_BUILTIN_MODULES = ("hashing", "random", "openai", "decoder", "sentence_transformers")
-
-
-def _import_builtin_providers() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"esrkit.providers.{module}")

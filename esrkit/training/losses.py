@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esrkit.registry import Registry
+from esrkit.config import LOSS_SAMPLERS
+from esrkit.registry import LOSSES  # the instance lives in the foundation layer (config checks loss names)
 
-SAMPLERS = ("uniform", "popularity", "in_batch")
+SAMPLERS = LOSS_SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,6 @@ class LossContext:
 
 
 LossFn = Callable[[ItemScorer, Tensor, Tensor, Tensor, LossContext], Tensor]
-LOSSES: Registry[LossFn] = Registry("loss")
 
 
 def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:

@@ -227,5 +227,8 @@ def test_config_accepts_exactly_the_registered_losses_and_samplers():
     from esrkit.models.fusion import GATES
     from esrkit.training.losses import SAMPLERS
 
-    assert sorted(config.LOSS_NAMES) == LOSSES.names()
+    for name in LOSSES.names():  # model.loss is checked against the LOSSES registry itself
+        assert config.resolve_recipe(None, [f"model.loss={name}"]).model.loss == name
+    with pytest.raises(config.ConfigError, match=r"model\.loss = 'nope': is not a registered loss; known: bce"):
+        config.resolve_recipe(None, ["model.loss=nope"])
     assert config.LOSS_SAMPLERS == SAMPLERS and config.GATES == GATES
