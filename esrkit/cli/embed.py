@@ -88,7 +88,7 @@ def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:  # accelerate launch / torchrun: shard the texts (docs/SCALING.md)
         from esrkit.embedding.distributed import embed_dataset_distributed
-        from esrkit.training.distributed import exit_rank_now, runtime, shutdown
+        from esrkit.utils.runtime import exit_rank_now, runtime, shutdown
 
         try:
             with provider:

@@ -57,7 +57,8 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
     <output-dir>/<name>/seed-<seed>/train.log (follow it with tail -f)."""
     from esrkit.cli.main import show_progress_lines
     from esrkit.reporting.console import results_table
-    from esrkit.training.distributed import exit_rank_now, runtime, shutdown
+    from esrkit.training.distributed import runtime
+    from esrkit.utils.runtime import exit_rank_now, shutdown
     from esrkit.training.pipeline import train as run_train
 
     show_progress_lines(quiet < 2)

@@ -51,6 +51,7 @@ from esrkit.embedding.pipeline import (
 from esrkit.prompts.templates import PromptTemplates
 from esrkit.providers.base import Provider
 from esrkit.utils.io import atomic_write_json, read_json
+from esrkit.utils.runtime import DistributedRuntime, init_process_group, runtime
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ def embed_dataset_distributed(data: SequenceData, provider: Provider, templates:
                               ) -> EmbeddingResult:
     """``embed_dataset`` over every process of the launch (see the module docstring); every rank returns the
     assembled result. Without a launcher (one process) it is ``embed_dataset`` itself."""
-    from esrkit.training.distributed import DistributedRuntime, init_process_group, runtime
-
     if not init_process_group(timeout_s=float(os.environ.get("ESRKIT_DIST_TIMEOUT_S", EMBED_TIMEOUT_S))):
         return embed_dataset(data, provider, templates, what, workdir, progress)
     rt = runtime()

@@ -40,6 +40,7 @@ from esrkit.training.objectives import SelfDistillation
 from esrkit.training.rundir import PROGRESS, RunDir, environment, git_commit
 from esrkit.training.trainer import TrainerOptions
 from esrkit.utils.io import atomic_write_json, fingerprint_array, load_npy, read_json, stable_json_hash
+from esrkit.utils.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,6 @@ class RunInputs:
         """Every user and item the trained model serves: the full dataset under the cold-item protocol (once
         the cold items are added), the training data otherwise."""
         return self.cold.split.full if self.cold is not None else self.data
-
-
-# ---------------------------------------------------------------------------------------------- devices
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
-    return dev
 
 
 # ---------------------------------------------------------------------------------------------- step 1: data
