@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models import MODELS
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.objectives import SelfDistillation
 from esrkit.training.trainer import Trainer, TrainerOptions
 

@@ -24,12 +24,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from train_speed import beauty_scale  # noqa: E402
 
+from esrkit.data.tensors import DeviceSequences  # noqa: E402
 from esrkit.models import MODELS  # noqa: E402
-from esrkit.training.batches import DeviceSequences  # noqa: E402
 from esrkit.training.losses import LossSpec  # noqa: E402
 from esrkit.training.trainer import Trainer, TrainerOptions  # noqa: E402
-from train_speed import beauty_scale  # noqa: E402
 
 LOSSES = [("bce", LossSpec("bce", negatives=1)), ("bpr", LossSpec("bpr", negatives=1)),
           ("gbce, 256 negatives", LossSpec("gbce", negatives=256)),

@@ -31,9 +31,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from esrkit.data.sequences import SequenceData  # noqa: E402
+from esrkit.data.tensors import DeviceSequences  # noqa: E402
 from esrkit.evaluation.evaluator import Evaluator  # noqa: E402
 from esrkit.models import MODELS  # noqa: E402
-from esrkit.training.batches import DeviceSequences  # noqa: E402
 from esrkit.training.objectives import SelfDistillation  # noqa: E402
 from esrkit.training.trainer import Trainer, TrainerOptions  # noqa: E402
 

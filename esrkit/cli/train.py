@@ -58,8 +58,8 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
     from esrkit.cli.main import show_progress_lines
     from esrkit.reporting.console import results_table
     from esrkit.training.distributed import runtime
-    from esrkit.utils.runtime import exit_rank_now, shutdown
     from esrkit.training.pipeline import train as run_train
+    from esrkit.utils.runtime import exit_rank_now, shutdown
 
     show_progress_lines(quiet < 2)
     cfg = _resolve(recipe, provider, sets, name, output_dir, workdir)

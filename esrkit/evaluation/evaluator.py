@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from esrkit.data.batches import prediction_input
 from esrkit.data.groups import Groups, compute_groups
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.metrics import metrics_from_ranks, rank_of_target
 from esrkit.evaluation.negatives import sample_eval_negatives
 from esrkit.models.recommender import SequentialRecommender
-from esrkit.training.batches import DeviceSequences, prediction_input
 
 PROTOCOLS = ("sampled", "full")
 

@@ -1,8 +1,8 @@
 """Models: sequence encoders (SASRec, BERT4Rec, GRU4Rec, or yours) and recommender families built on them."""
 
-from esrkit.models import bert4rec, gru4rec, sasrec  # noqa: F401  (register the built-in encoders)
-from esrkit.models.base import ENCODERS, MODELS, SeqInput, build_encoder, encoder_meta
-from esrkit.models import alphafuse, idrec, llmesr, popularity  # noqa: F401  (register the built-in model families)
+from esrkit.data.tensors import SeqInput
+from esrkit.models import alphafuse, bert4rec, gru4rec, idrec, llmesr, popularity, sasrec  # noqa: F401  (register the built-in encoders)  # noqa: F401  (register the built-in model families)
+from esrkit.models.base import ENCODERS, MODELS, build_encoder, encoder_meta
 from esrkit.models.recommender import ModelAssets, SequentialRecommender
 
 __all__ = ["ENCODERS", "MODELS", "ModelAssets", "SeqInput", "SequentialRecommender", "build_encoder", "build_model",

@@ -25,11 +25,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS, InputStage, build_encoder, official_init
 from esrkit.models.fusion import ScoreNorm
 from esrkit.models.idrec import common_options, score_options
-from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
-                                       insert_item_rows)
+from esrkit.models.recommender import (
+    ModelAssets,
+    SequentialRecommender,
+    as_vectors,
+    grow_embedding,
+    insert_item_rows,
+)
 
 
 class NullSpaceProjection:

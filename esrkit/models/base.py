@@ -24,7 +24,6 @@ then dropout) or ``plain`` (item vectors as they are).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,33 +34,6 @@ from esrkit.registry import ENCODERS, MODELS  # the registry instances live in t
 
 __all__ = ["ENCODERS", "MODELS", "Dropout", "InputStage", "build_encoder", "dropout", "dropout_scale",
            "encoder_meta", "official_init"]
-
-
-@dataclass
-class SeqInput:
-    """A batch of right-aligned item sequences."""
-
-    tokens: Tensor  # (B, L) long; 0 = padding, n_items + 1 = [MASK]
-    positions: Tensor  # (B, L) long; 1..len counted from the oldest kept item, 0 at padding
-    pad_count: Tensor  # (B,) long; padding slots of the official fixed max_len layout
-
-    @property
-    def mask(self) -> Tensor:
-        return self.tokens != 0
-
-    def rows(self, index: Tensor) -> SeqInput:
-        return SeqInput(self.tokens[index], self.positions[index], self.pad_count[index])
-
-    def last_columns(self, n: int) -> SeqInput:
-        """Keep the last ``n`` columns (sequences are right-aligned, so nothing real is lost if n >= max length)."""
-        return SeqInput(self.tokens[:, -n:], self.positions[:, -n:], self.pad_count)
-
-    def with_leading_pad(self) -> SeqInput:
-        """Prepend one padding column (used by recurrent encoders to read the padding input)."""
-        pad = torch.zeros_like(self.tokens[:, :1])
-        return SeqInput(
-            torch.cat([pad, self.tokens], 1), torch.cat([pad, self.positions], 1), self.pad_count
-        )
 
 
 # 8 mask values per random byte (bit 7 first, as np.unpackbits): 1 where the bit is set, scaled later

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS, InputStage, build_encoder, official_init
 from esrkit.models.fusion import ViewFusion
 from esrkit.models.idrec import common_options
 from esrkit.models.recommender import (

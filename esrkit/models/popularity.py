@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, SeqInput
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS
 from esrkit.models.recommender import ModelAssets, SequentialRecommender
 
 

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from esrkit.data.tensors import SeqInput
 from esrkit.embedding.pca import PCAProjection
-from esrkit.models.base import SeqInput, encoder_meta
+from esrkit.models.base import encoder_meta
 
 
 class NewItemsUnsupported(ValueError):

@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from esrkit.config import RunConfig
+from esrkit.data.batches import history_input
 from esrkit.embedding.pca import projection_from_table
 from esrkit.models import ModelAssets, SequentialRecommender
 from esrkit.models.recommender import NewItemsUnsupported
 from esrkit.prompts.templates import PromptTemplates, load_templates, render_item
 from esrkit.providers import Provider, build_provider, load_provider
-from esrkit.training.batches import history_input
 from esrkit.utils.io import read_json
 
 log = logging.getLogger(__name__)

@@ -47,12 +47,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from esrkit.data.batches import TrainBatch
+from esrkit.data.tensors import SeqInput, length_buckets
 from esrkit.evaluation.evaluator import Evaluator
-from esrkit.models.base import SeqInput
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
-from esrkit.training.batches import TrainBatch
-from esrkit.training.objectives import length_buckets
 from esrkit.training.trainer import StepContext, Trainer
 from esrkit.utils import runtime as processes
 from esrkit.utils.io import append_jsonl

@@ -20,19 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esrkit.models.base import SeqInput
+from esrkit.data.batches import TrainBatch, teacher_input
+from esrkit.data.tensors import DeviceSequences, SeqInput, length_buckets
 from esrkit.models.recommender import SequentialRecommender
-from esrkit.training.batches import DeviceSequences, TrainBatch, teacher_input
 from esrkit.training.losses import LossContext, ranking_loss_from_states
-
-
-def length_buckets(lengths: np.ndarray, n_buckets: int, min_size: int = 16) -> list[np.ndarray]:
-    """Row groups of similar length (sorted), at most ``n_buckets``, none smaller than ``min_size`` rows."""
-    order = np.argsort(lengths, kind="stable")
-    if n_buckets <= 1 or len(order) < 2 * min_size:
-        return [order]
-    n = min(n_buckets, len(order) // min_size)
-    return [chunk for chunk in np.array_split(order, n) if len(chunk)]
 
 
 def _bucket_inputs(

@@ -29,11 +29,11 @@ from esrkit.config import ConfigError, RunConfig, config_from_dict
 from esrkit.data.cold import ColdSplit, check_cold_options, cold_split
 from esrkit.data.groups import compute_groups, group_warnings
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import ModelAssets, SequentialRecommender, build_model, model_class
 from esrkit.resources import expand_path
 from esrkit.training import checkpoint as ckpt
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import runtime
 from esrkit.training.losses import LossSpec
 from esrkit.training.objectives import SelfDistillation

@@ -22,11 +22,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from esrkit.data.batches import TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
+from esrkit.data.tensors import DeviceSequences, length_buckets
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
-from esrkit.training.batches import DeviceSequences, TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
 from esrkit.training.losses import LossContext, LossSpec
-from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss, ranking_loss_and_student
+from esrkit.training.objectives import SelfDistillation, ranking_loss, ranking_loss_and_student
 from esrkit.training.rundir import RunDir, epoch_line
 from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
 

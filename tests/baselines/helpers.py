@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models.baselines import CITIES, MELT, CitiesOptions, MeltOptions, RLMRec, RLMRecOptions
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.trainer import StepContext, Trainer, TrainerOptions
 from tests.training.helpers import small_assets, small_data
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from esrkit.config import ModelConfig, config_from_dict, resolve_recipe
+from esrkit.data.tensors import make_input
 from esrkit.models import MODELS, ModelAssets, build_model
 from esrkit.training import checkpoint as ckpt
-from esrkit.training.batches import make_input
 from tests.baselines.helpers import BASELINES, MAX_LEN, make_model, run_steps
 from tests.training.helpers import small_assets, small_data
 

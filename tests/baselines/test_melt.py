@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import make_input
 from esrkit.models.baselines import MELT, MeltOptions
-from esrkit.training.batches import make_input
 from tests.baselines.helpers import MAX_LEN, make_model, run_steps
 from tests.training.helpers import small_data
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.batches import seq2seq_batch
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models.baselines.rlmrec import info_nce
 from esrkit.models.idrec import IDRecommender
-from esrkit.training.batches import DeviceSequences, seq2seq_batch
 from tests.baselines.helpers import MAX_LEN, make_model
 from tests.training.helpers import small_data
 
@@ -69,7 +70,7 @@ def test_prediction_is_the_plain_backbone() -> None:
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
     assert not missing and all(k.startswith("projector.") for k in unexpected)
     tokens = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
-    from esrkit.training.batches import make_input
+    from esrkit.data.tensors import make_input
 
     inp = make_input(tokens, MAX_LEN)
     with torch.no_grad():

@@ -126,8 +126,8 @@ class _FakeRuntime:
 
 def test_each_rank_gets_its_own_rng_state_back(tmp_path) -> None:
     """Dropout streams differ per rank; a resume gives every rank its own saved state (in-process check)."""
+    from esrkit.data.tensors import DeviceSequences
     from esrkit.models import MODELS
-    from esrkit.training.batches import DeviceSequences
     from esrkit.training.distributed import DistributedTrainer
     from esrkit.training.rundir import RunDir
     from esrkit.training.trainer import TrainerOptions

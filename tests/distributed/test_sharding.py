@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.tensors import DeviceSequences, length_buckets
 from esrkit.embedding.distributed import shard_of
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import MODELS
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import (
     Runtime,
     local_step,
@@ -23,7 +23,7 @@ from esrkit.training.distributed import (
     shard_range,
     weighted_losses,
 )
-from esrkit.training.objectives import SelfDistillation, length_buckets
+from esrkit.training.objectives import SelfDistillation
 from esrkit.training.trainer import StepContext, Trainer, TrainerOptions
 from esrkit.utils.io import sha256_text
 from tests.training.helpers import MAX_LEN, small_data

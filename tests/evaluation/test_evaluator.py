@@ -7,11 +7,10 @@ import torch
 from torch import nn
 
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences, SeqInput
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.evaluation.negatives import sample_eval_negatives
-from esrkit.models.base import SeqInput
 from esrkit.models.recommender import SequentialRecommender
-from esrkit.training.batches import DeviceSequences
 
 
 class FixedScores(SequentialRecommender):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.tensors import make_input
 from esrkit.models import MODELS
 from esrkit.models.base import dropout
 from esrkit.models.sasrec import SASRecEncoder
-from esrkit.training.batches import make_input
 
 MAX_LEN = 30
 

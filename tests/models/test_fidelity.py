@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esrkit.data.tensors import make_input
 from esrkit.models import MODELS
 from esrkit.models.sasrec import PaddedSelfAttention, SASRecEncoder
-from esrkit.training.batches import make_input
 
 MAX_LEN = 24
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.tensors import DeviceSequences, make_input
 from esrkit.models import MODELS
-from esrkit.training.batches import DeviceSequences, make_input
 from tests.models.test_fidelity import MAX_LEN, _random_sequences, _right_aligned, official_llmesr_log2feats
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -31,9 +31,10 @@ def test_llmesr_on_cuda_matches_the_official_layout(backbone: str) -> None:
 
 
 def test_training_step_on_cuda() -> None:
-    from tests.training.helpers import MAX_LEN as ML, small_assets, small_data
     from esrkit.training.objectives import SelfDistillation
     from esrkit.training.trainer import Trainer, TrainerOptions
+    from tests.training.helpers import MAX_LEN as ML
+    from tests.training.helpers import small_assets, small_data
 
     data = small_data()
     items, pca, nb = small_assets()

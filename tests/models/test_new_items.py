@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from esrkit.config import ModelConfig
+from esrkit.data.batches import history_input
 from esrkit.embedding.pca import pca_fit
 from esrkit.models import MODELS, ModelAssets, build_model
 from esrkit.models.recommender import NewItemsUnsupported, insert_item_rows
-from esrkit.training.batches import history_input
 
 N, D_LLM, HIDDEN, MAX_LEN = 40, 24, 8, 10
 

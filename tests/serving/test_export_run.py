@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 import esrkit
 from esrkit.cli.main import cli
+from esrkit.data.batches import prediction_input
 from esrkit.providers.base import Provider
-from esrkit.training.batches import prediction_input
 from esrkit.training.pipeline import load_run
 
 TINY = ["--set", "data.synthetic={n_users=200, n_items=300}", "--set", "train.epochs=1",

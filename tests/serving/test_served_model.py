@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.batches import prediction_input
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models.recommender import NewItemsUnsupported
 from esrkit.serving import UnknownItemsError
-from esrkit.training.batches import DeviceSequences, prediction_input
 from tests.serving.helpers import MAX_LEN, catalogue, served_model
 
 FAMILIES = [(), ("model.backbone=bert4rec",), ("model.backbone=gru4rec",), ("model.name=llminit",),

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from esrkit.data.synthetic import SyntheticOptions, generate
+from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models.popularity import PopularityRecommender, training_items
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.objectives import SelfDistillation
 from esrkit.training.trainer import Trainer, TrainerOptions
 

@@ -89,8 +89,9 @@ def test_training_options_learn(opts: dict) -> None:
 
 def test_sd_scales_differ_by_the_representation_size() -> None:
     """The official nn.MSELoss is Eq. 9 divided by the user-representation size (2 x 16 here)."""
+    from esrkit.data.batches import seq2seq_batch
+    from esrkit.data.tensors import DeviceSequences
     from esrkit.training.objectives import SelfDistillation
-    from esrkit.training.batches import DeviceSequences, seq2seq_batch
 
     data = small_data()
     _, _, neighbours = small_assets()
@@ -197,8 +198,8 @@ def test_custom_encoder_plugs_in_and_learns() -> None:
 
 def test_deterministic_teachers_are_encoded_once_with_identical_results(monkeypatch) -> None:
     """GRU4Rec has no dropout: repeated teachers are encoded once, and the teacher means do not change."""
+    from esrkit.data.tensors import DeviceSequences
     from esrkit.training import objectives
-    from esrkit.training.batches import DeviceSequences
 
     data = small_data()
     _, _, neighbours = small_assets()

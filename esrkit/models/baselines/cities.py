@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, Dropout, SeqInput
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS, Dropout
 from esrkit.models.baselines.common import BackboneFirst, TrainParts, long_tensor, read_options, token_chunks
 from esrkit.models.idrec import IDRecommender, common_options
 from esrkit.models.recommender import ModelAssets, insert_item_rows

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, SeqInput
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS
 from esrkit.models.baselines.common import (
     BackboneFirst,
     TrainParts,

@@ -124,7 +124,7 @@ class RLMRec(IDRecommender):
 
     def _masked_reconstruction(self, tokens: Tensor, generator: torch.Generator | None) -> Tensor:
         """RLMRec-Gen on sequences: hide a share of the positions, rebuild their LLM vectors from the context."""
-        from esrkit.training.batches import make_input
+        from esrkit.data.tensors import make_input
 
         real = tokens != 0
         draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
