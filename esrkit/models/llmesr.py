@@ -32,6 +32,7 @@ from esrkit.data.tensors import SeqInput
 from esrkit.models.base import MODELS, InputStage, build_encoder, official_init
 from esrkit.models.fusion import ViewFusion
 from esrkit.models.idrec import common_options
+from esrkit.models.popularity import training_items
 from esrkit.models.recommender import (
     ModelAssets,
     SequentialRecommender,
@@ -211,8 +212,6 @@ class LLMESR(SequentialRecommender):
 
     def setup(self, data) -> None:
         if self.fusion is not None and self.fusion.gate == "popularity":
-            from esrkit.models.popularity import training_items
-
             self.fusion.set_popularity(np.bincount(training_items(data), minlength=self.n_items + 1))
 
     def score_views(self) -> list[slice]:

@@ -73,6 +73,11 @@ class StepContext:
         """The ranking loss with this step's generator (shared negatives are drawn from it)."""
         return self.trainer.loss_context(self.generator)
 
+    def ranking_loss(self, batch: TrainBatch) -> torch.Tensor:
+        """The backbone's ranking loss of ``batch`` under this step's buckets and loss (a model hook that adds
+        its own terms to it, e.g. MELT's, calls this instead of importing the training objectives)."""
+        return ranking_loss(self.trainer.model, batch, self.loss, self.buckets)
+
 
 @dataclass
 class TrainState:

@@ -1,9 +1,8 @@
 """What the long-tail baselines share: option parsing, the training parts they learn from, the representation a
 prediction would use, and the two-stage schedule (backbone first, then the baseline) inside esrkit's one loop.
 
-Nothing here changes a model's forward pass; it is data preparation and training bookkeeping. esrkit.training is
-imported lazily inside functions: esrkit.models is imported by esrkit.training.batches, so a module-level import
-would be circular.
+Nothing here changes a model's forward pass; it is data preparation and training bookkeeping. What a baseline
+needs of the trainer (its ranking loss, the epoch's generator) comes through the ``StepContext`` its hooks get.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from esrkit.data.tensors import SeqInput
+from esrkit.data.tensors import SeqInput, length_buckets, make_input
 
 log = logging.getLogger(__name__)
 

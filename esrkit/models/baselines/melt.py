@@ -144,9 +144,7 @@ class MELT(BackboneFirst, IDRecommender):
     def training_loss(self, batch, ctx) -> dict[str, Tensor] | None:
         if not self.baseline_active:
             return None
-        from esrkit.training.objectives import ranking_loss
-
-        rank = ranking_loss(self, batch, ctx.loss, ctx.buckets)
+        rank = ctx.ranking_loss(batch)
         users, items = self._next_chunks(ctx.generator)
         epoch = self.baseline_epoch(ctx.epoch)
         user_loss = self.user_branch_loss(users, epoch, ctx.generator)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esrkit.data.tensors import make_input
 from esrkit.models.base import MODELS
 from esrkit.models.baselines.common import TrainParts, read_options, sequence_representation
 from esrkit.models.idrec import IDRecommender, common_options
@@ -124,8 +125,6 @@ class RLMRec(IDRecommender):
 
     def _masked_reconstruction(self, tokens: Tensor, generator: torch.Generator | None) -> Tensor:
         """RLMRec-Gen on sequences: hide a share of the positions, rebuild their LLM vectors from the context."""
-        from esrkit.data.tensors import make_input
-
         real = tokens != 0
         draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
         hidden = (draw < self.mask_ratio) & real
