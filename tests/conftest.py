@@ -53,7 +53,7 @@ def tiny_run_tree(tmp_path_factory) -> Path:
     with relative paths: tests copy the tree (``copy_tree``), chdir into the copy and damage what they
     like."""
     from esrkit.config import resolve_recipe
-    from esrkit.training.pipeline import train
+    from esrkit.runs.train import train
 
     root = tmp_path_factory.mktemp("tiny-run")
     previous = os.getcwd()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from esrkit.reporting.collect import load_run
+from esrkit.reporting.collect import read_run
 from esrkit.reporting.study import gains_markdown, gains_table
 
 RUNS = {"id": "beauty5-id-sasrec", "llminit-minilm": "beauty5-llminit-sasrec", "llmesr-minilm": "beauty5-llmesr-sasrec"}
@@ -21,7 +21,7 @@ RUNS = {"id": "beauty5-id-sasrec", "llminit-minilm": "beauty5-llminit-sasrec", "
 def main(root: str) -> None:
     runs = []
     for study_name, folder in RUNS.items():
-        run = load_run(Path(root) / folder)
+        run = read_run(Path(root) / folder)
         if run is None:
             sys.exit(f"{Path(root) / folder}: no finished seed")
         run.name = study_name

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from esrkit.config import config_from_dict
-from esrkit.training.pipeline import load_data
+from esrkit.runs.inputs import load_data
 from esrkit.utils.io import read_json
 
 

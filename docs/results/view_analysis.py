@@ -19,7 +19,7 @@ from esrkit.data.groups import pareto_threshold
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.models.popularity import training_items
-from esrkit.training.pipeline import load_run
+from esrkit.runs.load import load_run
 
 
 def top_lists(ev: Evaluator, users: torch.Tensor, items: torch.Tensor, k: int = 10) -> np.ndarray:

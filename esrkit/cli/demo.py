@@ -22,7 +22,7 @@ def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet) 
     and LLM-ESR, and print their test results under both protocols."""
     from esrkit.config import resolve_recipe
     from esrkit.reporting.console import results_table
-    from esrkit.training.pipeline import train
+    from esrkit.runs.train import train
     from esrkit.utils.io import stable_json_hash
 
     common = [f"train.epochs={epochs}", f"train.patience={patience}", f"train.seed={seed}",

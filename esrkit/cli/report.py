@@ -64,7 +64,7 @@ def report(paths, baseline, protocol, layout, k, show_std, out, figures, figures
     if out and tables:
         written += write_tables(tables, out, baseline)
     if wanted:
-        from esrkit.reporting.figures import draw_figures
+        from esrkit.runs.figures import draw_figures
 
         for name, path_or_reason in draw_figures(sorted(wanted), runs, _sweeps(paths), Path(out or "report"),
                                                  _protocols(protocol), dataset, metric, tsne_items, device):

@@ -17,7 +17,7 @@ def _open(path: str, device: str):
     if (folder / "manifest.json").exists():
         return load(folder, device)
     if (folder / "config.json").exists():
-        from esrkit.training.pipeline import load_run
+        from esrkit.runs.load import load_run
 
         return ServedModel.from_run(load_run(folder, device))
     raise click.BadParameter(f"{folder} is neither an export folder (manifest.json) nor a run folder "

@@ -43,7 +43,7 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
     from esrkit.cli.train import _seeds
-    from esrkit.reporting.study import StudyPlan, run_study
+    from esrkit.runs.study import StudyPlan, run_study
 
     plan = StudyPlan(recipe=recipe, providers=[p for p in providers.split(",") if p],
                      models=[m for m in models.split(",") if m], controls=controls,
@@ -89,8 +89,8 @@ def compare(plan, seeds, sets, only, output_dir, name, report_only, records, dry
     import dataclasses
 
     from esrkit.config import ConfigError
-    from esrkit.reporting.compare import load_plan
-    from esrkit.reporting.study import run_study
+    from esrkit.runs.compare import load_plan
+    from esrkit.runs.study import run_study
 
     try:
         study_plan = load_plan(plan, output_dir=output_dir, name=name or "")

@@ -38,8 +38,9 @@ def sweep(recipe, grids, mode, seeds, sets, provider, output_dir, prefix, workdi
       for i in 0 1 2 3; do CUDA_VISIBLE_DEVICES=$i esrkit sweep ... --shard $i/4 & done; wait
     """
     from esrkit.cli.train import _seeds
-    from esrkit.reporting.sweep import make_plan, parse_grid, parse_shard, run_sweep, write_sweep
-    from esrkit.reporting.sweep import shard as split
+    from esrkit.runs.sweep import make_plan, parse_grid, parse_shard, run_sweep
+    from esrkit.reporting.sweep import write_sweep
+    from esrkit.runs.sweep import shard as split
 
     try:
         grid = parse_grid(grids)

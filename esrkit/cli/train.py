@@ -58,7 +58,7 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
     from esrkit.cli.main import show_progress_lines
     from esrkit.reporting.console import results_table
     from esrkit.training.distributed import runtime
-    from esrkit.training.pipeline import train as run_train
+    from esrkit.runs.train import train as run_train
     from esrkit.utils.runtime import exit_rank_now, shutdown
 
     show_progress_lines(quiet < 2)
@@ -111,7 +111,7 @@ def _compare(summary: dict, baseline: Path) -> None:
 def evaluate(run_dir, split, protocols, device, as_json) -> None:
     """Re-evaluate a run's best checkpoint (both protocols, every group)."""
     from esrkit.reporting.console import results_table
-    from esrkit.training.pipeline import load_run, run_evaluator
+    from esrkit.runs.load import load_run, run_evaluator
 
     run = load_run(run_dir, device, add_cold=split == "test")
     result = run_evaluator(run, split).evaluate(run.model, protocols or ("sampled", "full"))

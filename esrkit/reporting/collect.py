@@ -190,7 +190,7 @@ def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:
                results={int(seed): rec["results"] for seed, rec in records.items()})
 
 
-def load_run(folder: Path, only_seed: int | None = None) -> Run | None:
+def read_run(folder: Path, only_seed: int | None = None) -> Run | None:
     """A run folder (``<name>/``) or, with ``only_seed``, just one of its seeds; None when nothing finished."""
     records = folder_records(folder, only_seed)
     if records:
@@ -206,7 +206,7 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def has_finished_seed(folder: Path) -> bool:
-    """True when ``load_run`` would find something to report (a run still training its first seed has nothing)."""
+    """True when ``read_run`` would find something to report (a run still training its first seed has nothing)."""
     return (folder / "summary.json").exists() or any((d / "results.json").exists() for d in _seed_dirs(folder))
 
 
@@ -235,7 +235,7 @@ def collect_runs(paths: Iterable[str | Path]) -> list[Run]:
             raise FileNotFoundError(f"{path}: not a folder")
         for folder, seed in _find(path, 0):
             key = folder.resolve()
-            run = load_run(folder, seed)
+            run = read_run(folder, seed)
             if run is None:
                 continue
             if key in seen:  # a seed folder and its run folder both given: merge seeds

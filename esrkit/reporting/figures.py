@@ -4,10 +4,11 @@
   5-group bucket on a second axis when runs are given;
 * Figure 3 ``figure_sweep``: test N@10 / H@10 against each swept value (alpha, N), from a ``sweep.json``;
 * Figure 4 ``figure_groups``: bars per 5-group user and item bucket, one bar per model;
-* Figure 5 ``figure_tsne``: t-SNE of item embeddings coloured by popularity bucket (a run's best checkpoint and
-  the raw LLM item embeddings: ``tsne_panels``).
+* Figure 5 ``figure_tsne``: t-SNE of item embeddings coloured by popularity bucket (the vectors of trained
+  runs and the raw LLM item embeddings, given by esrkit/runs/figures.py: reporting never loads a model).
 
-Every function saves the PNG and returns the ``Figure`` so tests can count bars and lines.
+Every function saves the PNG and returns the ``Figure`` so tests can count bars and lines. ``esrkit report
+--figures`` draws them from run folders with esrkit/runs/figures.py.
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from esrkit.data.groups import ITEM_BUCKET_EDGES, ITEM_BUCKET_LABELS, USER_BUCKET_EDGES, USER_BUCKET_LABELS
+from esrkit.data.groups import (
+    ITEM_BUCKET_EDGES,
+    ITEM_BUCKET_LABELS,
+    USER_BUCKET_EDGES,
+    USER_BUCKET_LABELS,
+    evaluated_input_length,
+)
+from esrkit.data.stats import dataset_stats
 from esrkit.reporting.collect import Run, protocol_title, unique_labels
-from esrkit.reporting.tables import column_title
+from esrkit.reporting.tables import column_title, format_value
 
 USER_GROUPS = tuple(f"user_{b}" for b in USER_BUCKET_LABELS)
 ITEM_GROUPS = tuple(f"item_{b}" for b in ITEM_BUCKET_LABELS)
@@ -123,10 +131,10 @@ def figure_sweep(sweep: dict[str, Any], path: str | Path, protocol: str | None =
             chosen = [j for j, (_, e) in enumerate(points) if e.get("name") == best]
             if chosen:
                 ax.scatter(x[chosen], y[chosen], s=160, facecolors="none", edgecolors="black", zorder=3)
-        ax.set_xticks(x, [_fmt(v) for v, _ in points])
+        ax.set_xticks(x, [format_value(v) for v, _ in points])
         ax.set_xlabel(key.split(".")[-1])
         ax.set_ylabel(f"test [{protocol}]")
-        others = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in anchor.items() if k != key)
+        others = ", ".join(f"{k.split('.')[-1]}={format_value(v)}" for k, v in anchor.items() if k != key)
         ax.set_title(f"{key.split('.')[-1]}" + (f" ({others})" if others else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -136,12 +144,6 @@ def figure_sweep(sweep: dict[str, Any], path: str | Path, protocol: str | None =
     return fig
 
 
-def _fmt(v: Any) -> str:
-    from esrkit.reporting.sweep import format_value
-
-    return format_value(v)
-
-
 # ---------------------------------------------------------------------------------------------- Figure 5
 def popularity_buckets(popularity: np.ndarray) -> np.ndarray:
     """Bucket index (the paper's 1-9 / 10-29 / 30-59 / 60-99 / 100+) of each item's popularity."""
@@ -149,7 +151,7 @@ def popularity_buckets(popularity: np.ndarray) -> np.ndarray:
 
 
 def tsne_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # optional heavy dependency: scikit-learn loads only for t-SNE
 
     n = len(vectors)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
@@ -183,36 +185,6 @@ def figure_tsne(panels: list[tuple[str, np.ndarray]], popularity: np.ndarray, pa
     return fig
 
 
-def tsne_panels(run_dirs: list[str | Path], device: str = "cpu") -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
-    """(panels, popularity) from seed folders: each run's ``all_item_vectors()`` of its best checkpoint, then the
-    raw LLM item embeddings (once) when a run loaded them. Runs must share a dataset."""
-    import torch
-
-    from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS
-    from esrkit.training.pipeline import load_run as load_trained
-
-    panels: list[tuple[str, np.ndarray]] = []
-    llm, popularity, fingerprint = None, None, None
-    for run_dir in run_dirs:
-        run = load_trained(run_dir, device, add_cold=False)
-        fp = run.inputs.fingerprints.get("data")
-        if fingerprint is not None and fp != fingerprint:
-            raise ValueError(f"{run_dir}: another dataset than {run_dirs[0]}; one t-SNE figure per dataset")
-        fingerprint = fp
-        with torch.no_grad():
-            vectors = run.model.all_item_vectors()[1: run.inputs.data.n_items + 1].float().cpu().numpy()
-        m = run.cfg.model
-        label = BACKBONE_LABELS.get(m.backbone, m.backbone) if m.name == "id" else MODEL_LABELS.get(m.name, m.name)
-        panels.append((f"{label} ({run.cfg.name}) d={vectors.shape[1]}", vectors))
-        if llm is None and run.inputs.assets.llm_items is not None:
-            llm = np.asarray(run.inputs.assets.llm_items)
-        popularity = run.inputs.data.item_popularity()[1:]
-    if llm is not None:
-        panels.append((f"raw LLM item embeddings d={llm.shape[1]}", llm))
-    assert popularity is not None
-    return panels, popularity
-
-
 # ---------------------------------------------------------------------------------------------- Figure 1
 def _bucket_centres(values: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
     """Median value inside each bucket (where a bucket's point sits on the histogram's x axis)."""
@@ -229,9 +201,6 @@ def figure_longtail(data: Any, path: str | Path, runs: list[Run] | None = None, 
                     metric: str = "ndcg@10", max_len: int = 200) -> Figure:
     """(a) users per sequence length, (b) items per popularity (log-log), each with the models' ``metric`` per
     5-group bucket on a second y axis (one line per run)."""
-    from esrkit.data.groups import evaluated_input_length
-    from esrkit.data.stats import dataset_stats
-
     stats = dataset_stats(data, max_len=max_len)
     lengths = data.lengths()
     pop = data.item_popularity()[1:]
@@ -274,84 +243,3 @@ def figure_longtail(data: Any, path: str | Path, runs: list[Run] | None = None, 
 
 FIGURES: dict[str, Callable[..., Figure]] = {
     "fig1": figure_longtail, "fig3": figure_sweep, "fig4": figure_groups, "fig5": figure_tsne}
-
-
-# ---------------------------------------------------------------------------------------------- from runs
-def _fig5_runs(block: list[Run]) -> list[Run]:
-    """The runs Figure 5 compares: the plain backbone, LLMInit and the full LLM-ESR (those present)."""
-    from esrkit.reporting.tables import pick_reference
-
-    picked = [next((r for r in block if r.model == m), None) for m in ("id", "llminit")]
-    picked.append(pick_reference([r for r in block if r.is_proposed]))
-    return [r for r in picked if r is not None]
-
-
-def _load_dataset(run: Run) -> Any:
-    from esrkit.config import config_from_dict
-    from esrkit.training.pipeline import load_data
-
-    return load_data(config_from_dict(run.config))
-
-
-def _figure1(runs: list[Run], out: Path, protocol: str, dataset: str | Path | None, metric: str
-             ) -> list[tuple[str, Any]]:
-    from esrkit.reporting.collect import dataset_names
-    from esrkit.reporting.tables import slug
-
-    if dataset:
-        from esrkit.data.sequences import SequenceData
-
-        data = SequenceData.load(dataset)
-        mine = sorted((r for r in runs if r.dataset_key == data.fingerprint()), key=lambda r: (r.order, r.label))
-        path = out / f"figure1-{slug(data.name)}.png"
-        figure_longtail(data, path, mine, protocol, metric)
-        return [("fig1", path)]
-    if not runs:
-        return [("fig1", "no runs and no --dataset")]
-    names = dataset_names(runs)
-    done: list[tuple[str, Any]] = []
-    for key, name in names.items():
-        mine = sorted((r for r in runs if r.dataset_key == key), key=lambda r: (r.order, r.label, r.name))
-        path = out / f"figure1-{slug(name)}-{protocol}.png"
-        figure_longtail(_load_dataset(mine[0]), path, mine, protocol, metric,
-                        mine[0].config.get("data", {}).get("max_len", 200))
-        done.append(("fig1", path))
-    return done
-
-
-def draw_figures(names: list[str], runs: list[Run], sweeps: list[Path], out: Path,
-                 protocols: tuple[str, ...] = ("sampled",), dataset: str | Path | None = None,
-                 metric: str = "ndcg@10", tsne_items: int = 3000, device: str = "cpu") -> list[tuple[str, Any]]:
-    """What ``esrkit report --figures`` draws: (name, Path written or the reason it was skipped)."""
-    from esrkit.reporting.collect import group_runs
-    from esrkit.reporting.sweep import load_sweep
-    from esrkit.reporting.tables import backbone_label, slug
-
-    done: list[tuple[str, Any]] = []
-    blocks = group_runs(runs)
-    if "fig1" in names:
-        done += _figure1(runs, out, protocols[0], dataset, metric)
-    if "fig3" in names:
-        for sweep_path in sweeps:
-            path = out / f"figure3-{slug(sweep_path.parent.name)}.png"
-            figure_sweep(load_sweep(sweep_path), path)
-            done.append(("fig3", path))
-        if not sweeps:
-            done.append(("fig3", "no sweep.json under the given paths"))
-    if "fig4" in names:
-        for (ds, backbone), block in blocks.items():
-            for protocol in protocols:
-                path = out / f"figure4-{slug(ds)}-{backbone}-{protocol}.png"
-                figure_groups(block, path, protocol, title=f"{ds} / {backbone_label(backbone)}")
-                done.append(("fig4", path))
-    if "fig5" in names:
-        for (ds, backbone), block in blocks.items():
-            chosen = _fig5_runs(block)
-            if not chosen:
-                continue
-            panels, pop = tsne_panels([r.seed_dir() for r in chosen], device)
-            path = out / f"figure5-{slug(ds)}-{backbone}.png"
-            figure_tsne(panels, pop, path, max_items=tsne_items, title=f"{ds} / {backbone_label(backbone)}: "
-                        "t-SNE of item embeddings by popularity")
-            done.append(("fig5", path))
-    return done

@@ -23,6 +23,7 @@ from typing import Any
 
 from esrkit.evaluation.significance import seed_ttest
 from esrkit.reporting.collect import BACKBONE_LABELS, Run, group_runs, unique_labels
+from esrkit.utils.io import atomic_write_text
 
 GROUP_TITLES = {"overall": "Overall", "tail_item": "Tail Item", "head_item": "Head Item",
                 "tail_user": "Tail User", "head_user": "Head User", "cold_item": "Cold Item"}
@@ -260,6 +261,16 @@ def _differences(settings: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     return [k for k in settings if k in ref and settings[k] != ref[k]]
 
 
+def format_value(value: Any) -> str:
+    """A config value as a label (a sweep setting's name, a figure's tick): ``true``, ``0.5``, ``1e-05``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
 def _fmt_value(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
@@ -464,8 +475,6 @@ def to_console(table: Table, baseline: str | None = None) -> str:
 
 def write_tables(tables: list[Table], out_dir: str | Path, baseline: str | None = None) -> list[Path]:
     """``<layout>-<dataset>-<protocol>.md`` per table, one ``<layout>.csv`` with every cell, ``tables.md``."""
-    from esrkit.utils.io import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

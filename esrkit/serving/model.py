@@ -25,6 +25,7 @@ from esrkit.models import ModelAssets, SequentialRecommender
 from esrkit.models.recommender import NewItemsUnsupported
 from esrkit.prompts.templates import PromptTemplates, load_templates, render_item
 from esrkit.providers import Provider, build_provider, load_provider
+from esrkit.serving.folder import write_export
 from esrkit.utils.io import read_json
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ class ServedModel:
     # ------------------------------------------------------------------ building and saving
     @classmethod
     def from_run(cls, run: Any) -> ServedModel:
-        """From a ``LoadedRun`` (training.pipeline.load_run): everything a self-contained export holds."""
+        """From a ``LoadedRun`` (esrkit.runs.load.load_run): everything a self-contained export holds."""
         cfg, inputs, data = run.cfg, run.inputs, run.data
         assets = inputs.assets
         projection = assets.pca_projection
@@ -400,7 +401,5 @@ class ServedModel:
                    provider=provider, templates=templates, users=UserHistories.from_data(data), info=info)
 
     def save(self, path: Any, overwrite: bool = False, users: bool = True) -> Any:
-        """Write a self-contained export folder (see esrkit/serving/export.py)."""
-        from esrkit.serving.export import write_export
-
+        """Write a self-contained export folder (see esrkit/serving/folder.py)."""
         return write_export(self, path, overwrite=overwrite, users=users)

@@ -129,7 +129,7 @@ class RunDir:
         if finished:
             return "finished"
         old = read_json(self.path / "config.json")
-        if _strip_volatile(old) != _strip_volatile(config):
+        if comparable_config(old) != comparable_config(config):
             raise ValueError(f"{self.path}: --resume with a different configuration; start a new run instead")
         self.verify_checkpoints()  # a damaged checkpoint stops the resume before anything is rewritten
         return "resume"
@@ -203,7 +203,9 @@ def epoch_line(record: dict[str, Any], watch: str, protocol: str) -> str:
     return f"{line} | {seconds}"
 
 
-def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:
+def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config without what may change between a run and its continuation (output folder, epoch
+    budget, device): what ``--resume`` and a sweep's reuse of a finished run compare."""
     cfg = _with_defaults(cfg)
     cfg.pop("output_dir", None)
     train = dict(cfg.get("train", {}))

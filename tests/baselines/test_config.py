@@ -70,7 +70,8 @@ def test_a_checkpoint_predicts_without_setup(name: str, tmp_path) -> None:
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_pipeline_trains_evaluates_and_reloads(name: str, tmp_path) -> None:
-    from esrkit.training.pipeline import load_run, train
+    from esrkit.runs.load import load_run
+    from esrkit.runs.train import train
 
     extra = {"cities": {"pretrain_epochs": 1, "item_batch": 16, "layers": 1},
              "melt": {"pretrain_epochs": 1}, "rlmrec": {}}[name]

@@ -33,7 +33,7 @@ def _train_args(recipe: Path, name: str, *extra: str) -> list[str]:
 def runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(recipe, single-process run, 2-process run): the same recipe, 2 epochs, global batch 23."""
     from esrkit.config import resolve_recipe
-    from esrkit.training.pipeline import train
+    from esrkit.runs.train import train
 
     root = tmp_path_factory.mktemp("ddp")
     recipe = write_training_setup(root)

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 from esrkit.config import ConfigError
-from esrkit.reporting.compare import load_plan
-from esrkit.reporting.study import run_study
+from esrkit.runs.compare import load_plan
+from esrkit.runs.study import run_study
 
 PLAN = """
 description = "two losses on the synthetic catalogue"

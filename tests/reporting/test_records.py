@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from esrkit.reporting.collect import folder_records, load_run, run_from_records
+from esrkit.reporting.collect import folder_records, read_run, run_from_records
 from esrkit.reporting.records import differences, merge_records, read_record_file
 
 
@@ -66,8 +66,8 @@ def test_folder_records_skip_a_seed_still_training(tmp_path) -> None:
     assert folder_records(tmp_path / "run")["42"]["config"]["train"]["seed"] == 42
     assert list(folder_records(tmp_path / "run", only_seed=100)) == ["100"]
     assert folder_records(tmp_path / "run", only_seed=43) == {}
-    assert load_run(tmp_path / "run").seeds == [7, 42, 100]
-    assert load_run(tmp_path / "run", only_seed=43) is None
+    assert read_run(tmp_path / "run").seeds == [7, 42, 100]
+    assert read_run(tmp_path / "run", only_seed=43) is None
     assert folder_records(tmp_path / "missing") == {}
 
 

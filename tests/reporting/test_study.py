@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from esrkit.reporting.study import StudyPlan, run_study
+from esrkit.runs.study import StudyPlan, run_study
 
 
 @pytest.mark.slow

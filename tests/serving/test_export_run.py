@@ -14,7 +14,7 @@ import esrkit
 from esrkit.cli.main import cli
 from esrkit.data.batches import prediction_input
 from esrkit.providers.base import Provider
-from esrkit.training.pipeline import load_run
+from esrkit.runs.load import load_run
 
 TINY = ["--set", "data.synthetic={n_users=200, n_items=300}", "--set", "train.epochs=1",
         "--set", "train.max_batches_per_epoch=2", "--set", "eval.batch_size=128", "--set", "data.max_len=20",

@@ -83,7 +83,7 @@ def test_neighbours_are_matched_by_user_id_not_position() -> None:
 
     from esrkit.data.sequences import SequenceData
     from esrkit.index import NeighbourTable
-    from esrkit.training.pipeline import neighbour_rows
+    from esrkit.runs.inputs import neighbour_rows
 
     data = SequenceData.from_sequences([[1, 2, 3]] * 4, n_items=3, user_ids=["a", "b", "c", "d"])
     # a table stored in another user order (b, a, c, d): b -> a, c;  a -> b, d;  c -> a, b;  d -> c, a

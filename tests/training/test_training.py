@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from esrkit.models import ENCODERS, MODELS
-from esrkit.training.pipeline import _epochs_seconds
+from esrkit.runs.train import _epochs_seconds
 from esrkit.training.rundir import RunDir
 from tests.training.helpers import (
     HIDDEN_ID,

@@ -116,8 +116,6 @@ class TrainParts:
 def prediction_layout(tokens: Tensor, max_len: int, objective: str, mask_token: int) -> SeqInput:
     """Right-aligned item windows -> the input a prediction would see: BERT4Rec (cloze) appends [MASK] and keeps
     ``max_len - 1`` items, every other backbone keeps the last ``max_len`` items."""
-    from esrkit.data.tensors import make_input
-
     if objective == "cloze":
         kept = tokens[:, -(max_len - 1):] if max_len > 1 else tokens[:, :0]
         tokens = torch.cat([kept, torch.full_like(tokens[:, :1], mask_token)], 1)
@@ -132,8 +130,6 @@ def sequence_representation(
 ) -> Tensor:
     """(n, D): the user representation a prediction would use for each window (its last position), encoded in
     a few length buckets so short windows are not padded to the longest (exact: rows are independent)."""
-    from esrkit.data.tensors import length_buckets
-
     inp = prediction_layout(tokens, max_len, objective, mask_token)
     lengths = inp.mask.sum(1)
     lengths_np = lengths.cpu().numpy()

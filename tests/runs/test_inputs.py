@@ -6,7 +6,7 @@ import numpy as np
 
 from esrkit.config import resolve_recipe
 from esrkit.data.synthetic import SyntheticOptions, generate
-from esrkit.training.pipeline import load_embeddings
+from esrkit.runs.inputs import load_embeddings
 
 
 def _table(tmp_path, n_items: int) -> str:
