@@ -25,7 +25,7 @@ def _describe(s) -> str:
 @WORKDIR
 def list_command(workdir: Path) -> None:
     """One line per provider identity: hash, kind, model, width, vectors."""
-    from esrkit.embedding.cache import CacheError, list_caches
+    from esrkit.embedding.cache import CacheError, list_caches  # lazy: the CLI starts fast (cli/__init__.py)
 
     try:
         summaries = list_caches(workdir)
@@ -44,7 +44,7 @@ def merge_command(source: Path, workdir: Path) -> None:
     SOURCE: another workdir, its cache/ folder, or one identity folder. Identities never mix; rows already present
     are kept; rerun to finish an interrupted merge.
     """
-    from esrkit.embedding.cache import CacheError, merge_caches
+    from esrkit.embedding.cache import CacheError, merge_caches  # lazy: the CLI starts fast
 
     try:
         summaries = merge_caches(source, workdir)

@@ -6,6 +6,9 @@ import time
 
 import click
 
+from esrkit.config import resolve_recipe
+from esrkit.utils.io import stable_json_hash
+
 
 @click.command()
 @click.option("--epochs", default=20, show_default=True, help="Maximum epochs per model (early stopping applies).")
@@ -20,10 +23,8 @@ import click
 def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet) -> None:
     """Generate the synthetic catalogue, embed it offline, build the similar-user index, train SASRec, LLMInit
     and LLM-ESR, and print their test results under both protocols."""
-    from esrkit.config import resolve_recipe
-    from esrkit.reporting.console import results_table
+    from esrkit.reporting.console import results_table  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
     from esrkit.runs.train import train
-    from esrkit.utils.io import stable_json_hash
 
     common = [f"train.epochs={epochs}", f"train.patience={patience}", f"train.seed={seed}",
               f"train.batch_size={batch_size}",

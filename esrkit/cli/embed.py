@@ -63,7 +63,7 @@ def resolve_dataset(path: str, workdir: Path) -> Path:
 def embed(provider_name: str, dataset: str, templates: str, what: str, workdir: Path, overrides: tuple[str, ...],
           dry_run: bool, no_progress: bool) -> None:
     """Embed item and user prompts with a provider; vectors are cached per provider and text."""
-    from esrkit.embedding.cache import CacheError
+    from esrkit.embedding.cache import CacheError  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
     from esrkit.prompts.templates import load_templates
     from esrkit.providers.base import ProviderError, load_provider
 
@@ -83,11 +83,11 @@ def embed(provider_name: str, dataset: str, templates: str, what: str, workdir: 
 
 
 def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: Path, progress: bool) -> None:
-    from esrkit.embedding.pipeline import embed_dataset
+    from esrkit.embedding.pipeline import embed_dataset  # lazy: the CLI starts fast
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:  # accelerate launch / torchrun: shard the texts (docs/SCALING.md)
-        from esrkit.embedding.distributed import embed_dataset_distributed
+        from esrkit.embedding.distributed import embed_dataset_distributed  # lazy: only under a launcher
         from esrkit.utils.runtime import exit_rank_now, runtime, shutdown
 
         try:
@@ -126,7 +126,7 @@ def _run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: 
 
 
 def _dry_run(data: SequenceData, provider: Any, templates: Any, what: str, workdir: Path) -> None:
-    from esrkit.embedding.pipeline import plan_dataset
+    from esrkit.embedding.pipeline import plan_dataset  # lazy: the CLI starts fast
 
     plan = plan_dataset(data, provider, templates, what=what, workdir=workdir)
     click.echo(f"dry run: {provider.name} ({provider.identity.model}); nothing is embedded or sent")

@@ -38,7 +38,11 @@ def new(name, dataset, provider, backbone, out, force) -> None:
       esrkit recipe new ml --dataset data/ml --provider minilm
       esrkit train -r ml
     """
-    from esrkit.runs.scaffold import check_written, scaffold, write
+    from esrkit.runs.scaffold import (  # lazy: the CLI starts fast (cli/__init__.py)
+        check_written,
+        scaffold,
+        write,
+    )
 
     try:
         s = scaffold(name, dataset, provider, backbone, out, force)

@@ -49,7 +49,7 @@ def report(paths, baseline, protocol, layout, k, show_std, out, figures, figures
       esrkit report runs/ --baseline SASRec --protocol sampled
       esrkit report runs/ runs/sweep-beauty-sasrec --figures --out report/
     """
-    from esrkit.reporting.collect import collect_runs
+    from esrkit.reporting.collect import collect_runs  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
     from esrkit.reporting.tables import build_tables, to_console, write_tables
 
     runs = collect_runs(paths) if paths else []
@@ -64,7 +64,7 @@ def report(paths, baseline, protocol, layout, k, show_std, out, figures, figures
     if out and tables:
         written += write_tables(tables, out, baseline)
     if wanted:
-        from esrkit.runs.figures import draw_figures
+        from esrkit.runs.figures import draw_figures  # lazy: the CLI starts fast
 
         for name, path_or_reason in draw_figures(sorted(wanted), runs, _sweeps(paths), Path(out or "report"),
                                                  _protocols(protocol), dataset, metric, tsne_items, device):

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 
+from esrkit.config import parse_override
 from esrkit.utils.errors import quote
 
 
 def _open(path: str, device: str):
     """A ServedModel from an export folder (manifest.json) or a run folder (config.json)."""
-    from esrkit.serving import ServedModel, load
+    from esrkit.serving import ServedModel, load  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
 
     folder = Path(path)
     if (folder / "manifest.json").exists():
         return load(folder, device)
     if (folder / "config.json").exists():
-        from esrkit.runs.load import load_run
+        from esrkit.runs.load import load_run  # lazy: the CLI starts fast
 
         return ServedModel.from_run(load_run(folder, device))
     raise click.BadParameter(f"{folder} is neither an export folder (manifest.json) nor a run folder "
@@ -63,7 +65,7 @@ def recommend(path, user, history, all_users, k, output, fmt, exclude, include_h
     if all_users and not output:
         raise click.UsageError("--all-users writes a file: add -o recs.csv (or .jsonl)")
     if all_users:
-        from esrkit.serving.files import output_format
+        from esrkit.serving.files import output_format  # lazy: the CLI starts fast
 
         try:
             fmt = output_format(output, fmt)  # before loading anything
@@ -94,11 +96,9 @@ def recommend(path, user, history, all_users, k, output, fmt, exclude, include_h
 
 
 def _all_users(model, output: str, k: int, fmt: str, include_history: bool, quiet: bool) -> None:
-    import time
+    from tqdm.auto import tqdm  # lazy, as the serving stack below
 
-    from tqdm.auto import tqdm
-
-    from esrkit.serving.files import write_all_users
+    from esrkit.serving.files import write_all_users  # lazy: the CLI starts fast
 
     start = time.perf_counter()
     with tqdm(total=len(model.require_users()), unit="user", disable=quiet, dynamic_ncols=True) as bar:
@@ -118,7 +118,7 @@ def _all_users(model, output: str, k: int, fmt: str, include_history: bool, quie
 def export(run_dir, output, without_users, overwrite, device) -> None:
     """A self-contained folder of a trained run: loads with no dataset, no cache and no LLM call (checked by
     sha256 hashes), with `esrkit.load(DIR)` or `esrkit recommend DIR`."""
-    from esrkit.serving import export_run, load
+    from esrkit.serving import export_run, load  # lazy: the CLI starts fast
 
     path = export_run(run_dir, output, users=not without_users, overwrite=overwrite, device=device)
     model = load(path)
@@ -150,8 +150,7 @@ def items() -> None:
 def add(export_dir, items_file, id_field, output, provider, sets, device) -> None:
     """Add items never seen in training, from their text alone (prompt template -> provider -> the model's
     new-item contract), so they are recommended like any other item."""
-    from esrkit.config import parse_override
-    from esrkit.serving import load
+    from esrkit.serving import load  # lazy: the CLI starts fast
     from esrkit.serving.files import read_item_records
 
     options = {}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
+
 import click
 
-from esrkit.cli.train import folder_name
+from esrkit.cli.train import folder_name, parse_seeds
+from esrkit.config import ConfigError
 
 
 @click.group()
@@ -42,20 +46,17 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
               name, report_only, records, dry_run, quiet) -> None:
     """Embed with each provider (cached), train LLM-ESR and LLMInit with each, and write one table (both
     protocols, every group), LLM-ESR's gains with t-tests, a figure and the wall time of every stage."""
-    from esrkit.cli.train import _seeds
-    from esrkit.runs.study import StudyPlan, run_study
+    from esrkit.runs.study import StudyPlan, run_study  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
 
     plan = StudyPlan(recipe=recipe, providers=[p for p in providers.split(",") if p],
                      models=[m for m in models.split(",") if m], controls=controls,
-                     seeds=_seeds(seeds) or [], overrides=list(sets),
+                     seeds=parse_seeds(seeds) or [], overrides=list(sets),
                      baseline_hidden=baseline_hidden, user_provider=user_provider, random_dim=random_dim,
                      output_dir=output_dir,
                      name=name or "")
     for run_name, _, extra in plan.runs():
         plan.config(run_name, extra)  # every run's options (providers, models, --set) checked before work
     if dry_run:
-        import shlex
-
         for run_name, _, extra in plan.runs():
             click.echo(shlex.join(plan.train_command(run_name, extra)))
         return
@@ -86,10 +87,7 @@ def compare(plan, seeds, sets, only, output_dir, name, report_only, records, dry
     """Train the named runs of a PLAN (a TOML file or a recipes/studies name) and report them side by side:
     both protocols, every group, gains over the plan's references with seed t-tests, every seed's best and last
     epoch."""
-    import dataclasses
-
-    from esrkit.config import ConfigError
-    from esrkit.runs.compare import load_plan
+    from esrkit.runs.compare import load_plan  # lazy: the CLI starts fast
     from esrkit.runs.study import run_study
 
     try:
@@ -108,8 +106,6 @@ def compare(plan, seeds, sets, only, output_dir, name, report_only, records, dry
     else:
         training = study_plan
     if dry_run:
-        import shlex
-
         for run_name, _, extra in training.runs():
             click.echo(shlex.join(training.train_command(run_name, extra)))
         return

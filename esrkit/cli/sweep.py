@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from esrkit.cli.train import folder_name
+from esrkit.cli.train import folder_name, parse_seeds
 
 
 @click.command()
@@ -37,9 +37,11 @@ def sweep(recipe, grids, mode, seeds, sets, provider, output_dir, prefix, workdi
     On 4 GPUs, one process each (then any of them, or --report-only, assembles the result):
       for i in 0 1 2 3; do CUDA_VISIBLE_DEVICES=$i esrkit sweep ... --shard $i/4 & done; wait
     """
-    from esrkit.cli.train import _seeds
+    from esrkit.reporting.sweep import (  # lazy: the CLI starts fast (cli/__init__.py)
+        sweep_markdown,
+        write_sweep,
+    )
     from esrkit.runs.sweep import make_plan, parse_grid, parse_shard, run_sweep
-    from esrkit.reporting.sweep import write_sweep
     from esrkit.runs.sweep import shard as split
 
     try:
@@ -48,7 +50,7 @@ def sweep(recipe, grids, mode, seeds, sets, provider, output_dir, prefix, workdi
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     overrides = ([f"embedding.provider={provider}"] if provider else []) + list(sets)
-    plan = make_plan(recipe, grid, mode, _seeds(seeds), overrides, output_dir, prefix, workdir, select)
+    plan = make_plan(recipe, grid, mode, parse_seeds(seeds), overrides, output_dir, prefix, workdir, select)
     settings = plan.settings
     mine = split(settings, index, count)
     click.echo(f"sweep {plan.prefix} ({mode}): {len(settings)} settings x {len(plan.seeds)} seed(s) "
@@ -62,8 +64,6 @@ def sweep(recipe, grids, mode, seeds, sets, provider, output_dir, prefix, workdi
         status = run_sweep(plan, index, count, progress=not quiet, echo=lambda m: click.echo(m, err=True))
         failures = {k: v for k, v in status.items() if v.startswith("failed")}
     result = write_sweep(plan, failures)
-    from esrkit.reporting.sweep import sweep_markdown
-
     click.echo(sweep_markdown(result))
     click.echo(f"wrote {plan.folder / 'sweep.json'}, sweep.md" + (", figure3.png" if result["best"] else ""))
     if not result["complete"]:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from esrkit.cli.main import show_progress_lines
+from esrkit.config import name_problem, resolve_recipe
+
 
 def _resolve(recipe: str | None, provider: str | None, sets: tuple[str, ...], name: str | None,
              output_dir: str | None, workdir: str | None):
-    from esrkit.config import resolve_recipe
-
     overrides = list(sets)
     if provider:
         overrides.insert(0, f"embedding.provider={provider}")
@@ -20,14 +21,12 @@ def _resolve(recipe: str | None, provider: str | None, sets: tuple[str, ...], na
 
 def folder_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A name that becomes a folder under --output-dir must stay inside it."""
-    from esrkit.config import name_problem
-
     if value is not None and (problem := name_problem(value)):
         raise click.BadParameter(problem)
     return value
 
 
-def _seeds(text: str | None) -> list[int] | None:
+def parse_seeds(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
@@ -55,17 +54,16 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
 
     Progress: a bar per epoch, and one line per epoch (loss, validation metric, time) on stderr and in
     <output-dir>/<name>/seed-<seed>/train.log (follow it with tail -f)."""
-    from esrkit.cli.main import show_progress_lines
-    from esrkit.reporting.console import results_table
-    from esrkit.training.distributed import runtime
+    from esrkit.reporting.console import results_table  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
     from esrkit.runs.train import train as run_train
+    from esrkit.training.distributed import runtime
     from esrkit.utils.runtime import exit_rank_now, shutdown
 
     show_progress_lines(quiet < 2)
     cfg = _resolve(recipe, provider, sets, name, output_dir, workdir)
     rt = runtime()  # under torchrun: joins the process group (docs/SCALING.md); otherwise a single process
     try:
-        summary = run_train(cfg, _seeds(seeds), resume=resume, progress=not quiet)
+        summary = run_train(cfg, parse_seeds(seeds), resume=resume, progress=not quiet)
     except BaseException:
         shutdown(wait=False)
         raise
@@ -86,7 +84,7 @@ def train(recipe, provider, sets, seeds, name, output_dir, workdir, resume, base
 
 
 def _compare(summary: dict, baseline: Path) -> None:
-    from esrkit.evaluation.significance import seed_ttest
+    from esrkit.evaluation.significance import seed_ttest  # lazy: the CLI starts fast
 
     other = json.loads((baseline / "summary.json").read_text())
     for protocol, groups in summary["test"].items():
@@ -110,7 +108,7 @@ def _compare(summary: dict, baseline: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate(run_dir, split, protocols, device, as_json) -> None:
     """Re-evaluate a run's best checkpoint (both protocols, every group)."""
-    from esrkit.reporting.console import results_table
+    from esrkit.reporting.console import results_table  # lazy: the CLI starts fast
     from esrkit.runs.load import load_run, run_evaluator
 
     run = load_run(run_dir, device, add_cold=split == "test")

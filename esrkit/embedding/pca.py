@@ -47,7 +47,7 @@ class PCAProjection:
 
 def pca_fit(item_emb: np.ndarray, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, PCAProjection]:
     """The table ``pca_table`` returns, and the projection that produced it (for items added later)."""
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # heavy optional import: scikit-learn loads only when used
 
     x = np.asarray(item_emb, dtype=np.float64)
     if x.ndim != 2:

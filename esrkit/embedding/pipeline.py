@@ -116,7 +116,7 @@ def embed_texts(texts: Sequence[str], provider: Provider, cache: EmbeddingCache,
 
 def _embed_missing(missing: list[str], texts: list[str], provider: Provider, cache: EmbeddingCache,
                    stats: EmbedStats, progress: bool, desc: str) -> None:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: tqdm loads only when a bar is shown
 
     start = time.perf_counter()
     provider.load()

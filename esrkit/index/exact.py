@@ -16,6 +16,7 @@ assuming the user ranks first; duplicate prompts break that. Here:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -92,7 +93,7 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, chunk: int = 4096) -> flo
 @contextlib.contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
     """Temporarily set torch's intra-op threads (None keeps the current setting)."""
-    import torch
+    import torch  # lazy: index queries and numpy searches start without torch
 
     if not num_threads or num_threads <= 0:
         yield
@@ -118,8 +119,6 @@ def default_margin(k: int) -> int:
 def fingerprint_embeddings(emb: np.ndarray, chunk_rows: int = _NORMALISE_CHUNK) -> str:
     """Same digest as ``esrkit.utils.io.fingerprint_array`` but hashed in row chunks, so a memory-mapped matrix is
     never copied whole."""
-    import hashlib
-
     arr = np.asarray(emb)
     h = hashlib.sha256()
     h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
@@ -203,7 +202,7 @@ def exact_search(
     cosines; rows with fewer than k candidates are padded with -1 / -inf. Memory: ``block x len(database)`` float32
     scores plus a float32 unit copy of the database.
     """
-    import torch
+    import torch  # lazy: index queries and numpy searches start without torch
 
     queries = check_embeddings(queries, "queries")
     database = check_embeddings(database, "database")
@@ -264,7 +263,7 @@ def _search_block(
     out_sc: np.ndarray,
 ) -> int:
     """Fill one block of query results in place; returns how many rows needed the full-row fallback."""
-    import torch
+    import torch  # lazy: index queries and numpy searches start without torch
 
     q_unit = normalise_rows(queries)
     scores32 = torch.from_numpy(q_unit.astype(np.float32)) @ db32.T

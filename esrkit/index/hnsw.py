@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,12 @@ class IndexFormatError(ValueError):
 
 
 def _hnswlib():
-    import hnswlib
+    import hnswlib  # optional heavy import: hnswlib loads only for hnsw indexes
 
     return hnswlib
 
 
 def _hnswlib_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     for dist in ("hnswlib", "chroma-hnswlib"):
         with contextlib.suppress(PackageNotFoundError):
             return f"{dist} {version(dist)}"

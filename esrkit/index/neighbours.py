@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import esrkit
-from esrkit.index.exact import check_embeddings, exact_search_chunked, fingerprint_embeddings, recall_at_k
+from esrkit.index.exact import (
+    check_embeddings,
+    exact_search_chunked,
+    exact_topk,
+    fingerprint_embeddings,
+    recall_at_k,
+)
+from esrkit.index.hnsw import HnswIndex
 from esrkit.utils.io import atomic_save_npy, atomic_write_json, load_npy, read_json
 
 if TYPE_CHECKING:
@@ -317,8 +324,6 @@ def build_neighbours(
 def _exact_table(
     emb: np.ndarray, k: int, block: int | None, num_threads: int | None, meta: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    from esrkit.index.exact import exact_topk
-
     t0 = time.perf_counter()
     rows, scores = exact_topk(emb, k, block=block, num_threads=num_threads)
     meta["timings"] = {"search_s": time.perf_counter() - t0}
@@ -333,8 +338,6 @@ def _hnsw_table(
     index_path: str | os.PathLike | None,
     meta: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
-    from esrkit.index.hnsw import HnswIndex
-
     t0 = time.perf_counter()
     index = HnswIndex.build(emb, num_threads=num_threads, **params)
     t1 = time.perf_counter()

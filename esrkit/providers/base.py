@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from esrkit.config import ConfigError, build_dataclass
 from esrkit.registry import Registry
 from esrkit.resources import expand_path, find_resource, list_resources, load_toml
 from esrkit.utils.io import sha256_bytes, sha256_file, stable_json_hash
@@ -332,8 +333,6 @@ def provider_kinds() -> list[str]:
 
 
 def build_provider(kind: str, options: dict[str, Any], name: str = "", source: str = "") -> Provider:
-    from esrkit.config import ConfigError, build_dataclass
-
     cls = provider_class(kind)
     where = f"{source or name or kind} [options]"
     secrets = [k for k in options if any(w in k.lower() for w in SECRET_WORDS) and not k.endswith("_env")]

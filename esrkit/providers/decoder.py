@@ -89,7 +89,7 @@ def mean_pool(hidden: Any, mask: Any, last_index: Any) -> Any:
 @POOLERS.register("last")
 def last_token_pool(hidden: Any, mask: Any, last_index: Any) -> Any:
     """The state of the last real token (what a causal model has read the whole text into)."""
-    import torch
+    import torch  # lazy: a provider imports torch only when it embeds
 
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     return hidden[rows, last_index.to(hidden.device)].float()
@@ -144,7 +144,7 @@ def read_hidden_size(config: dict[str, Any]) -> int | None:
 
 def gguf_embedding_length(path: Path) -> int | None:
     try:
-        from gguf import GGUFReader
+        from gguf import GGUFReader  # optional dependency (the smollm extra)
     except ImportError:
         return None
     reader = GGUFReader(str(path))
@@ -157,7 +157,7 @@ def gguf_embedding_length(path: Path) -> int | None:
 
 
 def torch_dtype(name: str, device: str) -> Any:
-    import torch
+    import torch  # lazy: a provider imports torch only when it embeds
 
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -168,7 +168,7 @@ def torch_dtype(name: str, device: str) -> Any:
 
 
 def resolve_device(name: str) -> str:
-    import torch
+    import torch  # lazy: a provider imports torch only when it embeds
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -181,6 +181,7 @@ def resolve_device(name: str) -> str:
 def quiet_transformers() -> Iterator[None]:
     """Silence load reports (e.g. "lm_head.weight UNEXPECTED", which is the point of AutoModel) and progress bars
     while loading; errors still surface as exceptions."""
+    # heavy optional import: transformers loads with a model
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -197,7 +198,7 @@ def quiet_transformers() -> Iterator[None]:
 
 def compile_model(model: Any) -> Any:
     """``torch.compile`` with dynamic shapes, so the varying batch shapes of token-budget batching share one graph."""
-    import torch
+    import torch  # lazy: a provider imports torch only when it embeds
 
     return torch.compile(model, dynamic=True)
 
@@ -268,7 +269,7 @@ class DecoderProvider(Provider):
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy optional import: transformers loads with a model
 
             folder, extra = self._load_location()
             self._tokenizer = AutoTokenizer.from_pretrained(
@@ -288,8 +289,10 @@ class DecoderProvider(Provider):
 
     def _convert_gguf(self, target: Path) -> None:
         """Dequantise once and keep a safetensors copy (atomic: a crash leaves no half-written folder)."""
-        import safetensors.torch
-        import torch
+        import safetensors.torch  # lazy, with torch
+        import torch  # lazy: a provider imports torch only when it embeds
+
+        # heavy optional import: transformers loads with a model
         from transformers import AutoModel, AutoTokenizer
 
         log.warning("%s: dequantising %s once (about 30 s); cached in %s", self.name, self.options.gguf_file, target)
@@ -313,7 +316,7 @@ class DecoderProvider(Provider):
         return self._model
 
     def _load_model(self) -> Any:
-        from transformers import AutoModel
+        from transformers import AutoModel  # heavy optional import: transformers loads with a model
 
         o = self.options
         folder, extra = self._load_location()
@@ -396,7 +399,7 @@ class DecoderProvider(Provider):
                                     sum(lengths[i] for i in group))
 
     def _forward(self, sequences: list[np.ndarray]) -> np.ndarray:
-        import torch
+        import torch  # lazy: a provider imports torch only when it embeds
 
         ids, mask = pad_batch(sequences, self._pad_id(), self.options.padding_side)
         lengths = mask.sum(axis=1)

@@ -55,7 +55,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=4)
 def sparse_projection(n_in: int, dim: int, nnz: int, seed: int) -> Any:
     """(n_in, dim) CSR matrix with ``nnz`` entries of +-1/sqrt(nnz) per row, fully determined by the arguments."""
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # heavy import: only when the offline provider embeds
 
     keys = np.arange(n_in * nnz, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x100000000)
     h = _splitmix64(keys)
@@ -66,7 +66,7 @@ def sparse_projection(n_in: int, dim: int, nnz: int, seed: int) -> Any:
 
 
 def _l2_rows(matrix: Any) -> Any:
-    from sklearn.preprocessing import normalize
+    from sklearn.preprocessing import normalize  # heavy optional import: scikit-learn loads only when used
 
     return normalize(matrix, norm="l2", axis=1, copy=False)
 
@@ -101,6 +101,7 @@ class HashingProvider(Provider):
 
     def _get_vectorizers(self) -> tuple[Any, Any]:
         if self._vectorizers is None:
+            # heavy optional import: scikit-learn loads only when used
             from sklearn.feature_extraction.text import HashingVectorizer
 
             o = self.options
@@ -118,7 +119,7 @@ class HashingProvider(Provider):
                           self.options.seed)
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
-        import scipy.sparse as sp
+        import scipy.sparse as sp  # heavy import: only when the offline provider embeds
 
         o = self.options
         words, chars = self._get_vectorizers()

@@ -163,7 +163,7 @@ def make_token_counter(options: OpenAIOptions) -> Utf8ByteCounter | TiktokenCoun
         )
         return Utf8ByteCounter()
     try:
-        import tiktoken
+        import tiktoken  # optional: exact token counts when installed
 
         return TiktokenCounter(tiktoken.get_encoding(options.tiktoken_encoding))
     except Exception as exc:  # network failure, corrupt file
@@ -327,7 +327,7 @@ class OpenAIProvider(Provider):
     def _get_client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                import openai
+                import openai  # heavy optional import: the client loads with the first request
 
                 common = dict(api_key=self._api_key(), max_retries=0, timeout=self.options.timeout)
                 if self.options.api_version:
@@ -415,7 +415,7 @@ class OpenAIProvider(Provider):
         return step * self._rng.uniform(0.5, 1.0)
 
     def _send(self, batch: RequestBatch) -> tuple[np.ndarray, int]:
-        import openai
+        import openai  # heavy optional import: the client loads with the first request
 
         client = self._get_client()
         kwargs: dict[str, Any] = {"input": batch.texts, "model": self.options.model,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from esrkit.providers.base import PROVIDERS, Provider, model_fingerprint, resolve_model_path
+from esrkit.providers.decoder import quiet_transformers
 
 
 @dataclass
@@ -85,9 +86,8 @@ class SentenceTransformerProvider(Provider):
     @property
     def model(self) -> Any:
         if self._model is None:
+            # heavy optional import: loads with the model
             from sentence_transformers import SentenceTransformer
-
-            from esrkit.providers.decoder import quiet_transformers
 
             device = None if self.options.device == "auto" else self.options.device
             with quiet_transformers():
@@ -102,7 +102,7 @@ class SentenceTransformerProvider(Provider):
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy optional import: transformers loads with a model
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         limit = self.options.max_seq_length or self._default_max_seq_length()

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from esrkit.data.batches import TrainBatch
 from esrkit.data.tensors import SeqInput, length_buckets
@@ -248,8 +249,6 @@ class DistributedTrainer(Trainer):
     def ddp(self) -> nn.Module:
         """Built at the first step, after a resume loaded the checkpoint (DDP broadcasts rank 0's weights)."""
         if self._ddp is None:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             find_unused = _find_unused_parameters(self.model)
             # device_ids=None: the batch is built on the model's device already, so DDP need not walk the inputs
             self._ddp = DDP(_StepModule(self), device_ids=None, find_unused_parameters=find_unused)

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import esrkit
 from esrkit.config import ConfigError, config_from_dict
+from esrkit.training import checkpoint as ckpt
 from esrkit.utils.io import atomic_save_npy, atomic_write_json, read_json
 
 
 def environment() -> dict[str, Any]:
-    import torch
-
     versions = {"python": sys.version.split()[0], "esrkit": esrkit.__version__, "torch": torch.__version__,
                 "numpy": np.__version__}
     # package metadata, not imports: importing transformers / sentence-transformers costs seconds
@@ -94,7 +94,7 @@ class RunDir:
     def lock(self) -> RunDir:
         """Hold an exclusive lock on the run directory for this process's lifetime: two processes resuming the
         same run would interleave checkpoints and metrics."""
-        import fcntl
+        import fcntl  # POSIX only: imported where the lock is taken
 
         self.path.mkdir(parents=True, exist_ok=True)
         fh = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open (locked) until the process exits
@@ -146,9 +146,6 @@ class RunDir:
 
     def verify_checkpoints(self) -> None:
         """Check every checkpoint against its recorded hash (checkpoint.py)."""
-        # torch: reporting reads run folders through RunDir without it
-        from esrkit.training import checkpoint as ckpt
-
         for path in (self.last, self.best):
             if path.exists():
                 ckpt.verify_checkpoint(path)

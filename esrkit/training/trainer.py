@@ -303,6 +303,6 @@ def _compact(record: dict[str, Any]) -> dict[str, Any]:
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # lazy: tqdm loads only when a bar is shown
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
