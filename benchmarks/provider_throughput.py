@@ -61,7 +61,8 @@ def build(case: str, device: str, workdir: Path, budget: int = 0, compile_model:
     if budget and (source in ("tiny", "random-llama", "smollm2")):
         options = {**options, "token_budget": budget}
     if source in ("tiny", "random-llama"):
-        from esrkit.providers.tiny import save_tiny_llama
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tiny LLaMA lives with the tests
+        from tests.providers.tiny_llama import save_tiny_llama
 
         path = save_tiny_llama(workdir / "tiny-llama")
         provider = build_provider("decoder", {"model": str(path), "device": device, **options}, name=case)

@@ -18,7 +18,7 @@ def __getattr__(name: str):
     """``esrkit.load`` imports the serving stack (torch, the models) only when it is first used, so ``import
     esrkit`` stays light."""
     if name == "load":
-        from esrkit.serving import load
+        from esrkit.serving import load  # lazy: the serving stack loads on first use (docstring)
 
         return load
     raise AttributeError(f"module 'esrkit' has no attribute {name!r}")

@@ -23,7 +23,7 @@ OPTIONS = {"device": "cpu", "max_batch_size": 8}  # small batches: many commits 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path, Path]:
     from esrkit.data.synthetic import SyntheticOptions, generate
-    from esrkit.providers.tiny import save_tiny_llama
+    from tests.providers.tiny_llama import save_tiny_llama
 
     root = tmp_path_factory.mktemp("embed")
     generate(SyntheticOptions(n_users=150, n_items=100, seed=5)).save(root / "data")

@@ -131,6 +131,6 @@ def embedding_server():
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
-    from esrkit.providers.tiny import save_tiny_llama
+    from tests.providers.tiny_llama import save_tiny_llama
 
     return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")

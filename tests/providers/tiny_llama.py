@@ -1,4 +1,4 @@
-"""A tiny random LLaMA checkpoint built from a config (no download), for tests, benchmarks and offline demos.
+"""A tiny random LLaMA checkpoint built from a config (no download), for tests and benchmarks.
 
 It exercises the exact code path of a real checkpoint: a ``LlamaForCausalLM`` folder (config, safetensors,
 fast tokenizer) that the ``decoder`` provider loads with ``AutoModel`` (the LM head is dropped on load).
