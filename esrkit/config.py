@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -190,6 +191,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # ``float | None``: None, or a value of the other type
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(hint)):
+            return None
+        return _coerce(value, args[0], where) if len(args) == 1 else value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
@@ -228,13 +234,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type, values: dict[str, Any], where: str = "") -> Any:
+def build_dataclass(cls: type, values: dict[str, Any], where: str = "", what: str = "key") -> Any:
+    """``cls(**values)`` with every value checked and coerced to its field's type (ConfigError otherwise): the
+    one path from a table (a recipe section, a baseline's ``model.extra`` options) to a typed dataclass."""
     hints = _hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = set(values) - names
     if unknown:
         raise ConfigError(
-            f"{where or cls.__name__}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}"
+            f"{where or cls.__name__}: unknown {what}(s) {sorted(unknown)}; allowed: {sorted(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in values.items()}
     return cls(**kwargs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,20 +270,3 @@ class SequenceData:
         """The official ``inter.txt``: "user item" per line, 1-based user ids in row order, chronological."""
         users = np.repeat(np.arange(1, self.n_users + 1), self.lengths())
         return "".join(f"{u} {i}\n" for u, i in zip(users.tolist(), self.items.tolist()))
-
-    def subset_users(self, rows: Iterable[int], name: str | None = None) -> SequenceData:
-        rows = list(rows)
-        seqs = [self.sequence(r) for r in rows]
-        ts = None
-        if self.timestamps is not None:
-            ts = [self.timestamps[self.offsets[r] : self.offsets[r + 1]] for r in rows]
-        return SequenceData.from_sequences(
-            seqs,
-            n_items=self.n_items,
-            user_ids=[self.user_ids[r] for r in rows],
-            item_ids=self.item_ids,
-            item_attrs=self.item_attrs,
-            timestamps=ts,
-            name=name or self.name,
-            meta=dict(self.meta),
-        )

@@ -129,9 +129,6 @@ class SequentialRecommender(nn.Module):
             return inp.with_leading_pad(), True
         return inp, False
 
-    def frozen_parameter_names(self) -> list[str]:
-        return [n for n, p in self.named_parameters() if not p.requires_grad]
-
     def _encoder_last_only(self, encoder: nn.Module, last_only: bool) -> dict[str, Any]:
         """``last_only`` for encoders that support it (an encoder that does not returns every position)."""
         return {"last_only": True} if last_only and getattr(encoder, "supports_last_only", False) else {}

@@ -28,7 +28,7 @@ from esrkit.training.distributed import runtime
 from esrkit.training.losses import LossSpec
 from esrkit.training.objectives import SelfDistillation
 from esrkit.training.rundir import PROGRESS, RunDir, environment
-from esrkit.training.trainer import TrainerOptions
+from esrkit.training.trainer import TrainerOptions, auto_buckets
 from esrkit.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def trainer_options(cfg: RunConfig, seed: int, device: torch.device) -> TrainerO
     return TrainerOptions(
         lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs, patience=t.patience,
         seed=seed, loss=loss_spec(cfg), mask_prob=cfg.model.mask_prob, max_len=cfg.data.max_len,
-        buckets=t.buckets if t.buckets else (2 if device.type == "cuda" else 4),
+        buckets=t.buckets or auto_buckets(device),
         max_batches_per_epoch=t.max_batches_per_epoch, watch=t.watch.lower(), watch_protocol=cfg.eval.valid_protocol,
     )
 

@@ -87,7 +87,7 @@ def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: L
     """The configured loss on the fused scores, plus one per view when ``view_losses`` is on."""
     if hs.shape[0] == 0:  # nothing scored in this batch (every row a one-item sequence)
         return hs.sum() * 0.0
-    fn = LOSSES.get(ctx.spec.name)
+    fn: LossFn = LOSSES.get(ctx.spec.name)
     total = fn(ItemScorer(model), hs, pos, neg, ctx)
     views = getattr(model, "score_views", list)()
     if ctx.spec.view_losses and len(views) > 1:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from esrkit.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from esrkit.data.batches import TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
 from esrkit.data.tensors import DeviceSequences, length_buckets
 from esrkit.models.recommender import SequentialRecommender
@@ -34,21 +35,32 @@ from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
 log = logging.getLogger(__name__)
 
 
+# length buckets per batch when train.buckets = 0 (exact either way; fewer on GPUs, where kernel launches cost
+# more than the padding they save)
+AUTO_BUCKETS = {"cpu": 4, "cuda": 2}
+
+
+def auto_buckets(device: torch.device) -> int:
+    return AUTO_BUCKETS.get(device.type, AUTO_BUCKETS["cpu"])
+
+
 @dataclass
 class TrainerOptions:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 200
-    patience: int = 20
-    seed: int = 42
+    """What the loop needs of a RunConfig (esrkit/runs/train.py builds it); the defaults are the config's."""
+
+    lr: float = TrainConfig.lr
+    weight_decay: float = TrainConfig.weight_decay
+    batch_size: int = TrainConfig.batch_size
+    epochs: int = TrainConfig.epochs
+    patience: int = TrainConfig.patience
+    seed: int = TrainConfig.seed
     loss: LossSpec = LossSpec()
-    mask_prob: float = 0.6
-    max_len: int = 200
-    buckets: int = 4  # length buckets per batch (exact; fewer on GPUs, where launches cost more than padding)
-    max_batches_per_epoch: int = 0
-    watch: str = "ndcg@10"
-    watch_protocol: str = "sampled"
+    mask_prob: float = ModelConfig.mask_prob
+    max_len: int = DataConfig.max_len
+    buckets: int = AUTO_BUCKETS["cpu"]  # train.buckets resolved for the device (auto_buckets)
+    max_batches_per_epoch: int = TrainConfig.max_batches_per_epoch
+    watch: str = TrainConfig.watch
+    watch_protocol: str = EvalConfig.valid_protocol
 
 
 @dataclass

@@ -7,10 +7,8 @@ needs of the trainer (its ranking loss, the epoch's generator) comes through the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from esrkit.config import build_dataclass
 from esrkit.data.tensors import SeqInput, length_buckets, make_input
 
 log = logging.getLogger(__name__)
@@ -25,37 +24,10 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- options
 def read_options(cls: type, cfg: Any, key: str) -> Any:
-    """``model.extra.<key>`` as the dataclass ``cls``: unknown keys are errors, numbers are coerced."""
+    """``model.extra.<key>`` as the dataclass ``cls``: unknown keys are errors, numbers are coerced (the same
+    checks as every recipe section: esrkit.config.build_dataclass)."""
     values = dict((getattr(cfg, "extra", None) or {}).get(key, {}) or {})
-    return options_from_dict(cls, values, f"model.extra.{key}")
-
-
-def options_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"{where}: unknown option(s) {sorted(unknown)}; allowed: {sorted(names)}")
-    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    wanted = [h for h in (typing.get_args(hint) or (hint,)) if h is not type(None)]
-    if value is None and type(None) in (typing.get_args(hint) or ()):
-        return None
-    if bool in wanted:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: expected a {wanted[0].__name__}, got {value!r}")  # noqa: TRY004 (config error)
-    if int in wanted and isinstance(value, (int, float)) and float(value).is_integer():
-        return int(value)
-    if float in wanted and isinstance(value, (int, float)):
-        return float(value)
-    if str in wanted and isinstance(value, str):
-        return value
-    raise ValueError(f"{where}: expected {' or '.join(w.__name__ for w in wanted)}, got {value!r}")
+    return build_dataclass(cls, values, f"model.extra.{key}", what="option")
 
 
 # ---------------------------------------------------------------------------------------------- training data
@@ -78,7 +50,6 @@ class TrainParts:
         source = np.repeat(np.asarray(data.offsets[:-1], dtype=np.int64), lengths) + within
         self.n_users = len(lengths)
         self.lengths_np = lengths
-        self.offsets_np = offsets
         self.items_np = np.asarray(data.items, dtype=np.int64)[source]
         self.user_np = np.repeat(np.arange(self.n_users, dtype=np.int64), lengths)  # owner of each flat slot
         self.position_np = within  # 0-based position of each flat slot inside its user's part
