@@ -1,5 +1,6 @@
 """Exact cosine top-k neighbours without ever holding an N x N matrix: query rows are scored in blocks against
-the whole database (memory O(block x N)) and only each row's candidates are kept.
+the whole database (memory O(block x N)) and only each row's candidates are kept. (LLM-ESR's Eq. (7): each
+user's N most similar users by the cosine of their LLM user embeddings.)
 
 The official notebook builds the full N x N cosine matrix (about 22 GB in float64 for Beauty) and drops column 0
 assuming the user ranks first; duplicate prompts break that. Here:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,42 @@ class SequentialRecommender(nn.Module):
         if _takes_last_only(type(self)):
             return self.encode(inp, last_only=True)[:, -1]
         return self.encode(inp)[:, -1]
+
+    def run_encoders(self, inp: SeqInput, views: Callable[[SeqInput], list[Tensor]], encoders: Sequence[nn.Module],
+                     *, last_only: bool = False, shared_pad: bool = True, stack: bool = True,
+                     finish: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """The user states of every view side by side, (B, L, sum of widths) ((B, 1, .) with ``last_only``
+        where the encoders support it): ``views(inp)`` gives each view's input sequence, ``encoders`` one encoder
+        per view (the same module when the views share it), ``finish`` acts on the states before a padding
+        column added here is removed.
+
+        The rules every family's encoder call shares live here, so a model reads as its equations:
+
+        * a recurrent encoder reads the official padding input from a padding column, added to a batch without
+          one (``emulate_padding``) and removed from the output;
+        * ``pad_count`` / ``shared_pad`` (``shared_pad``: every row's padding input is the same vector)
+          reproduce the official fixed-length computation on trimmed batches;
+        * views that share one encoder run as one stacked batch when ``stack``: every row of a stacked batch
+          gets its own dropout draws, so this equals one call per view.
+        """
+        first = encoders[0]
+        inp, added = self._maybe_leading_pad(first, inp)
+        xs = views(inp)
+        mask = inp.mask
+        kwargs = self._encoder_kwargs(inp, shared_pad)
+        last = self._encoder_last_only(first, last_only)
+        if len(xs) == 1:
+            out = first(xs[0], mask, **kwargs, **last)
+        elif stack and all(encoder is first for encoder in encoders):
+            n = len(xs)
+            repeated = {k: (v.repeat(n) if isinstance(v, Tensor) else v) for k, v in kwargs.items()}
+            out = torch.cat(first(torch.cat(xs, 0), mask.repeat(n, 1), **repeated, **last).chunk(n, 0), -1)
+        else:
+            out = torch.cat([encoder(x, mask, **kwargs, **self._encoder_last_only(encoder, last_only))
+                             for encoder, x in zip(encoders, xs)], -1)
+        if finish is not None:
+            out = finish(out)
+        return out[:, 1:] if added and not last else out
 
     def _encoder_kwargs(self, inp: SeqInput, shared_pad: bool) -> dict[str, Any]:
         if not self.emulate_padding:

@@ -98,13 +98,15 @@ def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: L
 
 # ---------------------------------------------------------------------------------------------- pairwise
 def _logits_with_negatives(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    """(m, 1 + k): the positive first; one item lookup for all ids."""
+    """(m, 1 + k): the positive first; one item lookup for all ids. Each logit is the user state's dot product
+    with the item vector: for LLM-ESR the fused score of Eq. (5), [e_co : e_se] . [u_co : u_se]."""
     ids = torch.cat([pos.unsqueeze(1), neg.reshape(len(pos), -1)], 1)
     return torch.einsum("md,mkd->mk", scorer.states(hs), scorer.vectors(ids))
 
 
 @LOSSES.register("bce", per_position_negatives=True)
 def bce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    """L_Rank as the official code computes it (the paper writes the pairwise Eq. (6): ``bpr``)."""
     logits = _logits_with_negatives(scorer, hs, pos, neg)
     p, n = logits[:, 0], logits[:, 1:].reshape(-1)
     return (F.binary_cross_entropy_with_logits(p, torch.ones_like(p))
@@ -113,6 +115,7 @@ def bce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Loss
 
 @LOSSES.register("bpr", per_position_negatives=True)
 def bpr_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    """Eq. (6): L_Rank = -log sigmoid(s_pos - s_neg), averaged over scored positions and negatives."""
     logits = _logits_with_negatives(scorer, hs, pos, neg)
     return -F.logsigmoid(logits[:, :1] - logits[:, 1:]).mean()
 

@@ -87,6 +87,7 @@ def _scored_states(
 def ranking_loss(
     model: SequentialRecommender, batch: TrainBatch, loss: LossContext, buckets: list[np.ndarray] | None = None
 ) -> Tensor:
+    """L_Rank (Eq. (6) with ``model.loss=bpr``; official: BCE) over the scored states of every length bucket."""
     buckets = buckets or [np.arange(batch.inp.tokens.shape[0])]
     outputs = encode_bucketed(model, batch.inp, buckets, batch.lengths_np)
     return ranking_loss_from_states(model, *_scored_states(model, batch, outputs), loss)
@@ -167,7 +168,8 @@ class SelfDistillation:
         self._cache: Tensor | None = None
 
     def teachers(self, model: SequentialRecommender, users: np.ndarray) -> Tensor:
-        """Mean last-position representation of each user's N similar users (no gradient)."""
+        """Eq. (8): the teacher mediator, mean pooling of the last-position representations of each user's N
+        similar users (found by Eq. (7): esrkit/index/), with the gradient stopped."""
         sim = self.neighbours[users].reshape(-1)
         if self.refresh == "epoch":
             assert self._cache is not None, "call refresh_cache() at the start of each epoch"
@@ -182,7 +184,7 @@ class SelfDistillation:
                 rep = last_hidden_bucketed(model, inp, self._buckets(model, lengths), lengths)
             if inverse is not None:
                 rep = rep[torch.as_tensor(inverse, device=rep.device)]
-        return rep.view(len(users), self.n, -1).mean(1)
+        return rep.view(len(users), self.n, -1).mean(1)  # Eq. (8)
 
     def _buckets(self, model: SequentialRecommender, lengths: np.ndarray) -> list[np.ndarray]:
         """Teacher length buckets. ``buckets=0``: for an attention encoder on a CPU one bucket per 64 teachers
@@ -209,10 +211,12 @@ class SelfDistillation:
 
     def loss(self, model: SequentialRecommender, batch: TrainBatch, buckets: list[np.ndarray],
              student: Tensor | None = None) -> Tensor:
+        """L_SD between the student [u_co : u_se] of each user and its teacher mediator: the official mean
+        squared error (``mse_mean``), or Eq. (9), the squared L2 distance averaged over users (``paper``)."""
         if student is None:  # a second forward pass of the ranking input (new dropout masks)
             student = last_hidden_bucketed(model, batch.inp, buckets, batch.lengths_np)
         users = batch.users_np if batch.users_np is not None else batch.users.cpu().numpy()
         teacher = self.teachers(model, users)
         if self.scale == "mse_mean":
             return F.mse_loss(student, teacher)
-        return ((student - teacher) ** 2).sum(-1).mean()
+        return ((student - teacher) ** 2).sum(-1).mean()  # Eq. (9)

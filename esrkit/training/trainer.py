@@ -153,12 +153,13 @@ class Trainer:
         return self.default_losses(batch, ctx)
 
     def default_losses(self, batch: TrainBatch, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """Ranking loss, + alpha x SD, + the model's auxiliary loss: {"loss", "rank"[, "sd"][, "aux"]} (the
-        distributed trainer re-weights these parts per rank)."""
+        """Ranking loss, + alpha x SD (LLM-ESR's total loss, Eq. (10): L = L_Rank + alpha L_SD), + the model's
+        auxiliary loss: {"loss", "rank"[, "sd"][, "aux"]} (the distributed trainer re-weights these parts per
+        rank)."""
         if self.sd is not None and self.sd.alpha > 0:
             rank, student = ranking_loss_and_student(self.model, batch, ctx.loss, ctx.buckets)
             sd = self.sd.loss(self.model, batch, ctx.buckets, student)
-            parts = {"loss": rank + self.sd.alpha * sd, "rank": rank, "sd": sd}
+            parts = {"loss": rank + self.sd.alpha * sd, "rank": rank, "sd": sd}  # Eq. (10)
         else:
             rank = ranking_loss(self.model, batch, ctx.loss, ctx.buckets)
             parts = {"loss": rank, "rank": rank}
