@@ -68,7 +68,7 @@ def check_targets(name: str, targets: dict[str, Path], force: bool) -> None:
 def check_choices(provider: str, backbone: str) -> None:
     if provider != "none":
         find_resource("provider", provider)  # names the known providers when it is not one of them
-    if backbone not in ENCODERS.names():
+    if backbone not in ENCODERS:
         raise ValueError(f"unknown backbone {backbone!r}; registered: {', '.join(ENCODERS.names())}")
 
 
