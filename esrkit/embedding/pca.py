@@ -3,9 +3,8 @@
 The official ``data/pca.ipynb`` runs scikit-learn ``PCA(n_components=64).fit_transform`` on the LLM item table, no
 whitening. ``svd_solver="full"`` (LAPACK) makes the result deterministic for a given input; ``svd_flip`` (applied by
 scikit-learn) fixes the sign of each component. Reruns on one machine agree bit for bit. Another BLAS changes the
-last bits, so the table's fingerprint differs (the Beauty random-vector table's PCA on an H200 machine did), but not
-its values: 1e-7 relative noise on the Beauty item tables (MiniLM, offline, SmolLM2, 1536-d random) moved each
-component by at most 7e-6 relative, no sign flipped.
+last bits, so the table's fingerprint may differ, but not its values (benchmarks/RESULTS.md, "Measurements behind
+code choices").
 
 The fitted projection (mean and components) is kept beside the table: an item added after training (serving,
 the cold-item protocol) gets its collaborative start from the same projection its trained neighbours got.

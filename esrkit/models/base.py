@@ -43,10 +43,10 @@ _BIT_TABLE = ((np.arange(256)[:, None] >> np.arange(7, -1, -1)[None, :]) & 1).as
 def dropout(x: Tensor, p: float, training: bool, last_of: int = 0) -> Tensor:
     """Inverted dropout, as ``F.dropout``, but with cheap random bits on the CPU.
 
-    PyTorch's CPU dropout draws one Mersenne-Twister number per element (about 20-30 ns each here), which made
-    it the largest cost of an LLM-ESR step on a 2-core machine. On the CPU the mask comes from numpy's PCG64
-    instead: for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32
-    per element. The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable
+    PyTorch's CPU dropout draws one Mersenne-Twister number per element, which made it the largest cost of an
+    LLM-ESR step on a small CPU (benchmarks/RESULTS.md). On the CPU the mask comes from numpy's PCG64 instead:
+    for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32 per
+    element. The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable
     from torch's saved RNG state. On GPUs ``F.dropout`` (Philox) is already fast and is used as is.
 
     ``last_of=L``: ``x`` is the last position (dim -2 has size 1) of a tensor with ``L`` positions there, as

@@ -98,8 +98,9 @@ class GRU4RecEncoder(nn.Module):
         """The GRU state after ``steps`` identical inputs per row, from zeros: (layers, rows, d).
 
         The input is constant, so for one layer its projection is computed once and each step only multiplies the
-        hidden state (about 4x faster than ``nn.GRU`` over the expanded input on a CPU; same arithmetic). On a GPU
-        the step-by-step loop is launch-bound, and cuDNN's fused GRU over the expanded input is far faster."""
+        hidden state (faster than ``nn.GRU`` over the expanded input on a CPU, benchmarks/RESULTS.md; same
+        arithmetic). On a GPU the step-by-step loop is launch-bound, and cuDNN's fused GRU over the expanded input
+        is faster."""
         if self.gru.num_layers != 1 or pad_input.device.type != "cpu":
             _, h = self.gru(pad_input.unsqueeze(1).expand(-1, steps, -1))
             return h

@@ -11,9 +11,9 @@ Why it looks like this:
   real token whichever side is padded;
 * bf16 on CUDA, fp32 on CPU; SDPA attention; ``device_map="auto"`` (accelerate) spreads a model larger than one GPU;
 * ``compile=true`` runs the model under ``torch.compile`` (dynamic shapes): unfused, the norms, rotary embedding and
-  activation between the matmuls take about a third of a 7B model's GPU time; fused, a LLaMA-2-7B shape went from
-  57% to 73% of an H200's measured bf16 peak, for about 95 s of compilation at load (benchmarks/RESULTS.md);
-* a GGUF file (e.g. SmolLM2 from PyPI) is dequantised by transformers on load (~30 s); the result is saved once as
+  activation between the matmuls take a large share of a decoder's GPU time unfused; compiling fuses them, for
+  a compilation at load (how much it gains and costs: benchmarks/RESULTS.md);
+* a GGUF file (e.g. SmolLM2 from PyPI) is dequantised by transformers on its first load; the result is saved once as
   safetensors under ``~/.cache/esrkit/models`` (``$ESRKIT_MODEL_CACHE``) and reloads in under a second.
 """
 
