@@ -47,8 +47,8 @@ COMMAND = "nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/long_history.py"
 
 
 def long_histories(n_users: int, n_items: int, mean_length: float, seed: int = 0) -> SequenceData:
-    """Lognormal lengths (sigma 0.6) of the given mean, at least 5 and at most 600; Zipf-like item popularity.
-    """
+    """Lognormal lengths (sigma 0.6) of the given mean, at least 5 and at most 600; Zipf-like item
+    popularity."""
     rng = np.random.default_rng(seed)
     sigma = 0.6
     lengths = np.clip(np.round(rng.lognormal(np.log(mean_length) - sigma**2 / 2, sigma, n_users)), 5, 600)
@@ -188,8 +188,8 @@ def write(out: dict) -> None:
         (f"Measured {out['date']} on {out.get('machine') or machine()}; {out['threads']} thread; load "
          f"average {out['load_after']:.1f} at the end (other jobs shared the 2 cores: CPU seconds below)."),
         (f"Command: `{COMMAND}`. Data: {out['users']:,} users, {out['items']:,} items, lengths mean "
-         f"{out['mean_length']:.1f} / median {out['median_length']:.0f} / max {out['max_length']} (max_len "
-         f"{out['max_len']}), {out['dim']}-d semantic table, 10 similar users, batch 128, {out['buckets']} "
+         f"{out['mean_length']:.1f} / median {out['median_length']:.0f} / max {out['max_length']} " "(max_len "
+         f"{out['max_len']}), {out['dim']}-d semantic table, 10 similar users, batch 128, " f"{out['buckets']} "
          f"length buckets; the models' steps alternate. {m['LLM-ESR']['batches_timed']} of "
          f"{m['LLM-ESR']['batches_per_epoch']} batches timed per model."),
         "",

@@ -4,10 +4,11 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/loss_speed.py --items 12101 --users 22363   # Beauty 5-core size
 
 SASRec (hidden 64, causal, the plain ID model) on synthetic data with Beauty's length distribution (see
-train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds per
-step are the median over ``--batches`` steps after two warm-up steps. The full-softmax ``ce`` costs m x N x D
-multiply-adds three times per step (m scored positions, N items) plus m x N exponentials, which no implementation
-avoids; the sampled losses cost m x k x D. Figures go to the "Ranking losses: step cost" section of RESULTS.md.
+train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds
+per step are the median over ``--batches`` steps after two warm-up steps. The full-softmax ``ce`` costs m x N
+x D multiply-adds three times per step (m scored positions, N items) plus m x N exponentials, which no
+implementation avoids; the sampled losses cost m x k x D. Figures go to the "Ranking losses: step cost"
+section of RESULTS.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """A side-by-side reference with the official LLM-ESR code's *cost structure*, for speed comparisons only.
 
 It does the same arithmetic the official implementation does per training step — every sequence padded to
-max_len = 200, a per-sample Python loop building the batch (the official Dataset.__getitem__ + default collate),
-nn.MultiheadAttention over all 200 keys, the 1536 -> 768 -> 64 adapter applied to every token, ten teacher
-sequences per user run with an autograd graph and then detached, torch's own dropout — so the two can be timed
-on the same machine in one run. It is written from the documented behaviour (shared/reference), not copied, and
-is not used by esrkit itself. Its outputs are not checked here (tests/models/test_fidelity.py checks esrkit
-against an independent padded reference).
+max_len = 200, a per-sample Python loop building the batch (the official Dataset.__getitem__ + default
+collate), nn.MultiheadAttention over all 200 keys, the 1536 -> 768 -> 64 adapter applied to every token, ten
+teacher sequences per user run with an autograd graph and then detached, torch's own dropout — so the two can
+be timed on the same machine in one run. It is written from the documented behaviour (shared/reference), not
+copied, and is not used by esrkit itself. Its outputs are not checked here (tests/models/test_fidelity.py
+checks esrkit against an independent padded reference).
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ class OfficialStyleLLMESR(nn.Module):
 
     def __init__(self, llm: np.ndarray, pca: np.ndarray, backbone: str, d: int = 64, max_len: int = 200) -> None:
         super().__init__()
-        z = lambda a: np.concatenate([np.zeros((1, a.shape[1])), a, np.zeros((1, a.shape[1]))]).astype(np.float32)  # noqa: E731
+        def z(a):  # the padding row and the [MASK] row around the table, as the official models add them
+            return np.concatenate([np.zeros((1, a.shape[1])), a, np.zeros((1, a.shape[1]))]).astype(np.float32)
+
         self.llm = nn.Embedding.from_pretrained(torch.as_tensor(z(llm)), freeze=True)
         self.idt = nn.Embedding.from_pretrained(torch.as_tensor(z(pca)), freeze=False)
         self.adapter = nn.Sequential(nn.Linear(llm.shape[1], llm.shape[1] // 2), nn.Linear(llm.shape[1] // 2, d))

@@ -2,17 +2,19 @@
 ``esrkit data prepare``.
 
     python benchmarks/prepare_scale.py                                # 20M interactions, official 3/3 filter
-    python benchmarks/prepare_scale.py --interactions 2000000 --no-write   # a quick look, RESULTS.md untouched
+    python benchmarks/prepare_scale.py --interactions 2000000 --no-write   # a quick look, RESULTS.md
+    untouched
 
 1. **Generate** ``ratings_Synthetic.csv.gz`` (``user,item,rating,time``, no header: the 2014 ratings-only dump
-   format) in chunks of ``--chunk`` lines, so generation memory is bounded by the chunk and the popularity tables,
-   not by the file. Reviewer ids are 14 upper-case alphanumerics and ASINs 10 (as in the real dumps); user activity
-   and item popularity are Zipf-like (most users and items are rare, as on Amazon), timestamps are whole days in
-   2002-2014 (``unixReviewTime`` has day resolution), ratings 1-5.
-2. **Prepare** it with ``python -m esrkit data prepare --format amazon2014`` in a child process, timed, its peak
-   memory read from ``os.wait4`` (the child's own ``ru_maxrss``, not this process's).
+   format) in chunks of ``--chunk`` lines, so generation memory is bounded by the chunk and the popularity
+   tables, not by the file. Reviewer ids are 14 upper-case alphanumerics and ASINs 10 (as in the real dumps);
+   user activity and item popularity are Zipf-like (most users and items are rare, as on Amazon), timestamps
+   are whole days in 2002-2014 (``unixReviewTime`` has day resolution), ratings 1-5.
+2. **Prepare** it with ``python -m esrkit data prepare --format amazon2014`` in a child process, timed, its
+   peak memory read from ``os.wait4`` (the child's own ``ru_maxrss``, not this process's).
 
-Results go to the "## Data preparation at scale" section of benchmarks/RESULTS.md (only that section is touched).
+Results go to the "## Data preparation at scale" section of benchmarks/RESULTS.md (only that section is
+touched).
 """
 
 from __future__ import annotations
@@ -146,31 +148,31 @@ def report(args: argparse.Namespace, gen: dict, prep: dict, summary: dict) -> st
         f"Machine: {machine()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}.",
         "",
         (f"Command: `python benchmarks/prepare_scale.py` ({time.strftime('%Y-%m-%d')}): a synthetic "
-         f"Amazon-2014 ratings CSV of {n:,} lines (`user,item,rating,time`; 14-character reviewer ids drawn "
-         f"Zipf-like from {args.users:,}, 10-character ASINs from {args.items:,}, day timestamps 2002-2014), "
-         f"generated in chunks of {args.chunk:,} lines, then `{command}` (official single-pass 3/3 filter) in a "
+         f"Amazon-2014 ratings CSV of {n:,} lines (`user,item,rating,time`; 14-character reviewer ids " "drawn "
+         f"Zipf-like from {args.users:,}, 10-character ASINs from {args.items:,}, day timestamps " "2002-2014), "
+         f"generated in chunks of {args.chunk:,} lines, then `{command}` (official single-pass 3/3 " "filter) in a "
          "child process; peak RSS is that child's own `ru_maxrss` (`os.wait4`)."),
         "",
         "| step | wall time | CPU time | peak RSS | output |",
         "| --- | ---: | ---: | ---: | --- |",
-        (f"| generate | {gen['seconds']:.0f} s | - | bounded by one chunk | {gen['bytes'] / GIB:.2f} GiB gzip "
+        (f"| generate | {gen['seconds']:.0f} s | - | bounded by one chunk | {gen['bytes'] / GIB:.2f} " "GiB gzip "
          f"({gen['raw_bytes'] / GIB:.2f} GiB of text) |"),
-        (f"| `esrkit data prepare` | {prep['seconds']:.0f} s ({n / prep['seconds'] / 1e3:,.0f}k lines/s) | "
+        (f"| `esrkit data prepare` | {prep['seconds']:.0f} s ({n / prep['seconds'] / 1e3:,.0f}k " "lines/s) | "
          f"{prep['cpu_seconds']:.0f} s | **{prep['peak_rss_gib']:.2f} GiB** "
-         f"({prep['peak_rss_gib'] * GIB / n:,.0f} B/interaction) | dataset {summary['bytes'] / GIB:.2f} GiB |"),
+         f"({prep['peak_rss_gib'] * GIB / n:,.0f} B/interaction) | dataset " f"{summary['bytes'] / GIB:.2f} GiB |"),
     ]
     lines += [
         "",
         (f"Kept: {c.get('users', 0):,} users, {c.get('items', 0):,} items, {c.get('interactions', 0):,} "
          f"interactions ({c.get('interactions_dropped_count_filter', 0):,} dropped by the count filter, "
          f"{c.get('users_dropped_min_length', 0):,} users shorter than 3 afterwards). 1-min load average "
-         f"before/after: {prep['load_before']:.1f}/{prep['load_after']:.1f} on 2 cores (other jobs shared them; "
+         f"before/after: {prep['load_before']:.1f}/{prep['load_after']:.1f} on 2 cores (other jobs " "shared them; "
          "wall times are inflated, CPU times are not)."),
         "",
-        ("Memory is compact but linear, not constant: the reader streams one line at a time into typed arrays (two "
-         "int64 codes and an int64 timestamp per interaction, 24 bytes) plus one dict entry per distinct raw user "
-         "and item id, and the filters then work on whole arrays; about 100 bytes per interaction in all. An "
-         "earlier version kept timestamps as Python ints and copied the arrays: 2.43 GiB (130 B/interaction) on "
+        ("Memory is compact but linear, not constant: the reader streams one line at a time into " "typed arrays (two "
+         "int64 codes and an int64 timestamp per interaction, 24 bytes) plus one dict entry per " "distinct raw user "
+         "and item id, and the filters then work on whole arrays; about 100 bytes per interaction in " "all. An "
+         "earlier version kept timestamps as Python ints and copied the arrays: 2.43 GiB (130 " "B/interaction) on "
          "the same file."),
     ]
     return "\n".join(lines)

@@ -1,8 +1,8 @@
-"""Provider throughput (texts/s, tokens/s) on realistic product prompts; writes the `## Provider throughput` section
-of benchmarks/RESULTS.md.
+"""Provider throughput (texts/s, tokens/s) on realistic product prompts; writes the `## Provider throughput`
+section of benchmarks/RESULTS.md.
 
-Each measurement runs in its own process, so OMP_WAIT_POLICY can be set before torch is imported and one model's
-memory never slows the next. Model loading is timed apart from embedding (a warm-up batch runs first).
+Each measurement runs in its own process, so OMP_WAIT_POLICY can be set before torch is imported and one
+model's memory never slows the next. Model loading is timed apart from embedding (a warm-up batch runs first).
 
     python benchmarks/provider_throughput.py                 # all providers on CPU, writes RESULTS.md
     python benchmarks/provider_throughput.py --only offline tiny-llama --no-write
@@ -46,7 +46,8 @@ DEFAULT_CASES = ["offline", "tiny-llama", "minilm", "smollm2"]
 
 
 def product_prompts(n: int) -> list[str]:
-    """Item prompts of the synthetic catalogue with the generic template (the shape of real Amazon prompts)."""
+    """Item prompts of the synthetic catalogue with the generic template (the shape of real Amazon
+    prompts)."""
     from esrkit.data.synthetic import SyntheticOptions, generate
     from esrkit.prompts.templates import build_item_prompts, load_templates
 
@@ -79,7 +80,8 @@ def build(case: str, device: str, workdir: Path, budget: int = 0, compile_model:
 
 
 def random_llama(provider, device: str, shape: dict[str, int]):
-    """A LLaMA of the given shape with random weights: bf16 on the GPU (the paper-scale shapes), fp32 on the CPU."""
+    """A LLaMA of the given shape with random weights: bf16 on the GPU (the paper-scale shapes), fp32 on the
+    CPU."""
     import torch
     from transformers import LlamaConfig, LlamaModel
 
@@ -91,8 +93,8 @@ def random_llama(provider, device: str, shape: dict[str, int]):
 
 
 def measured_peak_tflops(device: str, n: int = 8192, repeats: int = 20) -> float:
-    """The device's dense matmul rate, measured (not the datasheet): bf16 on CUDA, fp32 on the CPU. Utilisation is
-    quoted against this, as the issue asks ("utilisation of the measured bf16 peak")."""
+    """The device's dense matmul rate, measured (not the datasheet): bf16 on CUDA, fp32 on the CPU.
+    Utilisation is quoted against this, as the issue asks ("utilisation of the measured bf16 peak")."""
     import torch
 
     cuda = device.startswith("cuda")
@@ -112,7 +114,8 @@ def measured_peak_tflops(device: str, n: int = 8192, repeats: int = 20) -> float
 
 
 def forward_flops_per_token(model, mean_tokens: float) -> float | None:
-    """Kaplan et al.'s forward estimate: 2 x non-embedding parameters + 2 x layers x context x width (attention)."""
+    """Kaplan et al.'s forward estimate: 2 x non-embedding parameters + 2 x layers x context x width
+    (attention)."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "num_hidden_layers"):
         return None
@@ -161,8 +164,9 @@ def worker(case: str, device: str, n_texts: int = 0, budget: int = 0, compile_mo
 
 
 def profile_batches(provider, texts: list[str], device: str, path: Path) -> None:
-    """Where the time goes: the top kernels of embedding about two token budgets' worth of texts, and the share of
-    the wall time the device was busy (kernel time / wall; below 1 means the host kept it waiting)."""
+    """Where the time goes: the top kernels of embedding about two token budgets' worth of texts, and the
+    share of the wall time the device was busy (kernel time / wall; below 1 means the host kept it
+    waiting)."""
     from torch.profiler import ProfilerActivity, profile
 
     per_text = max(1.0, sum(provider.count_tokens(texts[:200])) / len(texts[:200]))
@@ -190,7 +194,7 @@ def profile_batches(provider, texts: list[str], device: str, path: Path) -> None
     except (AttributeError, KeyError, ValueError):
         table = averages.table(sort_by="self_cuda_time_total", row_limit=25)
     header = (f"{len(sample)} texts, {sum(provider.count_tokens(sample))} tokens, wall {wall_us / 1e3:.1f} ms, "
-              f"{'device' if cuda else 'cpu'} busy {busy_us / 1e3:.1f} ms ({100 * busy_us / wall_us:.0f}% of wall)\n")
+              f"{'device' if cuda else 'cpu'} busy {busy_us / 1e3:.1f} ms ({100 * busy_us / wall_us:.0f}% of " "wall)\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + table + "\n")
     print(header.strip(), file=sys.stderr)
@@ -212,7 +216,7 @@ def run_case(case: str, device: str, policy: str, n_texts: int = 0, budget: int 
     cmd += ["--profile", str(profile_dir)] if profile_dir is not None else []
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        return f"{case}: failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})"
+        return f"{case}: failed " f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -226,22 +230,22 @@ def render_intro() -> str:
     return "\n".join([
         SECTION,
         "",
-        "`python benchmarks/provider_throughput.py [--device cuda]` rewrites the subsection of its device. Texts: "
-        "item prompts of the synthetic catalogue rendered with the `generic` template (about 60 words each). "
-        "Load = building the provider, loading the model and a first batch of 8; the rates exclude it. Tokens are "
-        "the provider's own (model tokenizer; words for `offline`). `tiny-llama` is a random 2-layer, 64-wide "
+        "`python benchmarks/provider_throughput.py [--device cuda]` rewrites the subsection of its " "device. Texts: "
+        "item prompts of the synthetic catalogue rendered with the `generic` template (about 60 " "words each). "
+        "Load = building the provider, loading the model and a first batch of 8; the rates exclude " "it. Tokens are "
+        "the provider's own (model tokenizer; words for `offline`). `tiny-llama` is a random " "2-layer, 64-wide "
         "LLaMA built from a config (the tests' model): it measures the decoder provider's own overhead "
-        "(tokenising, length-sorted token-budget batching, pooling). The decoder provider also caps a batch at "
-        "`max_batch_size` texts: 4,096 now, 256 before 2026-11-27's second GPU session, which held the first "
-        "session's 131072 budget to about 48k tokens. `(compiled)`: `--compile`, the provider's `compile=true` "
-        "(torch.compile, dynamic shapes; its compile time is in the load column). `--profile DIR` writes each case's "
+        "(tokenising, length-sorted token-budget batching, pooling). The decoder provider also caps " "a batch at "
+        "`max_batch_size` texts: 4,096 now, 256 before 2026-11-27's second GPU session, which held " "the first "
+        "session's 131072 budget to about 48k tokens. `(compiled)`: `--compile`, the provider's " "`compile=true` "
+        "(torch.compile, dynamic shapes; its compile time is in the load column). `--profile DIR` " "writes each case's "
         "top kernels and the device's busy share. `llama-1b-random` and `llama-7b-random` have "
-        "LLaMA-3.2-1B's and LLaMA-2-7B's shapes with random weights, bf16 (GPU only; `--only llama-7b-random "
-        "--device cuda --budgets 32768 131072`). Utilisation (decoders): model FLOP/s (2 x non-embedding parameters "
-        "+ attention, per token) against the dense matmul rate measured on the same device in the same run (bf16 "
-        "8192^3 on CUDA, fp32 1024^3 on the CPU). `smollm2`'s load is the reload of its dequantised safetensors copy; the "
-        "first use ever also dequantises the GGUF (about 30 s). The 2-core machine is shared: rates follow the load "
-        "average recorded with each run (runs at lower load were up to 2.5x faster for offline and tiny-llama).",
+        "LLaMA-3.2-1B's and LLaMA-2-7B's shapes with random weights, bf16 (GPU only; `--only " "llama-7b-random "
+        "--device cuda --budgets 32768 131072`). Utilisation (decoders): model FLOP/s (2 x " "non-embedding parameters "
+        "+ attention, per token) against the dense matmul rate measured on the same device in the " "same run (bf16 "
+        "8192^3 on CUDA, fp32 1024^3 on the CPU). `smollm2`'s load is the reload of its dequantised " "safetensors copy; the "
+        "first use ever also dequantises the GGUF (about 30 s). The 2-core machine is shared: rates " "follow the load "
+        "average recorded with each run (runs at lower load were up to 2.5x faster for offline and " "tiny-llama).",
         "",
         "",
     ])
@@ -263,9 +267,9 @@ def render_device(run: dict) -> str:
             notes.append(f"- {r}")
             continue
         lines.append(
-            f"| {r['case']}{' (compiled)' if r.get('compiled') else ''} | {r['kind']} | {r['omp_wait_policy']} | {r.get('token_budget') or '-'} | {r['texts']} | "
+            f"| {r['case']}{' (compiled)' if r.get('compiled') else ''} | {r['kind']} | " f"{r['omp_wait_policy']} | {r.get('token_budget') or '-'} | {r['texts']} | "
             f"{r['dim']} | "
-            f"{r['mean_tokens']:.0f} | {r['load_s']:.1f} | {r['texts_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
+            f"{r['mean_tokens']:.0f} | {r['load_s']:.1f} | {r['texts_per_s']:,.1f} | " f"{r['tokens_per_s']:,.0f} | "
             f"{_utilisation_cell(r.get('utilisation'))} |"
         )
     if notes:
@@ -280,11 +284,12 @@ def _utilisation_note(u: dict | None) -> str:
 def _utilisation_cell(u: dict | None) -> str:
     if not u:
         return "-"
-    return f"{u['achieved_tflops']:.2f} of {u['peak_tflops']:.1f} ({100 * u['achieved_tflops'] / u['peak_tflops']:.0f}%)"
+    return f"{u['achieved_tflops']:.2f} of {u['peak_tflops']:.1f} " f"({100 * u['achieved_tflops'] / u['peak_tflops']:.0f}%)"
 
 
 def write_section(run: dict) -> None:
-    """Replace this device's subsection of `## Provider throughput`, keeping other devices and other sections."""
+    """Replace this device's subsection of `## Provider throughput`, keeping other devices and other
+    sections."""
     from esrkit.utils.io import atomic_write_text
 
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"

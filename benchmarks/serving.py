@@ -155,7 +155,7 @@ def report(args, export_s: float, size: int, everyone: dict, lat: dict, new: dic
         "",
         (f"Command: `nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/serving.py` "
          f"({time.strftime('%Y-%m-%d')}): synthetic Beauty-scale sequences ({args.users:,} users, "
-         f"{args.items:,} items, as benchmarks/train_speed.py), LLM-ESR on SASRec (64 + 64-d item vectors, "
+         f"{args.items:,} items, as benchmarks/train_speed.py), LLM-ESR on SASRec (64 + 64-d item " "vectors, "
          f"max_len 200) over a {args.dim}-d semantic table, untrained weights; the export folder is "
          f"{size / 2**20:,.0f} MiB (written in {export_s:.1f} s, hashes included)."),
         "",
@@ -165,7 +165,7 @@ def report(args, export_s: float, size: int, everyone: dict, lat: dict, new: dic
         latency_row,
         items_row,
         "",
-        (f"- `esrkit.load` of the folder: {lat['load_s']:.1f} s (sha256 of every file, the model rebuilt and "
+        (f"- `esrkit.load` of the folder: {lat['load_s']:.1f} s (sha256 of every file, the model " "rebuilt and "
          f"checked against its exported item vectors); the first recommendation then computes every item "
          f"vector once ({lat['first_s'] * 1e3:.0f} ms)."),
         (f"- `add_items` costs the provider's time plus {new['add_s'] - new['provider_s']:.2f} s for "
@@ -174,7 +174,7 @@ def report(args, export_s: float, size: int, everyone: dict, lat: dict, new: dic
          f"recommendation recomputes the item vectors ({new['after_s'] * 1e3:.0f} ms). Add items in "
          "batches."),
         (f"- 1-min load average before/after the all-users run: {everyone['load_before']:.1f}/"
-         f"{everyone['load_after']:.1f} on {os.cpu_count()} cores (above the core count, other jobs shared "
+         f"{everyone['load_after']:.1f} on {os.cpu_count()} cores (above the core count, other jobs " "shared "
          "them and wall times are inflated)."),
     ]
     return "\n".join(lines)

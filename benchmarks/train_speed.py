@@ -4,13 +4,14 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_speed.py --device cuda    # on a GPU
 
 Synthetic Beauty-scale data (52,204 users, 57,289 items, mean length about 7.5 with a lognormal tail, a random
-1536-d frozen semantic table, 10 random similar users per user). Both sides do the same faithful computation per
-step: ranking loss, a second (student) forward, ten teachers recomputed every step. esrkit trims padding exactly,
-runs teachers under no_grad, applies the adapter once per distinct item and builds batches on the device;
-``benchmarks/official_reference.py`` keeps the official layout (padded to 200, per-sample Python batch building,
-teachers with a graph, per-token adapter). Seconds per batch of 128 are timed side by side in one process and
-extrapolated to an epoch. Also timed: one validation pass (sampled protocol) and full-ranking evaluation of all
-users over all items (time and peak memory). Figures go to the "Training speed" section of RESULTS.md.
+1536-d frozen semantic table, 10 random similar users per user). Both sides do the same faithful computation
+per step: ranking loss, a second (student) forward, ten teachers recomputed every step. esrkit trims padding
+exactly, runs teachers under no_grad, applies the adapter once per distinct item and builds batches on the
+device; ``benchmarks/official_reference.py`` keeps the official layout (padded to 200, per-sample Python batch
+building, teachers with a graph, per-token adapter). Seconds per batch of 128 are timed side by side in one
+process and extrapolated to an epoch. Also timed: one validation pass (sampled protocol) and full-ranking
+evaluation of all users over all items (time and peak memory). Figures go to the "Training speed" section of
+RESULTS.md.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def main() -> None:
     lengths = data.lengths()
     out = {"device": str(device), "date": time.strftime("%Y-%m-%d"), "users": args.users, "items": args.items, "mean_length": float(lengths.mean()),
            "max_length": int(lengths.max()), "backbones": {}}
-    print(f"data: {args.users} users, {args.items} items, mean length {lengths.mean():.2f}, max {lengths.max()}",
+    print(f"data: {args.users} users, {args.items} items, " f"mean length {lengths.mean():.2f}, max {lengths.max()}",
           flush=True)
     for bb in args.backbones.split(","):
         n_batches = math.ceil((2 if bb == "bert4rec" else 1) * args.users / 128)
@@ -166,13 +167,13 @@ def write(out: dict, machine_text: str | None = None) -> None:
     from _results import machine, replace_section
 
     dev = out["device"]
-    lines = [f"Measured {out.get('date', time.strftime('%Y-%m-%d'))} on {machine_text or machine()}; device `{dev}`.",
+    lines = [f"Measured {out.get('date', time.strftime('%Y-%m-%d'))} on {machine_text or machine()}; device " f"`{dev}`.",
              f"Data: synthetic Beauty scale, {out['users']:,} users, {out['items']:,} items, mean length "
-             f"{out['mean_length']:.2f} (max {out['max_length']}), 1536-d semantic table, 10 similar users, batch 128,"
+             f"{out['mean_length']:.2f} (max {out['max_length']}), 1536-d semantic table, 10 similar users, " "batch 128,"
              " teachers recomputed every step (faithful). Command: `python benchmarks/train_speed.py"
              + (" --device cuda`." if dev.startswith("cuda") else "`."),
              "",
-             "| backbone | esrkit s/batch | esrkit s/epoch | official-layout s/batch (same run) | speed-up | anchor: official |",
+             "| backbone | esrkit s/batch | esrkit s/epoch | official-layout s/batch (same run) | speed-up | " "anchor: official |",
              "| --- | ---: | ---: | ---: | ---: | --- |"]
     for bb, r in out["backbones"].items():
         ref = r.get("reference_s_per_batch")

@@ -1,11 +1,11 @@
 """Typed run configuration, loaded from a recipe TOML, with ``--set key=value`` overrides.
 
 This is the one place a recipe is resolved: ``resolve_recipe("beauty-sasrec", ["model.alpha=0.5"])`` reads
-``recipes/beauty-sasrec.toml`` (following ``extends = "..."`` chains), applies overrides in order, checks every
-key against the dataclasses below and returns a ``RunConfig``. Unknown keys are errors, never silently ignored.
-Then ``validate`` checks every value's range and every name against what exists (the ``RULES`` table), so a
-bad option fails before any data is read or any run folder exists. Defaults reproduce the official LLM-ESR
-scripts (see docs/FIDELITY.md for every choice).
+``recipes/beauty-sasrec.toml`` (following ``extends = "..."`` chains), applies overrides in order, checks
+every key against the dataclasses below and returns a ``RunConfig``. Unknown keys are errors, never silently
+ignored. Then ``validate`` checks every value's range and every name against what exists (the ``RULES``
+table), so a bad option fails before any data is read or any run folder exists. Defaults reproduce the
+official LLM-ESR scripts (see docs/FIDELITY.md for every choice).
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ class EmbeddingConfig:
     user_embeddings: str = ""  # explicit (n_users, d) .npy, row = user row; bypasses the provider for users
     pca_dim: int = 0  # collaborative-table size for PCA init; 0 = the model's hidden size
     pca_table: str = ""  # explicit (n_items, hidden) .npy PCA table (official pca64_itm_emb_np)
-    # subtract the mean item vector before use: removes the direction every item shares, which dominates anisotropic
-    # tables such as mean-pooled decoder states (docs/RESULTS.md, section 3). The official code uses raw vectors.
+    # subtract the mean item vector before use: removes the direction every item shares, which dominates
+    # anisotropic tables such as mean-pooled decoder states (docs/RESULTS.md, section 3). The official code
+    # uses raw vectors.
     center_items: bool = False
 
 
@@ -113,7 +114,8 @@ class ModelConfig:
     freeze_semantic: bool = True
     alpha: float = 0.1  # self-distillation weight
     sd_loss: str = "mse_mean"  # mse_mean (official nn.MSELoss) | paper (Eq. 9: squared L2 per user, averaged)
-    # esrkit's full-ranking switches (docs/RESULTS.md "Best under full ranking"); the defaults are the official model
+    # esrkit's full-ranking switches (docs/RESULTS.md "Best under full ranking"); the defaults are the
+    # official model
     semantic_residual: bool = False  # LLM-ESR: trainable per-item offset on the frozen semantic view (starts at 0)
     view_norm: bool = False  # LLM-ESR: L2-normalise each view, learned inverse temperature per view
     gate: str = "none"  # LLM-ESR: none | popularity (per item, from training popularity) | user
@@ -128,8 +130,9 @@ class ModelConfig:
     cover: bool = False  # True: ID embeddings replace the null-space coordinates instead of adding to them
     table_scale: float = 0.0  # whitened table scale: 0 = the unwhitened projection's total variance, 1 = unit
     teacher_refresh: str = "step"  # step (official: teachers recomputed every step) | epoch (cached per epoch)
-    # ranking loss (esrkit/training/losses.py): bce (official, train.negatives per position) | bpr (the paper's
-    # pairwise Eq. 6) | gbce (gSASRec) | ce (softmax over every item) | sampled_softmax (train.negatives shared)
+    # ranking loss (esrkit/training/losses.py): bce (official, train.negatives per position) | bpr (the
+    # paper's pairwise Eq. 6) | gbce (gSASRec) | ce (softmax over every item) | sampled_softmax
+    # (train.negatives shared)
     loss: str = "bce"
     loss_sampler: str = "uniform"  # sampled_softmax proposal: uniform | popularity | in_batch (logQ-corrected)
     gbce_t: float = 0.75  # gbce calibration: 0 = plain BCE over the same negatives, 1 = fully calibrated

@@ -103,7 +103,8 @@ def is_plugin(name: str) -> bool:
 
 
 def load_plugin(name: str, kind: str) -> Any:
-    """``package.module:Attribute`` -> the attribute; a clear error when the module or attribute is missing."""
+    """``package.module:Attribute`` -> the attribute; a clear error when the module or attribute is
+    missing."""
     module, _, attr = name.partition(":")
     if not module or not attr:
         raise KeyError(f"{kind} {quote(name)}: a plug-in is written package.module:Class")
@@ -117,13 +118,15 @@ def load_plugin(name: str, kind: str) -> Any:
         raise KeyError(f"{kind} {quote(name)}: module {module!r} has no {attr!r}") from None
 
 
-# ---------------------------------------------------------------------------------------------- extension points
-# Sequence encoders (esrkit/models/sasrec.py, bert4rec.py, gru4rec.py): ``objective`` is how the backbone trains
-# (seq2seq, cloze or last), ``inputs`` the input stage it expects (transformer or plain); see models/base.py.
+# ---------------------------------------------------------------------------------------------- extension
+# points Sequence encoders (esrkit/models/sasrec.py, bert4rec.py, gru4rec.py): ``objective`` is how the
+# backbone trains (seq2seq, cloze or last), ``inputs`` the input stage it expects (transformer or plain); see
+# models/base.py.
 ENCODERS: Registry[type[nn.Module]] = Registry(
     "encoder", builtins="esrkit.models", defaults={"objective": "seq2seq", "inputs": "transformer"}, plugins=True)
 # Model families (esrkit/models/): classes with ``from_config`` (models/recommender.py).
 MODELS: Registry[type[nn.Module]] = Registry("model", builtins="esrkit.models", plugins=True)
-# Ranking losses (esrkit/training/losses.py): ``per_position_negatives`` says the batch builder draws negatives.
+# Ranking losses (esrkit/training/losses.py): ``per_position_negatives`` says the batch builder draws
+# negatives.
 LOSSES: Registry[Callable[..., Any]] = Registry(
     "loss", builtins="esrkit.training.losses", defaults={"per_position_negatives": False})

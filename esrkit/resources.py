@@ -1,8 +1,8 @@
 """Where named recipes, provider definitions and prompt templates are found.
 
-A name resolves to the first match of: an existing file path; ``$ESRKIT_PATH`` folders (``:``-separated, each with
-``recipes/``, ``providers/``, ``recipes/prompts/`` inside); the current directory; the esrkit checkout itself.
-Users add their own definitions by dropping a TOML file into any of these.
+A name resolves to the first match of: an existing file path; ``$ESRKIT_PATH`` folders (``:``-separated, each
+with ``recipes/``, ``providers/``, ``recipes/prompts/`` inside); the current directory; the esrkit checkout
+itself. Users add their own definitions by dropping a TOML file into any of these.
 """
 
 from __future__ import annotations

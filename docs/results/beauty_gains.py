@@ -1,10 +1,12 @@
-"""LLM-ESR's relative gains on Beauty 5-core against SASRec and LLMInit (same MiniLM inputs), with seed t-tests.
+"""LLM-ESR's relative gains on Beauty 5-core against SASRec and LLMInit (same MiniLM inputs), with seed
+t-tests.
 
     python docs/results/beauty_gains.py runs/results     # prints the Markdown table used in docs/RESULTS.md
 
-The three runs come from docs/results/run_experiments.sh step 2b. They are named beauty5-<model>-sasrec rather than
-the study's id / llmesr-<provider> / llminit-<provider>, so this script relabels them and reuses the study's own
-gains table (esrkit.reporting.study.gains_table): the same arithmetic and t-test as the Scientific study's table.
+The three runs come from docs/results/run_experiments.sh step 2b. They are named beauty5-<model>-sasrec rather
+than the study's id / llmesr-<provider> / llminit-<provider>, so this script relabels them and reuses the
+study's own gains table (esrkit.reporting.study.gains_table): the same arithmetic and t-test as the Scientific
+study's table.
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
-"""Why does one provider's frozen semantic view help LLM-ESR and another's hurt it? The geometry of each item table.
+"""Why does one provider's frozen semantic view help LLM-ESR and another's hurt it? The geometry of each item
+table.
 
     python docs/results/embedding_geometry.py runs/results/study-scientific-sasrec \
-        runs/results/scientific-llmesr-smollm2-centered          # the table in docs/RESULTS.md (extra runs optional)
+        runs/results/scientific-llmesr-smollm2-centered          # the table in docs/RESULTS.md (extra runs
+        optional)
 
-For every LLM-ESR run of a provider study, the item table it trained with (from its provenance) is measured on the
-study's own data:
-- mean cosine between random item pairs: how much of every vector is one shared direction (anisotropy; mean-pooled
-  decoder states are known to sit in a narrow cone). LLM-ESR scores items by inner products of the frozen table
-  passed through a small adapter, so a shared direction adds the same amount to every item's score;
+For every LLM-ESR run of a provider study, the item table it trained with (from its provenance) is measured on
+the study's own data:
+- mean cosine between random item pairs: how much of every vector is one shared direction (anisotropy;
+  mean-pooled decoder states are known to sit in a narrow cone). LLM-ESR scores items by inner products of the
+  frozen table passed through a small adapter, so a shared direction adds the same amount to every item's
+  score;
 - variance share of the first principal component (after centring), which the PCA initialisation keeps first;
 - separation: cosine of consecutive items in training sequences minus cosine of random pairs, in units of the
   random pairs' standard deviation. This is the signal the frozen view can use: how much closer items bought
@@ -45,7 +48,8 @@ def geometry(items: np.ndarray, pairs: np.ndarray, rng: np.random.Generator) -> 
 
 
 def consecutive_pairs(data) -> np.ndarray:
-    """(previous, next) item rows of every training transition (the last two items of each user are held out)."""
+    """(previous, next) item rows of every training transition (the last two items of each user are held
+    out)."""
     out = []
     for seq in data.sequences():
         train = np.asarray(seq[:-2]) - 1  # item ids start at 1; table rows at 0
@@ -67,11 +71,11 @@ def main(study: str, extra_runs: list[str]) -> None:
         if emb.get("centered"):  # embedding.center_items: the table the run really used
             items = items - items.mean(axis=0)
         rows.append((emb["provider"] + (", centred" if emb.get("centered") else ""), geometry(items, pairs, rng)))
-    print("| provider | dim | mean cosine, random pairs | PC1 variance share | mean cosine, consecutive items | "
+    print("| provider | dim | mean cosine, random pairs | PC1 variance share | mean cosine, consecutive " "items | "
           "separation (SDs) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, g in rows:
-        print(f"| {name} | {g['dim']} | {g['mean_cos']:.3f} | {g['pc1_share']:.3f} | {g['consecutive_cos']:.3f} | "
+        print(f"| {name} | {g['dim']} | {g['mean_cos']:.3f} | {g['pc1_share']:.3f} | " f"{g['consecutive_cos']:.3f} | "
               f"{g['separation']:.2f} |")
 
 

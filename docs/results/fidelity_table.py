@@ -1,7 +1,7 @@
 """Print the fidelity table of docs/RESULTS.md from esrkit's per-epoch metrics (metrics-<seed>.jsonl here).
 
-The official numbers are the validation curves published with shared/reference/official-run-beauty5 (the official
-code run on the same inputs): they are the comparison target, not results of esrkit.
+The official numbers are the validation curves published with shared/reference/official-run-beauty5 (the
+official code run on the same inputs): they are the comparison target, not results of esrkit.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Compare esrkit's ID-only backbones on the paper's own Fashion/Yelp interactions with the paper's Table 1 rows.
+"""Compare esrkit's ID-only backbones on the paper's own Fashion/Yelp interactions with the paper's Table 1
+rows.
 
     python docs/results/paper_gap.py runs/results        # prints the Markdown table used in docs/RESULTS.md
 
@@ -36,7 +37,7 @@ def ours(folder: Path) -> list[tuple[float, float]] | None:
 
 
 def main(root: str) -> None:
-    print("| dataset | backbone | seeds | overall H@10 (paper) | gap | overall N@10 (paper) | tail item H@10 (paper) "
+    print("| dataset | backbone | seeds | overall H@10 (paper) | gap | overall N@10 (paper) | tail item " "H@10 (paper) "
           "| head item H@10 (paper) | tail user H@10 (paper) | head user H@10 (paper) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (ds, bb), paper in PAPER.items():

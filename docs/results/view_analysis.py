@@ -2,10 +2,11 @@
 
     python docs/results/view_analysis.py RUN_DIR [RUN_DIR ...]
 
-For every run (a seed folder), on the test split under full ranking: N@10 / H@10 overall and on tail items of the
-fused score and, for models with several score views (LLM-ESR), of each view's own logits; and what the top 10
-holds: the mean training-popularity percentile of the recommended items, the share of tail items (the run's own
-group rule), and how much the views' top 10 lists overlap. Reads the best checkpoint; makes no LLM call.
+For every run (a seed folder), on the test split under full ranking: N@10 / H@10 overall and on tail items of
+the fused score and, for models with several score views (LLM-ESR), of each view's own logits; and what the
+top 10 holds: the mean training-popularity percentile of the recommended items, the share of tail items (the
+run's own group rule), and how much the views' top 10 lists overlap. Reads the best checkpoint; makes no LLM
+call.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ def _formats_epilog() -> str:
 
 @click.group("data")
 def data() -> None:
-    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole, CSV); show statistics.
-    """
+    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole, CSV); show
+    statistics."""
 
 
 @data.command("prepare", epilog=_formats_epilog())

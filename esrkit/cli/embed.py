@@ -1,4 +1,5 @@
-"""``esrkit embed``: item/user prompts of a processed dataset -> cached provider vectors -> items.npy / users.npy."""
+"""``esrkit embed``: item/user prompts of a processed dataset -> cached provider vectors -> items.npy /
+users.npy."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ List providers with `esrkit providers`; see docs/PROVIDERS.md.
 
 
 def parse_provider_overrides(items: tuple[str, ...]) -> dict[str, Any]:
-    """``provider.key=value`` (or ``key=value``) -> {key: value}; values use TOML syntax, bare words are strings."""
+    """``provider.key=value`` (or ``key=value``) -> {key: value}; values use TOML syntax, bare words are
+    strings."""
     out: dict[str, Any] = {}
     for text in items:
         path, value = parse_override(text)

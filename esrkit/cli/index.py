@@ -44,7 +44,7 @@ def _load_ids(path: Path | None, n: int) -> list[str] | None:
 
 def _describe(meta: dict[str, Any]) -> list[str]:
     lines = [
-        f"method: {meta.get('method')}  users: {meta.get('n_users')}  k: {meta.get('k')}  dim: {meta.get('dim')}"
+        f"method: {meta.get('method')}  users: {meta.get('n_users')}  k: {meta.get('k')}  dim: " f"{meta.get('dim')}"
     ]
     if meta.get("hnsw"):
         h = meta["hnsw"]
@@ -60,7 +60,8 @@ def _describe(meta: dict[str, Any]) -> list[str]:
 
 
 def _clear_previous_indexes(out_dir: Path) -> None:
-    """--overwrite rebuilds from scratch: stale index files of another method must not linger beside the table."""
+    """--overwrite rebuilds from scratch: stale index files of another method must not linger beside the
+    table."""
     for name in ("hnsw.bin", "hnsw.json"):
         (out_dir / name).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "shards", ignore_errors=True)

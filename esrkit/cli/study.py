@@ -85,8 +85,8 @@ def providers(recipe, providers, models, seeds, controls, sets, baseline_hidden,
 @click.option("--quiet", "-q", is_flag=True)
 def compare(plan, seeds, sets, only, output_dir, name, report_only, records, dry_run, quiet) -> None:
     """Train the named runs of a PLAN (a TOML file or a recipes/studies name) and report them side by side:
-    both protocols, every group, gains over the plan's references with seed t-tests, every seed's best and last
-    epoch."""
+    both protocols, every group, gains over the plan's references with seed t-tests, every seed's best and
+    last epoch."""
     from esrkit.runs.compare import load_plan  # lazy: the CLI starts fast
     from esrkit.runs.study import run_study
 

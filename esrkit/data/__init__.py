@@ -1,4 +1,5 @@
-"""Data: raw readers, preprocessing, the processed SequenceData format, splits, long-tail groups, synthetic data."""
+"""Data: raw readers, preprocessing, the processed SequenceData format, splits, long-tail groups, synthetic
+data."""
 
 from esrkit.data.sequences import DatasetFormatError, SequenceData
 

@@ -1,13 +1,14 @@
 """Training and prediction batches, built with vectorised tensor ops on the training device.
 
-All sequences live on the device as one CSR pair (``items``, ``offsets``); a batch is gathered by index, so there
-is no per-sample Python loop and no DataLoader. Semantics follow the official generators exactly
+All sequences live on the device as one CSR pair (``items``, ``offsets``); a batch is gathered by index, so
+there is no per-sample Python loop and no DataLoader. Semantics follow the official generators exactly
 (``generators/data.py``):
 
 * ``seq2seq`` (SASRec): input = train[:-1] (last ``max_len``), target at each position = the next item, one
   negative per position, uniform over [1, n_items] and never in the user's training sequence;
-* ``cloze`` (BERT4Rec): an epoch has 2 x users samples; sample s < U masks each training token with probability
-  ``mask_prob`` (80% [MASK], 10% random item, 10% unchanged), sample s >= U masks only the last training item;
+* ``cloze`` (BERT4Rec): an epoch has 2 x users samples; sample s < U masks each training token with
+  probability ``mask_prob`` (80% [MASK], 10% random item, 10% unchanged), sample s >= U masks only the last
+  training item;
 * ``last`` (GRU4Rec): input = train[:-1], target = train[-1], ``negatives`` distinct negatives;
 * teachers (self-distillation): a similar user's train[:-1], right-aligned, standard positions;
 * prediction: input = the evaluated prefix; BERT4Rec appends [MASK] and drops the oldest item at full length.

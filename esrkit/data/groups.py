@@ -1,10 +1,12 @@
-"""Long-tail user and item groups, exactly as the official LLM-ESR code computes them, plus the paper's variants.
+"""Long-tail user and item groups, exactly as the official LLM-ESR code computes them, plus the paper's
+variants.
 
 Official rule (``--ts_user``/``--ts_item``, applied to the evaluated instance):
 
 * user: ``seq_len`` = number of items in the evaluated *input* (test: ``n_u - 1``), capped at ``max_len``;
   tail if ``seq_len < ts_user``;
-* item: ``pop`` of the *target* item = distinct users over all data (train+valid+test); tail if ``pop < ts_item``.
+* item: ``pop`` of the *target* item = distinct users over all data (train+valid+test); tail if ``pop <
+  ts_item``.
 
 Paper rule (``rule="pareto"``): the top 20% of users by length and of items by popularity are head.
 Five buckets (paper Fig. 4): users by ``seq_len`` at 5/10/15/20, items by ``pop`` at 10/30/60/100.

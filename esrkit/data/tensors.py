@@ -1,8 +1,8 @@
 """Sequence tensors: right-aligned item sequences as model inputs, and every user's sequence on a device.
 
 Sequences are right-aligned (the most recent item is last), as in the official LLM-ESR code. Positions count
-1..len from the oldest kept item (0 = padding); ``pad_count`` = ``max_len`` - len records the padding the official
-fixed-length layout would have had (the encoders use it to reproduce that computation exactly).
+1..len from the oldest kept item (0 = padding); ``pad_count`` = ``max_len`` - len records the padding the
+official fixed-length layout would have had (the encoders use it to reproduce that computation exactly).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class SeqInput:
         return SeqInput(self.tokens[index], self.positions[index], self.pad_count[index])
 
     def last_columns(self, n: int) -> SeqInput:
-        """Keep the last ``n`` columns (sequences are right-aligned, so nothing real is lost if n >= max length)."""
+        """Keep the last ``n`` columns (sequences are right-aligned, so nothing real is lost if n >= max
+        length)."""
         return SeqInput(self.tokens[:, -n:], self.positions[:, -n:], self.pad_count)
 
     def with_leading_pad(self) -> SeqInput:
@@ -57,7 +58,8 @@ class DeviceSequences:
 
     # ------------------------------------------------------------------ gathering
     def window(self, users: Tensor, prefix: np.ndarray | Tensor, keep: int, min_width: int = 1) -> Tensor:
-        """Right-aligned tokens (B, W): the last ``min(prefix, keep)`` items of each user's first ``prefix`` items."""
+        """Right-aligned tokens (B, W): the last ``min(prefix, keep)`` items of each user's first ``prefix``
+        items."""
         prefix_t = torch.as_tensor(prefix, device=self.device)
         taken = prefix_t.clamp(min=0, max=keep)
         if isinstance(prefix, np.ndarray):  # known on the host: no device synchronisation
@@ -91,8 +93,8 @@ class DeviceSequences:
     ) -> Tensor:
         """Uniform item ids in [1, n_items] that are not among each user's first ``exclude_prefix`` items.
 
-        ``shape`` is (B, ...). Rejection sampling, vectorised: candidates that hit the user's excluded items are
-        redrawn until none do (the official ``random_neq`` loop, batched).
+        ``shape`` is (B, ...). Rejection sampling, vectorised: candidates that hit the user's excluded items
+        are redrawn until none do (the official ``random_neq`` loop, batched).
         """
         excl = torch.as_tensor(exclude_prefix, device=self.device)
         keys = self._user_item_keys(users, excl)
@@ -107,7 +109,8 @@ class DeviceSequences:
         raise RuntimeError("could not sample negatives: a user has interacted with (almost) every item")
 
     def _user_item_keys(self, users: Tensor, prefix: Tensor) -> Tensor:
-        """Sorted keys row * (n_items + 2) + item for every item in each batch row's first ``prefix`` items."""
+        """Sorted keys row * (n_items + 2) + item for every item in each batch row's first ``prefix``
+        items."""
         counts = prefix.clamp(min=0)
         rows = torch.repeat_interleave(torch.arange(len(users), device=self.device), counts)
         starts = torch.repeat_interleave(self.offsets[users], counts)

@@ -3,11 +3,12 @@
 Layout: ``<workdir>/cache/<identity hash[:16]>/vectors.sqlite`` (+ ``identity.json``, for people). A row is
 (sha256 of the exact text embedded, little-endian float32 vector bytes). So:
 
-* two providers never mix: each identity has its own file, and the file records its identity and refuses any other;
+* two providers never mix: each identity has its own file, and the file records its identity and refuses any
+  other;
 * a changed template re-embeds only prompts whose text changed; duplicate texts are stored and embedded once;
-* every finished batch is one SQLite transaction (WAL journal): a run killed with ``kill -9`` keeps every batch
-  committed before the kill, and the next run embeds only what is missing. A torn transaction is rolled back by
-  SQLite on the next open; nothing half-written is ever read;
+* every finished batch is one SQLite transaction (WAL journal): a run killed with ``kill -9`` keeps every
+  batch committed before the kill, and the next run embeds only what is missing. A torn transaction is rolled
+  back by SQLite on the next open; nothing half-written is ever read;
 * safe formats only: raw float32 bytes and JSON text, never pickle. Texts themselves are not stored (only
   hashes);
 * every vector has a CRC-32 of its bytes (table ``vector_crc32``), checked whenever it is read: a damaged
@@ -277,7 +278,8 @@ class EmbeddingCache:
 
 
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front so writers queue cleanly."""
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front so writers queue
+    cleanly."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -312,7 +314,8 @@ class CacheSummary:
 
 
 def cache_folders(source: str | Path) -> list[Path]:
-    """The identity folders under a workdir (``<workdir>/cache/*``), a ``cache/`` folder, or one identity folder."""
+    """The identity folders under a workdir (``<workdir>/cache/*``), a ``cache/`` folder, or one identity
+    folder."""
     source = Path(source)
     if (source / "vectors.sqlite").is_file():
         return [source]
@@ -355,8 +358,8 @@ def merge_caches(source: str | Path, workdir: str | Path, batch: int = 2000) -> 
     """Copy every vector of ``source``'s caches that ``workdir``'s caches lack, identity by identity.
 
     Why: vectors are keyed by provider identity and text, so caches filled on different machines (a GPU box
-    embedding, a laptop training) combine safely; identities never mix, existing rows are never overwritten, and each
-    batch is one transaction, so an interrupted merge resumes by running it again."""
+    embedding, a laptop training) combine safely; identities never mix, existing rows are never overwritten,
+    and each batch is one transaction, so an interrupted merge resumes by running it again."""
     summaries = []
     for folder in cache_folders(source):
         identity, dim, _ = read_cache_identity(folder)

@@ -1,4 +1,5 @@
-"""Embedding with several processes on one machine: ``accelerate launch`` or ``torchrun`` around ``esrkit embed``.
+"""Embedding with several processes on one machine: ``accelerate launch`` or ``torchrun`` around ``esrkit
+embed``.
 
     accelerate launch --multi_gpu --num_processes 8 -m esrkit embed --provider llama \\
         --set provider.model=/models/Llama-2-7b-hf --dataset beauty
@@ -6,25 +7,25 @@
 
 How the work is split, and why it survives a crash:
 
-* **Shards by content.** A distinct text belongs to rank ``int(sha256(text)[:15], 16) % WORLD_SIZE``. Every rank
-  renders the same prompts, keeps the texts of its shard that the cache lacks, and embeds them with its own copy of
-  the model on its own GPU (``cuda:LOCAL_RANK``; the launcher's ``LOCAL_RANK`` picks it). Shards are disjoint, so no
-  text is embedded twice, and no rank needs another rank's view of what is missing.
-* **One cache, many writers.** Every rank commits each finished batch to the same SQLite content-addressed cache
-  (``esrkit/embedding/cache.py``): WAL journal, one ``BEGIN IMMEDIATE`` transaction per batch, a 60 s busy
-  timeout; SQLite serialises the writers and ``INSERT OR IGNORE`` makes a repeated text harmless. A batch is a
-  few milliseconds of writing against seconds of GPU work, so writers rarely wait.
-* **Assembly.** After a barrier, rank 0 runs the ordinary single-process ``embed_dataset``: every vector is now
-  cached, so it only reads them and writes ``items.npy`` / ``users.npy`` / ``embedding.json`` (whose per-part
-  counts and timings are the sums over ranks). The other ranks then read the same directory.
-* **Crash and relaunch.** If a process dies (OOM, preemption, ``kill -9``), the launcher stops the others; every
-  batch committed before that is in the cache. Relaunching the same command (with any number of processes) embeds
-  only what is still missing: nothing finished is recomputed and nothing committed is lost.
+* **Shards by content.** A distinct text belongs to rank ``int(sha256(text)[:15], 16) % WORLD_SIZE``. Every
+  rank renders the same prompts, keeps the texts of its shard that the cache lacks, and embeds them with its
+  own copy of the model on its own GPU (``cuda:LOCAL_RANK``; the launcher's ``LOCAL_RANK`` picks it). Shards
+  are disjoint, so no text is embedded twice, and no rank needs another rank's view of what is missing.
+* **One cache, many writers.** Every rank commits each finished batch to the same SQLite content-addressed
+  cache (``esrkit/embedding/cache.py``): WAL journal, one ``BEGIN IMMEDIATE`` transaction per batch, a 60 s
+  busy timeout; SQLite serialises the writers and ``INSERT OR IGNORE`` makes a repeated text harmless. A batch
+  is a few milliseconds of writing against seconds of GPU work, so writers rarely wait.
+* **Assembly.** After a barrier, rank 0 runs the ordinary single-process ``embed_dataset``: every vector is
+  now cached, so it only reads them and writes ``items.npy`` / ``users.npy`` / ``embedding.json`` (whose
+  per-part counts and timings are the sums over ranks). The other ranks then read the same directory.
+* **Crash and relaunch.** If a process dies (OOM, preemption, ``kill -9``), the launcher stops the others;
+  every batch committed before that is in the cache. Relaunching the same command (with any number of
+  processes) embeds only what is still missing: nothing finished is recomputed and nothing committed is lost.
 
-SQLite's WAL needs every writer on the same host (its index lives in shared memory), so this is for the processes
-of one machine (one node, many GPUs); a multi-node launch is refused. For a fleet of GPU machines, serve the model
-with vLLM or TEI behind their OpenAI-compatible ``/v1/embeddings`` and point the ``openai`` provider at them
-(docs/SCALING.md).
+SQLite's WAL needs every writer on the same host (its index lives in shared memory), so this is for the
+processes of one machine (one node, many GPUs); a multi-node launch is refused. For a fleet of GPU machines,
+serve the model with vLLM or TEI behind their OpenAI-compatible ``/v1/embeddings`` and point the ``openai``
+provider at them (docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def shard_of(text_hash: str, world: int) -> int:
 
 def embed_shard(texts: Sequence[str], provider: Provider, cache: EmbeddingCache, rank: int, world: int,
                 progress: bool = True, desc: str = "") -> EmbedStats:
-    """Embed the distinct texts of ``texts`` that belong to ``rank`` and are not cached yet; commit per batch."""
+    """Embed the distinct texts of ``texts`` that belong to ``rank`` and are not cached yet; commit per
+    batch."""
     prepared = provider.prepare_texts(texts)
     first: dict[str, str] = {}
     for h, t in zip(text_hashes(prepared), prepared):
@@ -117,7 +119,8 @@ def embed_dataset_distributed(data: SequenceData, provider: Provider, templates:
 
 
 def _merge_stats(directory: Path, per_rank: list[dict[str, dict[str, Any]]]) -> None:
-    """embedding.json of the assembled run reports what all ranks computed (rank 0 alone found it all cached)."""
+    """embedding.json of the assembled run reports what all ranks computed (rank 0 alone found it all
+    cached)."""
     path = directory / "embedding.json"
     meta = read_json(path)
     for part, info in meta.get("parts", {}).items():

@@ -1,10 +1,10 @@
 """PCA of the item embedding table: the initialisation of LLM-ESR's collaborative (ID) view.
 
-The official ``data/pca.ipynb`` runs scikit-learn ``PCA(n_components=64).fit_transform`` on the LLM item table, no
-whitening. ``svd_solver="full"`` (LAPACK) makes the result deterministic for a given input; ``svd_flip`` (applied by
-scikit-learn) fixes the sign of each component. Reruns on one machine agree bit for bit. Another BLAS changes the
-last bits, so the table's fingerprint may differ, but not its values (benchmarks/RESULTS.md, "Measurements behind
-code choices").
+The official ``data/pca.ipynb`` runs scikit-learn ``PCA(n_components=64).fit_transform`` on the LLM item
+table, no whitening. ``svd_solver="full"`` (LAPACK) makes the result deterministic for a given input;
+``svd_flip`` (applied by scikit-learn) fixes the sign of each component. Reruns on one machine agree bit for
+bit. Another BLAS changes the last bits, so the table's fingerprint may differ, but not its values
+(benchmarks/RESULTS.md, "Measurements behind code choices").
 
 The fitted projection (mean and components) is kept beside the table: an item added after training (serving,
 the cold-item protocol) gets its collaborative start from the same projection its trained neighbours got.

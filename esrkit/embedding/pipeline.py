@@ -8,9 +8,10 @@ lacks (committing every finished batch, so an interrupted run resumes), and writ
         users.npy       (n_users, d) float32, row u = user row u
         embedding.json  provider identity, dims, template name and hashes, counts, timings
 
-The middle segment hashes the template hashes together with the rendered prompts: the dataset fingerprint covers
-the interactions only, not the item attributes the prompts are made from, so two datasets with equal interactions
-but different metadata must not share a directory. ``embedding_directory`` computes the path without embedding.
+The middle segment hashes the template hashes together with the rendered prompts: the dataset fingerprint
+covers the interactions only, not the item attributes the prompts are made from, so two datasets with equal
+interactions but different metadata must not share a directory. ``embedding_directory`` computes the path
+without embedding.
 """
 
 from __future__ import annotations
@@ -239,8 +240,8 @@ def _write_meta(directory: Path, data: SequenceData, provider: Provider, templat
 
 
 def _cold_cost(previous: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
-    """What computing this part's vectors has cost over every run that computed some (an interrupted run plus its
-    resume add up). A fully cached rerun costs nothing, and must not erase what the first run cost."""
+    """What computing this part's vectors has cost over every run that computed some (an interrupted run plus
+    its resume add up). A fully cached rerun costs nothing, and must not erase what the first run cost."""
     before = previous.get("cold")
     if before is None:  # metadata written before "cold" existed: its own counts are the best record
         before = {"computed": previous.get("computed", 0), "seconds": previous.get("seconds", 0.0),
@@ -310,7 +311,8 @@ class EmbeddingPlan:
 
     @property
     def typical_tokens(self) -> int:
-        """About 4 characters a token (English text): the likely count when ``tokens`` is only an upper bound."""
+        """About 4 characters a token (English text): the likely count when ``tokens`` is only an upper
+        bound."""
         return sum(-(-p.chars // 4) for p in self.parts.values())
 
 

@@ -1,7 +1,7 @@
 """Evaluate a recommender on the validation or test split under both protocols.
 
-* ``sampled`` (the paper's): the target against 100 uniform negatives that avoid the user's sequence (fixed per
-  seed); every user is evaluated, as in the official code.
+* ``sampled`` (the paper's): the target against 100 uniform negatives that avoid the user's sequence (fixed
+  per seed); every user is evaluated, as in the official code.
 * ``full``: the target against every item; items of the user's input history are excluded (they are not
   recommendable), the target itself never is. Scores are computed in blocks of users, so memory is
   O(block x n_items), never O(users x items).
@@ -100,8 +100,8 @@ class Evaluator:
 
     @torch.no_grad()
     def user_vectors(self, model: SequentialRecommender, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """(n_users, D) prediction representations, in user-row order (``rows=(lo, hi)``: (hi - lo, D) of those
-        rows only)."""
+        """(n_users, D) prediction representations, in user-row order (``rows=(lo, hi)``: (hi - lo, D) of
+        those rows only)."""
         lo, hi = rows if rows is not None else (0, self.data.n_users)
         was_training = model.training
         model.eval()

@@ -8,7 +8,7 @@ The official code breaks ties by an unstable sort, which is arbitrary.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -1,22 +1,24 @@
-"""AlphaFuse (Hu et al., SIGIR 2025, "Learn ID Embeddings for Sequential Recommendation in Null Space of Language
-Embeddings"), on any registered backbone.
+"""AlphaFuse (Hu et al., SIGIR 2025, "Learn ID Embeddings for Sequential Recommendation in Null Space of
+Language Embeddings"), on any registered backbone.
 
 The item table is built from the LLM item embeddings E (n, d), without an adapter:
 
 1. centre E and eigen-decompose its covariance: directions U (d, d) sorted by variance S (largest first);
-2. the semantic coordinates are (E - mean) U[:, :hidden], optionally whitened (divided by sqrt(S)), and frozen;
-3. the null space is the last ``null_dim`` of those coordinates (or every kept direction whose variance is at most
-   ``null_threshold``): directions in which the language embedding barely varies;
-4. a trainable ID embedding, ``nullity`` wide, is added onto the null-space coordinates (``cover``: replaces them).
+2. the semantic coordinates are (E - mean) U[:, :hidden], optionally whitened (divided by sqrt(S)), and
+   frozen;
+3. the null space is the last ``null_dim`` of those coordinates (or every kept direction whose variance is at
+   most ``null_threshold``): directions in which the language embedding barely varies;
+4. a trainable ID embedding, ``nullity`` wide, is added onto the null-space coordinates (``cover``: replaces
+   them).
 
-So the language geometry of the first ``hidden - nullity`` coordinates is kept exactly, collaborative signal lives
-where the text says almost nothing, and the result is an ordinary item table: the backbone, the losses, serving and
-export treat it like an ID model's. A brand-new item gets its semantic coordinates from the same projection and a
-zero ID part, so it can be recommended from its text alone.
+So the language geometry of the first ``hidden - nullity`` coordinates is kept exactly, collaborative signal
+lives where the text says almost nothing, and the result is an ordinary item table: the backbone, the losses,
+serving and export treat it like an ID model's. A brand-new item gets its semantic coordinates from the same
+projection and a zero ID part, so it can be recommended from its text alone.
 
 Scale (an esrkit choice): whitened coordinates have unit variance, which makes item vectors about sqrt(hidden)
-long; ``table_scale`` = 0 rescales them by one constant so their total variance equals the unwhitened projection's
-(the magnitude LLMInit's PCA table has); 1.0 keeps unit variance as the public code does.
+long; ``table_scale`` = 0 rescales them by one constant so their total variance equals the unwhitened
+projection's (the magnitude LLMInit's PCA table has); 1.0 keeps unit variance as the public code does.
 """
 
 from __future__ import annotations

@@ -1,24 +1,24 @@
 """The model contract shared by every recommender in esrkit, and the encoder registry.
 
-A *sequence encoder* is any ``nn.Module`` that maps an item-embedding sequence ``x`` (batch, length, d) and its
-padding ``mask`` (batch, length; True = real item) to hidden states of the same shape. Sequences are right-aligned
-(the most recent item is last), as in the official LLM-ESR code. Two optional keyword arguments let an encoder
-reproduce the official fixed-length computation exactly while esrkit trims padding:
+A *sequence encoder* is any ``nn.Module`` that maps an item-embedding sequence ``x`` (batch, length, d) and
+its padding ``mask`` (batch, length; True = real item) to hidden states of the same shape. Sequences are
+right-aligned (the most recent item is last), as in the official LLM-ESR code. Two optional keyword arguments
+let an encoder reproduce the official fixed-length computation exactly while esrkit trims padding:
 
 * ``pad_count`` (batch,): how many padding slots the official ``max_len`` layout would have had;
 * ``shared_pad``: True when every sequence's padding input is the same vector.
 
-Encoders that ignore them simply get trimmed, correctly masked sequences. Register an encoder with the objective
-its backbone trains with and the input stage it expects::
+Encoders that ignore them simply get trimmed, correctly masked sequences. Register an encoder with the
+objective its backbone trains with and the input stage it expects::
 
     @ENCODERS.register("mine", objective="seq2seq", inputs="transformer")
     class MyEncoder(nn.Module):
         def __init__(self, hidden, **options): ...
         def forward(self, x, mask, **kwargs): ...
 
-``objective``: ``seq2seq`` (next item at every position, SASRec), ``cloze`` (masked items, BERT4Rec) or ``last``
-(next item after the sequence, GRU4Rec). ``inputs``: ``transformer`` (item vectors x sqrt(d) + learned positions,
-then dropout) or ``plain`` (item vectors as they are).
+``objective``: ``seq2seq`` (next item at every position, SASRec), ``cloze`` (masked items, BERT4Rec) or
+``last`` (next item after the sequence, GRU4Rec). ``inputs``: ``transformer`` (item vectors x sqrt(d) +
+learned positions, then dropout) or ``plain`` (item vectors as they are).
 """
 
 from __future__ import annotations
@@ -102,10 +102,11 @@ class Dropout(nn.Module):
 
 
 def official_init(module: nn.Module, skip: tuple[str, ...] = ()) -> None:
-    """The official ``_init_weights``: xavier-normal for every parameter with >= 2 dims except the named tables.
+    """The official ``_init_weights``: xavier-normal for every parameter with >= 2 dims except the named
+    tables.
 
-    1-D parameters (biases, LayerNorm) keep PyTorch's defaults, exactly as the official code (where xavier raises
-    on them and the error is swallowed).
+    1-D parameters (biases, LayerNorm) keep PyTorch's defaults, exactly as the official code (where xavier
+    raises on them and the error is swallowed).
     """
     for name, param in module.named_parameters():
         if param.dim() >= 2 and not any(s in name for s in skip):
@@ -113,7 +114,8 @@ def official_init(module: nn.Module, skip: tuple[str, ...] = ()) -> None:
 
 
 class InputStage(nn.Module):
-    """Item vectors -> encoder input. ``transformer``: x * sqrt(d) + P[position], dropout; ``plain``: identity.
+    """Item vectors -> encoder input. ``transformer``: x * sqrt(d) + P[position], dropout; ``plain``:
+    identity.
 
     One positional table serves every view (the official dual models share it)."""
 

@@ -1,9 +1,9 @@
 """BERT4Rec encoder (Sun et al. 2019) as the official LLM-ESR code runs it.
 
 The official ``BertBackbone`` is line for line the SASRec block (bidirectional self-attention, 1 head, dropout
-0.5, the same padding behaviour); what makes BERT4Rec is its cloze objective (``objective="cloze"``: mask_prob 0.6,
-80/10/10 replacement, plus a second sample per user that masks only the last item) and its prediction input
-([MASK] appended). Those live in esrkit/data/batches.py; this file only registers the encoder.
+0.5, the same padding behaviour); what makes BERT4Rec is its cloze objective (``objective="cloze"``: mask_prob
+0.6, 80/10/10 replacement, plus a second sample per user that masks only the last item) and its prediction
+input ([MASK] appended). Those live in esrkit/data/batches.py; this file only registers the encoder.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``id`` is SASRec / BERT4Rec / GRU4Rec as the official code builds them (item table with ``padding_idx=0``,
 xavier-normal init of everything, score = dot product with the item table). ``llminit`` is the paper's LLMInit
-baseline (LLM2Bert4Rec / SAID): the same model whose item table starts from the LLM item embeddings reduced by PCA
-to the hidden size, then fine-tuned.
+baseline (LLM2Bert4Rec / SAID): the same model whose item table starts from the LLM item embeddings reduced by
+PCA to the hidden size, then fine-tuned.
 
 New items: an ``id`` model knows nothing about an item it never trained on, so it gets an untrained row (the
 table's own initialisation); an ``llminit`` item starts where its trained neighbours started, at the PCA
@@ -116,10 +116,10 @@ class IDRecommender(SequentialRecommender):
 class LLMInitRecommender(IDRecommender):
     """Requires ``init_table``: the LLM item embeddings reduced (PCA) to ``hidden`` dims.
 
-    ``semantic_adapter`` (esrkit): every item vector also gets a trainable linear map of its frozen LLM vector,
-    ``e_i = ID_i + W x_i + b``, with W and b starting at 0 (so training starts from LLMInit exactly). The ID part
-    learns what each item's own interactions say; the shared map moves every item with its text, so an item with
-    few interactions (or none yet) still gets a trained vector."""
+    ``semantic_adapter`` (esrkit): every item vector also gets a trainable linear map of its frozen LLM
+    vector, ``e_i = ID_i + W x_i + b``, with W and b starting at 0 (so training starts from LLMInit exactly).
+    The ID part learns what each item's own interactions say; the shared map moves every item with its text,
+    so an item with few interactions (or none yet) still gets a trained vector."""
 
     @classmethod
     def requirements(cls, cfg) -> set[str]:

@@ -17,10 +17,10 @@ As the official code (not the paper's notation): the concatenation order is [co;
 activation, the cross-attentions have 2 heads, bias-free Q/K/V, an output projection with bias, a key-padding
 mask and no residual, and their outputs *replace* the view sequences.
 
-Every Table 2 / Table 6 ablation is a switch: ``co_view``, ``se_view``, ``share_encoder``, ``cross_attention``,
-``adapter_layers`` (2 or 1), ``id_init`` (pca | random), ``freeze_semantic``. esrkit additions, off by
-default (the official model): ``semantic_residual`` (a trainable per-item offset on the frozen view) and the
-view fusion switches ``view_norm`` and ``gate`` (esrkit/models/fusion.py).
+Every Table 2 / Table 6 ablation is a switch: ``co_view``, ``se_view``, ``share_encoder``,
+``cross_attention``, ``adapter_layers`` (2 or 1), ``id_init`` (pca | random), ``freeze_semantic``. esrkit
+additions, off by default (the official model): ``semantic_residual`` (a trainable per-item offset on the
+frozen view) and the view fusion switches ``view_norm`` and ``gate`` (esrkit/models/fusion.py).
 
 New items (``add_items``): the semantic view is exact, adapter(new LLM vector) through the trained adapter;
 the collaborative row starts at the PCA projection of the new vector, where the trained rows started
@@ -79,11 +79,11 @@ class Adapter(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Eq. (4), the official ``Multi_CrossAttention``: ``softmax(Q K^T / sqrt(d_h)) V`` with queries from ``x``,
-    keys and values from ``y``, per head; -1e9 on padding keys.
+    """Eq. (4), the official ``Multi_CrossAttention``: ``softmax(Q K^T / sqrt(d_h)) V`` with queries from
+    ``x``, keys and values from ``y``, per head; -1e9 on padding keys.
 
-    ``causal=True`` also hides every later position (-inf, so a query whose earlier keys are all padding still cannot
-    see the future): without it a causal backbone would read the next item through the other view."""
+    ``causal=True`` also hides every later position (-inf, so a query whose earlier keys are all padding still
+    cannot see the future): without it a causal backbone would read the next item through the other view."""
 
     def __init__(self, hidden: int, heads: int = 2, causal: bool = False) -> None:
         super().__init__()
@@ -229,7 +229,8 @@ class LLMESR(SequentialRecommender):
 
     def _build_collaborative_view(self, n_items: int, hidden: int, id_init: str, pca_table: np.ndarray | None
                                   ) -> list[str]:
-        """E_co, the trainable ID table, initialised by PCA of E_se (``id_init="pca"``) after official_init."""
+        """E_co, the trainable ID table, initialised by PCA of E_se (``id_init="pca"``) after
+        official_init."""
         self.collab = nn.Embedding(n_items + 2, hidden)  # no padding_idx, as official
         if id_init != "pca":
             return []

@@ -123,9 +123,9 @@ class SequentialRecommender(nn.Module):
                      *, last_only: bool = False, shared_pad: bool = True, stack: bool = True,
                      finish: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """The user states of every view side by side, (B, L, sum of widths) ((B, 1, .) with ``last_only``
-        where the encoders support it): ``views(inp)`` gives each view's input sequence, ``encoders`` one encoder
-        per view (the same module when the views share it), ``finish`` acts on the states before a padding
-        column added here is removed.
+        where the encoders support it): ``views(inp)`` gives each view's input sequence, ``encoders`` one
+        encoder per view (the same module when the views share it), ``finish`` acts on the states before a
+        padding column added here is removed.
 
         The rules every family's encoder call shares live here, so a model reads as its equations:
 
@@ -161,7 +161,8 @@ class SequentialRecommender(nn.Module):
         return {"pad_count": inp.pad_count, "shared_pad": shared_pad}
 
     def _maybe_leading_pad(self, encoder: nn.Module, inp: SeqInput) -> tuple[SeqInput, bool]:
-        """Recurrent encoders read the padding input from a padding column; add one when the batch has none."""
+        """Recurrent encoders read the padding input from a padding column; add one when the batch has
+        none."""
         if self.emulate_padding and getattr(encoder, "needs_leading_pad", False) and inp.tokens.shape[1] < self.max_len:
             return inp.with_leading_pad(), True
         return inp, False

@@ -1,16 +1,17 @@
 """SASRec encoder (Kang & McAuley 2018) as the official LLM-ESR code runs it (pmixer style).
 
 Everything the forward pass needs is in this file. Per layer: ``q = LN_a(x)``; ``x = q + MHA(q, x, x)``;
-``x = LN_f(x)``; ``x = x + FFN(x)``; padding rows zeroed; a final LayerNorm (eps 1e-8). Dropout 0.5 on attention
-weights and inside the FFN.
+``x = LN_f(x)``; ``x = x + FFN(x)``; padding rows zeroed; a final LayerNorm (eps 1e-8). Dropout 0.5 on
+attention weights and inside the FFN.
 
 Faithfulness detail: the official code pads every sequence to ``max_len`` (200) and attends over all 200 keys
-with **no key-padding mask** (and, deliberately, no causal mask). A zeroed padding input has key = the key bias
-and value = the value bias, so every padding key is identical. With ``pad_count`` given, this encoder replaces the
-``n`` padding keys by one key with logit ``q . b_k / sqrt(d_h) + log(n)`` and value ``b_v``: softmax over
-[real keys, that key] equals softmax over [real keys, n identical pad keys]. In training, attention dropout on the
-merged key keeps a Binomial(n, 1-p) count of the n pad keys, so the output has exactly the official distribution.
-That lets esrkit drop the padding arithmetic (the bulk of the official cost) without changing the function.
+with **no key-padding mask** (and, deliberately, no causal mask). A zeroed padding input has key = the key
+bias and value = the value bias, so every padding key is identical. With ``pad_count`` given, this encoder
+replaces the ``n`` padding keys by one key with logit ``q . b_k / sqrt(d_h) + log(n)`` and value ``b_v``:
+softmax over [real keys, that key] equals softmax over [real keys, n identical pad keys]. In training,
+attention dropout on the merged key keeps a Binomial(n, 1-p) count of the n pad keys, so the output has
+exactly the official distribution. That lets esrkit drop the padding arithmetic (the bulk of the official
+cost) without changing the function.
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ def _pad_logit(q: Tensor, pad_key: Tensor, n: Tensor) -> Tensor:
 def _attend_with_padding_exact(
     q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor
 ) -> Tensor:
-    """Without dropout (evaluation): the merged pad key appended as one more key, in one fused attention call.
-    """
+    """Without dropout (evaluation): the merged pad key appended as one more key, in one fused attention
+    call."""
     B, H, Lq, dh = q.shape
     n = pad_count.to(q.dtype)
     k_ext = torch.cat([k, pad_key[None, :, None, :].expand(B, H, 1, dh)], 2)

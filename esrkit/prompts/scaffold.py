@@ -125,8 +125,8 @@ def _section(template: str, *options: str) -> list[str]:
 
 
 def scaffold_templates(data: SequenceData, name: str) -> str:
-    """The TOML text of a commented prompt template for ``data`` (raises ValueError when items have no text).
-    """
+    """The TOML text of a commented prompt template for ``data`` (raises ValueError when items have no
+    text)."""
     plan = plan_template(data)
     if plan.title is None:
         raise ValueError(f"dataset {data.name!r} has no item text to build prompts from (no item "

@@ -169,8 +169,8 @@ def _format_list(value: list | tuple, section: Section, template: ItemTemplate, 
 
 
 def field_text(value: Any, join: str = " ") -> str:
-    """Any attribute value as text: lists (and lists of lists) joined with ``join``, never a Python literal.
-    """
+    """Any attribute value as text: lists (and lists of lists) joined with ``join``, never a Python
+    literal."""
     if isinstance(value, (list, tuple)):
         return join.join(field_text(v, join) for v in value if not _is_missing(v))
     return str(value)
@@ -221,7 +221,8 @@ def _cut(text: str, longer_than: int, cut_to: int) -> str:
 
 
 def build_item_prompts(data: SequenceData, templates: PromptTemplates | ItemTemplate) -> list[str]:
-    """One prompt per item id 1..n_items (list index = id - 1). Items without attributes get an all-missing prompt."""
+    """One prompt per item id 1..n_items (list index = id - 1). Items without attributes get an all-missing
+    prompt."""
     template = templates.item if isinstance(templates, PromptTemplates) else templates
     attrs = data.item_attrs or [{} for _ in range(data.n_items)]
     return [render_item(a or {}, template) for a in attrs]

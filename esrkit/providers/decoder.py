@@ -1,20 +1,24 @@
-"""Open decoder LLMs (LLaMA and relatives): pooled last hidden state, as the paper's "open-sourced LLMs" option.
+"""Open decoder LLMs (LLaMA and relatives): pooled last hidden state, as the paper's "open-sourced LLMs"
+option.
 
 Why it looks like this:
 
-* ``AutoModel`` loads the backbone without the LM head (the head's vocabulary projection would dominate time and
-  is not used);
-* texts are tokenised in windows, sorted by length (longest first, so an out-of-memory error shows on the first
-  batch) and packed into batches of at most ``token_budget`` padded tokens; vectors are returned in input order;
-* padding never changes a vector: position ids follow the attention mask, pooling ignores pads (``masked_fill``, so
-  even NaN rows that some kernels give fully masked pad queries cannot leak), and last-token pooling takes the last
-  real token whichever side is padded;
-* bf16 on CUDA, fp32 on CPU; SDPA attention; ``device_map="auto"`` (accelerate) spreads a model larger than one GPU;
-* ``compile=true`` runs the model under ``torch.compile`` (dynamic shapes): unfused, the norms, rotary embedding and
-  activation between the matmuls take a large share of a decoder's GPU time unfused; compiling fuses them, for
-  a compilation at load (how much it gains and costs: benchmarks/RESULTS.md);
-* a GGUF file (e.g. SmolLM2 from PyPI) is dequantised by transformers on its first load; the result is saved once as
-  safetensors under ``~/.cache/esrkit/models`` (``$ESRKIT_MODEL_CACHE``) and reloads in under a second.
+* ``AutoModel`` loads the backbone without the LM head (the head's vocabulary projection would dominate time
+  and is not used);
+* texts are tokenised in windows, sorted by length (longest first, so an out-of-memory error shows on the
+  first batch) and packed into batches of at most ``token_budget`` padded tokens; vectors are returned in
+  input order;
+* padding never changes a vector: position ids follow the attention mask, pooling ignores pads
+  (``masked_fill``, so even NaN rows that some kernels give fully masked pad queries cannot leak), and
+  last-token pooling takes the last real token whichever side is padded;
+* bf16 on CUDA, fp32 on CPU; SDPA attention; ``device_map="auto"`` (accelerate) spreads a model larger than
+  one GPU;
+* ``compile=true`` runs the model under ``torch.compile`` (dynamic shapes): unfused, the norms, rotary
+  embedding and activation between the matmuls take a large share of a decoder's GPU time unfused; compiling
+  fuses them, for a compilation at load (how much it gains and costs: benchmarks/RESULTS.md);
+* a GGUF file (e.g. SmolLM2 from PyPI) is dequantised by transformers on its first load; the result is saved
+  once as safetensors under ``~/.cache/esrkit/models`` (``$ESRKIT_MODEL_CACHE``) and reloads in under a
+  second.
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ def last_token_pool(hidden: Any, mask: Any, last_index: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- batching
 def token_budget_batches(lengths: Sequence[int], budget: int, max_batch: int) -> list[list[int]]:
-    """Positions grouped longest-first so each batch's padded size (count x longest) stays within ``budget``."""
+    """Positions grouped longest-first so each batch's padded size (count x longest) stays within
+    ``budget``."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
@@ -179,8 +184,8 @@ def resolve_device(name: str) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence load reports (e.g. "lm_head.weight UNEXPECTED", which is the point of AutoModel) and progress bars
-    while loading; errors still surface as exceptions."""
+    """Silence load reports (e.g. "lm_head.weight UNEXPECTED", which is the point of AutoModel) and progress
+    bars while loading; errors still surface as exceptions."""
     # heavy optional import: transformers loads with a model
     from transformers.utils import logging as hf_logging
 
@@ -197,7 +202,8 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def compile_model(model: Any) -> Any:
-    """``torch.compile`` with dynamic shapes, so the varying batch shapes of token-budget batching share one graph."""
+    """``torch.compile`` with dynamic shapes, so the varying batch shapes of token-budget batching share one
+    graph."""
     import torch  # lazy: a provider imports torch only when it embeds
 
     return torch.compile(model, dynamic=True)

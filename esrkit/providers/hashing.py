@@ -1,11 +1,12 @@
 """The offline default: lexical hashing features projected to a small dense vector. No download, no key.
 
-Why this design: the vector of a text must depend only on that text and the options (no vocabulary or IDF fitted
-on a corpus), otherwise a cached vector would silently change meaning when the catalogue changes. Feature hashing
-(scikit-learn's ``HashingVectorizer``, MurmurHash3, stable across versions) over word uni/bi-grams and character
-3-5-grams gives that; sublinear TF damps repeated words; a fixed sparse random projection whose entries come from
-an integer hash (not from a random generator whose stream could change between numpy versions) maps the ~500k
-hashed features to ``dim`` dense dimensions while roughly preserving cosines (Johnson-Lindenstrauss).
+Why this design: the vector of a text must depend only on that text and the options (no vocabulary or IDF
+fitted on a corpus), otherwise a cached vector would silently change meaning when the catalogue changes.
+Feature hashing (scikit-learn's ``HashingVectorizer``, MurmurHash3, stable across versions) over word
+uni/bi-grams and character 3-5-grams gives that; sublinear TF damps repeated words; a fixed sparse random
+projection whose entries come from an integer hash (not from a random generator whose stream could change
+between numpy versions) maps the ~500k hashed features to ``dim`` dense dimensions while roughly preserving
+cosines (Johnson-Lindenstrauss).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def sparse_projection(n_in: int, dim: int, nnz: int, seed: int) -> Any:
-    """(n_in, dim) CSR matrix with ``nnz`` entries of +-1/sqrt(nnz) per row, fully determined by the arguments."""
+    """(n_in, dim) CSR matrix with ``nnz`` entries of +-1/sqrt(nnz) per row, fully determined by the
+    arguments."""
     import scipy.sparse as sp  # heavy import: only when the offline provider embeds
 
     keys = np.arange(n_in * nnz, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x100000000)

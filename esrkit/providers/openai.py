@@ -3,7 +3,8 @@
 Why so much code around one API call: the official client neither batches, nor reorders ``data`` by ``index``,
 nor checks counts or widths, and its built-in retries are not observable. Here:
 
-* texts are truncated to the model's input limit (``prepare_texts``; the cache keys on the text actually sent);
+* texts are truncated to the model's input limit (``prepare_texts``; the cache keys on the text actually
+  sent);
 * requests carry at most ``max_inputs_per_request`` inputs and ``max_tokens_per_request`` tokens;
 * up to ``concurrency`` requests are in flight (a thread pool); finished batches are yielded at once so the
   pipeline commits them (an interrupted run resumes without paying twice);
@@ -11,12 +12,13 @@ nor checks counts or widths, and its built-in retries are not observable. Here:
   ``retry-after-ms`` / ``Retry-After``; the client's own retries are off so this policy is the only one;
 * 401/403 stop at once; malformed JSON, HTML pages, missing ``data``, wrong counts or widths raise a
   ``ProviderError`` that names the batch;
-* the API key is read from the environment only and is never stored, logged or written (messages are redacted).
+* the API key is read from the environment only and is never stored, logged or written (messages are
+  redacted).
 
-Token counts use tiktoken's ``cl100k_base`` when its BPE file is available locally (tiktoken downloads it on first
-use; offline, place it in ``$TIKTOKEN_CACHE_DIR`` or point ``tiktoken_file`` at it). Otherwise the UTF-8 byte
-count is used: every BPE token covers at least one byte, so it is a guaranteed upper bound (safe truncation and
-batching, pessimistic cost estimates). The choice is logged and recorded in the metadata.
+Token counts use tiktoken's ``cl100k_base`` when its BPE file is available locally (tiktoken downloads it on
+first use; offline, place it in ``$TIKTOKEN_CACHE_DIR`` or point ``tiktoken_file`` at it). Otherwise the UTF-8
+byte count is used: every BPE token covers at least one byte, so it is a guaranteed upper bound (safe
+truncation and batching, pessimistic cost estimates). The choice is logged and recorded in the metadata.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class OpenAIOptions:
             raise ValueError("openai provider: concurrency must be >= 1")
 
 
-# ---------------------------------------------------------------------------------------------- token counting
+# ---------------------------------------------------------------------------------------------- token
+# counting
 class Utf8ByteCounter:
     """Upper bound: a BPE token covers at least one byte. Used when tiktoken's BPE file is not available."""
 
@@ -157,7 +160,7 @@ def make_token_counter(options: OpenAIOptions) -> Utf8ByteCounter | TiktokenCoun
     local = cached is not None and cached.exists()
     if options.tokenizer == "auto" and not local:
         log.warning(
-            "tiktoken's %s BPE file is not available offline (%s); counting UTF-8 bytes instead, an upper bound on "
+            "tiktoken's %s BPE file is not available offline (%s); counting UTF-8 bytes instead, an " "upper bound on "
             "tokens: truncation and batching stay within limits, cost estimates are pessimistic",
             options.tiktoken_encoding, cached,
         )
@@ -190,7 +193,8 @@ class _Retryable(Exception):
 
 
 def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None when absent."""
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None when
+    absent."""
     if headers is None:
         return None
     raw_ms = headers.get("retry-after-ms")
@@ -396,7 +400,7 @@ class OpenAIProvider(Provider):
                 attempt += 1
                 if attempt > self.options.max_retries:
                     raise ProviderError(
-                        f"{self.name}: {batch.label()}: gave up after {attempt} attempts; last error: {exc.reason}"
+                        f"{self.name}: {batch.label()}: gave up after {attempt} attempts; last error: " f"{exc.reason}"
                     ) from None
                 delay = self._retry_delay(attempt, exc.retry_after)
                 with self._events_lock:
@@ -430,7 +434,7 @@ class OpenAIProvider(Provider):
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise ProviderAuthError(
                 f"{self.name}: {batch.label()}: HTTP {exc.status_code}: the server refused the credentials "
-                f"(key from ${self.options.api_key_env or '(none)'}, endpoint {normalise_endpoint(self.base_url)}): "
+                f"(key from ${self.options.api_key_env or '(none)'}, endpoint " f"{normalise_endpoint(self.base_url)}): "
                 f"{self._redact(_error_message(exc))}; not retrying"
             ) from None
         except openai.APITimeoutError:
@@ -453,7 +457,7 @@ class OpenAIProvider(Provider):
             kind = "an HTML page" if body.lstrip()[:1] == b"<" else "malformed JSON"
             raise ProviderError(
                 f"{where}: the server answered {kind} instead of embeddings ({len(body)} bytes: "
-                f"{self._redact(_snippet(body))!r}); check that base_url ({normalise_endpoint(self.base_url)}) is "
+                f"{self._redact(_snippet(body))!r}); check that base_url " f"({normalise_endpoint(self.base_url)}) is "
                 f"the API root, e.g. http://host:port/v1"
             ) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):

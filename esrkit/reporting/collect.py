@@ -2,8 +2,8 @@
 
 A *run* is ``<output_dir>/<name>/`` with one ``seed-<seed>/`` folder per seed (see esrkit/training/rundir.py).
 ``collect_runs`` accepts a run folder, a single seed folder or any parent holding many runs, and returns one
-``Run`` per run name with the per-seed ``results.json`` (test *and* validation metrics), the resolved config and
-the provenance. Per-seed values are kept: means and stds are computed here, t-tests need the values.
+``Run`` per run name with the per-seed ``results.json`` (test *and* validation metrics), the resolved config
+and the provenance. Per-seed values are kept: means and stds are computed here, t-tests need the values.
 """
 
 from __future__ import annotations
@@ -180,8 +180,8 @@ def folder_records(run_folder: Path, only_seed: int | None = None) -> RunRecords
 
 
 def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:
-    """A Run from seed records (a run folder's or a study's, see records.py); None without any seed. Config and
-    provenance come from the first seed that has them: merged seeds describe the same experiment."""
+    """A Run from seed records (a run folder's or a study's, see records.py); None without any seed. Config
+    and provenance come from the first seed that has them: merged seeds describe the same experiment."""
     if not records:
         return None
     config = next((rec["config"] for rec in records.values() if rec.get("config")), {})
@@ -191,7 +191,8 @@ def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:
 
 
 def read_run(folder: Path, only_seed: int | None = None) -> Run | None:
-    """A run folder (``<name>/``) or, with ``only_seed``, just one of its seeds; None when nothing finished."""
+    """A run folder (``<name>/``) or, with ``only_seed``, just one of its seeds; None when nothing
+    finished."""
     records = folder_records(folder, only_seed)
     if records:
         return run_from_records(next(iter(records.values()))["results"].get("name") or folder.name, folder, records)
@@ -206,7 +207,8 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def has_finished_seed(folder: Path) -> bool:
-    """True when ``read_run`` would find something to report (a run still training its first seed has nothing)."""
+    """True when ``read_run`` would find something to report (a run still training its first seed has
+    nothing)."""
     return (folder / "summary.json").exists() or any((d / "results.json").exists() for d in _seed_dirs(folder))
 
 

@@ -15,14 +15,16 @@ The plan is a TOML file (``recipes/studies/*.toml``)::
     [runs.best]
     recipe = "beauty5-best"              # a run may start from its own recipe
 
-The report (``study.md``, ``study.csv``, ``study.json``, ``study.png``) has one table per protocol (every group),
-the gains of every run over each reference with two-sided seed t-tests, and the stopping rule with every seed's
-best and last epoch, because early stopping changes conclusions. ``study.json`` keeps every seed's small files,
-exactly like the provider study's, so ``--record`` rebuilds or extends a published report without run folders.
+The report (``study.md``, ``study.csv``, ``study.json``, ``study.png``) has one table per protocol (every
+group), the gains of every run over each reference with two-sided seed t-tests, and the stopping rule with
+every seed's best and last epoch, because early stopping changes conclusions. ``study.json`` keeps every
+seed's small files, exactly like the provider study's, so ``--record`` rebuilds or extends a published report
+without run folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -108,10 +110,8 @@ def write_report(plan: Comparison, report: dict[str, Any]) -> list[Path]:
     atomic_write_text(paths[0], "\n".join(md) + "\n")
     atomic_write_text(paths[1], to_csv(report["tables"]))
     atomic_write_json(paths[2], {k: v for k, v in report.items() if k != "tables"})
-    try:
+    with contextlib.suppress(Exception):  # a figure problem must not lose the tables
         paths.append(figure_study(report, folder / "study.png"))
-    except Exception:  # noqa: BLE001 - a figure problem must not lose the tables
-        pass
     return paths
 
 
@@ -165,7 +165,8 @@ def comparison_gains_markdown(gains: list[dict[str, Any]], labels: dict[str, str
 
 
 def stopping_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per run: what selected the epoch (protocol, metric, patience, epoch cap) and each seed's best/last epoch."""
+    """Per run: what selected the epoch (protocol, metric, patience, epoch cap) and each seed's best/last
+    epoch."""
     out = []
     for r in runs:
         train, ev = r.config.get("train", {}), r.config.get("eval", {})

@@ -1,4 +1,5 @@
-"""The provider-swap study's report (the paper's Appendix D limitation): one recipe, several embedding providers.
+"""The provider-swap study's report (the paper's Appendix D limitation): one recipe, several embedding
+providers.
 
 For every provider the study (esrkit/runs/study.py) trains LLM-ESR and LLMInit next to two controls: the
 backbone without LLM embeddings (``id``) and random embeddings of the provider's kind of dimension (the
@@ -11,6 +12,7 @@ its backbone and vs LLMInit per provider, with seed t-tests), a figure, and the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +58,8 @@ class ProviderStudy(Protocol):
 
 
 def split_run_name(name: str) -> tuple[str, str]:
-    """(model, provider) of a study run name ``<model>-<provider>``; the backbone control ``id`` has no provider."""
+    """(model, provider) of a study run name ``<model>-<provider>``; the backbone control ``id`` has no
+    provider."""
     model, _, provider = name.partition("-")
     return model, provider
 
@@ -67,10 +70,10 @@ def providers_of(run_names: list[str]) -> list[str]:
 
 
 def report_run_names(plan: ProviderStudy, finished_only: bool = False, recorded: Iterable[str] = ()) -> list[str]:
-    """The plan's runs plus every other run already in the study folder or its record (a provider studied by an
-    earlier call), so ``--providers smollm2`` added to a finished study extends its report instead of replacing it.
-    Order: the backbone, then each provider's models, the random control last. ``finished_only``: planned runs
-    too only once a seed has finished (a report written without training)."""
+    """The plan's runs plus every other run already in the study folder or its record (a provider studied by
+    an earlier call), so ``--providers smollm2`` added to a finished study extends its report instead of
+    replacing it. Order: the backbone, then each provider's models, the random control last.
+    ``finished_only``: planned runs too only once a seed has finished (a report written without training)."""
     planned = [name for name, _, _ in plan.runs()]
     # (not a run another process is still training: it has no finished seed, hence no row in any table yet)
     found = {d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)} \
@@ -94,8 +97,8 @@ def report_run_names(plan: ProviderStudy, finished_only: bool = False, recorded:
 
 def stage_times(records: RunRecords, previous: dict[str, float] | None = None) -> dict[str, float]:
     """Seconds per stage, summed over seeds, from the seeds' results (embedding: the cold cost recorded in the
-    embedding cache's metadata, since a cached rerun costs nothing; without that cache, e.g. a report rebuilt from
-    a published record, the cold cost the previous report recorded)."""
+    embedding cache's metadata, since a cached rerun costs nothing; without that cache, e.g. a report rebuilt
+    from a published record, the cold cost the previous report recorded)."""
     out: dict[str, float] = {}
     for rec in records.values():
         sec = rec.get("results", {}).get("seconds", {})
@@ -178,7 +181,7 @@ def gains_table(runs: list[Run]) -> list[dict[str, Any]]:
 
 def gains_markdown(gains: list[dict[str, Any]]) -> str:
     if not gains:  # say why, rather than print a header over nothing
-        return ("No gains to show: each LLM-ESR row needs the backbone (run `id`) or LLMInit with the same provider "
+        return ("No gains to show: each LLM-ESR row needs the backbone (run `id`) or LLMInit with the same " "provider "
                 "in the study to be compared with.\n")
     cold = any(g["group"] == COLD_GROUP for g in gains)  # the cold-item protocol: one more column
     header = ("| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user "
@@ -230,7 +233,7 @@ def write_report(plan: ProviderStudy, report: dict[str, Any]) -> list[Path]:
           (f"Seeds {plan.seeds} trained by this call" if report.get("trained", True) else
            "Nothing trained by this call (--report-only)")
           + "; every row is the mean over all the seeds its run folder and the study's record hold "
-          f"(study.csv lists them). Providers: {', '.join(p for p in report['providers'] if p != 'random') or 'none'}; "
+          "(study.csv lists them). Providers: " f"{', '.join(p for p in report['providers'] if p != 'random') or 'none'}; "
           f"controls: {' and '.join(controls) or 'none'}. "
           "Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]
     for t in report["tables"]:
@@ -247,10 +250,8 @@ def write_report(plan: ProviderStudy, report: dict[str, Any]) -> list[Path]:
     atomic_write_text(paths[0], "\n".join(md) + "\n")
     atomic_write_text(paths[1], to_csv(report["tables"]))
     atomic_write_json(paths[2], {k: v for k, v in report.items() if k != "tables"})
-    try:
+    with contextlib.suppress(Exception):  # a figure problem must not lose the tables
         paths.append(figure_study(report, folder / "study.png"))
-    except Exception:  # noqa: BLE001 - a figure problem must not lose the tables
-        pass
     return paths
 
 

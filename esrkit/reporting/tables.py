@@ -1,14 +1,15 @@
 """The paper's Table 1 (overall / long-tail comparison) and Table 2 (ablations), built from collected runs.
 
-A ``Table`` is plain data (cells with mean, std, per-seed values and marks) rendered three ways: Markdown (bold
-``**x**``, underline ``<u>x</u>``, star ``\\*``), CSV (raw numbers and the marks as columns, so nothing is lost)
-and the console. Marks are computed once, per column within a backbone block:
+A ``Table`` is plain data (cells with mean, std, per-seed values and marks) rendered three ways: Markdown
+(bold ``**x**``, underline ``<u>x</u>``, star ``\\*``), CSV (raw numbers and the marks as columns, so nothing
+is lost) and the console. Marks are computed once, per column within a backbone block:
 
 * best (bold) and second best (underlined) use dense ranking on the *displayed* precision, so ties are marked
   alike and a tie for best leaves the next distinct value as second;
 * the star: the best row is compared to the reference baseline (``--baseline`` or, by default, the best
-  non-LLM-ESR row of that column) with ``seed_ttest``; p < 0.05 and a higher mean give a star. No star is given
-  when a baseline is (tied for) best, and fewer than two seeds on either side means no test (a note says so).
+  non-LLM-ESR row of that column) with ``seed_ttest``; p < 0.05 and a higher mean give a star. No star is
+  given when a baseline is (tied for) best, and fewer than two seeds on either side means no test (a note says
+  so).
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def build_table1(runs: list[Run], protocol: str, baseline: str | None = None, k:
     columns = columns or columns_for(runs, k)
     by_dataset: dict[str, list[Block]] = {}
     titles: dict[str, str] = {}
-    for (dataset, backbone), block_runs in group_runs(runs).items():
+    for (dataset, _), block_runs in group_runs(runs).items():
         block_runs = [r for r in block_runs if protocol in r.protocols()]
         if not block_runs:
             continue

@@ -52,8 +52,8 @@ class Scaffold:
 
 
 def check_targets(name: str, targets: dict[str, Path], force: bool) -> None:
-    """A valid file name that shadows no other recipe or template; our own earlier files only with ``force``.
-    """
+    """A valid file name that shadows no other recipe or template; our own earlier files only with
+    ``force``."""
     if not NAME.match(name):
         raise ValueError(f"recipe name {name!r}: use letters, digits, '-', '_' or '.' (it becomes a file "
                          "name)")

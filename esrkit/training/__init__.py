@@ -1,1 +1,2 @@
-"""Training: batches built on the device, objectives (ranking + self-distillation), the trainer, run directories."""
+"""Training: batches built on the device, objectives (ranking + self-distillation), the trainer, run
+directories."""

@@ -1,37 +1,41 @@
-"""Data-parallel training on the existing engines: ``torchrun`` + ``torch.distributed`` + DistributedDataParallel.
+"""Data-parallel training on the existing engines: ``torchrun`` + ``torch.distributed`` +
+DistributedDataParallel.
 
-``torchrun --nproc-per-node N -m esrkit train --recipe R ...`` (one process per GPU, or N CPU processes) runs the
-same pipeline as ``esrkit train``; every process finds ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in its environment
-and joins one process group (NCCL for CUDA tensors and gloo for CPU tensors on GPU machines, gloo on CPU-only
-ones). Nothing changes for a single process: ``runtime()`` then returns the plain ``Runtime`` whose every hook is
-the single-process behaviour, so ``esrkit train`` / ``esrkit demo`` stay bit-for-bit what they were.
+``torchrun --nproc-per-node N -m esrkit train --recipe R ...`` (one process per GPU, or N CPU processes) runs
+the same pipeline as ``esrkit train``; every process finds ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in its
+environment and joins one process group (NCCL for CUDA tensors and gloo for CPU tensors on GPU machines, gloo
+on CPU-only ones). Nothing changes for a single process: ``runtime()`` then returns the plain ``Runtime``
+whose every hook is the single-process behaviour, so ``esrkit train`` / ``esrkit demo`` stay bit-for-bit what
+they were.
 
 How the work is split (see docs/SCALING.md):
 
-* **Sample order.** Epoch ``e`` uses the single-process permutation (``np.random.default_rng([seed, e])``) and the
-  same global batches of ``train.batch_size`` samples: ``train.batch_size`` is the *global* batch, whatever the
-  number of processes. Rank ``r`` of ``N`` trains on rows ``r, r + N, r + 2N, ...`` of each global batch, which is
-  exactly ``DistributedSampler(shuffle=False)`` over the epoch's permutation with a per-rank batch of
-  ``batch_size / N``. Nothing is padded or dropped: a short last batch is split unevenly (sizes differ by at most
-  one) and a rank left with no row runs one row with weight 0, so every sample is seen once per epoch, as in a
+* **Sample order.** Epoch ``e`` uses the single-process permutation (``np.random.default_rng([seed, e])``) and
+  the same global batches of ``train.batch_size`` samples: ``train.batch_size`` is the *global* batch,
+  whatever the number of processes. Rank ``r`` of ``N`` trains on rows ``r, r + N, r + 2N, ...`` of each
+  global batch, which is exactly ``DistributedSampler(shuffle=False)`` over the epoch's permutation with a
+  per-rank batch of ``batch_size / N``. Nothing is padded or dropped: a short last batch is split unevenly
+  (sizes differ by at most one) and a rank left with no row runs one row with weight 0, so every sample is
+  seen once per epoch, as in a single process.
+* **Sampling.** Every rank builds the whole global batch from the epoch's generator (the same draws as a
+  single process: negatives, cloze masks, rejection-sampling redraws), then keeps its rows. Batch building is
+  cheap index work next to the forward and backward passes, and it keeps negatives and masks identical to a
   single process.
-* **Sampling.** Every rank builds the whole global batch from the epoch's generator (the same draws as a single
-  process: negatives, cloze masks, rejection-sampling redraws), then keeps its rows. Batch building is cheap index
-  work next to the forward and backward passes, and it keeps negatives and masks identical to a single process.
-* **Loss scale.** The ranking loss is a mean over the scored positions of the *global* batch and self-distillation
-  a mean over its users, so each rank multiplies its local mean by ``N x local count / global count``; DDP's
-  gradient average then gives exactly the single-process gradient of the global batch (up to floating-point
-  summation order). Model-specific losses (``training_loss`` / ``auxiliary_loss`` of the baselines) are averaged
-  over ranks as plain DDP does.
-* **Teachers.** Every process holds all sequences (``DeviceSequences``), so a user's similar users are gathered by
-  their global row, whichever rank trains that user.
-* **Dropout.** The global torch RNG drives dropout; rank 0 keeps the single-process seed, rank r > 0 a stream of
-  its own (``rank_seed``). Each rank's RNG state is saved in the checkpoint, so a resumed distributed run
+* **Loss scale.** The ranking loss is a mean over the scored positions of the *global* batch and
+  self-distillation a mean over its users, so each rank multiplies its local mean by ``N x local count /
+  global count``; DDP's gradient average then gives exactly the single-process gradient of the global batch
+  (up to floating-point summation order). Model-specific losses (``training_loss`` / ``auxiliary_loss`` of the
+  baselines) are averaged over ranks as plain DDP does.
+* **Teachers.** Every process holds all sequences (``DeviceSequences``), so a user's similar users are
+  gathered by their global row, whichever rank trains that user.
+* **Dropout.** The global torch RNG drives dropout; rank 0 keeps the single-process seed, rank r > 0 a stream
+  of its own (``rank_seed``). Each rank's RNG state is saved in the checkpoint, so a resumed distributed run
   continues exactly where the interrupted one was.
-* **Evaluation** is sharded: rank r encodes and ranks a contiguous range of user rows, the ranks are all-gathered,
-  and every process computes the same metrics, so early stopping agrees everywhere.
-* **Files.** Only rank 0 writes the run directory (config, provenance, metrics, checkpoints, results, summary);
-  on resume rank 0 reads the checkpoint and broadcasts its bytes, so other nodes need no shared filesystem for it.
+* **Evaluation** is sharded: rank r encodes and ranks a contiguous range of user rows, the ranks are
+  all-gathered, and every process computes the same metrics, so early stopping agrees everywhere.
+* **Files.** Only rank 0 writes the run directory (config, provenance, metrics, checkpoints, results,
+  summary); on resume rank 0 reads the checkpoint and broadcasts its bytes, so other nodes need no shared
+  filesystem for it.
 """
 
 from __future__ import annotations
@@ -67,8 +71,8 @@ __all__ = ["DistributedRuntime", "DistributedTrainer", "Runtime", "ShardedEvalua
 
 # ---------------------------------------------------------------------------------------------- runtimes
 class Runtime(processes.Runtime):
-    """A single process (esrkit/utils/runtime.py) with training's hooks: every hook is the plain single-process
-    behaviour."""
+    """A single process (esrkit/utils/runtime.py) with training's hooks: every hook is the plain
+    single-process behaviour."""
 
     def evaluator_class(self) -> type[Evaluator]:
         return Evaluator
@@ -103,8 +107,8 @@ class DistributedRuntime(processes.DistributedRuntime, Runtime):
 
 
 def runtime() -> Runtime:
-    """The runtime of this process: distributed when launched by torchrun / accelerate (joining the process group
-    on first use), the plain single-process one otherwise."""
+    """The runtime of this process: distributed when launched by torchrun / accelerate (joining the process
+    group on first use), the plain single-process one otherwise."""
     return processes.runtime(Runtime, DistributedRuntime)
 
 
@@ -122,8 +126,8 @@ def _rng_state() -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------- evaluation
 class ShardedEvaluator(Evaluator):
     """Each rank ranks a contiguous range of user rows; the ranks are all-gathered, so every rank returns the
-    single-process ranks and metrics. (``ties="random"`` draws its tie-breaking numbers per shard, so those ranks
-    are not the single-process ones; the default ``pessimistic`` ties need no randomness.)"""
+    single-process ranks and metrics. (``ties="random"`` draws its tie-breaking numbers per shard, so those
+    ranks are not the single-process ones; the default ``pessimistic`` ties need no randomness.)"""
 
     def compute_ranks(self, model: SequentialRecommender, protocols, rows=None) -> dict[str, np.ndarray]:
         rt = runtime()
@@ -153,7 +157,8 @@ class LocalStep:
 
 
 def slice_batch(batch: TrainBatch, positions: np.ndarray) -> TrainBatch:
-    """The rows ``positions`` of every per-row field (tensors, host arrays, the input), whatever fields exist."""
+    """The rows ``positions`` of every per-row field (tensors, host arrays, the input), whatever fields
+    exist."""
     idx = torch.as_tensor(positions, device=batch.users.device)
 
     def take(value: Any) -> Any:
@@ -169,7 +174,8 @@ def slice_batch(batch: TrainBatch, positions: np.ndarray) -> TrainBatch:
 
 
 def scored(batch: TrainBatch) -> Tensor:
-    """How many terms the ranking loss averages over (``last``: one per row; otherwise the non-zero targets)."""
+    """How many terms the ranking loss averages over (``last``: one per row; otherwise the non-zero
+    targets)."""
     if batch.pos.dim() == 1:
         return torch.tensor(batch.pos.shape[0], device=batch.pos.device)
     return (batch.pos != 0).sum()
@@ -194,9 +200,9 @@ def local_step(trainer: Trainer, rows: np.ndarray, gen: torch.Generator, rank: i
 def weighted_losses(trainer: Trainer, step: LocalStep, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
     """(what this rank back-propagates, {part: its share of the single-process value x N}).
 
-    The parts are ``Trainer.default_losses`` of the rank's rows (local means), re-weighted: the sum over ranks of
-    the first, divided by N (DDP's gradient average), is the single-process loss of the global batch, and the same
-    holds for every part.
+    The parts are ``Trainer.default_losses`` of the rank's rows (local means), re-weighted: the sum over ranks
+    of the first, divided by N (DDP's gradient average), is the single-process loss of the global batch, and
+    the same holds for every part.
     """
     custom = trainer.model.training_loss(step.batch, ctx)
     if custom is not None:  # a model's own loss: plain DDP semantics (mean over ranks of local means)
@@ -227,9 +233,9 @@ class _StepModule(nn.Module):
 
 
 def _find_unused_parameters(model: SequentialRecommender) -> bool:
-    """DDP's ``find_unused_parameters``: every parameter of the plain backbones and of LLM-ESR (all ablations) gets
-    a gradient at every step, so it is off for them; the baselines with their own losses switch stages (some
-    parameters get none), so it is on for them. ``ESRKIT_DDP_FIND_UNUSED=0/1`` overrides."""
+    """DDP's ``find_unused_parameters``: every parameter of the plain backbones and of LLM-ESR (all ablations)
+    gets a gradient at every step, so it is off for them; the baselines with their own losses switch stages
+    (some parameters get none), so it is on for them. ``ESRKIT_DDP_FIND_UNUSED=0/1`` overrides."""
     forced = os.environ.get("ESRKIT_DDP_FIND_UNUSED", "")
     if forced:
         return forced not in ("0", "false", "no")
@@ -250,7 +256,8 @@ class DistributedTrainer(Trainer):
         """Built at the first step, after a resume loaded the checkpoint (DDP broadcasts rank 0's weights)."""
         if self._ddp is None:
             find_unused = _find_unused_parameters(self.model)
-            # device_ids=None: the batch is built on the model's device already, so DDP need not walk the inputs
+            # device_ids=None: the batch is built on the model's device already, so DDP need not walk the
+            # inputs
             self._ddp = DDP(_StepModule(self), device_ids=None, find_unused_parameters=find_unused)
         return self._ddp
 

@@ -1,20 +1,21 @@
 """Ranking losses: how the scored hidden states of a batch are trained against items (``model.loss``).
 
-Every loss sees ``m`` scored hidden states ``h`` (one per target: every real position for seq2seq, the masked ones
-for cloze, the last for GRU4Rec), their positive item ids and, where the loss uses per-position negatives, the
-batch's negatives (m, k). Scores are always dot products ``h . e_j`` with the model's item vectors, so a loss works
-for every model family and backbone.
+Every loss sees ``m`` scored hidden states ``h`` (one per target: every real position for seq2seq, the masked
+ones for cloze, the last for GRU4Rec), their positive item ids and, where the loss uses per-position
+negatives, the batch's negatives (m, k). Scores are always dot products ``h . e_j`` with the model's item
+vectors, so a loss works for every model family and backbone.
 
-* ``bce`` (official LLM-ESR): binary cross-entropy on the positive and the negatives, each term averaged over its
-  own logits, summed. One uniform negative by default (``train.negatives``).
+* ``bce`` (official LLM-ESR): binary cross-entropy on the positive and the negatives, each term averaged over
+  its own logits, summed. One uniform negative by default (``train.negatives``).
 * ``bpr``: the paper's pairwise Eq. (6), ``-log sigmoid(s_pos - s_neg)``.
 * ``gbce`` (Petrov & Macdonald, RecSys 2023): BCE whose positive term is raised to the power ``beta``, which
-  undoes the overconfidence that sampling ``k`` of ``N - 1`` negatives causes. ``model.gbce_t`` = 0 is plain BCE.
+  undoes the overconfidence that sampling ``k`` of ``N - 1`` negatives causes. ``model.gbce_t`` = 0 is plain
+  BCE.
 * ``ce``: softmax cross-entropy over every real item (never padding or [MASK]), in item chunks with a running
   log-sum-exp and a hand-written backward, so memory is m x chunk, not m x N.
-* ``sampled_softmax``: softmax over the positive and ``k`` negatives shared by the whole batch, drawn uniformly,
-  by training popularity, or taken from the batch's own positives (``model.loss_sampler``), each corrected by
-  ``-log(k Q(j))`` (logQ correction); a negative equal to a row's positive is masked out.
+* ``sampled_softmax``: softmax over the positive and ``k`` negatives shared by the whole batch, drawn
+  uniformly, by training popularity, or taken from the batch's own positives (``model.loss_sampler``), each
+  corrected by ``-log(k Q(j))`` (logQ correction); a negative equal to a row's positive is masked out.
 
 ``model.view_losses`` (models with several score views, i.e. LLM-ESR) adds the same loss on each view's own
 logits beside the loss on the fused logits.
@@ -73,7 +74,8 @@ class ItemScorer:
 
 @dataclass
 class LossContext:
-    """What a loss may need besides states and ids: the spec, a generator, and item popularity for samplers."""
+    """What a loss may need besides states and ids: the spec, a generator, and item popularity for
+    samplers."""
 
     spec: LossSpec
     generator: torch.Generator | None = None
@@ -121,7 +123,8 @@ def bpr_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Loss
 
 
 def gbce_beta(negatives: int, n_items: int, t: float) -> float:
-    """gSASRec's power on the positive probability: alpha = k / (N - 1), beta = alpha (t (1 - 1/alpha) + 1/alpha)."""
+    """gSASRec's power on the positive probability: alpha = k / (N - 1), beta = alpha (t (1 - 1/alpha) +
+    1/alpha)."""
     alpha = negatives / max(n_items - 1, 1)
     return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
@@ -130,7 +133,8 @@ def gbce_beta(negatives: int, n_items: int, t: float) -> float:
 def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
     """Mean over all 1 + k logits of each row of -beta log sigmoid(s_pos) and -log(1 - sigmoid(s_neg)).
 
-    The positive term is computed in float64, as gSASRec does: sigmoid(s)^beta with beta near 0 is close to 1."""
+    The positive term is computed in float64, as gSASRec does: sigmoid(s)^beta with beta near 0 is close to
+    1."""
     logits = _logits_with_negatives(scorer, hs, pos, neg)
     k = logits.shape[1] - 1
     beta = gbce_beta(k, scorer.model.n_items, ctx.spec.gbce_t)
@@ -141,8 +145,8 @@ def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Los
 
 # ---------------------------------------------------------------------------------------------- softmax
 class _ChunkedLogSumExp(torch.autograd.Function):
-    """logsumexp_j (h_m . e_j) over all items in chunks; the backward recomputes each chunk's logits, so neither
-    pass holds more than (m, chunk) scores."""
+    """logsumexp_j (h_m . e_j) over all items in chunks; the backward recomputes each chunk's logits, so
+    neither pass holds more than (m, chunk) scores."""
 
     @staticmethod
     def forward(ctx, hs: Tensor, items: Tensor, chunk: int) -> Tensor:
@@ -189,7 +193,8 @@ def ce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossC
 
 
 def draw_shared_negatives(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """(ids (k,), log(k Q(ids))) from the configured proposal; ``in_batch`` uses the batch's distinct positives."""
+    """(ids (k,), log(k Q(ids))) from the configured proposal; ``in_batch`` uses the batch's distinct
+    positives."""
     spec, device = ctx.spec, pos.device
     if spec.sampler == "in_batch":
         ids = torch.unique(pos)

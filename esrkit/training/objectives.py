@@ -1,16 +1,18 @@
-"""Training objectives: which states each backbone scores, and LLM-ESR's retrieval-augmented self-distillation (SD).
+"""Training objectives: which states each backbone scores, and LLM-ESR's retrieval-augmented self-distillation
+(SD).
 
 Scored positions: every real input position (seq2seq), the masked positions (cloze), the last position (last).
 The ranking loss applied to them (official: BCE with one negative) is chosen in esrkit/training/losses.py.
 
-SD (official ``--user_sim_func kd``): a *second* forward pass of the same input gives the student (last position);
-the N most similar users' train[:-1] sequences go through the same model in training mode (dropout on) with no
-gradient, their last positions are averaged into the teacher; ``nn.MSELoss`` (mean over batch x dims) between
-them, weighted by alpha. ``sd_loss="paper"`` uses Eq. (9) (squared L2 per user, averaged over users).
+SD (official ``--user_sim_func kd``): a *second* forward pass of the same input gives the student (last
+position); the N most similar users' train[:-1] sequences go through the same model in training mode (dropout
+on) with no gradient, their last positions are averaged into the teacher; ``nn.MSELoss`` (mean over batch x
+dims) between them, weighted by alpha. ``sd_loss="paper"`` uses Eq. (9) (squared L2 per user, averaged over
+users).
 
-Speed without changing results: sequences are split into a few length buckets so short sequences are not padded
-to the longest one in the batch (every sequence is encoded independently, so this is exact), and teachers run
-under ``torch.no_grad()`` (the official code builds their autograd graph and then detaches).
+Speed without changing results: sequences are split into a few length buckets so short sequences are not
+padded to the longest one in the batch (every sequence is encoded independently, so this is exact), and
+teachers run under ``torch.no_grad()`` (the official code builds their autograd graph and then detaches).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def last_hidden_bucketed(
 def _scored_states(
     model: SequentialRecommender, batch: TrainBatch, outputs: list[tuple[Tensor, Tensor]]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(hidden states that get a loss (m, D), their positive ids (m,), negative ids (m, k)) over all buckets."""
+    """(hidden states that get a loss (m, D), their positive ids (m,), negative ids (m, k)) over all
+    buckets."""
     hs, pos_ids, neg_ids = [], [], []
     for rows, h in outputs:
         if model.objective == "last":
@@ -87,7 +90,8 @@ def _scored_states(
 def ranking_loss(
     model: SequentialRecommender, batch: TrainBatch, loss: LossContext, buckets: list[np.ndarray] | None = None
 ) -> Tensor:
-    """L_Rank (Eq. (6) with ``model.loss=bpr``; official: BCE) over the scored states of every length bucket."""
+    """L_Rank (Eq. (6) with ``model.loss=bpr``; official: BCE) over the scored states of every length
+    bucket."""
     buckets = buckets or [np.arange(batch.inp.tokens.shape[0])]
     outputs = encode_bucketed(model, batch.inp, buckets, batch.lengths_np)
     return ranking_loss_from_states(model, *_scored_states(model, batch, outputs), loss)
@@ -137,7 +141,7 @@ def _attention_encoder(model: SequentialRecommender) -> bool:
 def _stochastic(model: torch.nn.Module) -> bool:
     """True when a forward pass in the current mode draws random numbers (dropout with p > 0)."""
     return model.training and any(getattr(m, "p", 0.0) > 0 for m in model.modules()
-                                  if m is not model and hasattr(m, "p") and isinstance(getattr(m, "p"), float))
+                                  if m is not model and hasattr(m, "p") and isinstance(m.p, float))
 
 
 class SelfDistillation:
@@ -175,8 +179,9 @@ class SelfDistillation:
             assert self._cache is not None, "call refresh_cache() at the start of each epoch"
             rep = self._cache[torch.as_tensor(sim, device=self._cache.device)]
         else:
-            # a model without active dropout (GRU4Rec) gives every occurrence of a teacher the same vector, so each
-            # distinct teacher is encoded once; with dropout every occurrence keeps its own draw, as official
+            # a model without active dropout (GRU4Rec) gives every occurrence of a teacher the same vector, so
+            # each distinct teacher is encoded once; with dropout every occurrence keeps its own draw, as
+            # official
             unique, inverse = (np.unique(sim, return_inverse=True) if not _stochastic(model) else (sim, None))
             with torch.no_grad():  # train mode (dropout on) as official, but no autograd graph
                 inp = teacher_input(self.seqs, unique, self.max_len)

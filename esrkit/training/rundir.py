@@ -12,6 +12,7 @@ epoch needs ``--resume``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import math
@@ -37,10 +38,8 @@ def environment() -> dict[str, Any]:
                 "numpy": np.__version__}
     # package metadata, not imports: importing transformers / sentence-transformers costs seconds
     for dist in ("transformers", "sentence-transformers", "hnswlib", "scikit-learn", "openai", "accelerate"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return {
         "versions": versions,
         "platform": platform.platform(),

@@ -1,13 +1,13 @@
 """The training loop: Adam, early stopping on a validation metric, resumable checkpoints.
 
-Official schedule (``trainers/trainer.py``): Adam (lr 1e-3, no weight decay, no LR decay), batch 128, up to 200
-epochs, validation every epoch, early stopping when validation N@10 has not *strictly* improved for ``patience``
-(20) epochs; the best-validation checkpoint is tested once at the end.
+Official schedule (``trainers/trainer.py``): Adam (lr 1e-3, no weight decay, no LR decay), batch 128, up to
+200 epochs, validation every epoch, early stopping when validation N@10 has not *strictly* improved for
+``patience`` (20) epochs; the best-validation checkpoint is tested once at the end.
 
-Reproducibility: the sample order and all sampling (negatives, cloze masks) of epoch ``e`` come from generators
-seeded by (seed, e); dropout uses the global torch RNG, whose state is saved with every ``last`` checkpoint. A run
-interrupted at any point and resumed with ``resume=True`` continues from the last finished epoch and reaches the
-same result as an uninterrupted run.
+Reproducibility: the sample order and all sampling (negatives, cloze masks) of epoch ``e`` come from
+generators seeded by (seed, e); dropout uses the global torch RNG, whose state is saved with every ``last``
+checkpoint. A run interrupted at any point and resumed with ``resume=True`` continues from the last finished
+epoch and reaches the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ class TrainerOptions:
 class StepContext:
     """What model hooks (``training_loss``, ``auxiliary_loss``, ``on_epoch_start``) may use."""
 
-    trainer: "Trainer"
+    trainer: Trainer
     epoch: int
     buckets: list[np.ndarray] | None = None
     generator: torch.Generator | None = None
@@ -77,7 +78,7 @@ class StepContext:
         return self.trainer.seqs
 
     @property
-    def options(self) -> "TrainerOptions":
+    def options(self) -> TrainerOptions:
         return self.trainer.opt_cfg
 
     @property
@@ -250,7 +251,8 @@ class Trainer:
         log.warning("epoch %d: training loss is %s, training stopped; the result is the best epoch %d "
                     "(validation %s %.4f)", epoch, stats["loss"], s.best_epoch, self.opt_cfg.watch, s.best_score)
 
-    # hooks a distributed trainer overrides (esrkit/training/distributed.py): only rank 0 holds the run directory
+    # hooks a distributed trainer overrides (esrkit/training/distributed.py): only rank 0 holds the run
+    # directory
     def _has_checkpoint(self) -> bool:
         return self.run_dir is not None and self.run_dir.last.exists()
 
@@ -295,8 +297,8 @@ class Trainer:
         log.info("resumed at epoch %d (best %.4f @ %d)", s.epoch, s.best_score, s.best_epoch)
 
     def _restore_state(self, meta: dict[str, Any]) -> None:
-        """The inverse of ``_state_dict``, shared with the distributed trainer; also keeps metrics.jsonl consistent
-        with the checkpoint by dropping the lines of epochs that did not finish."""
+        """The inverse of ``_state_dict``, shared with the distributed trainer; also keeps metrics.jsonl
+        consistent with the checkpoint by dropping the lines of epochs that did not finish."""
         s = self.state
         s.epoch, s.best_score, s.best_epoch = meta["epoch"], meta["best_score"], meta["best_epoch"]
         s.bad_epochs, s.stopped = meta["bad_epochs"], meta["stopped"]

@@ -173,7 +173,8 @@ class DistributedRuntime(Runtime):
         self.local_world_size = env_int("LOCAL_WORLD_SIZE", self.world_size)
 
     def device(self, name: str) -> torch.device:
-        """``auto`` / ``cuda`` / ``cuda:N`` -> this process's GPU (``cuda:LOCAL_RANK``); ``cpu`` stays the CPU."""
+        """``auto`` / ``cuda`` / ``cuda:N`` -> this process's GPU (``cuda:LOCAL_RANK``); ``cpu`` stays the
+        CPU."""
         if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
             return torch.device("cpu")
         if not torch.cuda.is_available():
@@ -239,7 +240,7 @@ class DistributedRuntime(Runtime):
 
 def runtime(single: type[Runtime] = Runtime, distributed: type[DistributedRuntime] = DistributedRuntime
             ) -> Runtime:
-    """The runtime of this process: ``distributed`` when launched by torchrun / accelerate (joining the process
-    group on first use), ``single`` otherwise (the classes let a layer above add its own hooks)."""
+    """The runtime of this process: ``distributed`` when launched by torchrun / accelerate (joining the
+    process group on first use), ``single`` otherwise (the classes let a layer above add its own hooks)."""
     joined = dist.is_available() and (dist.is_initialized() or launched()) and init_process_group()
     return distributed() if joined and dist.get_world_size() > 1 else single()

@@ -1,4 +1,5 @@
-"""CITIES: the inference function learns on head items with the backbone frozen and replaces only tail items."""
+"""CITIES: the inference function learns on head items with the backbone frozen and replaces only tail
+items."""
 
 from __future__ import annotations
 

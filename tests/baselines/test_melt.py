@@ -1,5 +1,5 @@
-"""MELT: official head/tail splits and contexts; the item branch rewrites tail items only; the user branch learns
-from head users only and changes tail users' representations only."""
+"""MELT: official head/tail splits and contexts; the item branch rewrites tail items only; the user branch
+learns from head users only and changes tail users' representations only."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from tests.data.own_data import write_recbole
 
 
 def _long_histories(tmp_path):
-    """40 users with 12-20 interactions each: every test input has >= 11 items, so none is below ts_user = 9.
-    """
+    """40 users with 12-20 interactions each: every test input has >= 11 items, so none is below ts_user =
+    9."""
     inter, item = write_recbole(tmp_path / "raw", n_users=40)
     return prepare_source("recbole", {"input": str(inter), "meta": str(item)}, name="mine",
                           overrides=["user_min=0", "item_min=0"])  # keep every interaction
@@ -33,8 +33,8 @@ def test_official_rule_without_tail_users_warns_and_names_pareto(tmp_path) -> No
 
 
 def test_thresholds_are_suggested_when_pareto_is_the_problem() -> None:
-    """Every user equally long: the 20% rule puts all of them at the head; thresholds cannot fix that either.
-    """
+    """Every user equally long: the 20% rule puts all of them at the head; thresholds cannot fix that
+    either."""
     data = SequenceData.from_sequences([[1, 2, 3, 4, 5, 6]] * 30 + [[6, 5, 4, 3, 2, 1]] * 30, n_items=6)
     (warning,) = group_warnings(data, "test", rule="pareto")
     assert "the pareto group rule leaves 0 tail users" in warning and "No rule gives every group" in warning

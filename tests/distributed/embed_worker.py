@@ -1,5 +1,5 @@
-"""A ``torchrun`` worker for the crash test: ``esrkit embed`` whose rank ``--die-rank`` SIGKILLs itself right after
-its ``--die-after``-th committed batch, recording the hashes it committed first (they must survive)."""
+"""A ``torchrun`` worker for the crash test: ``esrkit embed`` whose rank ``--die-rank`` SIGKILLs itself right
+after its ``--die-after``-th committed batch, recording the hashes it committed first (they must survive)."""
 
 from __future__ import annotations
 

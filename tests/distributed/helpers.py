@@ -41,8 +41,8 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2, check: bool = True, **e
 
 
 def torchrun_nodes(args: list[str], cwd: Path, nodes: int = 2) -> list[subprocess.CompletedProcess]:
-    """``nodes`` torchrun agents with one process each, meeting at one c10d rendezvous endpoint: the multi-node
-    command line (``--nnodes --rdzv-backend c10d --rdzv-endpoint``) on one machine."""
+    """``nodes`` torchrun agents with one process each, meeting at one c10d rendezvous endpoint: the
+    multi-node command line (``--nnodes --rdzv-backend c10d --rdzv-endpoint``) on one machine."""
     port, run_id = free_port(), f"esrkit-test-{uuid.uuid4().hex[:8]}"
     procs = []
     for node in range(nodes):  # node 0 hosts the rendezvous store (no race between agents on one host)
@@ -68,7 +68,8 @@ def torchrun_nodes(args: list[str], cwd: Path, nodes: int = 2) -> list[subproces
 
 
 def accelerate_launch(args: list[str], cwd: Path, nproc: int = 2, check: bool = True) -> subprocess.CompletedProcess:
-    """``accelerate launch --multi_gpu --num_processes N`` (torchrun underneath; gloo on a CPU-only machine)."""
+    """``accelerate launch --multi_gpu --num_processes N`` (torchrun underneath; gloo on a CPU-only
+    machine)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", f"--num_processes={nproc}",
            "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={free_port()}",
            *args]
@@ -103,8 +104,8 @@ def _run(cmd: list[str], cwd: Path, check: bool, env: dict[str, str]) -> subproc
 
 
 def write_training_setup(root: Path, n_users: int = 300, n_items: int = 200) -> Path:
-    """A small synthetic dataset with fixed random "LLM" item and user embeddings and PCA table (no provider, no
-    PCA fit: the cost is the training) and a base recipe; returns the recipe path."""
+    """A small synthetic dataset with fixed random "LLM" item and user embeddings and PCA table (no provider,
+    no PCA fit: the cost is the training) and a base recipe; returns the recipe path."""
     from esrkit.data.synthetic import SyntheticOptions, generate
 
     data = generate(SyntheticOptions(n_users=n_users, n_items=n_items, seed=3))

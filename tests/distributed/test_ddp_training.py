@@ -1,10 +1,12 @@
-"""``torchrun -m esrkit train`` with 2 CPU processes (gloo): equivalent to one process, rank 0 writes, resume exact.
+"""``torchrun -m esrkit train`` with 2 CPU processes (gloo): equivalent to one process, rank 0 writes, resume
+exact.
 
-Tolerance of the equivalence (dropout 0, so nothing random differs): both runs see the same samples, negatives and
-teachers, and the 2-process gradient is the single-process gradient up to float32 summation order (per-rank
-partial sums, then the all-reduce). Those ~1e-7 relative differences stay tiny over a few epochs: losses agree to
-1e-4 relative, and a user's rank can only move when two scores are within rounding of each other. We require every
-metric within 0.01 (3 users of 300) and at least 99% of per-user ranks identical; in practice they are all equal.
+Tolerance of the equivalence (dropout 0, so nothing random differs): both runs see the same samples, negatives
+and teachers, and the 2-process gradient is the single-process gradient up to float32 summation order
+(per-rank partial sums, then the all-reduce). Those ~1e-7 relative differences stay tiny over a few epochs:
+losses agree to 1e-4 relative, and a user's rank can only move when two scores are within rounding of each
+other. We require every metric within 0.01 (3 users of 300) and at least 99% of per-user ranks identical; in
+practice they are all equal.
 
 Three launches in all (about 15 s each on two idle cores): the 2-process run, a 1-epoch run launched as two
 single-process "nodes" meeting at a c10d rendezvous endpoint (the multi-node command line), and its resume.
@@ -84,7 +86,8 @@ def test_two_processes_reach_the_single_process_metrics(runs) -> None:
 def test_two_process_resume_reproduces_the_uninterrupted_run(runs) -> None:
     recipe, _, full = runs
     root = full.parent.parent.parent
-    # "interrupted" after one epoch, launched as two single-process nodes meeting at a c10d rendezvous endpoint
+    # "interrupted" after one epoch, launched as two single-process nodes meeting at a c10d rendezvous
+    # endpoint
     torchrun_nodes(_train_args(recipe, "resumed", "--set", "train.epochs=1"), cwd=root)
     part = root / "runs" / "resumed" / "seed-42"
     assert len(_lines(part / "metrics.jsonl")) == 1

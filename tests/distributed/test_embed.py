@@ -50,8 +50,9 @@ def test_killed_process_then_relaunch_loses_nothing_and_repeats_nothing(setup) -
     every = set(text_hashes(provider.prepare_texts(prompts["items"] + prompts["users"])))
 
     # launch 1: rank 1 is SIGKILLed after its 2nd committed batch; torchrun then stops rank 0 too
-    # (a launch that fails before rank 1's first commit, e.g. a rendezvous hiccup on a loaded CI machine, is not the
-    # scenario under test: relaunch in a fresh workdir, at most three tries, and show the output if none gets there)
+    # (a launch that fails before rank 1's first commit, e.g. a rendezvous hiccup on a loaded CI machine, is
+    # not the scenario under test: relaunch in a fresh workdir, at most three tries, and show the output if
+    # none gets there)
     for attempt in range(3):
         workdir, committed = root / f"wd{attempt}", root / f"committed{attempt}.txt"
         crash = torchrun(["-m", "tests.distributed.embed_worker", "--committed", str(committed),

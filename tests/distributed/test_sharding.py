@@ -1,6 +1,6 @@
-"""The arithmetic of data parallelism, in one process (fast): splitting global batches over simulated ranks and
-weighting their losses reproduces the single-process gradient; sharded evaluation reproduces the ranks; text shards
-partition the texts; a plain process gets the plain runtime."""
+"""The arithmetic of data parallelism, in one process (fast): splitting global batches over simulated ranks
+and weighting their losses reproduces the single-process gradient; sharded evaluation reproduces the ranks;
+text shards partition the texts; a plain process gets the plain runtime."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from tests.training.helpers import MAX_LEN, small_data
 
 @functools.lru_cache(maxsize=1)
 def _assets() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random "LLM" item vectors, PCA table and neighbour lists: the arithmetic under test does not need real ones."""
+    """Random "LLM" item vectors, PCA table and neighbour lists: the arithmetic under test does not need real
+    ones."""
     data = small_data()
     rng = np.random.default_rng(0)
     items = rng.normal(size=(data.n_items, 24)).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Merging caches filled on another machine: only missing rows move, identities never mix, nothing is overwritten."""
+"""Merging caches filled on another machine: only missing rows move, identities never mix, nothing is
+overwritten."""
 
 from __future__ import annotations
 

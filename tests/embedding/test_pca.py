@@ -34,8 +34,9 @@ def test_rejects_bad_dims(rng):
 
 
 def test_rounding_level_noise_moves_scores_by_rounding_only(rng):
-    """Another BLAS (e.g. a GPU machine's) changes the table's bytes, hence its fingerprint, but not its values:
-    rounding-level input noise must not flip a component's sign or rotate it, isotropic random vectors included."""
+    """Another BLAS (e.g. a GPU machine's) changes the table's bytes, hence its fingerprint, but not its
+    values: rounding-level input noise must not flip a component's sign or rotate it, isotropic random vectors
+    included."""
     for emb in (rng.standard_normal((2000, 256)).astype(np.float32),
                 rng.standard_normal((2000, 16)).astype(np.float32) @ rng.standard_normal((16, 256)).astype(np.float32)
                 + 0.1 * rng.standard_normal((2000, 256)).astype(np.float32)):

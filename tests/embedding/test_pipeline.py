@@ -84,7 +84,8 @@ def test_template_change_reembeds_only_changed_prompts(tiny_sequences, tmp_path)
     changed = embed_dataset(tiny_sequences, provider, templates(True), workdir=tmp_path, progress=False)
     items = changed.meta["parts"]["items"]
     assert (items["computed"], items["cached"]) == (4, 4)
-    # a new template is a new directory: its cold cost counts the 4 prompts it had to compute, not the reused 4
+    # a new template is a new directory: its cold cost counts the 4 prompts it had to compute, not the reused
+    # 4
     assert items["cold"]["computed"] == 4
     assert changed.meta["parts"]["users"]["computed"] == 0
 

@@ -88,9 +88,9 @@ def _chi_square_against_uniform(counts: np.ndarray) -> float:
 
 
 def test_uniformity_of_eval_negatives() -> None:
-    """1,000 allowed items, 100 negatives for each of 2,000 users: every allowed item is drawn about 200 times.
-    A chi-square test against uniform (999 degrees of freedom: 999 +- 45) passes the sampler and fails a sampler
-    that is only slightly biased (shown below), so the test can catch one."""
+    """1,000 allowed items, 100 negatives for each of 2,000 users: every allowed item is drawn about 200
+    times. A chi-square test against uniform (999 degrees of freedom: 999 +- 45) passes the sampler and fails
+    a sampler that is only slightly biased (shown below), so the test can catch one."""
     data = SequenceData.from_sequences([[1, 2, 3]] * 2000, n_items=1003)
     negs = sample_eval_negatives(data, "test", 100, seed=0)
     assert all(len(set(row)) == 100 for row in negs)  # distinct within a user

@@ -1,8 +1,8 @@
 """The trimmed, variable-length computation equals the official fixed-length (max_len) computation.
 
 The references below re-implement the official forward passes independently — padded to max_len, attention
-through torch.nn.MultiheadAttention with no key mask, the GRU run over every padding step — using the weights of
-the esrkit model under test.
+through torch.nn.MultiheadAttention with no key mask, the GRU run over every padding step — using the weights
+of the esrkit model under test.
 """
 
 from __future__ import annotations
@@ -110,10 +110,8 @@ def test_sasrec_encoder_matches_padded_official(causal: bool) -> None:
     trimmed_width = max(len(s) for s in seqs)
     inp = make_input(full[:, -trimmed_width:], MAX_LEN)
     ours = enc(x_full[:, -trimmed_width:], inp.mask, pad_count=inp.pad_count)
-    if causal:  # the official causal variant: attn_mask over all max_len slots
-        ref = _official_causal(enc, x_full, full)
-    else:
-        ref = official_sasrec_backbone(enc, x_full, full, 1)
+    # the official causal variant: attn_mask over all max_len slots
+    ref = _official_causal(enc, x_full, full) if causal else official_sasrec_backbone(enc, x_full, full, 1)
     torch.testing.assert_close(ours[:, -1], ref[:, -1], atol=2e-5, rtol=1e-4)
     real = inp.mask
     torch.testing.assert_close(ours[real], ref[:, -trimmed_width:][real], atol=2e-5, rtol=1e-4)

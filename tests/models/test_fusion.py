@@ -1,4 +1,5 @@
-"""How views meet in one score (esrkit/models/fusion.py): every switch is a dot product, and starts official."""
+"""How views meet in one score (esrkit/models/fusion.py): every switch is a dot product, and starts
+official."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The Beauty prompts render the official notebooks' wording character for character
 (../shared/reference/official-code-behaviour.md, sections 1.7 and 1.8: typos, newlines, "unknown" for missing
-attributes, the features' first category path, the 4095-character cut, training items only in user prompts)."""
+attributes, the features' first category path, the 4095-character cut, training items only in user
+prompts)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_beauty_item_prompts_are_the_notebooks_strings() -> None:
         "The item has following features: Beauty; Makeup; Lips; . \n"
         "The item has following descriptions: Shiny and long lasting.. \n")
     assert prompts[1] == (  # missing attributes read "unknown"; without categories the features part is gone
-        "The beauty item has following attributes: \n name is Night Cream; brand is unknown; price is unknown. \n"
+        "The beauty item has following attributes: \n name is Night Cream; brand is unknown; price is " "unknown. \n"
         "The item has following descriptions: Rich.. \n")
     head = ("The beauty item has following attributes: \n name is Serum; brand is B; price is 20.0. \n"
             "The item has following features: Beauty; . \nThe item has following descriptions: ")

@@ -1,4 +1,5 @@
-"""Decoder provider on a tiny random LLaMA saved to disk: padding, pooling and batching never change a vector."""
+"""Decoder provider on a tiny random LLaMA saved to disk: padding, pooling and batching never change a
+vector."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ TEXTS = [
     "short",
     "The item has the following attributes: name is red matte lipstick; brand is acme; price is 9.99.",
     "x",
-    ("The user has interacted with the following items: shampoo, serum, cream, mascara, perfume, lotion, soap, "
+    ("The user has interacted with the following items: shampoo, serum, cream, mascara, perfume, " "lotion, soap, "
      "brush, palette, please summarise the user's preference."),
     "pizza coffee bar",
     "gold ring gift for women",

@@ -14,7 +14,7 @@ from esrkit.providers.hashing import sparse_projection
 ITEM_A = "The item has the following attributes: name is Red Matte Lipstick; brand is Acme; price is 9.99."
 ITEM_A2 = ("The item has the following attributes: name is Red Matte Lipstick Long Lasting; brand is Acme; "
            "price is 10.99.")
-ITEM_B = "The item has the following attributes: name is Stainless Steel Chef Knife; brand is Forge; price is 45.00."
+ITEM_B = "The item has the following attributes: name is Stainless Steel Chef Knife; brand is Forge; " "price is 45.00."
 UNRELATED = "pizza coffee bar downtown open late"
 
 

@@ -1,4 +1,5 @@
-"""Fake run directories with fixed numbers: the reporting code reads files, so tests write exactly those files."""
+"""Fake run directories with fixed numbers: the reporting code reads files, so tests write exactly those
+files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A study's per-seed record: seeds merge by run name, later sources win, different experiments never merge."""
+"""A study's per-seed record: seeds merge by run name, later sources win, different experiments never
+merge."""
 
 from __future__ import annotations
 

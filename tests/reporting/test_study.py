@@ -34,8 +34,8 @@ def test_provider_study_end_to_end(tmp_path, monkeypatch) -> None:
     cfg = json.loads((plan.folder / "llmesr-random" / "seed-42" / "config.json").read_text())
     assert cfg["embedding"]["provider"] == "random" and cfg["embedding"]["user_provider"] == "offline"
 
-    # a later call with other providers (here: only the finished LLMInit-random arm, so nothing trains) extends the
-    # study's report with its own rows instead of replacing the earlier providers' rows
+    # a later call with other providers (here: only the finished LLMInit-random arm, so nothing trains)
+    # extends the study's report with its own rows instead of replacing the earlier providers' rows
     # a run another process is still training (no finished seed): left out of every table, stage rows included
     (plan.folder / "llmesr-other" / "seed-42").mkdir(parents=True)
     (plan.folder / "llmesr-other" / "seed-42" / "config.json").write_text("{}")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from esrkit.runs.sweep import expand_grid, make_plan, parse_grid, parse_shard, run_sweep, setting_name, shard
 from esrkit.reporting.sweep import gather, select_best, write_sweep
+from esrkit.runs.sweep import expand_grid, make_plan, parse_grid, parse_shard, run_sweep, setting_name, shard
 
 GRID = ["model.alpha=1,0.5,0.1,0.05,0.01", "retrieval.n_similar=2,6,10,14,18"]
 BASE = {"model.alpha": 0.1, "retrieval.n_similar": 10}

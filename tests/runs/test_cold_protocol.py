@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 from esrkit.config import ConfigError, resolve_recipe
-from esrkit.serving import ServedModel
 from esrkit.runs.load import load_run
 from esrkit.runs.train import train
+from esrkit.serving import ServedModel
 
 TINY = ["data.synthetic={n_users=200, n_items=300}", "train.epochs=2", "train.max_batches_per_epoch=2",
         "eval.batch_size=128", "data.max_len=20", "embedding.options={dim=32, n_features=4096}",

@@ -25,7 +25,11 @@ def test_center_items_removes_the_shared_direction_and_nothing_else(tmp_path) ->
     centred = load_embeddings(resolve_recipe("demo", [f"embedding.item_embeddings={path}",
                                                       "embedding.center_items=true"]), data, ("items",))
     a, b = raw["items"], centred["items"]
-    cos = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+
+    def cos(x):  # pairwise cosine similarities of the rows
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return unit @ unit.T
+
     assert cos(a)[np.triu_indices(len(a), 1)].mean() > 0.8  # the raw table sits in a narrow cone
     assert abs(cos(b)[np.triu_indices(len(b), 1)].mean()) < 0.1
     np.testing.assert_allclose(b.mean(axis=0), 0, atol=1e-5)

@@ -17,8 +17,8 @@ from esrkit.training.trainer import Trainer, TrainerOptions
 
 @functools.lru_cache(maxsize=2)
 def small_data(n_users: int = 600, n_items: int = 300):
-    """A small catalogue with a clear sequential signal (routines, mild popularity skew), so a model that learns
-    anything sequential beats popularity within a few epochs."""
+    """A small catalogue with a clear sequential signal (routines, mild popularity skew), so a model that
+    learns anything sequential beats popularity within a few epochs."""
     return generate(SyntheticOptions(n_users=n_users, n_items=n_items, seed=7, popularity_power=0.5,
                                      routine_prob=0.85, noise_prob=0.03))
 
@@ -34,7 +34,8 @@ HIDDEN_ID = {"sasrec": 32, "bert4rec": 32, "gru4rec": 64}
 
 @functools.lru_cache(maxsize=2)
 def small_assets(n_users: int = 600, n_items: int = 300):
-    """Text-derived item/user embeddings (TF-IDF + SVD of the prompts), PCA table, neighbours: deterministic."""
+    """Text-derived item/user embeddings (TF-IDF + SVD of the prompts), PCA table, neighbours:
+    deterministic."""
     from sklearn.decomposition import PCA, TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 

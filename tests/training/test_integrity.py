@@ -146,8 +146,8 @@ def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_same_comman
 
 
 def test_recommend_never_lists_padding_or_history(run_tree) -> None:
-    from esrkit.serving import ServedModel
     from esrkit.runs.load import load_run
+    from esrkit.serving import ServedModel
 
     run = load_run(RUN, "cpu")
     data = run.inputs.data

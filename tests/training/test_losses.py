@@ -126,15 +126,16 @@ def test_popularity_sampler_draws_by_popularity():
     ids, _ = draw_shared_negatives(ctx, N, torch.tensor([1]))
     freq = np.bincount(ids.numpy(), minlength=N + 1)[1:] / len(ids)
     expected = log_pop.exp().numpy()
-    # chi-square over the items: a sampler drawing uniformly (or off by one id) fails this by orders of magnitude
+    # chi-square over the items: a sampler drawing uniformly (or off by one id) fails this by orders of
+    # magnitude
     chi2 = float(((freq - expected) ** 2 / expected).sum() * len(ids))
     assert chi2 < 100, chi2
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "popularity"])
 def test_logq_corrected_negatives_estimate_the_full_partition_function(sampler):
-    """sum over samples of exp(s_j - log(k Q_j)) estimates sum over all items of exp(s_j) without bias; dropping
-    the correction under the popularity proposal does not."""
+    """sum over samples of exp(s_j - log(k Q_j)) estimates sum over all items of exp(s_j) without bias;
+    dropping the correction under the popularity proposal does not."""
     torch.manual_seed(0)
     model = TableModel()
     hs = torch.randn(4, D) * 0.3

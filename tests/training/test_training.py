@@ -1,6 +1,8 @@
-"""Training behaviour: every backbone and variant learns (beats popularity), resume is exact, custom encoders plug in.
+"""Training behaviour: every backbone and variant learns (beats popularity), resume is exact, custom encoders
+plug in.
 
-The "beats popularity" tests train for real on a small synthetic catalogue and are marked ``slow`` (CI runs them).
+The "beats popularity" tests train for real on a small synthetic catalogue and are marked ``slow`` (CI runs
+them).
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """CITIES (Jang et al., ICDM 2020): contextual inference of tail-item embeddings, over any backbone.
 
-Tail items get poor embeddings because they are seen too rarely. CITIES learns an *embedding-inference function*
-on head items, whose embeddings are trustworthy: given a few contexts an item occurs in (the items around it in
-users' sequences, the item itself masked), predict the item's embedding. At inference the function, fed with all
-the contexts of each tail item, replaces that tail item's embedding; head items keep theirs.
+Tail items get poor embeddings because they are seen too rarely. CITIES learns an *embedding-inference
+function* on head items, whose embeddings are trustworthy: given a few contexts an item occurs in (the items
+around it in users' sequences, the item itself masked), predict the item's embedding. At inference the
+function, fed with all the contexts of each tail item, replaces that tail item's embedding; head items keep
+theirs.
 
-Two stages inside esrkit's one training loop (see ``BackboneFirst``): the plain backbone trains first; then the
-backbone is frozen and only the inference function trains, on head items, with the official MSE objective. While
-stage 2 is evaluated (every validation, the final test) the backbone sees the item table with tail rows replaced.
+Two stages inside esrkit's one training loop (see ``BackboneFirst``): the plain backbone trains first; then
+the backbone is frozen and only the inference function trains, on head items, with the official MSE objective.
+While stage 2 is evaluated (every validation, the final test) the backbone sees the item table with tail rows
+replaced.
 
 The inference function follows the official ``Model``: frozen item embeddings of a context ``[left 24, MASK,
 right 24]`` -> learned per-position weights -> sinusoidal positions -> a transformer "context interpreter" ->
@@ -107,7 +109,8 @@ class EmbeddingInference(nn.Module):
 
 
 def _used_width(tokens: Tensor, from_right: bool) -> int:
-    """Columns of (..., C) right-aligned (``from_right``) or left-aligned tokens that hold an item in some row."""
+    """Columns of (..., C) right-aligned (``from_right``) or left-aligned tokens that hold an item in some
+    row."""
     used = (tokens != 0).reshape(-1, tokens.shape[-1]).any(0)
     if not bool(used.any()):
         return 0
@@ -238,7 +241,8 @@ class CITIES(BackboneFirst, IDRecommender):
 
     @torch.no_grad()
     def refresh_tail_embeddings(self, budget: int = 65_536) -> None:
-        """Every tail item with contexts gets the inference of *all* its contexts (grouped by context count)."""
+        """Every tail item with contexts gets the inference of *all* its contexts (grouped by context
+        count)."""
         contexts = self._require_contexts()
         was = self.inference.training
         self.inference.eval()
@@ -275,7 +279,8 @@ class CITIES(BackboneFirst, IDRecommender):
 
 
 def _build_contexts(parts: TrainParts, n_items: int, context_len: int, device: torch.device) -> ItemContexts:
-    """One context per training occurrence whose ±context_len window holds at least 3 items (official rule)."""
+    """One context per training occurrence whose ±context_len window holds at least 3 items (official
+    rule)."""
     part_len = parts.lengths_np[parts.user_np]
     left = np.minimum(parts.position_np, context_len)
     right = np.minimum(part_len - parts.position_np - 1, context_len)

@@ -1,8 +1,10 @@
-"""What the long-tail baselines share: option parsing, the training parts they learn from, the representation a
-prediction would use, and the two-stage schedule (backbone first, then the baseline) inside esrkit's one loop.
+"""What the long-tail baselines share: option parsing, the training parts they learn from, the representation
+a prediction would use, and the two-stage schedule (backbone first, then the baseline) inside esrkit's one
+loop.
 
 Nothing here changes a model's forward pass; it is data preparation and training bookkeeping. What a baseline
-needs of the trainer (its ranking loss, the epoch's generator) comes through the ``StepContext`` its hooks get.
+needs of the trainer (its ranking loss, the epoch's generator) comes through the ``StepContext`` its hooks
+get.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def long_tensor(values: np.ndarray, device: torch.device | str) -> Tensor:
 class TrainParts:
     """Every user's training part (``seq[:-2]``) as one flat item array plus offsets, on the model's device.
 
-    The baselines' statistics (head/tail splits, item contexts) come from these parts only, so validation and test
-    interactions never leak into training."""
+    The baselines' statistics (head/tail splits, item contexts) come from these parts only, so validation and
+    test interactions never leak into training."""
 
     def __init__(self, data: Any, device: torch.device | str = "cpu") -> None:
         lengths = np.maximum(data.lengths() - 2, 0).astype(np.int64)
@@ -76,17 +78,19 @@ class TrainParts:
         return torch.where(valid, self.items[idx], torch.zeros_like(idx))
 
     def user_windows(self, users: Tensor, keep: int) -> Tensor:
-        """The last ``keep`` items of each user's training part, right-aligned (the official ``user_context``)."""
+        """The last ``keep`` items of each user's training part, right-aligned (the official
+        ``user_context``)."""
         count = torch.clamp(self.lengths[users], max=keep)
         first = self.offsets[users] + self.lengths[users] - count
         width = max(1, int(count.max().item())) if len(users) else 1
         return self.windows(first, count, 1, width)
 
 
-# ---------------------------------------------------------------------------------------------- representations
+# ----------------------------------------------------------------------------------------------
+# representations
 def prediction_layout(tokens: Tensor, max_len: int, objective: str, mask_token: int) -> SeqInput:
-    """Right-aligned item windows -> the input a prediction would see: BERT4Rec (cloze) appends [MASK] and keeps
-    ``max_len - 1`` items, every other backbone keeps the last ``max_len`` items."""
+    """Right-aligned item windows -> the input a prediction would see: BERT4Rec (cloze) appends [MASK] and
+    keeps ``max_len - 1`` items, every other backbone keeps the last ``max_len`` items."""
     if objective == "cloze":
         kept = tokens[:, -(max_len - 1):] if max_len > 1 else tokens[:, :0]
         tokens = torch.cat([kept, torch.full_like(tokens[:, :1], mask_token)], 1)
@@ -120,13 +124,15 @@ def sequence_representation(
 class BackboneFirst:
     """Mixin for baselines whose official code starts from a *trained* backbone (CITIES, MELT).
 
-    Stage 1 trains the plain backbone with its own ranking loss. Stage 2 (the baseline) starts at the first epoch
-    where either ``pretrain_epochs`` epochs have run or validation has not improved for ``pretrain_patience``
-    epochs. At the switch the best stage-1 weights (by validation, kept in memory) are restored, Adam's moments are
-    cleared (the official code builds a fresh optimiser) and the trainer's early stopping is reset, so the final
-    model is always a stage-2 model selected among stage-2 epochs, as the official code selects it.
+    Stage 1 trains the plain backbone with its own ranking loss. Stage 2 (the baseline) starts at the first
+    epoch where either ``pretrain_epochs`` epochs have run or validation has not improved for
+    ``pretrain_patience`` epochs. At the switch the best stage-1 weights (by validation, kept in memory) are
+    restored, Adam's moments are cleared (the official code builds a fresh optimiser) and the trainer's early
+    stopping is reset, so the final model is always a stage-2 model selected among stage-2 epochs, as the
+    official code selects it.
 
-    ``stage_start`` (a persistent buffer) records the switch epoch, so checkpoints and resumed runs know the stage.
+    ``stage_start`` (a persistent buffer) records the switch epoch, so checkpoints and resumed runs know the
+    stage.
     """
 
     pretrain_epochs: int

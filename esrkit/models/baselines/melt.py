@@ -3,17 +3,17 @@
 Bilateral branches on top of a trained backbone (official ``models/MELT_SASRec.py``):
 
 * **user branch** ``W_U``: head users' full training sequences teach their own recent sub-sequences
-  (``||W_U f(S_few) - f(S_full)||^2``, curriculum weight ``w_u``), so ``W_U`` learns what a short history misses;
-  at inference a *tail* user's representation becomes ``f(S) + W_U f(S)``; head users are untouched;
-* **item branch** ``W_I``: a head item's embedding is reconstructed from a few of its contexts (sequences that end
-  in it), each enhanced by the user branch (``f(c) + W_U f(c)``) and averaged (curriculum weight ``w_i``); at the
-  start of every epoch every *tail* item's embedding is overwritten with ``W_I`` of the mean of all its contexts
-  (plain backbone), then trains on;
+  (``||W_U f(S_few) - f(S_full)||^2``, curriculum weight ``w_u``), so ``W_U`` learns what a short history
+  misses; at inference a *tail* user's representation becomes ``f(S) + W_U f(S)``; head users are untouched;
+* **item branch** ``W_I``: a head item's embedding is reconstructed from a few of its contexts (sequences that
+  end in it), each enhanced by the user branch (``f(c) + W_U f(c)``) and averaged (curriculum weight ``w_i``);
+  at the start of every epoch every *tail* item's embedding is overwritten with ``W_I`` of the mean of all its
+  contexts (plain backbone), then trains on;
 * total loss = ranking loss + ``lamb_u`` * user loss + ``lamb_i`` * item loss.
 
 Head/tail follow the official Pareto split of the *training* parts: a user is tail when its length is <= the
-``pareto`` quantile of lengths, an item is tail when its training count is <= the ``pareto - 0.02`` quantile of
-the counts of trained items. Stage 1 trains the backbone (the official code loads a pretrained SASRec), see
+``pareto`` quantile of lengths, an item is tail when its training count is <= the ``pareto - 0.02`` quantile
+of the counts of trained items. Stage 1 trains the backbone (the official code loads a pretrained SASRec), see
 ``BackboneFirst``; the curriculum clock counts stage-2 epochs.
 """
 
@@ -43,7 +43,8 @@ from esrkit.models.recommender import ModelAssets
 
 @dataclass
 class MeltOptions:
-    """``model.extra.melt``. Defaults: the official README's MELT+SASRec Beauty row (argparse: 0.2 / 0.3 / 0.8)."""
+    """``model.extra.melt``. Defaults: the official README's MELT+SASRec Beauty row (argparse: 0.2 / 0.3 /
+    0.8)."""
 
     lamb_u: float = 0.1  # user-branch weight
     lamb_i: float = 0.4  # item-branch weight
@@ -55,7 +56,8 @@ class MeltOptions:
 
 @dataclass
 class _EpochPlan:
-    """This epoch's order of head users and head items, consumed chunk by chunk (the official side loaders)."""
+    """This epoch's order of head users and head items, consumed chunk by chunk (the official side
+    loaders)."""
 
     users: Tensor
     items: Tensor
@@ -194,8 +196,9 @@ class MELT(BackboneFirst, IDRecommender):
 
     # ------------------------------------------------------------------ item branch
     def item_branch_loss(self, items: Tensor, epoch: int, generator: torch.Generator | None = None) -> Tensor:
-        """Head items: a few distinct contexts each (n ~ U{1..min(#contexts, thr)}), enhanced by the user branch
-        and averaged, reconstruct the item embedding through ``W_I`` (official weighting: ``(w_i * diff)^2``)."""
+        """Head items: a few distinct contexts each (n ~ U{1..min(#contexts, thr)}), enhanced by the user
+        branch and averaged, reconstruct the item embedding through ``W_I`` (official weighting: ``(w_i *
+        diff)^2``)."""
         self._require_setup()
         dev = self.device
         start = self.ctx_ptr[items]
@@ -253,9 +256,9 @@ class MELT(BackboneFirst, IDRecommender):
 
 
 def _melt_contexts(parts: TrainParts, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per training occurrence of item i at position p: the prefix ending in i, and (parts longer than one) the
-    suffix from i read backwards so that i is last (official ``item_context``). Returns first, count, step and
-    the owning item of every context."""
+    """Per training occurrence of item i at position p: the prefix ending in i, and (parts longer than one)
+    the suffix from i read backwards so that i is last (official ``item_context``). Returns first, count, step
+    and the owning item of every context."""
     slot = np.arange(len(parts.items_np), dtype=np.int64)
     pos, n = parts.position_np, parts.lengths_np[parts.user_np]
     prefix_count = np.minimum(pos + 1, max_len)

@@ -1,14 +1,14 @@
 """RLMRec (Ren et al., WWW 2024) adapted to sequential recommendation, without profile generation.
 
 RLMRec regularises a collaborative model with LLM representations: an auxiliary loss aligns each collaborative
-representation with the semantic representation of the same user or item, while recommendation itself uses only
-the collaborative model (the LLM side is training-time only). As in the LLM-ESR paper (Appendix B.2) the LLM
-profiles are replaced by the embeddings esrkit already has: an item's LLM embedding, and for a user the mean LLM
-embedding of the items of its training part (the user prompt lists those items).
+representation with the semantic representation of the same user or item, while recommendation itself uses
+only the collaborative model (the LLM side is training-time only). As in the LLM-ESR paper (Appendix B.2) the
+LLM profiles are replaced by the embeddings esrkit already has: an item's LLM embedding, and for a user the
+mean LLM embedding of the items of its training part (the user prompt lists those items).
 
-* ``mode="con"`` (RLMRec-Con, default): an MLP maps semantic vectors into the collaborative space; InfoNCE with
-  in-batch negatives between (user sequence representation, projected user semantics) and (item embedding,
-  projected item semantics). Official: ``kd_weight`` 0.01, ``kd_temperature`` 0.2, MLP
+* ``mode="con"`` (RLMRec-Con, default): an MLP maps semantic vectors into the collaborative space; InfoNCE
+  with in-batch negatives between (user sequence representation, projected user semantics) and (item
+  embedding, projected item semantics). Official: ``kd_weight`` 0.01, ``kd_temperature`` 0.2, MLP
   ``d_llm -> (d_llm + d) / 2 -> d`` with LeakyReLU, xavier-uniform weights.
 * ``mode="gen"`` (RLMRec-Gen): masked reconstruction. A ``mask_ratio`` share of input positions is replaced by
   [MASK]; an MLP ``d -> (d + d_llm) / 2 -> d_llm`` maps the hidden states at masked positions (and the user
@@ -124,7 +124,8 @@ class RLMRec(IDRecommender):
         return info_nce(self.items(ids), self.projector(self.semantic_table[ids]), self.temperature)
 
     def _masked_reconstruction(self, tokens: Tensor, generator: torch.Generator | None) -> Tensor:
-        """RLMRec-Gen on sequences: hide a share of the positions, rebuild their LLM vectors from the context."""
+        """RLMRec-Gen on sequences: hide a share of the positions, rebuild their LLM vectors from the
+        context."""
         real = tokens != 0
         draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
         hidden = (draw < self.mask_ratio) & real
