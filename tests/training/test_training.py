@@ -14,6 +14,7 @@ from torch import nn
 
 from esrkit.models import ENCODERS, MODELS
 from esrkit.runs.train import _epochs_seconds
+from esrkit.training.losses import LossSpec
 from esrkit.training.rundir import RunDir
 from tests.training.helpers import (
     HIDDEN_ID,
@@ -79,7 +80,7 @@ def test_every_llmesr_variant_beats_popularity(name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("opts", [dict(alpha=0.0), dict(sd_loss="paper", alpha=0.1 / 32), dict(teacher_refresh="epoch"),
-                                  dict(loss="bpr")], ids=["w/o SD", "SD paper scale", "teacher per epoch", "BPR"])
+                                  dict(loss=LossSpec("bpr"))], ids=["w/o SD", "SD paper scale", "teacher per epoch", "BPR"])
 def test_training_options_learn(opts: dict) -> None:
     data = small_data()
     _, _, neighbours = small_assets()
