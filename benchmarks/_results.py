@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -37,13 +38,14 @@ def machine(modules: tuple[str, ...] = ("torch", "numpy")) -> str:
         pass
     versions = []
     for module in modules:
-        try:
+        with contextlib.suppress(ImportError):
             versions.append(f"{module} {__import__(module).__version__}")
-        except ImportError:
-            pass
     load = f"; load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
-    return (f"{cpu}, {os.cpu_count()} logical CPUs{mem}{gpu}; Python {platform.python_version()}, "
-            + ", ".join(versions) + load)
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs{mem}{gpu}; Python {platform.python_version()}, "
+        + ", ".join(versions)
+        + load
+    )
 
 
 def replace_section(title: str, body: str, level: int = 2) -> None:

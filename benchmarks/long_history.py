@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models import MODELS
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.objectives import SelfDistillation
 from esrkit.training.trainer import Trainer, TrainerOptions
 
@@ -47,16 +47,21 @@ COMMAND = "nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/long_history.py"
 
 
 def long_histories(n_users: int, n_items: int, mean_length: float, seed: int = 0) -> SequenceData:
-    """Lognormal lengths (sigma 0.6) of the given mean, at least 5 and at most 600; Zipf-like item popularity.
-    """
+    """Lognormal lengths (sigma 0.6) of the given mean, at least 5 and at most 600; Zipf-like item
+    popularity."""
     rng = np.random.default_rng(seed)
     sigma = 0.6
     lengths = np.clip(np.round(rng.lognormal(np.log(mean_length) - sigma**2 / 2, sigma, n_users)), 5, 600)
     lengths = lengths.astype(np.int64)
     items = rng.zipf(1.2, size=int(lengths.sum())) % n_items + 1
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return SequenceData(offsets, items.astype(np.int32), n_items, [str(u) for u in range(n_users)],
-                        [str(i) for i in range(1, n_items + 1)])
+    return SequenceData(
+        offsets,
+        items.astype(np.int32),
+        n_items,
+        [str(u) for u in range(n_users)],
+        [str(i) for i in range(1, n_items + 1)],
+    )
 
 
 def build_trainers(data: SequenceData, dim: int, max_len: int, buckets: int) -> dict[str, Trainer]:
@@ -69,8 +74,12 @@ def build_trainers(data: SequenceData, dim: int, max_len: int, buckets: int) -> 
     seqs = DeviceSequences(data, "cpu")
     options = TrainerOptions(max_len=max_len, buckets=buckets)
     trainers = {}
-    rows = (("LLMInit", "llminit", None), ("LLM-ESR", "llmesr", "step"),
-            ("LLMInit, hidden 64", "llminit", None), ("LLM-ESR, teachers per epoch", "llmesr", "epoch"))
+    rows = (
+        ("LLMInit", "llminit", None),
+        ("LLM-ESR", "llmesr", "step"),
+        ("LLMInit, hidden 64", "llminit", None),
+        ("LLM-ESR, teachers per epoch", "llmesr", "epoch"),
+    )
     for name, model, refresh in rows:
         torch.manual_seed(0)
         if model == "llminit":
@@ -107,14 +116,21 @@ def time_epoch(trainers: dict[str, Trainer], batches: int) -> dict[str, dict[str
             trainer.sd.refresh_cache(trainer.model)
             per_epoch[name] = time.process_time() - t0
     for b in range(timed):
-        rows = order[b * bs:(b + 1) * bs]
+        rows = order[b * bs : (b + 1) * bs]
         for name, trainer in trainers.items():
             t0 = time.process_time()
             trainer.step(rows, gens[name])
             spent[name] += time.process_time() - t0
-    return {name: {"s_per_batch": s / timed, "epoch_s": s / timed * n_batches + per_epoch[name],
-                   "refresh_s": per_epoch[name], "batches_timed": timed, "batches_per_epoch": n_batches}
-            for name, s in spent.items()}
+    return {
+        name: {
+            "s_per_batch": s / timed,
+            "epoch_s": s / timed * n_batches + per_epoch[name],
+            "refresh_s": per_epoch[name],
+            "batches_timed": timed,
+            "batches_per_epoch": n_batches,
+        }
+        for name, s in spent.items()
+    }
 
 
 def profile_step(trainer: Trainer, rows: np.ndarray, top: int = 12) -> list[dict[str, float]]:
@@ -126,8 +142,15 @@ def profile_step(trainer: Trainer, rows: np.ndarray, top: int = 12) -> list[dict
         trainer.step(rows, gen)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    return [{"op": e.key, "ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,
-             "calls": e.count} for e in events]
+    return [
+        {
+            "op": e.key,
+            "ms": e.self_cpu_time_total / 1000,
+            "share": e.self_cpu_time_total / total,
+            "calls": e.count,
+        }
+        for e in events
+    ]
 
 
 def main() -> None:
@@ -157,15 +180,30 @@ def main() -> None:
     timings = time_epoch(trainers, args.batches)
     from _results import machine
 
-    out = {"date": time.strftime("%Y-%m-%d"), "label": args.label, "machine": machine(), "users": args.users,
-           "items": args.items, "mean_length": float(lengths.mean()),
-           "median_length": float(np.median(lengths)), "max_length": int(lengths.max()),
-           "max_len": args.max_len, "dim": args.dim, "buckets": args.buckets, "threads": args.threads,
-           "load_before": load_before, "load_after": os.getloadavg()[0], "models": timings,
-           "ratio": timings["LLM-ESR"]["epoch_s"] / timings["LLMInit"]["epoch_s"]}
+    out = {
+        "date": time.strftime("%Y-%m-%d"),
+        "label": args.label,
+        "machine": machine(),
+        "users": args.users,
+        "items": args.items,
+        "mean_length": float(lengths.mean()),
+        "median_length": float(np.median(lengths)),
+        "max_length": int(lengths.max()),
+        "max_len": args.max_len,
+        "dim": args.dim,
+        "buckets": args.buckets,
+        "threads": args.threads,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "models": timings,
+        "ratio": timings["LLM-ESR"]["epoch_s"] / timings["LLMInit"]["epoch_s"],
+    }
     for name, t in timings.items():
-        print(f"{name}: {t['s_per_batch']:.3f} s/batch, {t['epoch_s']:.1f} s/epoch "
-              f"({t['batches_timed']} of {t['batches_per_epoch']} batches timed; CPU time)", flush=True)
+        print(
+            f"{name}: {t['s_per_batch']:.3f} s/batch, {t['epoch_s']:.1f} s/epoch "
+            f"({t['batches_timed']} of {t['batches_per_epoch']} batches timed; CPU time)",
+            flush=True,
+        )
     print(f"LLM-ESR / LLMInit: {out['ratio']:.2f}x", flush=True)
     if args.profile:
         rows = trainers["LLM-ESR"].epoch_order(0)[:128]
@@ -185,13 +223,19 @@ def write(out: dict) -> None:
 
     m = out["models"]
     lines = [
-        (f"Measured {out['date']} on {out.get('machine') or machine()}; {out['threads']} thread; load "
-         f"average {out['load_after']:.1f} at the end (other jobs shared the 2 cores: CPU seconds below)."),
-        (f"Command: `{COMMAND}`. Data: {out['users']:,} users, {out['items']:,} items, lengths mean "
-         f"{out['mean_length']:.1f} / median {out['median_length']:.0f} / max {out['max_length']} (max_len "
-         f"{out['max_len']}), {out['dim']}-d semantic table, 10 similar users, batch 128, {out['buckets']} "
-         f"length buckets; the models' steps alternate. {m['LLM-ESR']['batches_timed']} of "
-         f"{m['LLM-ESR']['batches_per_epoch']} batches timed per model."),
+        (
+            f"Measured {out['date']} on {out.get('machine') or machine()}; {out['threads']} thread; load "
+            f"average {out['load_after']:.1f} at the end (other jobs shared the 2 cores: CPU seconds below)."
+        ),
+        (
+            f"Command: `{COMMAND}`. Data: {out['users']:,} users, {out['items']:,} items, lengths mean "
+            f"{out['mean_length']:.1f} / median {out['median_length']:.0f} / max {out['max_length']} "
+            "(max_len "
+            f"{out['max_len']}), {out['dim']}-d semantic table, 10 similar users, batch 128, "
+            f"{out['buckets']} "
+            f"length buckets; the models' steps alternate. {m['LLM-ESR']['batches_timed']} of "
+            f"{m['LLM-ESR']['batches_per_epoch']} batches timed per model."
+        ),
         "",
         "| model | CPU s/batch | CPU s/epoch | vs LLMInit (hidden 128) |",
         "| --- | ---: | ---: | ---: |",

@@ -4,11 +4,11 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/loss_speed.py --items 12101 --users 22363   # Beauty 5-core size
 
 SASRec (hidden 64, causal, the plain ID model) on synthetic data with Beauty's length distribution (see
-train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds per
-step are the median over ``--batches`` steps after two warm-up steps, the losses taking turns step by step.
-The full-softmax ``ce`` costs m x N x D
-multiply-adds three times per step (m scored positions, N items) plus m x N exponentials, which no implementation
-avoids; the sampled losses cost m x k x D. Figures go to the "Ranking losses: step cost" section of RESULTS.md.
+train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds
+per step are the median over ``--batches`` steps after two warm-up steps, the losses taking turns step by
+step. The full-softmax ``ce`` costs m x N x D multiply-adds three times per step (m scored positions, N items)
+plus m x N exponentials, which no implementation avoids; the sampled losses cost m x k x D. Figures go to the
+"Ranking losses: step cost" section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -25,26 +25,36 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
-from esrkit.models import MODELS  # noqa: E402
-from esrkit.training.batches import DeviceSequences  # noqa: E402
-from esrkit.training.losses import LossSpec  # noqa: E402
-from esrkit.training.trainer import Trainer, TrainerOptions  # noqa: E402
 from train_speed import beauty_scale  # noqa: E402
 
-LOSSES = [("bce", LossSpec("bce", negatives=1)), ("bpr", LossSpec("bpr", negatives=1)),
-          ("gbce, 256 negatives", LossSpec("gbce", negatives=256)),
-          ("sampled_softmax, 1024 uniform", LossSpec("sampled_softmax", negatives=1024)),
-          ("sampled_softmax, 1024 popularity", LossSpec("sampled_softmax", negatives=1024, sampler="popularity")),
-          ("sampled_softmax, in-batch", LossSpec("sampled_softmax", sampler="in_batch")),
-          ("ce", LossSpec("ce"))]
+from esrkit.data.tensors import DeviceSequences  # noqa: E402
+from esrkit.models import MODELS  # noqa: E402
+from esrkit.training.losses import LossSpec  # noqa: E402
+from esrkit.training.trainer import Trainer, TrainerOptions  # noqa: E402
+
+LOSSES = [
+    ("bce", LossSpec("bce", negatives=1)),
+    ("bpr", LossSpec("bpr", negatives=1)),
+    ("gbce, 256 negatives", LossSpec("gbce", negatives=256)),
+    ("sampled_softmax, 1024 uniform", LossSpec("sampled_softmax", negatives=1024)),
+    ("sampled_softmax, 1024 popularity", LossSpec("sampled_softmax", negatives=1024, sampler="popularity")),
+    ("sampled_softmax, in-batch", LossSpec("sampled_softmax", sampler="in_batch")),
+    ("ce", LossSpec("ce")),
+]
 
 
 def trainer_for(data, spec: LossSpec, hidden: int) -> Trainer:
     torch.manual_seed(0)
     model = MODELS.get("id")(data.n_items, hidden=hidden, causal=True)
-    return Trainer(model, DeviceSequences(data, "cpu"), TrainerOptions(loss=spec), lambda m, e: {}, None, None,
-                   progress=False)
+    return Trainer(
+        model,
+        DeviceSequences(data, "cpu"),
+        TrainerOptions(loss=spec),
+        lambda m, e: {},
+        None,
+        None,
+        progress=False,
+    )
 
 
 def time_losses(data, specs: list[tuple[str, LossSpec]], batches: int, hidden: int) -> dict[str, float]:
@@ -76,8 +86,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = beauty_scale(args.users, args.items)
-    out = {"date": time.strftime("%Y-%m-%d"), "users": args.users, "items": args.items, "hidden": args.hidden,
-           "threads": args.threads, "mean_length": float(data.lengths().mean()), "losses": {}}
+    out = {
+        "date": time.strftime("%Y-%m-%d"),
+        "users": args.users,
+        "items": args.items,
+        "hidden": args.hidden,
+        "threads": args.threads,
+        "mean_length": float(data.lengths().mean()),
+        "losses": {},
+    }
     out["losses"] = time_losses(data, LOSSES, args.batches, args.hidden)
     for label, sec in out["losses"].items():
         print(f"{label}: {sec * 1000:.1f} ms/step", flush=True)
@@ -91,11 +108,15 @@ def write(out: dict) -> None:
     from _results import machine, replace_section
 
     bce = out["losses"]["bce"]
-    lines = [f"Measured {out['date']} on {machine()}, {out['threads']} thread(s). SASRec (hidden {out['hidden']}, "
-             f"causal), synthetic data with {out['users']:,} users, {out['items']:,} items, mean length "
-             f"{out['mean_length']:.2f}, batch 128; median of the timed steps. Command: `python "
-             f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}`.", "",
-             "| loss (`model.loss`) | ms per step | vs `bce` |", "| --- | ---: | ---: |"]
+    lines = [
+        f"Measured {out['date']} on {machine()}, {out['threads']} thread(s). SASRec (hidden {out['hidden']}, "
+        f"causal), synthetic data with {out['users']:,} users, {out['items']:,} items, mean length "
+        f"{out['mean_length']:.2f}, batch 128; median of the timed steps. Command: `python "
+        f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}`.",
+        "",
+        "| loss (`model.loss`) | ms per step | vs `bce` |",
+        "| --- | ---: | ---: |",
+    ]
     for label, sec in out["losses"].items():
         lines.append(f"| {label} | {sec * 1000:.1f} | {sec / bce:.2f}x |")
     replace_section(f"Ranking losses: step cost ({out['items']:,} items)", "\n".join(lines))

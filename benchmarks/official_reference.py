@@ -1,12 +1,12 @@
 """A side-by-side reference with the official LLM-ESR code's *cost structure*, for speed comparisons only.
 
 It does the same arithmetic the official implementation does per training step — every sequence padded to
-max_len = 200, a per-sample Python loop building the batch (the official Dataset.__getitem__ + default collate),
-nn.MultiheadAttention over all 200 keys, the 1536 -> 768 -> 64 adapter applied to every token, ten teacher
-sequences per user run with an autograd graph and then detached, torch's own dropout — so the two can be timed
-on the same machine in one run. It is written from the documented behaviour (shared/reference), not copied, and
-is not used by esrkit itself. Its outputs are not checked here (tests/models/test_fidelity.py checks esrkit
-against an independent padded reference).
+max_len = 200, a per-sample Python loop building the batch (the official Dataset.__getitem__ + default
+collate), nn.MultiheadAttention over all 200 keys, the 1536 -> 768 -> 64 adapter applied to every token, ten
+teacher sequences per user run with an autograd graph and then detached, torch's own dropout — so the two can
+be timed on the same machine in one run. It is written from the documented behaviour (shared/reference), not
+copied, and is not used by esrkit itself. Its outputs are not checked here (tests/models/test_fidelity.py
+checks esrkit against an independent padded reference).
 """
 
 from __future__ import annotations
@@ -80,12 +80,21 @@ class _CrossAttention(nn.Module):
 class OfficialStyleLLMESR(nn.Module):
     """Dual-view LLM-ESR with the official computation layout (padded, per-token adapter)."""
 
-    def __init__(self, llm: np.ndarray, pca: np.ndarray, backbone: str, d: int = 64, max_len: int = 200) -> None:
+    def __init__(
+        self, llm: np.ndarray, pca: np.ndarray, backbone: str, d: int = 64, max_len: int = 200
+    ) -> None:
         super().__init__()
-        z = lambda a: np.concatenate([np.zeros((1, a.shape[1])), a, np.zeros((1, a.shape[1]))]).astype(np.float32)  # noqa: E731
+
+        def z(a):  # the padding row and the [MASK] row around the table, as the official models add them
+            return np.concatenate([np.zeros((1, a.shape[1])), a, np.zeros((1, a.shape[1]))]).astype(
+                np.float32
+            )
+
         self.llm = nn.Embedding.from_pretrained(torch.as_tensor(z(llm)), freeze=True)
         self.idt = nn.Embedding.from_pretrained(torch.as_tensor(z(pca)), freeze=False)
-        self.adapter = nn.Sequential(nn.Linear(llm.shape[1], llm.shape[1] // 2), nn.Linear(llm.shape[1] // 2, d))
+        self.adapter = nn.Sequential(
+            nn.Linear(llm.shape[1], llm.shape[1] // 2), nn.Linear(llm.shape[1] // 2, d)
+        )
         self.pos = nn.Embedding(max_len + 100, d)
         self.drop = nn.Dropout(0.5)
         self.llm2id, self.id2llm = _CrossAttention(d), _CrossAttention(d)
@@ -112,13 +121,21 @@ def _pad_left(seq: list[int], L: int) -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros(L, dtype=np.int64)
     pos = np.zeros(L, dtype=np.int64)
     if seq:
-        out[-len(seq):] = seq
-        pos[-len(seq):] = np.arange(1, len(seq) + 1)
+        out[-len(seq) :] = seq
+        pos[-len(seq) :] = np.arange(1, len(seq) + 1)
     return out, pos
 
 
-def official_style_batch(train: list[list[int]], users: np.ndarray, sim: np.ndarray, n_items: int,
-                         backbone: str, rng: np.random.Generator, L: int = 200, mask_prob: float = 0.6) -> dict:
+def official_style_batch(
+    train: list[list[int]],
+    users: np.ndarray,
+    sim: np.ndarray,
+    n_items: int,
+    backbone: str,
+    rng: np.random.Generator,
+    L: int = 200,
+    mask_prob: float = 0.6,
+) -> dict:
     """Per-sample Python loops, as the official Dataset.__getitem__ (plus default collation)."""
     rows = {"seq": [], "pos": [], "neg": [], "positions": [], "sim_seq": [], "sim_positions": []}
     for u in users:
@@ -159,25 +176,33 @@ def official_style_batch(train: list[list[int]], users: np.ndarray, sim: np.ndar
                 t = rng.integers(1, n_items + 1)
             neg = np.array([t])
         ss, sp = zip(*[_pad_left(train[v][:-1], L) for v in sim[u]])
-        for k, v in zip(("seq", "pos", "neg", "positions", "sim_seq", "sim_positions"),
-                        (seq, pos, neg, positions, np.stack(ss), np.stack(sp))):
+        for k, v in zip(
+            ("seq", "pos", "neg", "positions", "sim_seq", "sim_positions"),
+            (seq, pos, neg, positions, np.stack(ss), np.stack(sp)),
+        ):
             rows[k].append(v)
     return {k: torch.as_tensor(np.stack(v)) for k, v in rows.items()}
 
 
-def official_style_step(model: OfficialStyleLLMESR, opt: torch.optim.Optimizer, batch: dict, alpha: float = 0.1) -> float:
+def official_style_step(
+    model: OfficialStyleLLMESR, opt: torch.optim.Optimizer, batch: dict, alpha: float = 0.1
+) -> float:
     seq, positions, pos, neg = batch["seq"], batch["positions"], batch["pos"], batch["neg"]
     feats = model.log2feats(seq, positions)
     if model.backbone == "gru4rec":
         u = feats[:, -1]
         pl = (u * model.item(pos[:, 0])).sum(-1)
         nl = (u * model.item(neg[:, 0])).sum(-1)
-        loss = F.binary_cross_entropy_with_logits(pl, torch.ones_like(pl)) + F.binary_cross_entropy_with_logits(nl, torch.zeros_like(nl))
+        loss = F.binary_cross_entropy_with_logits(
+            pl, torch.ones_like(pl)
+        ) + F.binary_cross_entropy_with_logits(nl, torch.zeros_like(nl))
     else:
         idx = pos != 0
         pl = (feats * model.item(pos)).sum(-1)[idx]
         nl = (feats * model.item(neg)).sum(-1)[idx]
-        loss = F.binary_cross_entropy_with_logits(pl, torch.ones_like(pl)) + F.binary_cross_entropy_with_logits(nl, torch.zeros_like(nl))
+        loss = F.binary_cross_entropy_with_logits(
+            pl, torch.ones_like(pl)
+        ) + F.binary_cross_entropy_with_logits(nl, torch.zeros_like(nl))
     student = model.log2feats(seq, positions)[:, -1]  # the second forward pass
     B, N, L = batch["sim_seq"].shape
     teacher = model.log2feats(batch["sim_seq"].view(-1, L), batch["sim_positions"].view(-1, L))[:, -1]

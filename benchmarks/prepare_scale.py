@@ -2,17 +2,19 @@
 ``esrkit data prepare``.
 
     python benchmarks/prepare_scale.py                                # 20M interactions, official 3/3 filter
-    python benchmarks/prepare_scale.py --interactions 2000000 --no-write   # a quick look, RESULTS.md untouched
+    python benchmarks/prepare_scale.py --interactions 2000000 --no-write   # a quick look, RESULTS.md
+    untouched
 
 1. **Generate** ``ratings_Synthetic.csv.gz`` (``user,item,rating,time``, no header: the 2014 ratings-only dump
-   format) in chunks of ``--chunk`` lines, so generation memory is bounded by the chunk and the popularity tables,
-   not by the file. Reviewer ids are 14 upper-case alphanumerics and ASINs 10 (as in the real dumps); user activity
-   and item popularity are Zipf-like (most users and items are rare, as on Amazon), timestamps are whole days in
-   2002-2014 (``unixReviewTime`` has day resolution), ratings 1-5.
-2. **Prepare** it with ``python -m esrkit data prepare --format amazon2014`` in a child process, timed, its peak
-   memory read from ``os.wait4`` (the child's own ``ru_maxrss``, not this process's).
+   format) in chunks of ``--chunk`` lines, so generation memory is bounded by the chunk and the popularity
+   tables, not by the file. Reviewer ids are 14 upper-case alphanumerics and ASINs 10 (as in the real dumps);
+   user activity and item popularity are Zipf-like (most users and items are rare, as on Amazon), timestamps
+   are whole days in 2002-2014 (``unixReviewTime`` has day resolution), ratings 1-5.
+2. **Prepare** it with ``python -m esrkit data prepare --format amazon2014`` in a child process, timed, its
+   peak memory read from ``os.wait4`` (the child's own ``ru_maxrss``, not this process's).
 
-Results go to the "## Data preparation at scale" section of benchmarks/RESULTS.md (only that section is touched).
+Results go to the "## Data preparation at scale" section of benchmarks/RESULTS.md (only that section is
+touched).
 """
 
 from __future__ import annotations
@@ -93,8 +95,12 @@ def generate(path: Path, n: int, n_users: int, n_items: int, chunk: int, seed: i
             buf[:, 40] = ord("\n")
             fh.write(buf.tobytes())
             written += m
-    return {"lines": written, "seconds": time.perf_counter() - start, "bytes": path.stat().st_size,
-            "raw_bytes": written * LINE}
+    return {
+        "lines": written,
+        "seconds": time.perf_counter() - start,
+        "bytes": path.stat().st_size,
+        "raw_bytes": written * LINE,
+    }
 
 
 def base36_decimal(values: np.ndarray) -> np.ndarray:
@@ -109,8 +115,19 @@ def base36_decimal(values: np.ndarray) -> np.ndarray:
 
 def run_prepare(reviews: Path, output: Path, overrides: list[str]) -> dict:
     """``esrkit data prepare`` in a child; wall time and the child's own peak RSS (``os.wait4``)."""
-    args = ["data", "prepare", "--format", "amazon2014", "--reviews", str(reviews), "-o", str(output),
-            "--overwrite", "--name", "synthetic-20m"]
+    args = [
+        "data",
+        "prepare",
+        "--format",
+        "amazon2014",
+        "--reviews",
+        str(reviews),
+        "-o",
+        str(output),
+        "--overwrite",
+        "--name",
+        "synthetic-20m",
+    ]
     for o in overrides:
         args += ["--set", o]
     cmd = [sys.executable, "-m", "esrkit", *args]
@@ -124,9 +141,15 @@ def run_prepare(reviews: Path, output: Path, overrides: list[str]) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"prepare failed ({code}):\n{out[-4000:]}")
-    return {"command": " ".join(["esrkit", *args]), "seconds": wall, "peak_rss_gib": usage.ru_maxrss * 1024 / GIB,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime, "output": out.strip(),
-            "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {
+        "command": " ".join(["esrkit", *args]),
+        "seconds": wall,
+        "peak_rss_gib": usage.ru_maxrss * 1024 / GIB,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "output": out.strip(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def dataset_summary(path: Path) -> dict:
@@ -145,39 +168,62 @@ def report(args: argparse.Namespace, gen: dict, prep: dict, summary: dict) -> st
     lines: list[str] = [
         f"Machine: {machine()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}.",
         "",
-        (f"Command: `python benchmarks/prepare_scale.py` ({time.strftime('%Y-%m-%d')}): a synthetic "
-         f"Amazon-2014 ratings CSV of {n:,} lines (`user,item,rating,time`; 14-character reviewer ids drawn "
-         f"Zipf-like from {args.users:,}, 10-character ASINs from {args.items:,}, day timestamps 2002-2014), "
-         f"generated in chunks of {args.chunk:,} lines, then `{command}` (official single-pass 3/3 filter) in a "
-         "child process; peak RSS is that child's own `ru_maxrss` (`os.wait4`)."),
+        (
+            f"Command: `python benchmarks/prepare_scale.py` ({time.strftime('%Y-%m-%d')}): a synthetic "
+            f"Amazon-2014 ratings CSV of {n:,} lines (`user,item,rating,time`; 14-character reviewer ids "
+            "drawn "
+            f"Zipf-like from {args.users:,}, 10-character ASINs from {args.items:,}, day timestamps "
+            "2002-2014), "
+            f"generated in chunks of {args.chunk:,} lines, then `{command}` (official single-pass 3/3 "
+            "filter) in a "
+            "child process; peak RSS is that child's own `ru_maxrss` (`os.wait4`)."
+        ),
         "",
         "| step | wall time | CPU time | peak RSS | output |",
         "| --- | ---: | ---: | ---: | --- |",
-        (f"| generate | {gen['seconds']:.0f} s | - | bounded by one chunk | {gen['bytes'] / GIB:.2f} GiB gzip "
-         f"({gen['raw_bytes'] / GIB:.2f} GiB of text) |"),
-        (f"| `esrkit data prepare` | {prep['seconds']:.0f} s ({n / prep['seconds'] / 1e3:,.0f}k lines/s) | "
-         f"{prep['cpu_seconds']:.0f} s | **{prep['peak_rss_gib']:.2f} GiB** "
-         f"({prep['peak_rss_gib'] * GIB / n:,.0f} B/interaction) | dataset {summary['bytes'] / GIB:.2f} GiB |"),
+        (
+            f"| generate | {gen['seconds']:.0f} s | - | bounded by one chunk | {gen['bytes'] / GIB:.2f} "
+            "GiB gzip "
+            f"({gen['raw_bytes'] / GIB:.2f} GiB of text) |"
+        ),
+        (
+            f"| `esrkit data prepare` | {prep['seconds']:.0f} s ({n / prep['seconds'] / 1e3:,.0f}k "
+            "lines/s) | "
+            f"{prep['cpu_seconds']:.0f} s | **{prep['peak_rss_gib']:.2f} GiB** "
+            f"({prep['peak_rss_gib'] * GIB / n:,.0f} B/interaction) | dataset "
+            f"{summary['bytes'] / GIB:.2f} GiB |"
+        ),
     ]
     lines += [
         "",
-        (f"Kept: {c.get('users', 0):,} users, {c.get('items', 0):,} items, {c.get('interactions', 0):,} "
-         f"interactions ({c.get('interactions_dropped_count_filter', 0):,} dropped by the count filter, "
-         f"{c.get('users_dropped_min_length', 0):,} users shorter than 3 afterwards). 1-min load average "
-         f"before/after: {prep['load_before']:.1f}/{prep['load_after']:.1f} on 2 cores (other jobs shared them; "
-         "wall times are inflated, CPU times are not)."),
+        (
+            f"Kept: {c.get('users', 0):,} users, {c.get('items', 0):,} items, {c.get('interactions', 0):,} "
+            f"interactions ({c.get('interactions_dropped_count_filter', 0):,} dropped by the count filter, "
+            f"{c.get('users_dropped_min_length', 0):,} users shorter than 3 afterwards). 1-min load average "
+            f"before/after: {prep['load_before']:.1f}/{prep['load_after']:.1f} on 2 cores (other jobs "
+            "shared them; "
+            "wall times are inflated, CPU times are not)."
+        ),
         "",
-        ("Memory is compact but linear, not constant: the reader streams one line at a time into typed arrays (two "
-         "int64 codes and an int64 timestamp per interaction, 24 bytes) plus one dict entry per distinct raw user "
-         "and item id, and the filters then work on whole arrays; about 100 bytes per interaction in all. An "
-         "earlier version kept timestamps as Python ints and copied the arrays: 2.43 GiB (130 B/interaction) on "
-         "the same file."),
+        (
+            "Memory is compact but linear, not constant: the reader streams one line at a time into "
+            "typed arrays (two "
+            "int64 codes and an int64 timestamp per interaction, 24 bytes) plus one dict entry per "
+            "distinct raw user "
+            "and item id, and the filters then work on whole arrays; about 100 bytes per interaction in "
+            "all. An "
+            "earlier version kept timestamps as Python ints and copied the arrays: 2.43 GiB (130 "
+            "B/interaction) on "
+            "the same file."
+        ),
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--interactions", type=int, default=20_000_000)
     parser.add_argument("--users", type=int, default=6_000_000, help="distinct reviewer ids to draw from")
     parser.add_argument("--items", type=int, default=2_000_000, help="distinct ASINs to draw from")
@@ -185,15 +231,31 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the generated CSV and the dataset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="prepare option KEY=VALUE")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="prepare option KEY=VALUE"
+    )
     parser.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md alone")
-    parser.add_argument("--reuse", action="store_true", help="reuse the CSV (and its generation figures) in --dir")
-    parser.add_argument("--report-from", type=Path, default=None,
-                        help="rewrite the section from a measurements.json of an earlier --keep run")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the CSV (and its generation figures) in --dir"
+    )
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        default=None,
+        help="rewrite the section from a measurements.json of an earlier --keep run",
+    )
     args = parser.parse_args()
     if args.report_from:
         saved = json.loads(args.report_from.read_text())
-        for key in ("interactions", "users", "items", "chunk", "seed", "dir", "overrides"):  # what was measured
+        for key in (
+            "interactions",
+            "users",
+            "items",
+            "chunk",
+            "seed",
+            "dir",
+            "overrides",
+        ):  # what was measured
             value = saved["args"][key]
             setattr(args, key, Path(value) if key == "dir" else value)
         body = report(args, saved["generate"], saved["prepare"], saved["dataset"])
@@ -216,10 +278,17 @@ def main() -> None:
         print(f"  {gen['seconds']:.0f} s, {gen['bytes'] / GIB:.2f} GiB", flush=True)
         print("esrkit data prepare ...", flush=True)
         prep = run_prepare(reviews, args.dir / "dataset", args.overrides)
-        print(f"  {prep['seconds']:.0f} s, peak RSS {prep['peak_rss_gib']:.2f} GiB\n  {prep['output']}", flush=True)
+        print(
+            f"  {prep['seconds']:.0f} s, peak RSS {prep['peak_rss_gib']:.2f} GiB\n  {prep['output']}",
+            flush=True,
+        )
         summary = dataset_summary(args.dir / "dataset")
-        saved = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                 "generate": gen, "prepare": prep, "dataset": summary}
+        saved = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "generate": gen,
+            "prepare": prep,
+            "dataset": summary,
+        }
         (args.dir / "measurements.json").write_text(json.dumps(saved, indent=2))
         body = report(args, gen, prep, summary)
         print(body)

@@ -1,10 +1,11 @@
 """Similar-user retrieval benchmark: exact blocked search vs hnswlib, and sharded hnswlib at scale.
 
-    python benchmarks/retrieval.py                      # 200,000 users x 384: exact vs hnsw, recall over all users
-    python benchmarks/retrieval.py --users 1000000      # sharded hnsw (2 shards of 500k), recall on a sample
+    python benchmarks/retrieval.py                      # 200,000 users x 384: exact vs hnsw, recall over all
+    users python benchmarks/retrieval.py --users 1000000      # sharded hnsw (2 shards of 500k), recall on a
+    sample
 
-Each method runs in a fresh subprocess so its peak memory (``ru_maxrss``) is its own; tracemalloc cannot see torch
-or hnswlib allocations. Embeddings are synthetic but structured like real sentence embeddings
+Each method runs in a fresh subprocess so its peak memory (``ru_maxrss``) is its own; tracemalloc cannot see
+torch or hnswlib allocations. Embeddings are synthetic but structured like real sentence embeddings
 (``esrkit.index.synthetic``): recall on isotropic noise would mean nothing. Results go to the
 "## Similar-user retrieval" section of benchmarks/RESULTS.md (only that section is touched).
 """
@@ -51,7 +52,8 @@ def machine_description() -> str:
     import torch
 
     return (
-        f"{model}, {os.cpu_count()} cores, {mem_kib / (1 << 20):.1f} GiB RAM, no GPU; Python {platform.python_version()}, "
+        f"{model}, {os.cpu_count()} cores, {mem_kib / (1 << 20):.1f} GiB RAM, no GPU; Python "
+        f"{platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
         f"hnswlib {version('hnswlib')}; every method runs with OMP_WAIT_POLICY=PASSIVE"
     )
@@ -127,8 +129,8 @@ def child_hnsw(args: argparse.Namespace) -> dict[str, Any]:
 def filter_tradeoff(
     index: Any, emb: np.ndarray, k: int, threads: int | None, n: int = 1000
 ) -> dict[str, float]:
-    """Per-user cost of self exclusion: one batched over-fetch (k+1, drop self) vs hnswlib's ``filter=`` (a Python
-    callable per visited node, one call per user because each user excludes a different label)."""
+    """Per-user cost of self exclusion: one batched over-fetch (k+1, drop self) vs hnswlib's ``filter=`` (a
+    Python callable per visited node, one call per user because each user excludes a different label)."""
     users = np.random.default_rng(0).choice(len(emb), n, replace=False)
     t0 = time.perf_counter()
     fetched, _ = index.query(emb[users], k, exclude=users, num_threads=threads)
@@ -315,36 +317,47 @@ def single_report(
             "",
             (
                 f"Command: `{command_line()}` ({time.strftime('%Y-%m-%d')}). "
-                f"Embeddings {emb_gib:.2f} GiB float32; the N x N matrix the official notebook builds would be "
-                f"{nxn_memory(args.users)}. Peak memory is the child process's max RSS (it includes the embeddings, "
-                f"{exact['baseline_rss_gib']:.2f} / {hnsw['baseline_rss_gib']:.2f} GiB before the search started)."
+                f"Embeddings {emb_gib:.2f} GiB float32; the N x N matrix the official notebook builds "
+                "would be "
+                f"{nxn_memory(args.users)}. Peak memory is the child process's max RSS (it includes the "
+                "embeddings, "
+                f"{exact['baseline_rss_gib']:.2f} / {hnsw['baseline_rss_gib']:.2f} GiB before the search "
+                "started)."
             ),
             "",
             f"| method | build | query all users | total | peak RSS | recall@{args.k} vs exact |",
             "| --- | --- | --- | --- | --- | --- |",
             (
-                f"| exact blocked (torch matmul + topk, canonical float64 re-rank) | - | {exact['search_s']:.0f} s | "
+                "| exact blocked (torch matmul + topk, canonical float64 re-rank) | - | "
+                f"{exact['search_s']:.0f} s | "
                 f"{exact['search_s']:.0f} s | {exact['peak_rss_gib']:.2f} GiB | 1 (reference) |"
             ),
             (
-                f"| hnswlib M={args.M}, ef_construction={args.ef_construction}, ef={args.ef} | {hnsw['build_s']:.0f} s | "
-                f"{hnsw['query_s']:.0f} s | {hnsw_total:.0f} s | {hnsw['peak_rss_gib']:.2f} GiB | **{recall:.4f}** (all {args.users:,} users) |"
+                f"| hnswlib M={args.M}, ef_construction={args.ef_construction}, ef={args.ef} | "
+                f"{hnsw['build_s']:.0f} s | "
+                f"{hnsw['query_s']:.0f} s | {hnsw_total:.0f} s | {hnsw['peak_rss_gib']:.2f} GiB | "
+                f"**{recall:.4f}** (all {args.users:,} users) |"
             ),
             "",
             (
-                f"- CPU time (user+sys, whole child process): exact {exact['cpu_s']:.0f} s, hnswlib {hnsw['cpu_s']:.0f} s. "
+                f"- CPU time (user+sys, whole child process): exact {exact['cpu_s']:.0f} s, hnswlib "
+                f"{hnsw['cpu_s']:.0f} s. "
                 f"1-min load average before/after: exact {_loads(exact)}, hnswlib {_loads(hnsw)} "
                 f"(above {os.cpu_count()} means other jobs shared the cores and wall times are inflated)."
             ),
-            f"- hnswlib index file {hnsw['index_gib']:.2f} GiB; save {hnsw['save_s']:.1f} s, load {hnsw['load_s']:.1f} s.",
+            f"- hnswlib index file {hnsw['index_gib']:.2f} GiB; save {hnsw['save_s']:.1f} s, load "
+            f"{hnsw['load_s']:.1f} s.",
             (
-                f"- Self exclusion, {ft['users']} users: batched over-fetch k+1 and drop self {ft['overfetch_ms_per_user']:.2f} ms/user "
+                f"- Self exclusion, {ft['users']} users: batched over-fetch k+1 and drop self "
+                f"{ft['overfetch_ms_per_user']:.2f} ms/user "
                 f"vs `filter=` (one Python-callback query per user) {ft['filter_ms_per_user']:.2f} ms/user "
-                f"({ft['filter_ms_per_user'] / max(ft['overfetch_ms_per_user'], 1e-9):.1f}x slower; same set for "
+                f"({ft['filter_ms_per_user'] / max(ft['overfetch_ms_per_user'], 1e-9):.1f}x slower; same "
+                "set for "
                 f"{ft['same_answer_fraction']:.1%} of users). esrkit over-fetches."
             ),
             (
-                f"- Speed-up of hnswlib over exact for one all-users pass: {exact['search_s'] / hnsw_total:.1f}x; "
+                "- Speed-up of hnswlib over exact for one all-users pass: "
+                f"{exact['search_s'] / hnsw_total:.1f}x; "
                 "exact cost grows as N^2, hnswlib about N log N."
             ),
             "",
@@ -364,7 +377,8 @@ def sharded_report(args: argparse.Namespace, sharded: dict[str, Any], recall: di
                 f"Command: `{command_line()}` ({time.strftime('%Y-%m-%d')})"
                 f"{'; build figures reused from the previous full run' if args.reuse else ''}. "
                 f"{len(sharded['shards'])} shards of up to {args.shard_size:,} users, "
-                f"hnswlib M={args.M}, ef_construction={args.ef_construction}, ef={args.ef}; embeddings {emb_gib:.2f} GiB "
+                f"hnswlib M={args.M}, ef_construction={args.ef_construction}, ef={args.ef}; embeddings "
+                f"{emb_gib:.2f} GiB "
                 f"float32, memory-mapped; the N x N matrix would be {nxn_memory(args.users)}."
             ),
             "",
@@ -374,13 +388,15 @@ def sharded_report(args: argparse.Namespace, sharded: dict[str, Any], recall: di
             ),
             "| --- | --- | --- | --- | --- |",
             (
-                f"| {build:.0f} s | {query:.0f} s | {sharded['total_s']:.0f} s | {sharded['peak_rss_gib']:.2f} GiB | "
+                f"| {build:.0f} s | {query:.0f} s | {sharded['total_s']:.0f} s | "
+                f"{sharded['peak_rss_gib']:.2f} GiB | "
                 f"**{recall['recall_at_k']:.4f}** |"
             ),
             "",
             "Per shard: "
             + "; ".join(
-                f"[{s['start']:,}, {s['stop']:,}) build {s['build_s']:.0f} s, query {s.get('query_s', 0):.0f} s"
+                f"[{s['start']:,}, {s['stop']:,}) build {s['build_s']:.0f} s, query "
+                f"{s.get('query_s', 0):.0f} s"
                 for s in sharded["shards"]
             )
             + ".",
@@ -389,8 +405,10 @@ def sharded_report(args: argparse.Namespace, sharded: dict[str, Any], recall: di
                 f"(peak {recall['peak_rss_gib']:.2f} GiB, chunked scan)."
             ),
             (
-                f"CPU time (user+sys) of the build+query process: {sharded['cpu_s']:.0f} s; 1-min load average before/after: "
-                f"{_loads(sharded)} (above {os.cpu_count()} means other jobs shared the cores and wall times are inflated)."
+                f"CPU time (user+sys) of the build+query process: {sharded['cpu_s']:.0f} s; 1-min load "
+                "average before/after: "
+                f"{_loads(sharded)} (above {os.cpu_count()} means other jobs shared the cores and wall "
+                "times are inflated)."
             ),
             "",
             *ef_sweep_table(args, recall),
@@ -399,12 +417,14 @@ def sharded_report(args: argparse.Namespace, sharded: dict[str, Any], recall: di
 
 
 def ef_sweep_table(args: argparse.Namespace, recall: dict[str, Any]) -> list[str]:
-    """Recall vs query-time ef of the saved shards, on the same sample (no rebuild needed to trade speed for recall)."""
+    """Recall vs query-time ef of the saved shards, on the same sample (no rebuild needed to trade speed for
+    recall)."""
     if not recall.get("ef_sweep"):
         return []
     lines = [
         (
-            f"Query-time ef on the saved shards, same {recall['sample']:,} users (ms per user covers both shards; "
+            f"Query-time ef on the saved shards, same {recall['sample']:,} users (ms per user covers "
+            "both shards; "
             "wall time on the shared machine):"
         ),
         "",
@@ -425,8 +445,10 @@ def write_section(subsection: str) -> None:
             f"Machine: {machine_description()}.",
             "",
             (
-                "Synthetic users from `esrkit.index.synthetic_user_embeddings` (a shared direction, decaying spectrum, "
-                "topics and ~200-user sub-clusters; calibrated on real MiniLM embeddings; never isotropic noise). "
+                "Synthetic users from `esrkit.index.synthetic_user_embeddings` (a shared direction, "
+                "decaying spectrum, "
+                "topics and ~200-user sub-clusters; calibrated on real MiniLM embeddings; never "
+                "isotropic noise). "
                 "Reproduce with `python benchmarks/retrieval.py [--users N]`."
             ),
             "",

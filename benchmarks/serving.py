@@ -62,16 +62,34 @@ def served_model(n_users: int, n_items: int, dim: int) -> tuple[ServedModel, obj
     torch.manual_seed(0)
     model = build_model(cfg.model, n_items, cfg.data.max_len, ModelAssets(llm, table, projection))
     provider = load_provider("offline")
-    served = ServedModel(model, cfg, data.item_ids, [f"Item {i}" for i in data.item_ids],
-                         assets=ModelAssets(pca_projection=projection), llm_dim=dim,
-                         provider=provider.describe(), templates=load_templates("generic"),
-                         users=UserHistories.from_data(data))
+    served = ServedModel(
+        model,
+        cfg,
+        data.item_ids,
+        [f"Item {i}" for i in data.item_ids],
+        assets=ModelAssets(pca_projection=projection),
+        llm_dim=dim,
+        provider=provider.describe(),
+        templates=load_templates("generic"),
+        users=UserHistories.from_data(data),
+    )
     return served, data
 
 
 def all_users(export: Path, out: Path, k: int) -> dict:
-    cmd = [sys.executable, "-m", "esrkit", "recommend", str(export), "--all-users", "-k", str(k),
-           "-o", str(out), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "esrkit",
+        "recommend",
+        str(export),
+        "--all-users",
+        "-k",
+        str(k),
+        "-o",
+        str(out),
+        "-q",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
@@ -81,9 +99,15 @@ def all_users(export: Path, out: Path, k: int) -> dict:
     output = proc.stdout.read() if proc.stdout else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"esrkit recommend failed:\n{output[-3000:]}")
-    return {"seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "peak_rss_gib": usage.ru_maxrss * 1024 / GIB, "bytes": out.stat().st_size,
-            "output": output.strip(), "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {
+        "seconds": wall,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_gib": usage.ru_maxrss * 1024 / GIB,
+        "bytes": out.stat().st_size,
+        "output": output.strip(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def latency(export: Path, data, calls: int) -> dict:
@@ -103,9 +127,17 @@ def latency(export: Path, data, calls: int) -> dict:
         times.append(time.perf_counter() - start)
     ms = np.array(times) * 1e3
     lengths = np.array([len(h) for h in histories[1:]])
-    return {"load_s": load_s, "first_s": first_s, "median_ms": float(np.median(ms)),
-            "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)), "calls": calls,
-            "mean_length": float(lengths.mean()), "max_length": int(lengths.max()), "served": served}
+    return {
+        "load_s": load_s,
+        "first_s": first_s,
+        "median_ms": float(np.median(ms)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "calls": calls,
+        "mean_length": float(lengths.mean()),
+        "max_length": int(lengths.max()),
+        "served": served,
+    }
 
 
 def new_items(served: ServedModel, n_new: int) -> dict:
@@ -127,8 +159,14 @@ def new_items(served: ServedModel, n_new: int) -> dict:
     start = time.perf_counter()
     served.recommend(["NEW000001", "NEW000002"], k=10)
     after_s = time.perf_counter() - start
-    return {"n": n_new, "provider_s": provider_s, "add_s": add_s, "one_s": one_s, "after_s": after_s,
-            "tokens": sum(provider.count_tokens(prompts))}
+    return {
+        "n": n_new,
+        "provider_s": provider_s,
+        "add_s": add_s,
+        "one_s": one_s,
+        "after_s": after_s,
+        "tokens": sum(provider.count_tokens(prompts)),
+    }
 
 
 def report(args, export_s: float, size: int, everyone: dict, lat: dict, new: dict) -> str:
@@ -139,25 +177,33 @@ def report(args, export_s: float, size: int, everyone: dict, lat: dict, new: dic
         f"| `esrkit recommend DIR --all-users -k {args.k} -o recs.csv` (child process: load, hash checks, "
         f"encode, rank, write {everyone['bytes'] / 2**20:,.0f} MiB) | **{everyone['seconds']:.1f} s** wall, "
         f"{everyone['cpu_seconds']:.1f} s CPU, peak RSS {everyone['peak_rss_gib']:.2f} GiB "
-        "| under 2 minutes |")
+        "| under 2 minutes |"
+    )
     latency_row = (
         f"| `recommend(history=..., k=10)`, model loaded, {lat['calls']} histories of the users (mean "
         f"length {lat['mean_length']:.1f}, longest {lat['max_length']}) "
         f"| median **{lat['median_ms']:.2f} ms**, p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms "
-        "| median under 20 ms |")
+        "| median under 20 ms |"
+    )
     items_row = (
         f"| `add_items` of {new['n']:,} items (offline provider) | **{rate_a:,.0f} items/s** "
         f"({new['add_s']:.2f} s) vs the provider's own {rate_p:,.0f} texts/s ({new['provider_s']:.2f} s) "
-        "| the provider's rate plus a small constant |")
+        "| the provider's rate plus a small constant |"
+    )
     lines = [
-        (f"Machine: {machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-         f"torch threads {torch.get_num_threads()}, run under `nice -n 10`."),
+        (
+            f"Machine: {machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+            f"torch threads {torch.get_num_threads()}, run under `nice -n 10`."
+        ),
         "",
-        (f"Command: `nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/serving.py` "
-         f"({time.strftime('%Y-%m-%d')}): synthetic Beauty-scale sequences ({args.users:,} users, "
-         f"{args.items:,} items, as benchmarks/train_speed.py), LLM-ESR on SASRec (64 + 64-d item vectors, "
-         f"max_len 200) over a {args.dim}-d semantic table, untrained weights; the export folder is "
-         f"{size / 2**20:,.0f} MiB (written in {export_s:.1f} s, hashes included)."),
+        (
+            f"Command: `nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/serving.py` "
+            f"({time.strftime('%Y-%m-%d')}): synthetic Beauty-scale sequences ({args.users:,} users, "
+            f"{args.items:,} items, as benchmarks/train_speed.py), LLM-ESR on SASRec (64 + 64-d item "
+            "vectors, "
+            f"max_len 200) over a {args.dim}-d semantic table, untrained weights; the export folder is "
+            f"{size / 2**20:,.0f} MiB (written in {export_s:.1f} s, hashes included)."
+        ),
         "",
         "| what | result | target |",
         "| --- | ---: | --- |",
@@ -165,24 +211,33 @@ def report(args, export_s: float, size: int, everyone: dict, lat: dict, new: dic
         latency_row,
         items_row,
         "",
-        (f"- `esrkit.load` of the folder: {lat['load_s']:.1f} s (sha256 of every file, the model rebuilt and "
-         f"checked against its exported item vectors); the first recommendation then computes every item "
-         f"vector once ({lat['first_s'] * 1e3:.0f} ms)."),
-        (f"- `add_items` costs the provider's time plus {new['add_s'] - new['provider_s']:.2f} s for "
-         f"{new['n']:,} items; one more item alone takes {new['one_s'] * 1e3:.0f} ms (rendering, the "
-         f"provider, and growing the {args.items:,}-row tables, a copy per call), and the next "
-         f"recommendation recomputes the item vectors ({new['after_s'] * 1e3:.0f} ms). Add items in "
-         "batches."),
-        (f"- 1-min load average before/after the all-users run: {everyone['load_before']:.1f}/"
-         f"{everyone['load_after']:.1f} on {os.cpu_count()} cores (above the core count, other jobs shared "
-         "them and wall times are inflated)."),
+        (
+            f"- `esrkit.load` of the folder: {lat['load_s']:.1f} s (sha256 of every file, the model "
+            "rebuilt and "
+            f"checked against its exported item vectors); the first recommendation then computes every item "
+            f"vector once ({lat['first_s'] * 1e3:.0f} ms)."
+        ),
+        (
+            f"- `add_items` costs the provider's time plus {new['add_s'] - new['provider_s']:.2f} s for "
+            f"{new['n']:,} items; one more item alone takes {new['one_s'] * 1e3:.0f} ms (rendering, the "
+            f"provider, and growing the {args.items:,}-row tables, a copy per call), and the next "
+            f"recommendation recomputes the item vectors ({new['after_s'] * 1e3:.0f} ms). Add items in "
+            "batches."
+        ),
+        (
+            f"- 1-min load average before/after the all-users run: {everyone['load_before']:.1f}/"
+            f"{everyone['load_after']:.1f} on {os.cpu_count()} cores (above the core count, other jobs "
+            "shared "
+            "them and wall times are inflated)."
+        ),
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=52_204)
     parser.add_argument("--items", type=int, default=57_289)
     parser.add_argument("--dim", type=int, default=384, help="semantic table width (the offline provider's)")

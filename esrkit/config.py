@@ -1,11 +1,11 @@
 """Typed run configuration, loaded from a recipe TOML, with ``--set key=value`` overrides.
 
 This is the one place a recipe is resolved: ``resolve_recipe("beauty-sasrec", ["model.alpha=0.5"])`` reads
-``recipes/beauty-sasrec.toml`` (following ``extends = "..."`` chains), applies overrides in order, checks every
-key against the dataclasses below and returns a ``RunConfig``. Unknown keys are errors, never silently ignored.
-Then ``validate`` checks every value's range and every name against what exists (the ``RULES`` table), so a
-bad option fails before any data is read or any run folder exists. Defaults reproduce the official LLM-ESR
-scripts (see docs/FIDELITY.md for every choice).
+``recipes/beauty-sasrec.toml`` (following ``extends = "..."`` chains), applies overrides in order, checks
+every key against the dataclasses below and returns a ``RunConfig``. Unknown keys are errors, never silently
+ignored. Then ``validate`` checks every value's range and every name against what exists (the ``RULES``
+table), so a bad option fails before any data is read or any run folder exists. Defaults reproduce the
+official LLM-ESR scripts (see docs/FIDELITY.md for every choice).
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import copy
 import dataclasses
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePath
 from typing import Any
 
+from esrkit.registry import ENCODERS, LOSSES, MODELS, Registry
 from esrkit.resources import find_resource, list_resources, load_toml
 from esrkit.utils.errors import quote
 
@@ -38,8 +40,12 @@ class DataConfig:
     """Which interactions to use and how to group them."""
 
     path: str = ""  # a processed dataset directory (from `esrkit data prepare`); wins over `source`
-    source: str = ""  # otherwise prepare on the fly: "synthetic" or a reader name (see `esrkit data prepare --help`)
-    inputs: dict[str, str] = field(default_factory=dict)  # reader inputs, e.g. {reviews = "...", meta = "..."}
+    source: str = (
+        ""  # otherwise prepare on the fly: "synthetic" or a reader name (see `esrkit data prepare --help`)
+    )
+    inputs: dict[str, str] = field(
+        default_factory=dict
+    )  # reader inputs, e.g. {reviews = "...", meta = "..."}
     prepare: dict[str, Any] = field(default_factory=dict)  # preprocessing options (thresholds, k-core, ...)
     synthetic: dict[str, Any] = field(default_factory=dict)  # options of the synthetic catalogue generator
     name: str = ""
@@ -62,13 +68,16 @@ class EmbeddingConfig:
     provider: str = "offline"  # a providers/*.toml name; "none" for ID-only models
     templates: str = "generic"  # a recipes/prompts/*.toml name
     options: dict[str, Any] = field(default_factory=dict)  # provider overrides (model path, dimensions, ...)
-    user_provider: str = ""  # provider for the user prompts (similar-user retrieval); "" = the same as `provider`
+    user_provider: str = (
+        ""  # provider for the user prompts (similar-user retrieval); "" = the same as `provider`
+    )
     item_embeddings: str = ""  # explicit (n_items, d) .npy, row i-1 = item i; bypasses the provider for items
     user_embeddings: str = ""  # explicit (n_users, d) .npy, row = user row; bypasses the provider for users
     pca_dim: int = 0  # collaborative-table size for PCA init; 0 = the model's hidden size
     pca_table: str = ""  # explicit (n_items, hidden) .npy PCA table (official pca64_itm_emb_np)
-    # subtract the mean item vector before use: removes the direction every item shares, which dominates anisotropic
-    # tables such as mean-pooled decoder states (docs/RESULTS.md, section 3). The official code uses raw vectors.
+    # subtract the mean item vector before use: removes the direction every item shares, which dominates
+    # anisotropic tables such as mean-pooled decoder states (docs/RESULTS.md, section 3). The official code
+    # uses raw vectors.
     center_items: bool = False
 
 
@@ -111,8 +120,11 @@ class ModelConfig:
     freeze_semantic: bool = True
     alpha: float = 0.1  # self-distillation weight
     sd_loss: str = "mse_mean"  # mse_mean (official nn.MSELoss) | paper (Eq. 9: squared L2 per user, averaged)
-    # esrkit's full-ranking switches (docs/RESULTS.md "Best under full ranking"); the defaults are the official model
-    semantic_residual: bool = False  # LLM-ESR: trainable per-item offset on the frozen semantic view (starts at 0)
+    # esrkit's full-ranking switches (docs/RESULTS.md "Best under full ranking"); the defaults are the
+    # official model
+    semantic_residual: bool = (
+        False  # LLM-ESR: trainable per-item offset on the frozen semantic view (starts at 0)
+    )
     view_norm: bool = False  # LLM-ESR: L2-normalise each view, learned inverse temperature per view
     gate: str = "none"  # LLM-ESR: none | popularity (per item, from training popularity) | user
     score_norm: bool = False  # id / llminit / alphafuse: cosine scores with a learned inverse temperature
@@ -123,14 +135,21 @@ class ModelConfig:
     # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
     null_dim: int = 64  # width of the null space (the last kept coordinates)
     null_threshold: float = 0.0  # > 0: the null space is every kept direction with variance <= this instead
-    whiten: bool = True  # divide the semantic coordinates by their standard deviation (the public code's default)
+    whiten: bool = (
+        True  # divide the semantic coordinates by their standard deviation (the public code's default)
+    )
     cover: bool = False  # True: ID embeddings replace the null-space coordinates instead of adding to them
     table_scale: float = 0.0  # whitened table scale: 0 = the unwhitened projection's total variance, 1 = unit
-    teacher_refresh: str = "step"  # step (official: teachers recomputed every step) | epoch (cached per epoch)
-    # ranking loss (esrkit/training/losses.py): bce (official, train.negatives per position) | bpr (the paper's
-    # pairwise Eq. 6) | gbce (gSASRec) | ce (softmax over every item) | sampled_softmax (train.negatives shared)
+    teacher_refresh: str = (
+        "step"  # step (official: teachers recomputed every step) | epoch (cached per epoch)
+    )
+    # ranking loss (esrkit/training/losses.py): bce (official, train.negatives per position) | bpr (the
+    # paper's pairwise Eq. 6) | gbce (gSASRec) | ce (softmax over every item) | sampled_softmax
+    # (train.negatives shared)
     loss: str = "bce"
-    loss_sampler: str = "uniform"  # sampled_softmax proposal: uniform | popularity | in_batch (logQ-corrected)
+    loss_sampler: str = (
+        "uniform"  # sampled_softmax proposal: uniform | popularity | in_batch (logQ-corrected)
+    )
     gbce_t: float = 0.75  # gbce calibration: 0 = plain BCE over the same negatives, 1 = fully calibrated
     view_losses: bool = False  # LLM-ESR: also one loss per view's own logits, beside the fused logits
     extra: dict[str, Any] = field(default_factory=dict)  # options of custom encoders and baselines
@@ -190,6 +209,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # ``float | None``: None, or a value of the other type
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(hint)):
+            return None
+        return _coerce(value, args[0], where) if len(args) == 1 else value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
@@ -228,13 +252,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type, values: dict[str, Any], where: str = "") -> Any:
+def build_dataclass(cls: type, values: dict[str, Any], where: str = "", what: str = "key") -> Any:
+    """``cls(**values)`` with every value checked and coerced to its field's type (ConfigError otherwise): the
+    one path from a table (a recipe section, a baseline's ``model.extra`` options) to a typed dataclass."""
     hints = _hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = set(values) - names
     if unknown:
         raise ConfigError(
-            f"{where or cls.__name__}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}"
+            f"{where or cls.__name__}: unknown {what}(s) {sorted(unknown)}; allowed: {sorted(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in values.items()}
     return cls(**kwargs)
@@ -291,8 +317,9 @@ def load_recipe_tree(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[di
     return tree, path
 
 
-def resolve_recipe(name_or_path: str | None, overrides: list[str] | tuple[str, ...] = (),
-                   top: dict[str, Any] | None = None) -> RunConfig:
+def resolve_recipe(
+    name_or_path: str | None, overrides: list[str] | tuple[str, ...] = (), top: dict[str, Any] | None = None
+) -> RunConfig:
     """The recipe, then ``overrides`` (``key=value``, TOML values), then ``top`` (top-level keys taken as they
     are, e.g. ``--name``), checked and validated."""
     tree: dict[str, Any] = {}
@@ -320,8 +347,7 @@ def config_from_dict(tree: dict[str, Any]) -> RunConfig:
 # type-checked.
 Rule = Callable[[Any, RunConfig], "str | None"]
 
-LOSS_NAMES = ("bce", "bpr", "gbce", "ce", "sampled_softmax")  # esrkit/training/losses.py LOSSES (a test checks)
-LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")
+LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")  # esrkit/training/losses.py draws them
 GATES = ("none", "popularity", "user")  # esrkit/models/fusion.py
 PROTOCOL_NAMES = ("sampled", "full")
 WATCH_METRICS = ("hr", "ndcg")  # what the evaluator computes at every k of eval.ks
@@ -340,6 +366,7 @@ def between(low: float, high: float, high_open: bool = False) -> Rule:
     def rule(v: Any, cfg: RunConfig) -> str | None:
         inside = low <= v < high if high_open else low <= v <= high
         return None if inside else f"must be in [{low}, {high}{')' if high_open else ']'}"
+
     return rule
 
 
@@ -353,26 +380,30 @@ def each(rule: Rule, nonempty: bool = True) -> Rule:
             return "must not be empty"
         problems = [f"{quote(v)} {p}" for v in values if (p := rule(v, cfg))]
         return "; ".join(problems) or None
+
     return check
 
 
-def registered(kind: str) -> Rule:
-    """A name in one of the model registries (built-in or registered by the user's own code)."""
+def registered(registry: Registry) -> Rule:
+    """A name in a registry (built-in, registered by the user's own code, or a ``package.module:Class``
+    plug-in that imports)."""
+
     def rule(v: str, cfg: RunConfig) -> str | None:
-        names = _registry_names(kind)
-        return None if v.lower() in names else f"is not a registered {kind}; known: {', '.join(names)}"
+        if v in registry:
+            return None
+        if registry.plugins and ":" in v:
+            try:
+                registry.get(v)
+            except KeyError as exc:
+                return str(exc.args[0])
+        return f"is not a registered {registry.kind}; known: {', '.join(registry.names())}"
+
     return rule
-
-
-def _registry_names(kind: str) -> list[str]:
-    # the registries live in esrkit.models, above config in the pipeline, and import torch: read only here
-    from esrkit.models import ENCODERS, MODELS
-
-    return {"model": MODELS, "encoder": ENCODERS}[kind].names()
 
 
 def resource(kind: str, *also: str) -> Rule:
     """The name of a definition (providers/*.toml, recipes/prompts/*.toml) that exists, or one of ``also``."""
+
     def rule(v: str, cfg: RunConfig) -> str | None:
         if v in also:
             return None
@@ -381,6 +412,7 @@ def resource(kind: str, *also: str) -> Rule:
         except FileNotFoundError:
             return f"is not a {kind} definition; known: {', '.join([*also, *list_resources(kind)])}"
         return None
+
     return rule
 
 
@@ -400,8 +432,10 @@ def run_name(v: str, cfg: RunConfig) -> str | None:
 def name_problem(name: str) -> str | None:
     path = PurePath(name)
     if not name.strip() or name.strip() == "." or path.is_absolute() or ".." in path.parts or "\\" in name:
-        return ("must be a relative folder name that stays inside the output folder (--name, --output-dir): "
-                "no '..', not absolute")
+        return (
+            "must be a relative folder name that stays inside the output folder (--name, --output-dir): "
+            "no '..', not absolute"
+        )
     return None
 
 
@@ -415,6 +449,7 @@ def divides_hidden(attr: str) -> Rule:
         unused = attr == "cross_heads" and not (cfg.model.name == "llmesr" and cfg.model.cross_attention)
         ok = heads < 1 or unused or v % heads == 0
         return None if ok else f"must be divisible by model.{attr} = {heads}"
+
     return rule
 
 
@@ -439,8 +474,8 @@ RULES: dict[str, Rule] = {
     "retrieval.hnsw_m": at_least(2),
     "retrieval.hnsw_ef_construction": at_least(1),
     "retrieval.hnsw_ef": at_least(1),
-    "model.name": registered("model"),
-    "model.backbone": registered("encoder"),
+    "model.name": registered(MODELS),
+    "model.backbone": registered(ENCODERS),
     "model.hidden": all_of(at_least(1), divides_hidden("heads"), divides_hidden("cross_heads")),
     "model.layers": at_least(0),
     "model.heads": at_least(1),
@@ -452,7 +487,7 @@ RULES: dict[str, Rule] = {
     "model.alpha": at_least(0.0),
     "model.sd_loss": one_of("mse_mean", "paper"),
     "model.teacher_refresh": one_of("step", "epoch"),
-    "model.loss": one_of(*LOSS_NAMES),
+    "model.loss": registered(LOSSES),
     "model.loss_sampler": one_of(*LOSS_SAMPLERS),
     "model.gbce_t": between(0.0, 1.0),
     "model.gate": one_of(*GATES),
@@ -492,8 +527,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         if problem:
             problems.append(f"{key} = {quote(value)}: {problem}")
     if problems:
-        raise ConfigError("invalid option(s); fix them in the recipe or with --set KEY=VALUE:\n  "
-                          + "\n  ".join(problems))
+        raise ConfigError(
+            "invalid option(s); fix them in the recipe or with --set KEY=VALUE:\n  " + "\n  ".join(problems)
+        )
     return cfg
 
 

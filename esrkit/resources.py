@@ -1,8 +1,8 @@
 """Where named recipes, provider definitions and prompt templates are found.
 
-A name resolves to the first match of: an existing file path; ``$ESRKIT_PATH`` folders (``:``-separated, each with
-``recipes/``, ``providers/``, ``recipes/prompts/`` inside); the current directory; the esrkit checkout itself.
-Users add their own definitions by dropping a TOML file into any of these.
+A name resolves to the first match of: an existing file path; ``$ESRKIT_PATH`` folders (``:``-separated, each
+with ``recipes/``, ``providers/``, ``recipes/prompts/`` inside); the current directory; the esrkit checkout
+itself. Users add their own definitions by dropping a TOML file into any of these.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KIND_DIRS = {"recipe": "recipes", "provider": "providers", "prompt": "recipes/prompts", "study": "recipes/studies"}
+KIND_DIRS = {
+    "recipe": "recipes",
+    "provider": "providers",
+    "prompt": "recipes/prompts",
+    "study": "recipes/studies",
+}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,7 +46,9 @@ def find_resource(kind: str, name: str) -> Path:
         if path.is_file():
             return path
     known = ", ".join(list_resources(kind)) or "(none)"
-    raise FileNotFoundError(f"no {kind} named {name!r} (searched {', '.join(map(str, search_roots()))}); known: {known}")
+    raise FileNotFoundError(
+        f"no {kind} named {name!r} (searched {', '.join(map(str, search_roots()))}); known: {known}"
+    )
 
 
 def list_resources(kind: str) -> list[str]:

@@ -38,13 +38,20 @@ def tiny_sequences():
     from esrkit.data.sequences import SequenceData
 
     seqs = [[1, 2, 3], [2, 3, 4, 5], [1, 3, 5, 7, 8], [4, 4, 6, 2, 1, 8], [6, 7, 8]]
-    attrs = [{"title": f"Item {i}", "brand": "B" if i % 2 else None, "categories": [["Cat", f"Sub{i % 3}"]]} for i in range(1, 9)]
+    attrs = [
+        {"title": f"Item {i}", "brand": "B" if i % 2 else None, "categories": [["Cat", f"Sub{i % 3}"]]}
+        for i in range(1, 9)
+    ]
     return SequenceData.from_sequences(seqs, n_items=8, item_attrs=attrs, name="tiny")
 
 
 # a tiny demo run: 200 synthetic users, one epoch of two batches (seconds on a CPU)
-TINY_RUN = ["data.synthetic={n_users=200, n_items=300}", "train.epochs=1", "train.max_batches_per_epoch=2",
-            "eval.batch_size=128"]
+TINY_RUN = [
+    "data.synthetic={n_users=200, n_items=300}",
+    "train.epochs=1",
+    "train.max_batches_per_epoch=2",
+    "eval.batch_size=128",
+]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +60,7 @@ def tiny_run_tree(tmp_path_factory) -> Path:
     with relative paths: tests copy the tree (``copy_tree``), chdir into the copy and damage what they
     like."""
     from esrkit.config import resolve_recipe
-    from esrkit.training.pipeline import train
+    from esrkit.runs.train import train
 
     root = tmp_path_factory.mktemp("tiny-run")
     previous = os.getcwd()

@@ -1,10 +1,12 @@
-"""Does training-time leakage explain LLM-ESR's full-ranking deficit? Official (bidirectional) vs causal attention.
+"""Does training-time leakage explain LLM-ESR's full-ranking deficit? Official (bidirectional) vs causal
+attention.
 
     python docs/results/causal_table.py runs/results     # prints the Markdown table used in docs/RESULTS.md
 
-The official SASRec and LLM-ESR's cross-attention attend in both directions while training next-item prediction at
-every position, so position t reads item t+1. `model.causal=true` removes that (self- and cross-attention). Each
-pair differs only in that switch; numbers are test-split N@10 from each run's results.json (mean over its seeds).
+The official SASRec and LLM-ESR's cross-attention attend in both directions while training next-item
+prediction at every position, so position t reads item t+1. `model.causal=true` removes that (self- and
+cross-attention). Each pair differs only in that switch; numbers are test-split N@10 from each run's
+results.json (mean over its seeds).
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ def mean_metric(folder: Path, protocol: str, group: str, seed: int | None = None
 
 def main(root: str) -> None:
     base = Path(root)
-    print("| model (seed 42) | " + " | ".join(f"{p} {g.replace('_', ' ')} N@10: official / causal" for p, g in CELLS)
-          + " |")
+    print(
+        "| model (seed 42) | "
+        + " | ".join(f"{p} {g.replace('_', ' ')} N@10: official / causal" for p, g in CELLS)
+        + " |"
+    )
     print("| --- | " + " | ".join("---:" for _ in CELLS) + " |")
     for label, official, causal in PAIRS:
         cells = []

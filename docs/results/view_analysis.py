@@ -2,10 +2,11 @@
 
     python docs/results/view_analysis.py RUN_DIR [RUN_DIR ...]
 
-For every run (a seed folder), on the test split under full ranking: N@10 / H@10 overall and on tail items of the
-fused score and, for models with several score views (LLM-ESR), of each view's own logits; and what the top 10
-holds: the mean training-popularity percentile of the recommended items, the share of tail items (the run's own
-group rule), and how much the views' top 10 lists overlap. Reads the best checkpoint; makes no LLM call.
+For every run (a seed folder), on the test split under full ranking: N@10 / H@10 overall and on tail items of
+the fused score and, for models with several score views (LLM-ESR), of each view's own logits; and what the
+top 10 holds: the mean training-popularity percentile of the recommended items, the share of tail items (the
+run's own group rule), and how much the views' top 10 lists overlap. Reads the best checkpoint; makes no LLM
+call.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from esrkit.data.groups import pareto_threshold
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.models.popularity import training_items
-from esrkit.training.pipeline import load_run
+from esrkit.runs.load import load_run
 
 
 def top_lists(ev: Evaluator, users: torch.Tensor, items: torch.Tensor, k: int = 10) -> np.ndarray:
@@ -47,8 +48,15 @@ def is_tail_item(data, rule: str, ts_item: int) -> np.ndarray:
 def analyse(run_dir: str) -> list[str]:
     run = load_run(run_dir, device="cpu")
     cfg, data, model = run.cfg, run.inputs.data, run.model
-    ev = Evaluator(data, "test", run.seqs, max_len=cfg.data.max_len, ts_user=cfg.data.ts_user,
-                   ts_item=cfg.data.ts_item, group_rule=cfg.data.group_rule)
+    ev = Evaluator(
+        data,
+        "test",
+        run.seqs,
+        max_len=cfg.data.max_len,
+        ts_user=cfg.data.ts_user,
+        ts_item=cfg.data.ts_item,
+        group_rule=cfg.data.group_rule,
+    )
     with torch.no_grad():
         users, items = ev.user_vectors(model), model.all_item_vectors()
     counts = np.bincount(training_items(data), minlength=data.n_items + 1)
@@ -57,8 +65,13 @@ def analyse(run_dir: str) -> list[str]:
     views = {"fused": slice(None)}
     for i, view in enumerate(getattr(model, "score_views", lambda: [])()):
         views[("collaborative", "semantic")[i] if i < 2 else f"view {i}"] = view
-    lines = [f"## {run_dir}", "", "| score | N@10 | H@10 | tail-item N@10 | top-10 popularity percentile | "
-             "top-10 tail share | top-10 overlap with fused |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"## {run_dir}",
+        "",
+        "| score | N@10 | H@10 | tail-item N@10 | top-10 popularity percentile | "
+        "top-10 tail share | top-10 overlap with fused |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     fused_top = None
     for name, view in views.items():
         ranks = ev._full_ranks(users[:, view].contiguous(), items[:, view].contiguous())
@@ -68,8 +81,10 @@ def analyse(run_dir: str) -> list[str]:
         if fused_top is None:
             fused_top = top
         overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, fused_top)])
-        lines.append(f"| {name} | {overall['ndcg@10']:.4f} | {overall['hr@10']:.4f} | {tail['ndcg@10']:.4f} | "
-                     f"{percentile[top - 1].mean():.3f} | {tail_items[top].mean():.3f} | {overlap:.3f} |")
+        lines.append(
+            f"| {name} | {overall['ndcg@10']:.4f} | {overall['hr@10']:.4f} | {tail['ndcg@10']:.4f} | "
+            f"{percentile[top - 1].mean():.3f} | {tail_items[top].mean():.3f} | {overlap:.3f} |"
+        )
     return lines + [""]
 
 

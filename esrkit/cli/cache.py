@@ -1,5 +1,5 @@
-"""``esrkit cache list|merge``: see what a workdir's embedding cache holds, and combine caches filled elsewhere
-(embed on a GPU machine, copy its ``.esrkit/cache`` over, merge, train here)."""
+"""``esrkit cache list|merge``: see what a workdir's embedding cache holds, and combine caches filled
+elsewhere (embed on a GPU machine, copy its ``.esrkit/cache`` over, merge, train here)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ from pathlib import Path
 
 import click
 
-WORKDIR = click.option("--workdir", "-w", default=".esrkit", show_default=True,
-                       type=click.Path(file_okay=False, path_type=Path), help="The workdir whose cache/ to use.")
+WORKDIR = click.option(
+    "--workdir",
+    "-w",
+    default=".esrkit",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The workdir whose cache/ to use.",
+)
 
 
 @click.group("cache")
@@ -18,14 +24,17 @@ def cache() -> None:
 
 def _describe(s) -> str:
     ident = s.identity
-    return f"{s.identity_hash[:16]}  {ident.kind:<22} {ident.model:<36} {s.dim or '-':>5}-d  {s.vectors:>9,} vectors"
+    return (
+        f"{s.identity_hash[:16]}  {ident.kind:<22} {ident.model:<36} {s.dim or '-':>5}-d  "
+        f"{s.vectors:>9,} vectors"
+    )
 
 
 @cache.command("list")
 @WORKDIR
 def list_command(workdir: Path) -> None:
     """One line per provider identity: hash, kind, model, width, vectors."""
-    from esrkit.embedding.cache import CacheError, list_caches
+    from esrkit.embedding.cache import CacheError, list_caches  # lazy: the CLI starts fast (cli/__init__.py)
 
     try:
         summaries = list_caches(workdir)
@@ -41,10 +50,10 @@ def list_command(workdir: Path) -> None:
 def merge_command(source: Path, workdir: Path) -> None:
     """Copy into WORKDIR's cache every vector SOURCE has and it lacks.
 
-    SOURCE: another workdir, its cache/ folder, or one identity folder. Identities never mix; rows already present
-    are kept; rerun to finish an interrupted merge.
+    SOURCE: another workdir, its cache/ folder, or one identity folder. Identities never mix; rows already
+    present are kept; rerun to finish an interrupted merge.
     """
-    from esrkit.embedding.cache import CacheError, merge_caches
+    from esrkit.embedding.cache import CacheError, merge_caches  # lazy: the CLI starts fast
 
     try:
         summaries = merge_caches(source, workdir)

@@ -43,8 +43,8 @@ def _formats_epilog() -> str:
 
 @click.group("data")
 def data() -> None:
-    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole, CSV); show statistics.
-    """
+    """Prepare raw datasets (Amazon, Yelp, inter.txt, S3-Rec, UniSRec, LC-Rec, RecBole, CSV); show
+    statistics."""
 
 
 @data.command("prepare", epilog=_formats_epilog())
@@ -153,9 +153,14 @@ def prepare_command(
     "--ts-item", type=int, default=None, help="Tail-item threshold (default: official for the dataset)."
 )
 @click.option("--max-len", type=int, default=200, show_default=True, help="Input window for user groups.")
-@click.option("--group-rule", type=click.Choice(["official", "pareto"]), default="official",
-              show_default=True, help="The long-tail rule to check (data.group_rule): a warning says when it "
-                                      "leaves a group empty or tiny, and which rule to use.")
+@click.option(
+    "--group-rule",
+    type=click.Choice(["official", "pareto"]),
+    default="official",
+    show_default=True,
+    help="The long-tail rule to check (data.group_rule): a warning says when it "
+    "leaves a group empty or tiny, and which rule to use.",
+)
 def stats_command(directory, as_json, ts_user, ts_item, max_len, group_rule):
     """Statistics of a processed dataset: Table 3 columns, long-tail shares, coverage, what was dropped."""
     try:

@@ -6,13 +6,24 @@ import time
 
 import click
 
+from esrkit.config import resolve_recipe
+from esrkit.utils.io import stable_json_hash
+
 
 @click.command()
-@click.option("--epochs", default=20, show_default=True, help="Maximum epochs per model (early stopping applies).")
+@click.option(
+    "--epochs", default=20, show_default=True, help="Maximum epochs per model (early stopping applies)."
+)
 @click.option("--patience", default=5, show_default=True)
-@click.option("--users", default=1500, show_default=True, help="Synthetic users (items = max(users / 2, 300)).")
-@click.option("--batch-size", default=64, show_default=True,
-              help="Smaller than the paper's 128 so the small catalogue converges within a few epochs.")
+@click.option(
+    "--users", default=1500, show_default=True, help="Synthetic users (items = max(users / 2, 300))."
+)
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    help="Smaller than the paper's 128 so the small catalogue converges within a few epochs.",
+)
 @click.option("--seed", default=42, show_default=True)
 @click.option("--output-dir", default="runs/demo", show_default=True)
 @click.option("--workdir", default=".esrkit", show_default=True)
@@ -20,15 +31,18 @@ import click
 def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet) -> None:
     """Generate the synthetic catalogue, embed it offline, build the similar-user index, train SASRec, LLMInit
     and LLM-ESR, and print their test results under both protocols."""
-    from esrkit.config import resolve_recipe
-    from esrkit.reporting.console import results_table
-    from esrkit.training.pipeline import train
-    from esrkit.utils.io import stable_json_hash
+    from esrkit.reporting.console import results_table  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
+    from esrkit.runs.train import train
 
-    common = [f"train.epochs={epochs}", f"train.patience={patience}", f"train.seed={seed}",
-              f"train.batch_size={batch_size}",
-              f"data.synthetic={{n_users = {users}, n_items = {max(users // 2, 300)}}}",
-              f"output_dir=\"{output_dir}\"", f"workdir=\"{workdir}\""]
+    common = [
+        f"train.epochs={epochs}",
+        f"train.patience={patience}",
+        f"train.seed={seed}",
+        f"train.batch_size={batch_size}",
+        f"data.synthetic={{n_users = {users}, n_items = {max(users // 2, 300)}}}",
+        f'output_dir="{output_dir}"',
+        f'workdir="{workdir}"',
+    ]
     models = [
         ("SASRec", ["model.name=id", "model.hidden=128"]),
         ("LLMInit", ["model.name=llminit", "model.hidden=128"]),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+
+from esrkit.utils.io import load_npy, read_json
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -31,8 +34,6 @@ def _peak_rss_mib() -> float:
 def _load_ids(path: Path | None, n: int) -> list[str] | None:
     if path is None:
         return None
-    from esrkit.utils.io import read_json
-
     ids = read_json(path)
     if not isinstance(ids, list) or len(ids) != n:
         raise click.BadParameter(
@@ -43,7 +44,8 @@ def _load_ids(path: Path | None, n: int) -> list[str] | None:
 
 def _describe(meta: dict[str, Any]) -> list[str]:
     lines = [
-        f"method: {meta.get('method')}  users: {meta.get('n_users')}  k: {meta.get('k')}  dim: {meta.get('dim')}"
+        f"method: {meta.get('method')}  users: {meta.get('n_users')}  k: {meta.get('k')}  dim: "
+        f"{meta.get('dim')}"
     ]
     if meta.get("hnsw"):
         h = meta["hnsw"]
@@ -59,9 +61,8 @@ def _describe(meta: dict[str, Any]) -> list[str]:
 
 
 def _clear_previous_indexes(out_dir: Path) -> None:
-    """--overwrite rebuilds from scratch: stale index files of another method must not linger beside the table."""
-    import shutil
-
+    """--overwrite rebuilds from scratch: stale index files of another method must not linger beside the
+    table."""
     for name in ("hnsw.bin", "hnsw.json"):
         (out_dir / name).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "shards", ignore_errors=True)
@@ -82,8 +83,11 @@ def _clear_previous_indexes(out_dir: Path) -> None:
     help="JSON list of raw user ids, one per row (e.g. a dataset's user_ids.json). Default: 1..n.",
 )
 @click.option(
-    "-k", "k", type=click.IntRange(min=1), default=100,
-    help="Neighbours stored per user (the official table keeps 100)."
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=100,
+    help="Neighbours stored per user (the official table keeps 100).",
 )
 @click.option(
     "--method",
@@ -91,17 +95,23 @@ def _clear_previous_indexes(out_dir: Path) -> None:
     default="auto",
     help="auto = exact below --exact-below users, hnsw above.",
 )
-@click.option("--exact-below", type=click.IntRange(min=0), default=200_000,
-              help="User count where auto switches to hnsw.")
+@click.option(
+    "--exact-below",
+    type=click.IntRange(min=0),
+    default=200_000,
+    help="User count where auto switches to hnsw.",
+)
 @click.option("--M", "m", type=click.IntRange(min=2), default=32, help="hnsw graph degree.")
 @click.option("--ef-construction", type=click.IntRange(min=1), default=200, help="hnsw build breadth.")
-@click.option("--ef", type=click.IntRange(min=1), default=200,
-              help="hnsw query breadth (stored with the index).")
+@click.option(
+    "--ef", type=click.IntRange(min=1), default=200, help="hnsw query breadth (stored with the index)."
+)
 @click.option(
     "--seed", type=int, default=100, help="hnsw level seed (builds are deterministic with --threads 1)."
 )
-@click.option("--threads", type=click.IntRange(min=0), default=0,
-              help="Threads for torch and hnswlib (0 = all cores).")
+@click.option(
+    "--threads", type=click.IntRange(min=0), default=0, help="Threads for torch and hnswlib (0 = all cores)."
+)
 @click.option(
     "--shard-size",
     type=click.IntRange(min=0),
@@ -144,10 +154,9 @@ def build(
     overwrite: bool,
 ) -> None:
     """Build the top-k similar-user table of every user and save it to DIR."""
-    from esrkit.index.exact import check_embeddings
+    from esrkit.index.exact import check_embeddings  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
     from esrkit.index.neighbours import build_neighbours, resolve_method
     from esrkit.index.sharded import build_sharded_neighbours
-    from esrkit.utils.io import load_npy
 
     if (out_dir / "table.json").exists() and not overwrite:
         raise click.ClickException(
@@ -201,7 +210,7 @@ def build(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def query(table_dir: Path, user_id: str, k: int, as_json: bool) -> None:
     """Show a user's k most similar users from a built table."""
-    from esrkit.index.neighbours import NeighbourTable
+    from esrkit.index.neighbours import NeighbourTable  # lazy: the CLI starts fast
 
     table = NeighbourTable.load(table_dir, mmap=True, verify=False)
     try:

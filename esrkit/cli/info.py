@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
-from esrkit.resources import list_resources
+from esrkit.resources import find_resource, list_resources, load_toml
 
 
 def _describe_definition(definition) -> tuple[str, str]:
     """(model, dims) as a definition declares them; "-" where a model must be given first."""
-    import dataclasses
-
-    from esrkit.providers.base import build_provider
+    from esrkit.providers.base import build_provider  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
 
     try:
         provider = build_provider(definition.kind, definition.options, definition.name, definition.source)
@@ -32,7 +32,7 @@ def _describe_definition(definition) -> tuple[str, str]:
 @click.option("--paths", is_flag=True, help="Show the definition file of each provider.")
 def providers(paths: bool) -> None:
     """List provider definitions (providers/*.toml): name, kind, model, dimensions."""
-    from esrkit.providers.base import list_definitions
+    from esrkit.providers.base import list_definitions  # lazy: the CLI starts fast
 
     rows = []
     for d in list_definitions():
@@ -48,8 +48,6 @@ def providers(paths: bool) -> None:
 @click.command("recipes")
 def recipes() -> None:
     """List recipe names (recipes/*.toml)."""
-    from esrkit.resources import find_resource, load_toml
-
     for name in list_resources("recipe"):
         try:
             description = str(load_toml(find_resource("recipe", name)).get("description", ""))

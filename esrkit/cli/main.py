@@ -61,7 +61,8 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     Quick start (no network, no API key):
       esrkit demo
     Typical flow:
-      esrkit data prepare --format amazon2014 --reviews reviews_Beauty.json.gz --meta meta_Beauty.json.gz -o beauty
+      esrkit data prepare --format amazon2014 --reviews reviews_Beauty.json.gz \\
+          --meta meta_Beauty.json.gz -o beauty
       esrkit embed --provider openai --dataset beauty
       esrkit train --recipe beauty-sasrec
     Your own data (docs/DATA.md, "Your own dataset"):

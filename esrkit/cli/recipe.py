@@ -14,15 +14,30 @@ def recipe() -> None:
 
 @recipe.command("new")
 @click.argument("name")
-@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A processed dataset folder (from esrkit data prepare).")
-@click.option("--provider", "-p", default="minilm", show_default=True,
-              help="Embedding provider (esrkit providers); offline needs no download.")
-@click.option("--backbone", default="sasrec", show_default=True,
-              help="sasrec, bert4rec, gru4rec or a registered one.")
-@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="Writes OUT/recipes/NAME.toml and OUT/recipes/prompts/NAME.toml (esrkit finds recipes in "
-                   "the current folder's recipes/).")
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A processed dataset folder (from esrkit data prepare).",
+)
+@click.option(
+    "--provider",
+    "-p",
+    default="minilm",
+    show_default=True,
+    help="Embedding provider (esrkit providers); offline needs no download.",
+)
+@click.option(
+    "--backbone", default="sasrec", show_default=True, help="sasrec, bert4rec, gru4rec or a registered one."
+)
+@click.option(
+    "--out",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Writes OUT/recipes/NAME.toml and OUT/recipes/prompts/NAME.toml (esrkit finds recipes in "
+    "the current folder's recipes/).",
+)
 @click.option("--force", is_flag=True, help="Replace files this command wrote before.")
 def new(name, dataset, provider, backbone, out, force) -> None:
     """Write a commented recipe and a prompt template for DATASET, from its own item fields.
@@ -38,7 +53,11 @@ def new(name, dataset, provider, backbone, out, force) -> None:
       esrkit recipe new ml --dataset data/ml --provider minilm
       esrkit train -r ml
     """
-    from esrkit.training.scaffold import check_written, scaffold, write
+    from esrkit.runs.scaffold import (  # lazy: the CLI starts fast (cli/__init__.py)
+        check_written,
+        scaffold,
+        write,
+    )
 
     try:
         s = scaffold(name, dataset, provider, backbone, out, force)

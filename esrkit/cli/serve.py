@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 
+from esrkit.config import parse_override
 from esrkit.utils.errors import quote
 
 
 def _open(path: str, device: str):
     """A ServedModel from an export folder (manifest.json) or a run folder (config.json)."""
-    from esrkit.serving import ServedModel, load
+    from esrkit.serving import ServedModel, load  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
 
     folder = Path(path)
     if (folder / "manifest.json").exists():
         return load(folder, device)
     if (folder / "config.json").exists():
-        from esrkit.training.pipeline import load_run
+        from esrkit.runs.load import load_run  # lazy: the CLI starts fast
 
         return ServedModel.from_run(load_run(folder, device))
-    raise click.BadParameter(f"{folder} is neither an export folder (manifest.json) nor a run folder "
-                             "(config.json)")
+    raise click.BadParameter(
+        f"{folder} is neither an export folder (manifest.json) nor a run folder (config.json)"
+    )
 
 
 def _ids(text: str | None) -> list[str]:
@@ -48,8 +51,9 @@ def _print(model, recs, header: str, k: int) -> None:
 @click.option("--include-history", is_flag=True, help="Allow items the user already interacted with.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def recommend(path, user, history, all_users, k, output, fmt, exclude, include_history, device, quiet
-              ) -> None:
+def recommend(
+    path, user, history, all_users, k, output, fmt, exclude, include_history, device, quiet
+) -> None:
     """Top-k next items from an export folder or a run folder (no LLM call).
 
     \b
@@ -63,7 +67,7 @@ def recommend(path, user, history, all_users, k, output, fmt, exclude, include_h
     if all_users and not output:
         raise click.UsageError("--all-users writes a file: add -o recs.csv (or .jsonl)")
     if all_users:
-        from esrkit.serving.files import output_format
+        from esrkit.serving.files import output_format  # lazy: the CLI starts fast
 
         try:
             fmt = output_format(output, fmt)  # before loading anything
@@ -79,8 +83,9 @@ def recommend(path, user, history, all_users, k, output, fmt, exclude, include_h
         users = model.require_users()
         if user.startswith("#") and user not in users.user_ids:
             if not user[1:].isdigit():
-                raise click.BadParameter(f"#ROW needs a row number, e.g. #0, got {quote(user)}",
-                                         param_hint="--user")
+                raise click.BadParameter(
+                    f"#ROW needs a row number, e.g. #0, got {quote(user)}", param_hint="--user"
+                )
             row = int(user[1:])
             if not 0 <= row < len(users):
                 raise click.BadParameter(f"row {row} is outside 0..{len(users) - 1}", param_hint="--user")
@@ -94,39 +99,46 @@ def recommend(path, user, history, all_users, k, output, fmt, exclude, include_h
 
 
 def _all_users(model, output: str, k: int, fmt: str, include_history: bool, quiet: bool) -> None:
-    import time
+    from tqdm.auto import tqdm  # lazy, as the serving stack below
 
-    from tqdm.auto import tqdm
-
-    from esrkit.serving.files import write_all_users
+    from esrkit.serving.files import write_all_users  # lazy: the CLI starts fast
 
     start = time.perf_counter()
     with tqdm(total=len(model.require_users()), unit="user", disable=quiet, dynamic_ncols=True) as bar:
-        counts = write_all_users(model, output, k, fmt, exclude_history=not include_history,
-                                 progress=bar.update)
-    click.echo(f"wrote {counts['rows']:,} recommendations for {counts['users']:,} users to {output} "
-               f"({time.perf_counter() - start:.1f} s)")
+        counts = write_all_users(
+            model, output, k, fmt, exclude_history=not include_history, progress=bar.update
+        )
+    click.echo(
+        f"wrote {counts['rows']:,} recommendations for {counts['users']:,} users to {output} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="The export folder.")
-@click.option("--without-users", is_flag=True, help="Leave the training users' histories out (then "
-              "--all-users and --user are unavailable; --history still works).")
+@click.option(
+    "--without-users",
+    is_flag=True,
+    help="Leave the training users' histories out (then "
+    "--all-users and --user are unavailable; --history still works).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 @click.option("--device", default="cpu", show_default=True)
 def export(run_dir, output, without_users, overwrite, device) -> None:
     """A self-contained folder of a trained run: loads with no dataset, no cache and no LLM call (checked by
     sha256 hashes), with `esrkit.load(DIR)` or `esrkit recommend DIR`."""
-    from esrkit.serving import export_run, load
+    from esrkit.serving import export_run, load  # lazy: the CLI starts fast
 
     path = export_run(run_dir, output, users=not without_users, overwrite=overwrite, device=device)
     model = load(path)
     size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
     users = "no users" if model.users is None else f"{len(model.users):,} users"
     new_items = "from their text (esrkit items add)" if model.new_item_support == "text" else "not supported"
-    click.echo(f"exported {run_dir} -> {path}: {model.cfg.model.name} on {model.cfg.model.backbone}, "
-               f"{model.n_items:,} items, {users}, {size / 2**20:.1f} MiB; new items: {new_items}")
+    click.echo(
+        f"exported {run_dir} -> {path}: {model.cfg.model.name} on {model.cfg.model.backbone}, "
+        f"{model.n_items:,} items, {users}, {size / 2**20:.1f} MiB; new items: {new_items}"
+    )
 
 
 @click.group()
@@ -136,22 +148,39 @@ def items() -> None:
 
 @items.command("add")
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--items", "items_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL, one item per line: its id (id, item_id, asin or business_id) and text fields.")
-@click.option("--id-field", help="The records' id field (default: the first of id, item_id, asin, "
-              "business_id).")
-@click.option("-o", "--output", type=click.Path(file_okay=False),
-              help="Write the extended export here (default: replace EXPORT_DIR, atomically).")
-@click.option("--provider", help="Embed with this provider (default: the one the model was trained with; "
-              "it must have the same identity).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="A provider option, e.g. provider.device=cuda or provider.batch_size=64.")
+@click.option(
+    "--items",
+    "items_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSONL, one item per line: its id (id, item_id, asin or business_id) and text fields.",
+)
+@click.option(
+    "--id-field", help="The records' id field (default: the first of id, item_id, asin, business_id)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Write the extended export here (default: replace EXPORT_DIR, atomically).",
+)
+@click.option(
+    "--provider",
+    help="Embed with this provider (default: the one the model was trained with; "
+    "it must have the same identity).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A provider option, e.g. provider.device=cuda or provider.batch_size=64.",
+)
 @click.option("--device", default="cpu", show_default=True)
 def add(export_dir, items_file, id_field, output, provider, sets, device) -> None:
     """Add items never seen in training, from their text alone (prompt template -> provider -> the model's
     new-item contract), so they are recommended like any other item."""
-    from esrkit.config import parse_override
-    from esrkit.serving import load
+    from esrkit.serving import load  # lazy: the CLI starts fast
     from esrkit.serving.files import read_item_records
 
     options = {}
@@ -162,5 +191,7 @@ def add(export_dir, items_file, id_field, output, provider, sets, device) -> Non
     model = load(export_dir, device)
     ids = model.add_items(records, provider=provider, id_field=id_field, **options)
     target = model.save(output or export_dir, overwrite=output is None)
-    click.echo(f"added {len(ids):,} items ({ids[0]}{', ...' if len(ids) > 1 else ''}) -> {target}: "
-               f"{model.n_items:,} items")
+    click.echo(
+        f"added {len(ids):,} items ({ids[0]}{', ...' if len(ids) > 1 else ''}) -> {target}: "
+        f"{model.n_items:,} items"
+    )

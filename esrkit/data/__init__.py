@@ -1,5 +1,6 @@
-"""Data: raw readers, preprocessing, the processed SequenceData format, splits, long-tail groups, synthetic data."""
+"""Data: raw readers, preprocessing, the processed SequenceData format, splits, long-tail groups, synthetic
+data."""
 
-from esrkit.data.sequences import SequenceData, DatasetFormatError
+from esrkit.data.sequences import DatasetFormatError, SequenceData
 
 __all__ = ["SequenceData", "DatasetFormatError"]

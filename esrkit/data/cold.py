@@ -88,8 +88,9 @@ class ColdSplit:
 def check_cold_options(fraction: float, mode: str) -> None:
     """Fail before any work on options that cannot describe a cold-item split."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"data.cold_items must be a fraction in [0, 1) of the items (0 = off), not "
-                         f"{fraction}")
+        raise ValueError(
+            f"data.cold_items must be a fraction in [0, 1) of the items (0 = off), not {fraction}"
+        )
     COLD_MODES.get(mode)  # names the known modes when unknown
 
 
@@ -109,11 +110,19 @@ def cold_split(data: SequenceData, fraction: float, mode: str = "random", seed: 
     full = _renumbered(data, original, new_id)
     n_warm = data.n_items - count
     train, rows = _without_items(full, n_warm)
-    meta = {"fraction": fraction, "mode": mode, "seed": seed, "items": count, "warm_items": n_warm,
-            "order": "timestamp" if mode == "newest" and data.timestamps is not None else
-            ("position" if mode == "newest" else "random"),
-            "train_users": len(rows), "users_dropped": data.n_users - len(rows),
-            "interactions_removed": int(np.count_nonzero(full.items > n_warm))}
+    meta = {
+        "fraction": fraction,
+        "mode": mode,
+        "seed": seed,
+        "items": count,
+        "warm_items": n_warm,
+        "order": "timestamp"
+        if mode == "newest" and data.timestamps is not None
+        else ("position" if mode == "newest" else "random"),
+        "train_users": len(rows),
+        "users_dropped": data.n_users - len(rows),
+        "interactions_removed": int(np.count_nonzero(full.items > n_warm)),
+    }
     train.meta["cold_items"] = meta
     return ColdSplit(train, full, n_warm, original, rows, meta)
 
@@ -121,9 +130,16 @@ def cold_split(data: SequenceData, fraction: float, mode: str = "random", seed: 
 def _renumbered(data: SequenceData, original: np.ndarray, new_id: np.ndarray) -> SequenceData:
     attrs = [data.item_attrs[i - 1] for i in original[1:]] if data.item_attrs is not None else None
     return SequenceData(
-        offsets=data.offsets, items=new_id[data.items].astype(np.int32), n_items=data.n_items,
-        user_ids=list(data.user_ids), item_ids=[data.item_ids[i - 1] for i in original[1:]], item_attrs=attrs,
-        timestamps=data.timestamps, name=data.name, meta=dict(data.meta))
+        offsets=data.offsets,
+        items=new_id[data.items].astype(np.int32),
+        n_items=data.n_items,
+        user_ids=list(data.user_ids),
+        item_ids=[data.item_ids[i - 1] for i in original[1:]],
+        item_attrs=attrs,
+        timestamps=data.timestamps,
+        name=data.name,
+        meta=dict(data.meta),
+    )
 
 
 def _without_items(full: SequenceData, n_warm: int) -> tuple[SequenceData, np.ndarray]:
@@ -139,7 +155,14 @@ def _without_items(full: SequenceData, n_warm: int) -> tuple[SequenceData, np.nd
     timestamps = full.timestamps[keep] if full.timestamps is not None else None
     attrs = full.item_attrs[:n_warm] if full.item_attrs is not None else None
     train = SequenceData(
-        offsets=offsets, items=full.items[keep], n_items=n_warm, user_ids=[full.user_ids[r] for r in rows],
-        item_ids=full.item_ids[:n_warm], item_attrs=attrs, timestamps=timestamps, name=full.name,
-        meta=dict(full.meta))
+        offsets=offsets,
+        items=full.items[keep],
+        n_items=n_warm,
+        user_ids=[full.user_ids[r] for r in rows],
+        item_ids=full.item_ids[:n_warm],
+        item_attrs=attrs,
+        timestamps=timestamps,
+        name=full.name,
+        meta=dict(full.meta),
+    )
     return train, rows

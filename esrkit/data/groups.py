@@ -1,10 +1,12 @@
-"""Long-tail user and item groups, exactly as the official LLM-ESR code computes them, plus the paper's variants.
+"""Long-tail user and item groups, exactly as the official LLM-ESR code computes them, plus the paper's
+variants.
 
 Official rule (``--ts_user``/``--ts_item``, applied to the evaluated instance):
 
 * user: ``seq_len`` = number of items in the evaluated *input* (test: ``n_u - 1``), capped at ``max_len``;
   tail if ``seq_len < ts_user``;
-* item: ``pop`` of the *target* item = distinct users over all data (train+valid+test); tail if ``pop < ts_item``.
+* item: ``pop`` of the *target* item = distinct users over all data (train+valid+test); tail if ``pop <
+  ts_item``.
 
 Paper rule (``rule="pareto"``): the top 20% of users by length and of items by popularity are head.
 Five buckets (paper Fig. 4): users by ``seq_len`` at 5/10/15/20, items by ``pop`` at 10/30/60/100.
@@ -108,9 +110,12 @@ RULE_KEYS = "data.group_rule / data.ts_user / data.ts_item"
 
 
 def group_sizes(groups: Groups) -> dict[str, int]:
-    return {"tail users": int(groups.tail_user.sum()), "head users": int((~groups.tail_user).sum()),
-            "tail-item targets": int(groups.tail_item.sum()),
-            "head-item targets": int((~groups.tail_item).sum())}
+    return {
+        "tail users": int(groups.tail_user.sum()),
+        "head users": int((~groups.tail_user).sum()),
+        "tail-item targets": int(groups.tail_item.sum()),
+        "head-item targets": int((~groups.tail_item).sum()),
+    }
 
 
 def small_groups(groups: Groups) -> dict[str, int]:
@@ -129,8 +134,14 @@ def suggested_thresholds(data: SequenceData, split: str = "test", max_len: int =
     return int(ts_user) if np.isfinite(ts_user) else 1, int(ts_item) if np.isfinite(ts_item) else 1
 
 
-def group_warnings(data: SequenceData, split: str = "test", ts_user: int = 9, ts_item: int = 4,
-                   rule: str = "official", max_len: int = 200) -> list[str]:
+def group_warnings(
+    data: SequenceData,
+    split: str = "test",
+    ts_user: int = 9,
+    ts_item: int = 4,
+    rule: str = "official",
+    max_len: int = 200,
+) -> list[str]:
     """What is wrong with the chosen groups on this data, and which rule to use instead ([] when nothing)."""
     small = small_groups(compute_groups(data, split, ts_user, ts_item, rule, max_len))
     if not small:
@@ -139,8 +150,10 @@ def group_warnings(data: SequenceData, split: str = "test", ts_user: int = 9, ts
     thresholds = f" (ts_user={ts_user}, ts_item={ts_item})" if rule == "official" else ""
     chosen = f"the {rule} group rule{thresholds}"
     found = ", ".join(f"{k:,} {name} ({k / max(n, 1):.1%})" for name, k in small.items())
-    line = (f"{chosen} leaves {found} of {n:,} in the {split} split: those group columns are empty or rest "
-            "on a handful of users.")
+    line = (
+        f"{chosen} leaves {found} of {n:,} in the {split} split: those group columns are empty or rest "
+        "on a handful of users."
+    )
     return [f"{line} {_advice(data, split, max_len, rule)}"]
 
 
@@ -151,13 +164,22 @@ def _advice(data: SequenceData, split: str, max_len: int, rule: str) -> str:
     candidates: list[tuple[list[str], str, dict]] = []
     if rule != "pareto":
         candidates.append((["data.group_rule=pareto"], "the paper's 20% rule", {"rule": "pareto"}))
-    candidates.append((["data.group_rule=official", f"data.ts_user={ts_user}", f"data.ts_item={ts_item}"],
-                       "thresholds that split this data 80/20", {"ts_user": ts_user, "ts_item": ts_item}))
+    candidates.append(
+        (
+            ["data.group_rule=official", f"data.ts_user={ts_user}", f"data.ts_item={ts_item}"],
+            "thresholds that split this data 80/20",
+            {"ts_user": ts_user, "ts_item": ts_item},
+        )
+    )
     for keys, why, options in candidates:
         sizes = group_sizes(groups := compute_groups(data, split, max_len=max_len, **options))
         if not small_groups(groups):
             sets = " ".join(f"--set {k}" for k in keys)
-            return (f"Use {sets} ({why}: {sizes['tail users']:,} tail users, {sizes['tail-item targets']:,} "
-                    "tail-item targets).")
-    return ("No rule gives every group enough users on this data (too few users, or all alike); read the "
-            f"group columns with care, or set {RULE_KEYS} yourself.")
+            return (
+                f"Use {sets} ({why}: {sizes['tail users']:,} tail users, {sizes['tail-item targets']:,} "
+                "tail-item targets)."
+            )
+    return (
+        "No rule gives every group enough users on this data (too few users, or all alike); read the "
+        f"group columns with care, or set {RULE_KEYS} yourself."
+    )

@@ -328,10 +328,12 @@ def count_filter_emptied(options: PrepareOptions, counts: dict[str, Any]) -> str
     """Why nothing is left, naming the options that removed it (not the later min_length)."""
     how = "repeated until every count holds (kcore=true)" if options.kcore else "one pass (kcore=false)"
     dedupe = f", after dedupe removed {counts['duplicates_removed']:,}" if options.dedupe else ""
-    return (f"no user has >= {options.min_length} interactions left: the count filter (user_min="
-            f"{options.user_min}, item_min={options.item_min}, {how}) removed all "
-            f"{counts['interactions_read']:,} interactions{dedupe}; lower user_min/item_min"
-            f"{' or set kcore=false' if options.kcore else ''} (--set user_min=N)")
+    return (
+        f"no user has >= {options.min_length} interactions left: the count filter (user_min="
+        f"{options.user_min}, item_min={options.item_min}, {how}) removed all "
+        f"{counts['interactions_read']:,} interactions{dedupe}; lower user_min/item_min"
+        f"{' or set kcore=false' if options.kcore else ''} (--set user_min=N)"
+    )
 
 
 def order_sequences(raw: RawInteractions, keep: np.ndarray, counts: dict[str, Any]) -> OrderedSequences:

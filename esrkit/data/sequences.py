@@ -4,21 +4,22 @@ Conventions follow the official LLM-ESR code so numbers stay comparable:
 
 * users are rows ``0..n_users-1`` in file order (the official trainer's dataset index, which its similar-user
   table uses); their raw ids are kept in ``user_ids``;
-* items are ``1..n_items``; ``0`` is padding and ``n_items + 1`` the [MASK] token; ``item_ids[i - 1]`` is the raw id
-  of item ``i``. ``n_items`` may exceed the number of items that occur (the official preprocessing leaves such
-  "orphan" ids, and they are still drawn as negatives);
+* items are ``1..n_items``; ``0`` is padding and ``n_items + 1`` the [MASK] token; ``item_ids[i - 1]`` is the
+  raw id of item ``i``. ``n_items`` may exceed the number of items that occur (the official preprocessing
+  leaves such "orphan" ids, and they are still drawn as negatives);
 * leave-one-out: train = ``seq[:-2]``, validation target = ``seq[-2]``, test target = ``seq[-1]``.
 
-On disk (a directory, written atomically): ``dataset.json`` (counts, provenance, fingerprint), ``offsets.npy`` and
-``items.npy`` (CSR: user u's items are ``items[offsets[u]:offsets[u+1]]``), optional ``timestamps.npy``,
-``user_ids.json``, ``item_ids.json`` and ``items.jsonl`` (one attribute object per item, in id order). No pickle.
+On disk (a directory, written atomically): ``dataset.json`` (counts, provenance, fingerprint), ``offsets.npy``
+and ``items.npy`` (CSR: user u's items are ``items[offsets[u]:offsets[u+1]]``), optional ``timestamps.npy``,
+``user_ids.json``, ``item_ids.json`` and ``items.jsonl`` (one attribute object per item, in id order). No
+pickle.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,8 @@ class SequenceData:
     def item_popularity(self) -> np.ndarray:
         """Distinct users per item over all data (train+valid+test), indexed by item id (row 0 unused).
 
-        This is exactly the official ``get_item_pop``: numpy fancy-index ``+= 1`` per user counts an item repeated
-        inside one sequence once.
+        This is exactly the official ``get_item_pop``: numpy fancy-index ``+= 1`` per user counts an item
+        repeated inside one sequence once.
         """
         users = np.repeat(np.arange(self.n_users, dtype=np.int64), self.lengths())
         keys = np.unique(users * (self.n_items + 2) + self.items.astype(np.int64))
@@ -137,9 +138,9 @@ class SequenceData:
     def split_lengths(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(input prefix length, target index) per user for ``split`` in train/valid/test.
 
-        ``train``: the training sequence is ``seq[:-2]`` (its own input/target pairs are made by the objective);
-        ``valid``: input ``seq[:-2]``, target ``seq[-2]``; ``test``: input ``seq[:-1]``, target ``seq[-1]``.
-        For ``train`` the target index is -1 (none).
+        ``train``: the training sequence is ``seq[:-2]`` (its own input/target pairs are made by the
+        objective); ``valid``: input ``seq[:-2]``, target ``seq[-2]``; ``test``: input ``seq[:-1]``, target
+        ``seq[-1]``. For ``train`` the target index is -1 (none).
         """
         lens = self.lengths()
         if split == "train":
@@ -233,7 +234,8 @@ class SequenceData:
         head = read_json(head_path)
         if head.get("format") != FORMAT_NAME:
             raise DatasetFormatError(
-                f"{head_path}: format is {quote(head.get('format'))}, expected {FORMAT_NAME!r}")
+                f"{head_path}: format is {quote(head.get('format'))}, expected {FORMAT_NAME!r}"
+            )
         if int(head.get("version", 0)) > FORMAT_VERSION:
             raise DatasetFormatError(f"{head_path}: version {head['version']} is newer than this esrkit")
         attrs = None
@@ -259,10 +261,14 @@ class SequenceData:
                 meta=head.get("meta", {}),
             )
         except (DatasetFormatError, KeyError, TypeError) as exc:  # damaged or hand-edited files
-            raise DatasetFormatError(f"{path}: not a valid processed dataset ({error_text(exc)}); prepare it "
-                                     "again with `esrkit data prepare`") from None
+            raise DatasetFormatError(
+                f"{path}: not a valid processed dataset ({error_text(exc)}); prepare it "
+                "again with `esrkit data prepare`"
+            ) from None
         if data.fingerprint() != head.get("fingerprint"):
-            raise DatasetFormatError(f"{path}: interaction arrays do not match the fingerprint in dataset.json")
+            raise DatasetFormatError(
+                f"{path}: interaction arrays do not match the fingerprint in dataset.json"
+            )
         return data
 
     # ------------------------------------------------------------------ interop
@@ -270,20 +276,3 @@ class SequenceData:
         """The official ``inter.txt``: "user item" per line, 1-based user ids in row order, chronological."""
         users = np.repeat(np.arange(1, self.n_users + 1), self.lengths())
         return "".join(f"{u} {i}\n" for u, i in zip(users.tolist(), self.items.tolist()))
-
-    def subset_users(self, rows: Iterable[int], name: str | None = None) -> SequenceData:
-        rows = list(rows)
-        seqs = [self.sequence(r) for r in rows]
-        ts = None
-        if self.timestamps is not None:
-            ts = [self.timestamps[self.offsets[r] : self.offsets[r + 1]] for r in rows]
-        return SequenceData.from_sequences(
-            seqs,
-            n_items=self.n_items,
-            user_ids=[self.user_ids[r] for r in rows],
-            item_ids=self.item_ids,
-            item_attrs=self.item_attrs,
-            timestamps=ts,
-            name=name or self.name,
-            meta=dict(self.meta),
-        )

@@ -92,7 +92,8 @@ def _brand_names(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def _make_items(rng: np.random.Generator, opt: SyntheticOptions) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """Items with metadata, plus (n_items, 3) int codes: product-type index, attribute-value index, brand index."""
+    """Items with metadata, plus (n_items, 3) int codes: product-type index, attribute-value index, brand
+    index."""
     types = [(cat, sub, t) for cat, subs in CATALOGUE.items() for sub, ts in subs.items() for t in ts]
     attr_values = [(k, v) for k, vs in ATTRIBUTES.items() for v in vs]
     brands = _brand_names(rng, opt.n_brands)

@@ -3,11 +3,12 @@
 Layout: ``<workdir>/cache/<identity hash[:16]>/vectors.sqlite`` (+ ``identity.json``, for people). A row is
 (sha256 of the exact text embedded, little-endian float32 vector bytes). So:
 
-* two providers never mix: each identity has its own file, and the file records its identity and refuses any other;
+* two providers never mix: each identity has its own file, and the file records its identity and refuses any
+  other;
 * a changed template re-embeds only prompts whose text changed; duplicate texts are stored and embedded once;
-* every finished batch is one SQLite transaction (WAL journal): a run killed with ``kill -9`` keeps every batch
-  committed before the kill, and the next run embeds only what is missing. A torn transaction is rolled back by
-  SQLite on the next open; nothing half-written is ever read;
+* every finished batch is one SQLite transaction (WAL journal): a run killed with ``kill -9`` keeps every
+  batch committed before the kill, and the next run embeds only what is missing. A torn transaction is rolled
+  back by SQLite on the next open; nothing half-written is ever read;
 * safe formats only: raw float32 bytes and JSON text, never pickle. Texts themselves are not stored (only
   hashes);
 * every vector has a CRC-32 of its bytes (table ``vector_crc32``), checked whenever it is read: a damaged
@@ -69,11 +70,15 @@ def sqlite_errors(path: Path, action: str) -> Iterator[None]:
     except sqlite3.Error as exc:
         text = str(exc)
         if "full" in text:
-            hint = (f"the disk holding {path.parent} is full: free space (or move --workdir elsewhere) and "
-                    "run the command again; batches committed before are kept, only the rest is embedded")
+            hint = (
+                f"the disk holding {path.parent} is full: free space (or move --workdir elsewhere) and "
+                "run the command again; batches committed before are kept, only the rest is embedded"
+            )
         elif "not a database" in text or "malformed" in text or "encrypted" in text:
-            hint = (f"the file is damaged or not an esrkit cache: delete {path.parent} (its vectors are "
-                    "recomputed on the next run) or restore it from a copy")
+            hint = (
+                f"the file is damaged or not an esrkit cache: delete {path.parent} (its vectors are "
+                "recomputed on the next run) or restore it from a copy"
+            )
         elif "locked" in text or "busy" in text:
             hint = "another process holds it too long: wait for it, or run one esrkit per cache"
         else:
@@ -88,8 +93,13 @@ def cache_directory(workdir: str | Path, identity: ProviderIdentity) -> Path:
 class EmbeddingCache:
     """Vectors of one provider identity keyed by ``sha256(text)`` (hex)."""
 
-    def __init__(self, workdir: str | Path, identity: ProviderIdentity, readonly: bool = False,
-                 busy_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        workdir: str | Path,
+        identity: ProviderIdentity,
+        readonly: bool = False,
+        busy_timeout_s: float = 60.0,
+    ) -> None:
         self.identity = identity
         self.identity_hash = identity.hash()
         self.directory = cache_directory(workdir, identity)
@@ -117,18 +127,26 @@ class EmbeddingCache:
         conn = self._require()
         with _transaction(conn):
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS vectors (text_sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)"
-                         " WITHOUT ROWID")
-            conn.execute("CREATE TABLE IF NOT EXISTS vector_crc32 (text_sha256 TEXT PRIMARY KEY, "
-                         "crc32 INTEGER NOT NULL) WITHOUT ROWID")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (text_sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+                " WITHOUT ROWID"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS vector_crc32 (text_sha256 TEXT PRIMARY KEY, "
+                "crc32 INTEGER NOT NULL) WITHOUT ROWID"
+            )
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (CACHE_FORMAT,))
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(CACHE_VERSION),))
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity_hash', ?)", (self.identity_hash,))
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)",
-                         (json.dumps(self.identity.to_dict(), sort_keys=True),))
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('identity', ?)",
+                (json.dumps(self.identity.to_dict(), sort_keys=True),),
+            )
         readme = self.directory / "identity.json"
         if not readme.exists():
-            atomic_write_json(readme, {"identity_hash": self.identity_hash, "identity": self.identity.to_dict()})
+            atomic_write_json(
+                readme, {"identity_hash": self.identity_hash, "identity": self.identity.to_dict()}
+            )
 
     def _check_identity(self) -> None:
         meta = dict(self._require().execute("SELECT key, value FROM meta").fetchall())
@@ -180,8 +198,10 @@ class EmbeddingCache:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         rows = self.read(hashes)
         if rows.corrupt:
-            raise CacheError(f"{self.path}: {len(rows.corrupt)} stored vector(s) fail their checksum "
-                             "(damaged); run `esrkit embed` again to recompute them")
+            raise CacheError(
+                f"{self.path}: {len(rows.corrupt)} stored vector(s) fail their checksum "
+                "(damaged); run `esrkit embed` again to recompute them"
+            )
         if not rows.ok.all():
             raise CacheError(f"{self.path}: {int((~rows.ok).sum())} requested vectors are not in the cache")
         return rows.vectors
@@ -223,8 +243,11 @@ class EmbeddingCache:
         if not self._has_checksums:  # a read-only view of a cache no checksumming esrkit has opened yet
             query = f"SELECT text_sha256, vector FROM vectors WHERE text_sha256 IN ({marks})"
             return ((h, blob, None) for h, blob in conn.execute(query, chunk))
-        return conn.execute("SELECT v.text_sha256, v.vector, c.crc32 FROM vectors v LEFT JOIN vector_crc32 c "
-                            f"ON c.text_sha256 = v.text_sha256 WHERE v.text_sha256 IN ({marks})", chunk)
+        return conn.execute(
+            "SELECT v.text_sha256, v.vector, c.crc32 FROM vectors v LEFT JOIN vector_crc32 c "
+            f"ON c.text_sha256 = v.text_sha256 WHERE v.text_sha256 IN ({marks})",
+            chunk,
+        )
 
     def discard(self, hashes: Sequence[str]) -> None:
         """Remove damaged vectors, so they count as missing and are embedded again."""
@@ -257,7 +280,9 @@ class EmbeddingCache:
             if self._dim is None:
                 stored = conn.execute("SELECT value FROM meta WHERE key='dim'").fetchone()
                 if stored is not None and int(stored[0]) != width:
-                    raise CacheError(f"{self.path}: vectors of width {width} for a cache of width {stored[0]}")
+                    raise CacheError(
+                        f"{self.path}: vectors of width {width} for a cache of width {stored[0]}"
+                    )
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", (str(width),))
             conn.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)", rows)
             # a row another writer stored first keeps the checksum that writer stored with it
@@ -277,7 +302,8 @@ class EmbeddingCache:
 
 
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front so writers queue cleanly."""
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front so writers queue
+    cleanly."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -312,7 +338,8 @@ class CacheSummary:
 
 
 def cache_folders(source: str | Path) -> list[Path]:
-    """The identity folders under a workdir (``<workdir>/cache/*``), a ``cache/`` folder, or one identity folder."""
+    """The identity folders under a workdir (``<workdir>/cache/*``), a ``cache/`` folder, or one identity
+    folder."""
     source = Path(source)
     if (source / "vectors.sqlite").is_file():
         return [source]
@@ -355,8 +382,8 @@ def merge_caches(source: str | Path, workdir: str | Path, batch: int = 2000) -> 
     """Copy every vector of ``source``'s caches that ``workdir``'s caches lack, identity by identity.
 
     Why: vectors are keyed by provider identity and text, so caches filled on different machines (a GPU box
-    embedding, a laptop training) combine safely; identities never mix, existing rows are never overwritten, and each
-    batch is one transaction, so an interrupted merge resumes by running it again."""
+    embedding, a laptop training) combine safely; identities never mix, existing rows are never overwritten,
+    and each batch is one transaction, so an interrupted merge resumes by running it again."""
     summaries = []
     for folder in cache_folders(source):
         identity, dim, _ = read_cache_identity(folder)
@@ -375,8 +402,9 @@ def merge_caches(source: str | Path, workdir: str | Path, batch: int = 2000) -> 
                     hashes = [h for h, _ in intact]
                     new = ~dest.contains(hashes)
                     if new.any():
-                        vectors = [np.frombuffer(blob, dtype="<f4")
-                                   for (_, blob), keep in zip(intact, new) if keep]
+                        vectors = [
+                            np.frombuffer(blob, dtype="<f4") for (_, blob), keep in zip(intact, new) if keep
+                        ]
                         if len({v.shape[0] for v in vectors}) != 1:
                             raise CacheError(f"{source_path}: stored vectors have inconsistent widths")
                         dest.put([h for h, keep in zip(hashes, new) if keep], np.stack(vectors))
@@ -385,8 +413,11 @@ def merge_caches(source: str | Path, workdir: str | Path, batch: int = 2000) -> 
         finally:
             conn.close()
         if damaged:
-            log.warning("%s: %d damaged vector(s) (failed checksum) were not merged; `esrkit embed` computes "
-                        "them", source_path, damaged)
+            log.warning(
+                "%s: %d damaged vector(s) (failed checksum) were not merged; `esrkit embed` computes them",
+                source_path,
+                damaged,
+            )
         summaries.append(CacheSummary(target, identity, identity.hash(), total, dest_dim or dim, added))
     return summaries
 
@@ -397,5 +428,7 @@ def _source_query(conn: sqlite3.Connection) -> str:
     has_sums = conn.execute(query).fetchone()
     if not has_sums:
         return "SELECT text_sha256, vector, NULL FROM vectors ORDER BY text_sha256"
-    return ("SELECT v.text_sha256, v.vector, c.crc32 FROM vectors v LEFT JOIN vector_crc32 c "
-            "ON c.text_sha256 = v.text_sha256 ORDER BY v.text_sha256")
+    return (
+        "SELECT v.text_sha256, v.vector, c.crc32 FROM vectors v LEFT JOIN vector_crc32 c "
+        "ON c.text_sha256 = v.text_sha256 ORDER BY v.text_sha256"
+    )

@@ -1,11 +1,10 @@
 """PCA of the item embedding table: the initialisation of LLM-ESR's collaborative (ID) view.
 
-The official ``data/pca.ipynb`` runs scikit-learn ``PCA(n_components=64).fit_transform`` on the LLM item table, no
-whitening. ``svd_solver="full"`` (LAPACK) makes the result deterministic for a given input; ``svd_flip`` (applied by
-scikit-learn) fixes the sign of each component. Reruns on one machine agree bit for bit. Another BLAS changes the
-last bits, so the table's fingerprint differs (the Beauty random-vector table's PCA on an H200 machine did), but not
-its values: 1e-7 relative noise on the Beauty item tables (MiniLM, offline, SmolLM2, 1536-d random) moved each
-component by at most 7e-6 relative, no sign flipped.
+The official ``data/pca.ipynb`` runs scikit-learn ``PCA(n_components=64).fit_transform`` on the LLM item
+table, no whitening. ``svd_solver="full"`` (LAPACK) makes the result deterministic for a given input;
+``svd_flip`` (applied by scikit-learn) fixes the sign of each component. Reruns on one machine agree bit for
+bit. Another BLAS changes the last bits, so the table's fingerprint may differ, but not its values
+(benchmarks/RESULTS.md, "Measurements behind code choices").
 
 The fitted projection (mean and components) is kept beside the table: an item added after training (serving,
 the cold-item protocol) gets its collaborative start from the same projection its trained neighbours got.
@@ -27,8 +26,10 @@ class PCAProjection:
 
     def __post_init__(self) -> None:
         if self.mean.ndim != 1 or self.components.ndim != 2 or self.components.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"PCA projection: mean {self.mean.shape} and components {self.components.shape} "
-                             "do not fit together ((d,) and (dim, d))")
+            raise ValueError(
+                f"PCA projection: mean {self.mean.shape} and components {self.components.shape} "
+                "do not fit together ((d,) and (dim, d))"
+            )
 
     @property
     def dim(self) -> int:
@@ -47,7 +48,7 @@ class PCAProjection:
 
 def pca_fit(item_emb: np.ndarray, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, PCAProjection]:
     """The table ``pca_table`` returns, and the projection that produced it (for items added later)."""
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # heavy optional import: scikit-learn loads only when used
 
     x = np.asarray(item_emb, dtype=np.float64)
     if x.ndim != 2:

@@ -8,9 +8,10 @@ lacks (committing every finished batch, so an interrupted run resumes), and writ
         users.npy       (n_users, d) float32, row u = user row u
         embedding.json  provider identity, dims, template name and hashes, counts, timings
 
-The middle segment hashes the template hashes together with the rendered prompts: the dataset fingerprint covers
-the interactions only, not the item attributes the prompts are made from, so two datasets with equal interactions
-but different metadata must not share a directory. ``embedding_directory`` computes the path without embedding.
+The middle segment hashes the template hashes together with the rendered prompts: the dataset fingerprint
+covers the interactions only, not the item attributes the prompts are made from, so two datasets with equal
+interactions but different metadata must not share a directory. ``embedding_directory`` computes the path
+without embedding.
 """
 
 from __future__ import annotations
@@ -62,9 +63,14 @@ class EmbedStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "n_texts": self.n_texts, "n_unique": self.n_unique, "cached": self.cached, "computed": self.computed,
+            "n_texts": self.n_texts,
+            "n_unique": self.n_unique,
+            "cached": self.cached,
+            "computed": self.computed,
             "damaged": self.damaged,
-            "tokens": self.tokens, "seconds": round(self.seconds, 3), "load_seconds": round(self.load_seconds, 3),
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 3),
+            "load_seconds": round(self.load_seconds, 3),
             "texts_per_s": round(self.computed / self.seconds, 2) if self.seconds > 0 else None,
             "tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds > 0 else None,
         }
@@ -83,8 +89,9 @@ def text_hashes(texts: Sequence[str]) -> list[str]:
     return [sha256_text(t) for t in texts]
 
 
-def embed_texts(texts: Sequence[str], provider: Provider, cache: EmbeddingCache, progress: bool = True,
-                desc: str = "") -> tuple[np.ndarray, EmbedStats]:
+def embed_texts(
+    texts: Sequence[str], provider: Provider, cache: EmbeddingCache, progress: bool = True, desc: str = ""
+) -> tuple[np.ndarray, EmbedStats]:
     """Vectors for ``texts`` in order: cached ones read (and checked), missing or damaged distinct ones
     embedded and committed per batch."""
     prepared = provider.prepare_texts(texts)
@@ -97,12 +104,19 @@ def embed_texts(texts: Sequence[str], provider: Provider, cache: EmbeddingCache,
         first_text.setdefault(h, t)
     cached = cache.read(unique)
     if cached.corrupt:
-        log.warning("%s: %d cached vector(s) failed their checksum (damaged); computing them again",
-                    cache.path, len(cached.corrupt))
+        log.warning(
+            "%s: %d cached vector(s) failed their checksum (damaged); computing them again",
+            cache.path,
+            len(cached.corrupt),
+        )
         cache.discard(cached.corrupt)
     missing = [h for h, ok in zip(unique, cached.ok) if not ok]
-    stats = EmbedStats(n_texts=len(texts), n_unique=len(unique), cached=len(unique) - len(missing),
-                       damaged=len(cached.corrupt))
+    stats = EmbedStats(
+        n_texts=len(texts),
+        n_unique=len(unique),
+        cached=len(unique) - len(missing),
+        damaged=len(cached.corrupt),
+    )
     matrix = cached.vectors
     if missing:
         _embed_missing(missing, [first_text[h] for h in missing], provider, cache, stats, progress, desc)
@@ -114,16 +128,24 @@ def embed_texts(texts: Sequence[str], provider: Provider, cache: EmbeddingCache,
     return matrix[[row_of[h] for h in hashes]], stats
 
 
-def _embed_missing(missing: list[str], texts: list[str], provider: Provider, cache: EmbeddingCache,
-                   stats: EmbedStats, progress: bool, desc: str) -> None:
-    from tqdm.auto import tqdm
+def _embed_missing(
+    missing: list[str],
+    texts: list[str],
+    provider: Provider,
+    cache: EmbeddingCache,
+    stats: EmbedStats,
+    progress: bool,
+    desc: str,
+) -> None:
+    from tqdm.auto import tqdm  # lazy: tqdm loads only when a bar is shown
 
     start = time.perf_counter()
     provider.load()
     stats.load_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    with tqdm(total=len(missing), unit="text", desc=desc or provider.name, disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(missing), unit="text", desc=desc or provider.name, disable=not progress, dynamic_ncols=True
+    ) as bar:
         for batch in provider.iter_embed(texts):
             cache.put([missing[i] for i in batch.indices.tolist()], batch.vectors)
             stats.computed += len(batch.indices)
@@ -147,22 +169,38 @@ def dataset_prompts(data: SequenceData, templates: PromptTemplates) -> dict[str,
 
 
 def prompts_hash(templates: PromptTemplates, prompts: dict[str, list[str]]) -> str:
-    return stable_json_hash({
-        "item_template": templates.item_hash(), "user_template": templates.user_hash(),
-        "items": sha256_text("\n".join(text_hashes(prompts["items"]))),
-        "users": sha256_text("\n".join(text_hashes(prompts["users"]))),
-    })
+    return stable_json_hash(
+        {
+            "item_template": templates.item_hash(),
+            "user_template": templates.user_hash(),
+            "items": sha256_text("\n".join(text_hashes(prompts["items"]))),
+            "users": sha256_text("\n".join(text_hashes(prompts["users"]))),
+        }
+    )
 
 
-def embedding_directory(data: SequenceData, provider: Provider, templates: PromptTemplates,
-                        workdir: str | Path = ".esrkit", prompts: dict[str, list[str]] | None = None) -> Path:
+def embedding_directory(
+    data: SequenceData,
+    provider: Provider,
+    templates: PromptTemplates,
+    workdir: str | Path = ".esrkit",
+    prompts: dict[str, list[str]] | None = None,
+) -> Path:
     prompts = prompts or dataset_prompts(data, templates)
-    name = f"{data.fingerprint()[:12]}-{prompts_hash(templates, prompts)[:12]}-{provider.identity.hash()[:12]}"
+    name = (
+        f"{data.fingerprint()[:12]}-{prompts_hash(templates, prompts)[:12]}-{provider.identity.hash()[:12]}"
+    )
     return Path(workdir) / "embeddings" / name
 
 
-def embed_dataset(data: SequenceData, provider: Provider, templates: PromptTemplates, what: str = "both",
-                  workdir: str | Path = ".esrkit", progress: bool = True) -> EmbeddingResult:
+def embed_dataset(
+    data: SequenceData,
+    provider: Provider,
+    templates: PromptTemplates,
+    what: str = "both",
+    workdir: str | Path = ".esrkit",
+    progress: bool = True,
+) -> EmbeddingResult:
     """Embed item and/or user prompts of ``data``; see the module docstring for what is written where."""
     parts = _parts(what)
     prompts = dataset_prompts(data, templates)
@@ -172,20 +210,36 @@ def embed_dataset(data: SequenceData, provider: Provider, templates: PromptTempl
     changed = False
     with EmbeddingCache(workdir, provider.identity) as cache:
         for part in parts:
-            matrix, stats = embed_texts(prompts[part], provider, cache, progress, desc=f"{provider.name} {part}")
+            matrix, stats = embed_texts(
+                prompts[part], provider, cache, progress, desc=f"{provider.name} {part}"
+            )
             _check_alignment(part, matrix, data)
             fingerprint = fingerprint_array(matrix)
             if not _on_disk(directory, part, fingerprint):
                 atomic_save_npy(directory / f"{part}.npy", matrix)
                 changed = True
             matrices[part] = matrix
-            part_meta[part] = {"file": f"{part}.npy", "shape": list(matrix.shape),
-                               "array_fingerprint": fingerprint, **stats.to_dict()}
-            log.info("%s %s: %d texts (%d distinct): %d cached, %d computed in %.1f s", provider.name, part,
-                     stats.n_texts, stats.n_unique, stats.cached, stats.computed, stats.seconds)
+            part_meta[part] = {
+                "file": f"{part}.npy",
+                "shape": list(matrix.shape),
+                "array_fingerprint": fingerprint,
+                **stats.to_dict(),
+            }
+            log.info(
+                "%s %s: %d texts (%d distinct): %d cached, %d computed in %.1f s",
+                provider.name,
+                part,
+                stats.n_texts,
+                stats.n_unique,
+                stats.cached,
+                stats.computed,
+                stats.seconds,
+            )
     # a fully cached rerun (every `esrkit evaluate`) writes nothing: the files on disk are already these
     meta = _write_meta(directory, data, provider, templates, prompts, part_meta, matrices, write=changed)
-    return EmbeddingResult(items=matrices.get("items"), users=matrices.get("users"), meta=meta, directory=directory)
+    return EmbeddingResult(
+        items=matrices.get("items"), users=matrices.get("users"), meta=meta, directory=directory
+    )
 
 
 def _on_disk(directory: Path, part: str, fingerprint: str) -> bool:
@@ -205,9 +259,16 @@ def _check_alignment(part: str, matrix: np.ndarray, data: SequenceData) -> None:
         raise RuntimeError(f"{part}: {matrix.shape[0]} rows for {expected} {part}")
 
 
-def _write_meta(directory: Path, data: SequenceData, provider: Provider, templates: PromptTemplates,
-                prompts: dict[str, list[str]], part_meta: dict[str, Any], matrices: dict[str, np.ndarray],
-                write: bool = True) -> dict[str, Any]:
+def _write_meta(
+    directory: Path,
+    data: SequenceData,
+    provider: Provider,
+    templates: PromptTemplates,
+    prompts: dict[str, list[str]],
+    part_meta: dict[str, Any],
+    matrices: dict[str, np.ndarray],
+    write: bool = True,
+) -> dict[str, Any]:
     """embedding.json (written when ``write`` or missing); parts embedded by earlier runs are kept."""
     path = directory / "embedding.json"
     try:
@@ -223,13 +284,22 @@ def _write_meta(directory: Path, data: SequenceData, provider: Provider, templat
         "version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "esrkit_version": esrkit.__version__,
-        "dataset": {"name": data.name, "fingerprint": data.fingerprint(), "n_items": data.n_items,
-                    "n_users": data.n_users},
+        "dataset": {
+            "name": data.name,
+            "fingerprint": data.fingerprint(),
+            "n_items": data.n_items,
+            "n_users": data.n_users,
+        },
         "provider": provider.describe(),
         "provider_stats": provider_run_stats(provider),
         "dim": dim,
-        "templates": {"name": templates.name, "source": templates.source, "item_hash": templates.item_hash(),
-                      "user_hash": templates.user_hash(), "prompts_hash": prompts_hash(templates, prompts)},
+        "templates": {
+            "name": templates.name,
+            "source": templates.source,
+            "item_hash": templates.item_hash(),
+            "user_hash": templates.user_hash(),
+            "prompts_hash": prompts_hash(templates, prompts),
+        },
         "tokens_exact": bool(provider.tokens_exact),
         "parts": parts,
     }
@@ -239,15 +309,20 @@ def _write_meta(directory: Path, data: SequenceData, provider: Provider, templat
 
 
 def _cold_cost(previous: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
-    """What computing this part's vectors has cost over every run that computed some (an interrupted run plus its
-    resume add up). A fully cached rerun costs nothing, and must not erase what the first run cost."""
+    """What computing this part's vectors has cost over every run that computed some (an interrupted run plus
+    its resume add up). A fully cached rerun costs nothing, and must not erase what the first run cost."""
     before = previous.get("cold")
     if before is None:  # metadata written before "cold" existed: its own counts are the best record
-        before = {"computed": previous.get("computed", 0), "seconds": previous.get("seconds", 0.0),
-                  "tokens": previous.get("tokens", 0)}
-    return {"computed": int(before["computed"]) + int(now["computed"]),
-            "seconds": round(float(before["seconds"]) + float(now["seconds"]), 3),
-            "tokens": int(before["tokens"]) + int(now["tokens"])}
+        before = {
+            "computed": previous.get("computed", 0),
+            "seconds": previous.get("seconds", 0.0),
+            "tokens": previous.get("tokens", 0),
+        }
+    return {
+        "computed": int(before["computed"]) + int(now["computed"]),
+        "seconds": round(float(before["seconds"]) + float(now["seconds"]), 3),
+        "tokens": int(before["tokens"]) + int(now["tokens"]),
+    }
 
 
 def provider_run_stats(provider: Provider) -> dict[str, Any]:
@@ -310,12 +385,18 @@ class EmbeddingPlan:
 
     @property
     def typical_tokens(self) -> int:
-        """About 4 characters a token (English text): the likely count when ``tokens`` is only an upper bound."""
+        """About 4 characters a token (English text): the likely count when ``tokens`` is only an upper
+        bound."""
         return sum(-(-p.chars // 4) for p in self.parts.values())
 
 
-def plan_dataset(data: SequenceData, provider: Provider, templates: PromptTemplates, what: str = "both",
-                 workdir: str | Path = ".esrkit") -> EmbeddingPlan:
+def plan_dataset(
+    data: SequenceData,
+    provider: Provider,
+    templates: PromptTemplates,
+    what: str = "both",
+    workdir: str | Path = ".esrkit",
+) -> EmbeddingPlan:
     """What ``embed_dataset`` would do (texts not yet cached, their tokens, the cost) without embedding."""
     prompts = dataset_prompts(data, templates)
     plans: dict[str, PartPlan] = {}
@@ -331,6 +412,12 @@ def plan_dataset(data: SequenceData, provider: Provider, templates: PromptTempla
             seen.update(todo)
             todo_texts = [first[h] for h in todo]
             tokens = sum(provider.count_tokens(todo_texts)) if todo else 0
-            plans[part] = PartPlan(len(prepared), len(unique), int(present.sum()), len(todo), tokens,
-                                   sum(len(t) for t in todo_texts))
+            plans[part] = PartPlan(
+                len(prepared),
+                len(unique),
+                int(present.sum()),
+                len(todo),
+                tokens,
+                sum(len(t) for t in todo_texts),
+            )
     return EmbeddingPlan(provider.name, bool(provider.tokens_exact), provider.usd_per_million_tokens, plans)

@@ -1,7 +1,7 @@
 """Evaluate a recommender on the validation or test split under both protocols.
 
-* ``sampled`` (the paper's): the target against 100 uniform negatives that avoid the user's sequence (fixed per
-  seed); every user is evaluated, as in the official code.
+* ``sampled`` (the paper's): the target against 100 uniform negatives that avoid the user's sequence (fixed
+  per seed); every user is evaluated, as in the official code.
 * ``full``: the target against every item; items of the user's input history are excluded (they are not
   recommendable), the target itself never is. Scores are computed in blocks of users, so memory is
   O(block x n_items), never O(users x items).
@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from esrkit.data.batches import prediction_input
 from esrkit.data.groups import Groups, compute_groups
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.metrics import metrics_from_ranks, rank_of_target
 from esrkit.evaluation.negatives import sample_eval_negatives
 from esrkit.models.recommender import SequentialRecommender
-from esrkit.training.batches import DeviceSequences, prediction_input
 
 PROTOCOLS = ("sampled", "full")
 
@@ -33,7 +34,9 @@ PROTOCOLS = ("sampled", "full")
 class EvalResult:
     split: str
     ranks: dict[str, np.ndarray]  # protocol -> (n_users,) 0-based ranks
-    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # protocol -> group -> metric
+    metrics: dict[str, dict[str, dict[str, float]]] = field(
+        default_factory=dict
+    )  # protocol -> group -> metric
 
     def get(self, protocol: str, metric: str, group: str = "overall") -> float:
         return self.metrics[protocol][group][metric]
@@ -66,7 +69,12 @@ class Evaluator:
             raise ValueError(f"split must be valid or test, not {split!r}")
         self.data, self.split, self.seqs = data, split, seqs
         self.max_len, self.n_negatives, self.seed = max_len, negatives, seed
-        self.ks, self.ties, self.exclude_history, self.batch_size = tuple(ks), ties, exclude_history, batch_size
+        self.ks, self.ties, self.exclude_history, self.batch_size = (
+            tuple(ks),
+            ties,
+            exclude_history,
+            batch_size,
+        )
         self.resample = resample_negatives
         self.groups = groups or compute_groups(data, split, ts_user, ts_item, group_rule, max_len)
         self.targets = data.targets(split)
@@ -77,11 +85,15 @@ class Evaluator:
 
     def negatives(self) -> np.ndarray:
         if self._negatives is None or self.resample:
-            self._negatives = sample_eval_negatives(self.data, self.split, self.n_negatives, self.seed, self._round)
+            self._negatives = sample_eval_negatives(
+                self.data, self.split, self.n_negatives, self.seed, self._round
+            )
             self._round += 1
         return self._negatives
 
-    def encoding_batches(self, token_budget: int = 16_384, rows: tuple[int, int] | None = None) -> list[np.ndarray]:
+    def encoding_batches(
+        self, token_budget: int = 16_384, rows: tuple[int, int] | None = None
+    ) -> list[np.ndarray]:
         """User rows in length order, cut so each batch holds about ``token_budget`` padded tokens
         (``rows=(lo, hi)``: only user rows lo..hi-1, for sharded evaluation)."""
         order = self.order if rows is None else self.order[(self.order >= rows[0]) & (self.order < rows[1])]
@@ -91,7 +103,11 @@ class Evaluator:
         while start < len(order):
             # rows are sorted by length, so the batch's width is its last row's width
             end = start + 1
-            while end < len(order) and end - start < self.batch_size and (end - start + 1) * width[end] <= token_budget:
+            while (
+                end < len(order)
+                and end - start < self.batch_size
+                and (end - start + 1) * width[end] <= token_budget
+            ):
                 end += 1
             batches.append(order[start:end])
             start = end
@@ -99,14 +115,16 @@ class Evaluator:
 
     @torch.no_grad()
     def user_vectors(self, model: SequentialRecommender, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """(n_users, D) prediction representations, in user-row order (``rows=(lo, hi)``: (hi - lo, D) of those
-        rows only)."""
+        """(n_users, D) prediction representations, in user-row order (``rows=(lo, hi)``: (hi - lo, D) of
+        those rows only)."""
         lo, hi = rows if rows is not None else (0, self.data.n_users)
         was_training = model.training
         model.eval()
         out = None
         for batch in self.encoding_batches(rows=rows):
-            inp = prediction_input(self.seqs, batch, self.split, self.max_len, model.objective, model.mask_token)
+            inp = prediction_input(
+                self.seqs, batch, self.split, self.max_len, model.objective, model.mask_token
+            )
             vec = model.last_hidden(inp)
             if out is None:
                 out = vec.new_empty(hi - lo, vec.shape[1])
@@ -116,7 +134,9 @@ class Evaluator:
         return out
 
     @torch.no_grad()
-    def evaluate(self, model: SequentialRecommender, protocols: tuple[str, ...] | list[str] = PROTOCOLS) -> EvalResult:
+    def evaluate(
+        self, model: SequentialRecommender, protocols: tuple[str, ...] | list[str] = PROTOCOLS
+    ) -> EvalResult:
         for p in protocols:
             if p not in PROTOCOLS:
                 raise ValueError(f"unknown protocol {p!r}; use {PROTOCOLS}")
@@ -127,8 +147,12 @@ class Evaluator:
         return result
 
     @torch.no_grad()
-    def compute_ranks(self, model: SequentialRecommender, protocols: tuple[str, ...] | list[str],
-                      rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    def compute_ranks(
+        self,
+        model: SequentialRecommender,
+        protocols: tuple[str, ...] | list[str],
+        rows: tuple[int, int] | None = None,
+    ) -> dict[str, np.ndarray]:
         """protocol -> 0-based rank of every user (``rows=(lo, hi)``: of user rows lo..hi-1 only). The hook a
         sharded evaluator (esrkit/training/distributed.py) overrides to split users over processes."""
         lo = rows[0] if rows is not None else 0

@@ -8,7 +8,7 @@ The official code breaks ties by an unstable sort, which is arbitrary.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ def rank_of_target(
     a NaN candidate ranks above the target and a NaN target ranks last (C). Counting ``others >= t`` instead
     would give a NaN target rank 0, i.e. a perfect H@K and N@K."""
     t = target.unsqueeze(1)
-    count = lambda mask: mask.sum(1, dtype=torch.int32).long()  # noqa: E731 - int32 sums are ~1.6x faster
+    count = lambda mask: mask.sum(1, dtype=torch.int32).long()  # noqa: E731 - int32 sums are faster
     n = others.shape[1]
     if ties == "pessimistic":  # one pass over the scores: every equal candidate ranks above the target
         return n - count(others < t)

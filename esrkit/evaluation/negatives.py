@@ -2,9 +2,9 @@
 
 As the official ``SeqDataset``: uniform over [1, n_items] (orphan ids included), never an item of the user's
 evaluated sequence (valid: seq[:-1], test: the whole sequence), unique within the user's list. Drawn from a
-numpy Generator seeded by (seed, split), so the negatives are fixed for a seed: validation scores are comparable
-across epochs and runs (the official code re-draws validation negatives every epoch; ``validation_negatives =
-"resample"`` reproduces that by passing a different ``round``).
+numpy Generator seeded by (seed, split), so the negatives are fixed for a seed: validation scores are
+comparable across epochs and runs (the official code re-draws validation negatives every epoch;
+``validation_negatives = "resample"`` reproduces that by passing a different ``round``).
 """
 
 from __future__ import annotations

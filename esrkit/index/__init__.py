@@ -2,8 +2,10 @@
 
 * ``exact_topk`` / ``exact_search``: blocked exact cosine top-k (never an N x N matrix), deterministic ties.
 * ``HnswIndex``: a read-only hnswlib index with complete on-disk parameters.
-* ``build_neighbours`` -> ``NeighbourTable``: the (n_users, k) similar-user table training reads, keyed by user id.
-* ``build_sharded_neighbours`` / ``ShardedIndex``: one index per row-range shard, merged top-k, bounded memory.
+* ``build_neighbours`` -> ``NeighbourTable``: the (n_users, k) similar-user table training reads, keyed by
+  user id.
+* ``build_sharded_neighbours`` / ``ShardedIndex``: one index per row-range shard, merged top-k, bounded
+  memory.
 
 torch and hnswlib are imported only when a search runs.
 """

@@ -1,14 +1,16 @@
 """Exact cosine top-k neighbours without ever holding an N x N matrix: query rows are scored in blocks against
-the whole database (memory O(block x N)) and only each row's candidates are kept.
+the whole database (memory O(block x N)) and only each row's candidates are kept. (LLM-ESR's Eq. (7): each
+user's N most similar users by the cosine of their LLM user embeddings.)
 
-The official notebook builds the full N x N cosine matrix (about 22 GB in float64 for Beauty) and drops column 0
-assuming the user ranks first; duplicate prompts break that. Here:
+The official notebook builds the full N x N cosine matrix (about 22 GB in float64 for Beauty) and drops column
+0 assuming the user ranks first; duplicate prompts break that. Here:
 
-* the ranking key is a *canonical* float64 cosine, then the lower row index first, so results are deterministic and
-  identical for every block size and for any sharding of the database (see ``canonical_cosine``);
-* float32 torch matmuls + ``torch.topk`` pre-select ``k + margin`` candidates per row; each row is then certified
-  against the float32 rounding bound, and the rare rows whose tie region crosses the cut (many duplicates) are
-  re-selected from the whole float32 row, so the pre-selection never changes the answer;
+* the ranking key is a *canonical* float64 cosine, then the lower row index first, so results are
+  deterministic and identical for every block size and for any sharding of the database (see
+  ``canonical_cosine``);
+* float32 torch matmuls + ``torch.topk`` pre-select ``k + margin`` candidates per row; each row is then
+  certified against the float32 rounding bound, and the rare rows whose tie region crosses the cut (many
+  duplicates) are re-selected from the whole float32 row, so the pre-selection never changes the answer;
 * the user itself is excluded by index, never by position;
 * zero-norm rows (empty prompts) have cosine 0 with everything: their neighbours are the lowest rows.
 """
@@ -16,6 +18,7 @@ assuming the user ranks first; duplicate prompts break that. Here:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,8 +34,8 @@ _NORMALISE_CHUNK = 65_536
 
 # ---------------------------------------------------------------------------------------------- arithmetic
 def normalise_rows(x: np.ndarray) -> np.ndarray:
-    """Unit rows in float64 (zero rows stay zero). Row-wise arithmetic only, so a row's result never depends on
-    which other rows are normalised with it."""
+    """Unit rows in float64 (zero rows stay zero). Row-wise arithmetic only, so a row's result never depends
+    on which other rows are normalised with it."""
     x64 = np.asarray(x, dtype=np.float64)
     norms = np.sqrt((x64 * x64).sum(axis=-1))
     out = np.zeros_like(x64)
@@ -42,16 +45,17 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
 
 
 def canonical_cosine(query_unit: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Float64 cosine of unit query rows ``(b, d)`` with raw candidate rows ``(b, c, d)``: the one formula every
-    exact path ranks by (element-wise products summed along the contiguous axis, identical for identical inputs)."""
+    """Float64 cosine of unit query rows ``(b, d)`` with raw candidate rows ``(b, c, d)``: the one formula
+    every exact path ranks by (element-wise products summed along the contiguous axis, identical for identical
+    inputs)."""
     b, c, d = candidates.shape
     cand_unit = normalise_rows(candidates.reshape(b * c, d)).reshape(b, c, d)
     return (cand_unit * query_unit[:, None, :]).sum(axis=-1)
 
 
 def float32_error_bound(dim: int) -> float:
-    """Worst-case |float32 dot - float64 dot| for unit vectors of this dimension (rounded inputs plus recursive
-    summation), doubled for safety."""
+    """Worst-case |float32 dot - float64 dot| for unit vectors of this dimension (rounded inputs plus
+    recursive summation), doubled for safety."""
     return float((dim + 16) * 2.0**-23)
 
 
@@ -92,7 +96,7 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, chunk: int = 4096) -> flo
 @contextlib.contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
     """Temporarily set torch's intra-op threads (None keeps the current setting)."""
-    import torch
+    import torch  # lazy: index queries and numpy searches start without torch
 
     if not num_threads or num_threads <= 0:
         yield
@@ -116,10 +120,8 @@ def default_margin(k: int) -> int:
 
 
 def fingerprint_embeddings(emb: np.ndarray, chunk_rows: int = _NORMALISE_CHUNK) -> str:
-    """Same digest as ``esrkit.utils.io.fingerprint_array`` but hashed in row chunks, so a memory-mapped matrix is
-    never copied whole."""
-    import hashlib
-
+    """Same digest as ``esrkit.utils.io.fingerprint_array`` but hashed in row chunks, so a memory-mapped
+    matrix is never copied whole."""
     arr = np.asarray(emb)
     h = hashlib.sha256()
     h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
@@ -198,12 +200,12 @@ def exact_search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k database rows for each query.
 
-    ``query_rows[i]`` is query i's own global row: it is excluded when it falls inside this database, whose global
-    rows are ``database_offset + arange(len(database))``. Returns global rows ``int64 (q, k)`` and canonical float64
-    cosines; rows with fewer than k candidates are padded with -1 / -inf. Memory: ``block x len(database)`` float32
-    scores plus a float32 unit copy of the database.
+    ``query_rows[i]`` is query i's own global row: it is excluded when it falls inside this database, whose
+    global rows are ``database_offset + arange(len(database))``. Returns global rows ``int64 (q, k)`` and
+    canonical float64 cosines; rows with fewer than k candidates are padded with -1 / -inf. Memory: ``block x
+    len(database)`` float32 scores plus a float32 unit copy of the database.
     """
-    import torch
+    import torch  # lazy: index queries and numpy searches start without torch
 
     queries = check_embeddings(queries, "queries")
     database = check_embeddings(database, "database")
@@ -264,7 +266,7 @@ def _search_block(
     out_sc: np.ndarray,
 ) -> int:
     """Fill one block of query results in place; returns how many rows needed the full-row fallback."""
-    import torch
+    import torch  # lazy: index queries and numpy searches start without torch
 
     q_unit = normalise_rows(queries)
     scores32 = torch.from_numpy(q_unit.astype(np.float32)) @ db32.T
@@ -304,8 +306,8 @@ def _finalise(
     out_sc: np.ndarray,
 ) -> int:
     """Rank float32 candidates by the canonical cosine, certify each row, and redo uncertified rows from their
-    full float32 row. ``cut32`` is each row's lowest float32 candidate score: every non-candidate scores at most
-    that, hence (within ``tol``) cannot beat the k-th canonical score when ``cut32 < kth - tol``."""
+    full float32 row. ``cut32`` is each row's lowest float32 candidate score: every non-candidate scores at
+    most that, hence (within ``tol``) cannot beat the k-th canonical score when ``cut32 < kth - tol``."""
     m = len(database)
     canon = _rescore(q_unit, database, cand)
     canon[cand == self_local[:, None]] = -np.inf
@@ -356,9 +358,9 @@ def exact_topk(
     exclude_self: bool = True,
     num_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All-pairs exact cosine top-k: ``(indices int32 (n, k), scores float32 (n, k))``, most similar first, ties
-    by lower row. ``block`` = query rows per matmul (default: a 256 MiB float32 score buffer); the answer never
-    depends on it. With ``exclude_self`` the row itself is removed by index (duplicates of it stay
+    """All-pairs exact cosine top-k: ``(indices int32 (n, k), scores float32 (n, k))``, most similar first,
+    ties by lower row. ``block`` = query rows per matmul (default: a 256 MiB float32 score buffer); the answer
+    never depends on it. With ``exclude_self`` the row itself is removed by index (duplicates of it stay
     and rank first)."""
     emb = check_embeddings(emb)
     n = len(emb)

@@ -3,15 +3,15 @@
 Why a wrapper:
 
 * hnswlib is not thread-safe when ``add_items`` runs concurrently with ``knn_query``. ``HnswIndex`` has no add
-  method: items go in only inside ``HnswIndex.build`` (which returns a finished index) or come from ``load``, so a
-  query can never overlap an insertion.
-* ``load_index`` does not restore ``ef``; the JSON beside the index file records every parameter (space, dim, M,
-  ef_construction, ef, count, seed, label range, embedding fingerprint, versions) and ``load`` applies it.
-* Self exclusion over-fetches k+1 in one batched, multi-threaded ``knn_query`` and drops the query's own label.
-  hnswlib's ``filter=`` takes one Python callable for the whole batch, evaluated per visited node under the GIL,
-  so excluding a different label per user means one call per user: correct but much slower (measured in
-  benchmarks/RESULTS.md). Over-fetching is exact with respect to the graph search: when the user is not among
-  its k+1 results (e.g. many duplicates of it), the first k are kept.
+  method: items go in only inside ``HnswIndex.build`` (which returns a finished index) or come from ``load``,
+  so a query can never overlap an insertion.
+* ``load_index`` does not restore ``ef``; the JSON beside the index file records every parameter (space, dim,
+  M, ef_construction, ef, count, seed, label range, embedding fingerprint, versions) and ``load`` applies it.
+* Self exclusion over-fetches k+1 in one batched, multi-threaded ``knn_query`` and drops the query's own
+  label. hnswlib's ``filter=`` takes one Python callable for the whole batch, evaluated per visited node under
+  the GIL, so excluding a different label per user means one call per user: correct but much slower (measured
+  in benchmarks/RESULTS.md). Over-fetching is exact with respect to the graph search: when the user is not
+  among its k+1 results (e.g. many duplicates of it), the first k are kept.
 * Builds with ``num_threads=1`` are deterministic for a given seed; multi-threaded insertion order is not.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,12 @@ class IndexFormatError(ValueError):
 
 
 def _hnswlib():
-    import hnswlib
+    import hnswlib  # optional heavy import: hnswlib loads only for hnsw indexes
 
     return hnswlib
 
 
 def _hnswlib_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     for dist in ("hnswlib", "chroma-hnswlib"):
         with contextlib.suppress(PackageNotFoundError):
             return f"{dist} {version(dist)}"
@@ -148,7 +147,8 @@ class HnswIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index file atomically, then its parameter JSON (the JSON last: it marks a complete save)."""
+        """Write the index file atomically, then its parameter JSON (the JSON last: it marks a complete
+        save)."""
         path = Path(path)
         with atomic_path(path) as tmp:
             self._index.save_index(str(tmp))
@@ -190,8 +190,8 @@ class HnswIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k labels per query: ``(labels int64 (q, k), cosine float32 (q, k))``.
 
-        ``exclude[i]`` is a label to drop from query i's answer (its own row; -1 for none). Rows are padded with
-        -1 / -inf when the index holds fewer than k eligible items.
+        ``exclude[i]`` is a label to drop from query i's answer (its own row; -1 for none). Rows are padded
+        with -1 / -inf when the index holds fewer than k eligible items.
         """
         queries = check_embeddings(queries, "queries")
         if queries.shape[1] != self.dim:

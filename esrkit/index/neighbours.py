@@ -1,12 +1,13 @@
 """The similar-user table that retrieval-augmented self-distillation trains with, and how to build it.
 
-``NeighbourTable.rows[u]`` lists user row u's most similar users (0-based rows, most similar first, never u itself):
-the format of the official ``sim_user_100`` array, so ``from_official`` loads that file unchanged. Raw user ids are
-kept beside the rows so callers can key by user id instead of trusting row positions.
+``NeighbourTable.rows[u]`` lists user row u's most similar users (0-based rows, most similar first, never u
+itself): the format of the official ``sim_user_100`` array, so ``from_official`` loads that file unchanged.
+Raw user ids are kept beside the rows so callers can key by user id instead of trusting row positions.
 
-On disk (a directory): ``neighbours.npy`` (int32), optional ``scores.npy`` (float32), ``user_ids.json`` and, written
-last, ``table.json`` (counts, fingerprints of the other files, how it was built). No pickle; every file is written
-atomically and ``load`` checks the fingerprints, so a torn save is detected rather than half-read.
+On disk (a directory): ``neighbours.npy`` (int32), optional ``scores.npy`` (float32), ``user_ids.json`` and,
+written last, ``table.json`` (counts, fingerprints of the other files, how it was built). No pickle; every
+file is written atomically and ``load`` checks the fingerprints, so a torn save is detected rather than
+half-read.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import esrkit
-from esrkit.index.exact import check_embeddings, exact_search_chunked, fingerprint_embeddings, recall_at_k
+from esrkit.index.exact import (
+    check_embeddings,
+    exact_search_chunked,
+    exact_topk,
+    fingerprint_embeddings,
+    recall_at_k,
+)
+from esrkit.index.hnsw import HnswIndex
 from esrkit.utils.io import atomic_save_npy, atomic_write_json, load_npy, read_json
 
 if TYPE_CHECKING:
@@ -69,7 +77,8 @@ class NeighbourTable:
         return int(self.rows.shape[1])
 
     def validate(self) -> None:
-        """Shape, range, unique ids, no duplicate neighbours and, above all, no user listed as its own neighbour."""
+        """Shape, range, unique ids, no duplicate neighbours and, above all, no user listed as its own
+        neighbour."""
         n = self.rows.shape[0]
         if len(self.user_ids) != n:
             raise NeighbourFormatError(f"{len(self.user_ids)} user ids for {n} rows")
@@ -279,7 +288,8 @@ def build_neighbours(
 
     ``method="auto"`` uses exact blocked search below ``exact_below`` users and hnswlib above. With hnsw and
     ``measure_recall > 0``, recall@k against exact search on that many random users is logged and stored in
-    ``table.meta["recall"]``. ``index_path`` also saves the hnsw index (plus its parameter JSON) for later queries.
+    ``table.meta["recall"]``. ``index_path`` also saves the hnsw index (plus its parameter JSON) for later
+    queries.
     """
     emb = check_embeddings(user_emb, "user embeddings")
     n = len(emb)
@@ -317,8 +327,6 @@ def build_neighbours(
 def _exact_table(
     emb: np.ndarray, k: int, block: int | None, num_threads: int | None, meta: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    from esrkit.index.exact import exact_topk
-
     t0 = time.perf_counter()
     rows, scores = exact_topk(emb, k, block=block, num_threads=num_threads)
     meta["timings"] = {"search_s": time.perf_counter() - t0}
@@ -333,8 +341,6 @@ def _hnsw_table(
     index_path: str | os.PathLike | None,
     meta: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
-    from esrkit.index.hnsw import HnswIndex
-
     t0 = time.perf_counter()
     index = HnswIndex.build(emb, num_threads=num_threads, **params)
     t1 = time.perf_counter()
@@ -376,8 +382,8 @@ def neighbours_for_config(
     user_ids: Sequence[str | int] | None = None,
     **kwargs: Any,
 ) -> NeighbourTable:
-    """The table a run trains with: ``cfg.neighbours`` (an official-style int ``.npy``) when set, else built from
-    ``user_emb``. Checks that it holds at least ``cfg.n_similar`` neighbours per user."""
+    """The table a run trains with: ``cfg.neighbours`` (an official-style int ``.npy``) when set, else built
+    from ``user_emb``. Checks that it holds at least ``cfg.n_similar`` neighbours per user."""
     if cfg.neighbours:
         table = NeighbourTable.from_official(cfg.neighbours, user_ids=user_ids)
     elif user_emb is None:

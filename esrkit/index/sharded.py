@@ -1,17 +1,18 @@
 """Similar-user search for more users than one index holds in memory.
 
-hnswlib has no sharding, so (as FAISS ``IndexShards`` does) users are split by row range into shards, one index
-per shard; every user is queried against every shard and the per-shard top-k lists are merged into the global
-top-k (self excluded, ties by lower row). Shards are built, saved and queried one at a time: peak memory is one
-shard's index, the embeddings (a memory map is fine) and the (n, k) running result.
+hnswlib has no sharding, so (as FAISS ``IndexShards`` does) users are split by row range into shards, one
+index per shard; every user is queried against every shard and the per-shard top-k lists are merged into the
+global top-k (self excluded, ties by lower row). Shards are built, saved and queried one at a time: peak
+memory is one shard's index, the embeddings (a memory map is fine) and the (n, k) running result.
 
-* ``method="exact"`` gives exactly the unsharded ``exact_topk`` answer (both rank by the same canonical cosine).
-* ``method="hnsw"`` gives the per-shard hnswlib answers merged; recall per shard is typically a little higher than
-  one big index at the same ef, but every user pays one graph search per shard.
+* ``method="exact"`` gives exactly the unsharded ``exact_topk`` answer (both rank by the same canonical
+  cosine).
+* ``method="hnsw"`` gives the per-shard hnswlib answers merged; recall per shard is typically a little higher
+  than one big index at the same ef, but every user pays one graph search per shard.
 
 On disk: ``manifest.json`` (written first: method, shard ranges, parameters, embedding fingerprint) and one
-``shard-NNNNN/`` directory per shard, each written atomically with ``shard.json`` as its completion record, so an
-interrupted build resumes at the first missing shard.
+``shard-NNNNN/`` directory per shard, each written atomically with ``shard.json`` as its completion record, so
+an interrupted build resumes at the first missing shard.
 """
 
 from __future__ import annotations
@@ -206,8 +207,9 @@ class ShardedIndex:
         num_threads: int | None = None,
         ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Global top-k over all shards: ``(rows int64 (q, k), scores float64 (q, k))``; ``query_rows`` are the
-        queries' own global rows (excluded). ``ef`` overrides the stored hnsw search breadth for this call."""
+        """Global top-k over all shards: ``(rows int64 (q, k), scores float64 (q, k))``; ``query_rows`` are
+        the queries' own global rows (excluded). ``ef`` overrides the stored hnsw search breadth for this
+        call."""
         queries = check_embeddings(queries, "queries")
         rows = None if query_rows is None else np.asarray(query_rows, dtype=np.int64)
         best = empty_topk(len(queries), k)
@@ -308,8 +310,8 @@ def build_shard_indexes(
     num_threads: int | None = None,
 ) -> list[int]:
     """Build and save shard indexes without querying them: all shards, or only those listed (e.g. one per job,
-    in parallel on several machines). Finished shards are skipped. Returns the shards built now; once every shard
-    exists, ``ShardedIndex.load(out_dir)`` queries them."""
+    in parallel on several machines). Finished shards are skipped. Returns the shards built now; once every
+    shard exists, ``ShardedIndex.load(out_dir)`` queries them."""
     if method not in SHARD_METHODS:
         raise ValueError(f"sharded method must be one of {SHARD_METHODS}, got {method!r}")
     emb = check_embeddings(emb, "user embeddings")
@@ -350,8 +352,8 @@ def build_sharded_neighbours(
     measure_recall: int = 0,
     recall_seed: int = 0,
 ) -> NeighbourTable:
-    """Top-k similar users via per-shard indexes merged. With ``out_dir`` the shard indexes are also saved there
-    (one at a time, resumable) and can be queried later with ``ShardedIndex.load(out_dir)``."""
+    """Top-k similar users via per-shard indexes merged. With ``out_dir`` the shard indexes are also saved
+    there (one at a time, resumable) and can be queried later with ``ShardedIndex.load(out_dir)``."""
     if method not in SHARD_METHODS:
         raise ValueError(f"sharded method must be one of {SHARD_METHODS}, got {method!r}")
     emb = check_embeddings(emb, "user embeddings")

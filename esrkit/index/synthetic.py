@@ -1,11 +1,11 @@
 """Synthetic user embeddings that behave like real sentence embeddings, for tests and benchmarks.
 
-Isotropic Gaussian noise has no neighbour structure (hnswlib recall on it is 0.3-0.5 and means nothing), so the
-generator mimics what real LLM user embeddings look like: a strong shared direction (cosines between unrelated
-users are about 0.5, as with MiniLM), a decaying spectrum, and a two-level hierarchy (topics, then sub-clusters of
-about 200 users with Zipf-like sizes). Defaults were calibrated on the 12,101 real MiniLM item embeddings in
-``shared/reference/official-run-beauty5`` (mean cosine 0.55, mean top-10 cosine 0.83 there; 0.51 and 0.88 here,
-with slightly *more* spread across dimensions, so recall measured on it is not flattering).
+Isotropic Gaussian noise has no neighbour structure (hnswlib recall on it is 0.3-0.5 and means nothing), so
+the generator mimics what real LLM user embeddings look like: a strong shared direction (cosines between
+unrelated users are about 0.5, as with MiniLM), a decaying spectrum, and a two-level hierarchy (topics, then
+sub-clusters of about 200 users with Zipf-like sizes). Defaults were calibrated on the 12,101 real MiniLM item
+embeddings in ``shared/reference/official-run-beauty5`` (mean cosine 0.55, mean top-10 cosine 0.83 there; 0.51
+and 0.88 here, with slightly *more* spread across dimensions, so recall measured on it is not flattering).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def synthetic_user_embeddings(
     spreads: tuple[float, float, float] = (1.0, 0.9, 0.6),
     chunk: int = 100_000,
 ) -> np.ndarray:
-    """``(n, dim)`` float32, deterministic for a seed; generated in chunks (memory about n x dim x 4 bytes)."""
+    """``(n, dim)`` float32, deterministic for a seed; generated in chunks (memory about n x dim x 4
+    bytes)."""
     rng = np.random.default_rng(seed)
     sigma = np.arange(1, dim + 1, dtype=np.float64) ** -decay
     sigma /= np.sqrt((sigma**2).sum())

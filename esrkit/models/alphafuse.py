@@ -1,22 +1,24 @@
-"""AlphaFuse (Hu et al., SIGIR 2025, "Learn ID Embeddings for Sequential Recommendation in Null Space of Language
-Embeddings"), on any registered backbone.
+"""AlphaFuse (Hu et al., SIGIR 2025, "Learn ID Embeddings for Sequential Recommendation in Null Space of
+Language Embeddings"), on any registered backbone.
 
 The item table is built from the LLM item embeddings E (n, d), without an adapter:
 
 1. centre E and eigen-decompose its covariance: directions U (d, d) sorted by variance S (largest first);
-2. the semantic coordinates are (E - mean) U[:, :hidden], optionally whitened (divided by sqrt(S)), and frozen;
-3. the null space is the last ``null_dim`` of those coordinates (or every kept direction whose variance is at most
-   ``null_threshold``): directions in which the language embedding barely varies;
-4. a trainable ID embedding, ``nullity`` wide, is added onto the null-space coordinates (``cover``: replaces them).
+2. the semantic coordinates are (E - mean) U[:, :hidden], optionally whitened (divided by sqrt(S)), and
+   frozen;
+3. the null space is the last ``null_dim`` of those coordinates (or every kept direction whose variance is at
+   most ``null_threshold``): directions in which the language embedding barely varies;
+4. a trainable ID embedding, ``nullity`` wide, is added onto the null-space coordinates (``cover``: replaces
+   them).
 
-So the language geometry of the first ``hidden - nullity`` coordinates is kept exactly, collaborative signal lives
-where the text says almost nothing, and the result is an ordinary item table: the backbone, the losses, serving and
-export treat it like an ID model's. A brand-new item gets its semantic coordinates from the same projection and a
-zero ID part, so it can be recommended from its text alone.
+So the language geometry of the first ``hidden - nullity`` coordinates is kept exactly, collaborative signal
+lives where the text says almost nothing, and the result is an ordinary item table: the backbone, the losses,
+serving and export treat it like an ID model's. A brand-new item gets its semantic coordinates from the same
+projection and a zero ID part, so it can be recommended from its text alone.
 
 Scale (an esrkit choice): whitened coordinates have unit variance, which makes item vectors about sqrt(hidden)
-long; ``table_scale`` = 0 rescales them by one constant so their total variance equals the unwhitened projection's
-(the magnitude LLMInit's PCA table has); 1.0 keeps unit variance as the public code does.
+long; ``table_scale`` = 0 rescales them by one constant so their total variance equals the unwhitened
+projection's (the magnitude LLMInit's PCA table has); 1.0 keeps unit variance as the public code does.
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS, InputStage, build_encoder, official_init
 from esrkit.models.fusion import ScoreNorm
 from esrkit.models.idrec import common_options, score_options
-from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
-                                       insert_item_rows)
+from esrkit.models.recommender import (
+    ModelAssets,
+    SequentialRecommender,
+    as_vectors,
+    grow_embedding,
+    insert_item_rows,
+)
 
 
 class NullSpaceProjection:
@@ -62,7 +70,9 @@ class NullSpaceProjection:
         return n
 
     def __call__(self, items: np.ndarray) -> np.ndarray:
-        return ((np.asarray(items, dtype=np.float64) - self.mean) @ self.directions * self.scale).astype(np.float32)
+        return ((np.asarray(items, dtype=np.float64) - self.mean) @ self.directions * self.scale).astype(
+            np.float32
+        )
 
 
 @MODELS.register("alphafuse")
@@ -74,10 +84,21 @@ class AlphaFuseRecommender(SequentialRecommender):
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> AlphaFuseRecommender:
         if assets.llm_items is None:
-            raise ValueError("alphafuse needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
-        return cls(n_items, assets.llm_items, max_len=max_len, null_dim=cfg.null_dim,
-                   null_threshold=cfg.null_threshold, whiten=cfg.whiten, cover=cfg.cover,
-                   table_scale=cfg.table_scale, **common_options(cfg), **score_options(cfg))
+            raise ValueError(
+                "alphafuse needs LLM item embeddings (embedding.provider or embedding.item_embeddings)"
+            )
+        return cls(
+            n_items,
+            assets.llm_items,
+            max_len=max_len,
+            null_dim=cfg.null_dim,
+            null_threshold=cfg.null_threshold,
+            whiten=cfg.whiten,
+            cover=cfg.cover,
+            table_scale=cfg.table_scale,
+            **common_options(cfg),
+            **score_options(cfg),
+        )
 
     def __init__(
         self,
@@ -111,11 +132,18 @@ class AlphaFuseRecommender(SequentialRecommender):
         semantic[1 : n_items + 1] = torch.as_tensor(projection(llm_items))
         self.register_buffer("semantic", semantic)  # frozen; saved, so a checkpoint or export needs no LLM
         for name in ("mean", "directions", "scale"):  # the projection, for items added after training
-            self.register_buffer(f"projection_{name}", torch.as_tensor(getattr(projection, name), dtype=torch.float32))
+            self.register_buffer(
+                f"projection_{name}", torch.as_tensor(getattr(projection, name), dtype=torch.float32)
+            )
         self.ids = nn.Embedding(n_items + 2, self.nullity, padding_idx=0)
         self.inputs = InputStage(self.input_style, hidden, max_len, dropout)
-        opts = dict(heads=heads, dropout=dropout, causal=causal, **({"layers": layers} if layers else {}),
-                    **(encoder_options or {}))
+        opts = dict(
+            heads=heads,
+            dropout=dropout,
+            causal=causal,
+            **({"layers": layers} if layers else {}),
+            **(encoder_options or {}),
+        )
         self.encoder = build_encoder(backbone, hidden, **opts)
         official_init(self, skip=("ids",))
         with torch.no_grad():  # the public code draws ID parts at the semantic coordinates' own scale

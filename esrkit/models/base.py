@@ -1,67 +1,48 @@
 """The model contract shared by every recommender in esrkit, and the encoder registry.
 
-A *sequence encoder* is any ``nn.Module`` that maps an item-embedding sequence ``x`` (batch, length, d) and its
-padding ``mask`` (batch, length; True = real item) to hidden states of the same shape. Sequences are right-aligned
-(the most recent item is last), as in the official LLM-ESR code. Two optional keyword arguments let an encoder
-reproduce the official fixed-length computation exactly while esrkit trims padding:
+A *sequence encoder* is any ``nn.Module`` that maps an item-embedding sequence ``x`` (batch, length, d) and
+its padding ``mask`` (batch, length; True = real item) to hidden states of the same shape. Sequences are
+right-aligned (the most recent item is last), as in the official LLM-ESR code. Two optional keyword arguments
+let an encoder reproduce the official fixed-length computation exactly while esrkit trims padding:
 
 * ``pad_count`` (batch,): how many padding slots the official ``max_len`` layout would have had;
 * ``shared_pad``: True when every sequence's padding input is the same vector.
 
-Encoders that ignore them simply get trimmed, correctly masked sequences. Register an encoder with the objective
-its backbone trains with and the input stage it expects::
+Encoders that ignore them simply get trimmed, correctly masked sequences. Register an encoder with the
+objective its backbone trains with and the input stage it expects::
 
     @ENCODERS.register("mine", objective="seq2seq", inputs="transformer")
     class MyEncoder(nn.Module):
         def __init__(self, hidden, **options): ...
         def forward(self, x, mask, **kwargs): ...
 
-``objective``: ``seq2seq`` (next item at every position, SASRec), ``cloze`` (masked items, BERT4Rec) or ``last``
-(next item after the sequence, GRU4Rec). ``inputs``: ``transformer`` (item vectors x sqrt(d) + learned positions,
-then dropout) or ``plain`` (item vectors as they are).
+``objective``: ``seq2seq`` (next item at every position, SASRec), ``cloze`` (masked items, BERT4Rec) or
+``last`` (next item after the sequence, GRU4Rec). ``inputs``: ``transformer`` (item vectors x sqrt(d) +
+learned positions, then dropout) or ``plain`` (item vectors as they are).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esrkit.registry import Registry
+from esrkit.registry import ENCODERS, MODELS  # the registry instances live in the foundation layer
 
-ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
-MODELS: Registry[type[nn.Module]] = Registry("model")
-
-
-@dataclass
-class SeqInput:
-    """A batch of right-aligned item sequences."""
-
-    tokens: Tensor  # (B, L) long; 0 = padding, n_items + 1 = [MASK]
-    positions: Tensor  # (B, L) long; 1..len counted from the oldest kept item, 0 at padding
-    pad_count: Tensor  # (B,) long; padding slots of the official fixed max_len layout
-
-    @property
-    def mask(self) -> Tensor:
-        return self.tokens != 0
-
-    def rows(self, index: Tensor) -> SeqInput:
-        return SeqInput(self.tokens[index], self.positions[index], self.pad_count[index])
-
-    def last_columns(self, n: int) -> SeqInput:
-        """Keep the last ``n`` columns (sequences are right-aligned, so nothing real is lost if n >= max length)."""
-        return SeqInput(self.tokens[:, -n:], self.positions[:, -n:], self.pad_count)
-
-    def with_leading_pad(self) -> SeqInput:
-        """Prepend one padding column (used by recurrent encoders to read the padding input)."""
-        pad = torch.zeros_like(self.tokens[:, :1])
-        return SeqInput(
-            torch.cat([pad, self.tokens], 1), torch.cat([pad, self.positions], 1), self.pad_count
-        )
+__all__ = [
+    "ENCODERS",
+    "MODELS",
+    "Dropout",
+    "InputStage",
+    "build_encoder",
+    "dropout",
+    "dropout_scale",
+    "encoder_meta",
+    "official_init",
+]
 
 
 # 8 mask values per random byte (bit 7 first, as np.unpackbits): 1 where the bit is set, scaled later
@@ -71,10 +52,10 @@ _BIT_TABLE = ((np.arange(256)[:, None] >> np.arange(7, -1, -1)[None, :]) & 1).as
 def dropout(x: Tensor, p: float, training: bool, last_of: int = 0) -> Tensor:
     """Inverted dropout, as ``F.dropout``, but with cheap random bits on the CPU.
 
-    PyTorch's CPU dropout draws one Mersenne-Twister number per element (about 20-30 ns each here), which made
-    it the largest cost of an LLM-ESR step on a 2-core machine. On the CPU the mask comes from numpy's PCG64
-    instead: for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32
-    per element. The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable
+    PyTorch's CPU dropout draws one Mersenne-Twister number per element, which made it the largest cost of an
+    LLM-ESR step on a small CPU (benchmarks/RESULTS.md). On the CPU the mask comes from numpy's PCG64 instead:
+    for p = 0.5 (the official value everywhere) one random *bit* per element, otherwise one float32 per
+    element. The numpy generator is seeded from the torch RNG, so runs stay reproducible and resumable
     from torch's saved RNG state. On GPUs ``F.dropout`` (Philox) is already fast and is used as is.
 
     ``last_of=L``: ``x`` is the last position (dim -2 has size 1) of a tensor with ``L`` positions there, as
@@ -88,8 +69,9 @@ def dropout(x: Tensor, p: float, training: bool, last_of: int = 0) -> Tensor:
     return x * dropout_scale(tuple(x.shape), p, x.dtype, last_of)
 
 
-def dropout_scale(shape: tuple[int, ...], p: float, dtype: torch.dtype = torch.float32,
-                  last_of: int = 0) -> Tensor:
+def dropout_scale(
+    shape: tuple[int, ...], p: float, dtype: torch.dtype = torch.float32, last_of: int = 0
+) -> Tensor:
     """The CPU dropout multiplier of :func:`dropout` (0 or 1 / (1 - p) per element; one ``torch.randint``
     draw).
 
@@ -130,10 +112,11 @@ class Dropout(nn.Module):
 
 
 def official_init(module: nn.Module, skip: tuple[str, ...] = ()) -> None:
-    """The official ``_init_weights``: xavier-normal for every parameter with >= 2 dims except the named tables.
+    """The official ``_init_weights``: xavier-normal for every parameter with >= 2 dims except the named
+    tables.
 
-    1-D parameters (biases, LayerNorm) keep PyTorch's defaults, exactly as the official code (where xavier raises
-    on them and the error is swallowed).
+    1-D parameters (biases, LayerNorm) keep PyTorch's defaults, exactly as the official code (where xavier
+    raises on them and the error is swallowed).
     """
     for name, param in module.named_parameters():
         if param.dim() >= 2 and not any(s in name for s in skip):
@@ -141,7 +124,8 @@ def official_init(module: nn.Module, skip: tuple[str, ...] = ()) -> None:
 
 
 class InputStage(nn.Module):
-    """Item vectors -> encoder input. ``transformer``: x * sqrt(d) + P[position], dropout; ``plain``: identity.
+    """Item vectors -> encoder input. ``transformer``: x * sqrt(d) + P[position], dropout; ``plain``:
+    identity.
 
     One positional table serves every view (the official dual models share it)."""
 
@@ -167,5 +151,7 @@ def build_encoder(name: str, hidden: int, **options) -> nn.Module:
 
 
 def encoder_meta(name: str) -> dict:
+    """``objective`` and ``inputs`` of a registered encoder (or a ``package.module:Class`` plug-in's class
+    attributes), the registry's defaults where it declares none."""
     meta = ENCODERS.meta(name)
-    return {"objective": meta.get("objective", "seq2seq"), "inputs": meta.get("inputs", "transformer")}
+    return {"objective": meta["objective"], "inputs": meta["inputs"]}

@@ -1,16 +1,17 @@
-"""How LLM-ESR's two views meet in one score, beyond the official concatenation (esrkit switches, off by default).
+"""How LLM-ESR's two views meet in one score, beyond the official concatenation (esrkit switches, off by
+default).
 
 The official logit fusion scores ``[u_co; u_se] . [e_co; e_se] = u_co . e_co + u_se . e_se``: each view's dot
-product counts as much as its vectors' lengths make it. Two switches change that, and both keep the score a single
-dot product of a user vector and an item vector (so evaluation, serving and export are unchanged):
+product counts as much as its vectors' lengths make it. Two switches change that, and both keep the score a
+single dot product of a user vector and an item vector (so evaluation, serving and export are unchanged):
 
 * ``view_norm``: each view's user and item vectors are L2-normalised and the user side is scaled by a learned
   inverse temperature per view, so neither view wins by vector length alone;
 * ``gate``: a learned weight between the views, ``2 (1 - g)`` on the collaborative and ``2 g`` on the semantic
-  view (g = 0.5, the official score, at initialisation). ``popularity``: g per item from its training popularity,
-  ``sigmoid(a + b z_i)`` with z_i the standardised log(1 + count) (two parameters, so a tail item gets the weight
-  that tail items as a group earned, and a brand-new item that of popularity 0); ``user``: g per user from the
-  user's own representation.
+  view (g = 0.5, the official score, at initialisation). ``popularity``: g per item from its training
+  popularity, ``sigmoid(a + b z_i)`` with z_i the standardised log(1 + count) (two parameters, so a tail item
+  gets the weight that tail items as a group earned, and a brand-new item that of popularity 0); ``user``: g
+  per user from the user's own representation.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GATES = ("none", "popularity", "user")
+from esrkit.config import GATES
 
 
 class ScoreNorm(nn.Module):
     """Cosine scores with a learned inverse temperature (``model.score_norm``, single-view families): the user
     state and every item vector are L2-normalised, the user side scaled by ``exp(log_scale)``. Under a softmax
-    loss, item vector length otherwise grows with popularity and ranks popular items above closer tail items."""
+    loss, item vector length otherwise grows with popularity and ranks popular items above closer tail
+    items."""
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
@@ -43,8 +45,9 @@ class ScoreNorm(nn.Module):
 
 
 class ViewFusion(nn.Module):
-    def __init__(self, hidden: int, n_items: int, view_norm: bool = False, gate: str = "none",
-                 temperature: float = 0.1) -> None:
+    def __init__(
+        self, hidden: int, n_items: int, view_norm: bool = False, gate: str = "none", temperature: float = 0.1
+    ) -> None:
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"model.gate must be one of {GATES}, not {gate!r}")

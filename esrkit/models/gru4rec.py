@@ -1,12 +1,13 @@
 """GRU4Rec encoder (Hidasi et al. 2016) as the official LLM-ESR code runs it: one bias-free ``nn.GRU``, no
 positions, no scaling, no dropout, output at the last position.
 
-Faithfulness detail: the official code left-pads every sequence to ``max_len`` and feeds the padding through the
-GRU, so the state entering the first real item is the GRU run over ``n`` padding inputs. With ``pad_count``
-given, this encoder reproduces that state exactly without the padded arithmetic where it can: the trimmed batch
-keeps at least one padding column on the left (its input is the padding vector), and the ``max_len - L`` padding
-steps that were cut are run once — for a single sequence when every row shares the padding vector
-(``shared_pad``), otherwise per row. Without ``pad_count`` the GRU starts from zeros at the first real item.
+Faithfulness detail: the official code left-pads every sequence to ``max_len`` and feeds the padding through
+the GRU, so the state entering the first real item is the GRU run over ``n`` padding inputs. With
+``pad_count`` given, this encoder reproduces that state exactly without the padded arithmetic where it can:
+the trimmed batch keeps at least one padding column on the left (its input is the padding vector), and the
+``max_len - L`` padding steps that were cut are run once — for a single sequence when every row shares the
+padding vector (``shared_pad``), otherwise per row. Without ``pad_count`` the GRU starts from zeros at the
+first real item.
 """
 
 from __future__ import annotations
@@ -48,14 +49,18 @@ class GRU4RecEncoder(nn.Module):
         return out
 
     def _shared_pad_state(self, pad_input: Tensor, steps: int) -> Tensor:
-        """State after ``steps`` padding inputs, shared by every row. The trajectory is cached while the weights,
-        the padding input and the autograd mode are unchanged, so the length buckets and passes of one training
-        step (and a whole evaluation) run the padding once instead of once per call."""
+        """State after ``steps`` padding inputs, shared by every row. The trajectory is cached while the
+        weights, the padding input and the autograd mode are unchanged, so the length buckets and passes of
+        one training step (and a whole evaluation) run the padding once instead of once per call."""
         w = (self.gru.weight_ih_l0, self.gru.weight_hh_l0)
         key = (torch.is_grad_enabled(), w[0]._version, w[1]._version, w[0].data_ptr(), w[1].data_ptr())
         cache = self._shared_cache
-        if (cache is None or cache[0] != key or cache[2].shape[0] <= steps
-                or not torch.equal(cache[1], pad_input.detach())):
+        if (
+            cache is None
+            or cache[0] != key
+            or cache[2].shape[0] <= steps
+            or not torch.equal(cache[1], pad_input.detach())
+        ):
             states = self._pad_trajectory(pad_input, steps)
             self._shared_cache = cache = (key, pad_input.detach().clone(), states)
         return cache[2][steps]
@@ -78,7 +83,8 @@ class GRU4RecEncoder(nn.Module):
         return torch.stack(states).unsqueeze(1)
 
     def _constant_input_terms(self, pad_input: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The input projection, computed once: [gi_r, gi_z, 0] (added inside the hidden matmul), gi_n, W_hh^T."""
+        """The input projection, computed once: [gi_r, gi_z, 0] (added inside the hidden matmul), gi_n,
+        W_hh^T."""
         gi = pad_input @ self.gru.weight_ih_l0.T
         d = pad_input.shape[-1]
         gates = torch.cat([gi[:, : 2 * d], torch.zeros_like(gi[:, 2 * d :])], 1)
@@ -97,9 +103,10 @@ class GRU4RecEncoder(nn.Module):
     def _pad_run(self, pad_input: Tensor, steps: int) -> Tensor:
         """The GRU state after ``steps`` identical inputs per row, from zeros: (layers, rows, d).
 
-        The input is constant, so for one layer its projection is computed once and each step only multiplies the
-        hidden state (about 4x faster than ``nn.GRU`` over the expanded input on a CPU; same arithmetic). On a GPU
-        the step-by-step loop is launch-bound, and cuDNN's fused GRU over the expanded input is far faster."""
+        The input is constant, so for one layer its projection is computed once and each step only multiplies
+        the hidden state (faster than ``nn.GRU`` over the expanded input on a CPU, benchmarks/RESULTS.md; same
+        arithmetic). On a GPU the step-by-step loop is launch-bound, and cuDNN's fused GRU over the expanded
+        input is faster."""
         if self.gru.num_layers != 1 or pad_input.device.type != "cpu":
             _, h = self.gru(pad_input.unsqueeze(1).expand(-1, steps, -1))
             return h
@@ -116,7 +123,9 @@ class GRU4RecEncoder(nn.Module):
         shift = (L - lengths).view(B, 1)
         idx = (torch.arange(L, device=x.device).view(1, L) + shift) % L  # left-align
         left = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
-        packed = nn.utils.rnn.pack_padded_sequence(left, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            left, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+        )
         out, _ = self.gru(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=L)
         back = (torch.arange(L, device=x.device).view(1, L) - shift) % L  # right-align again

@@ -2,8 +2,8 @@
 
 ``id`` is SASRec / BERT4Rec / GRU4Rec as the official code builds them (item table with ``padding_idx=0``,
 xavier-normal init of everything, score = dot product with the item table). ``llminit`` is the paper's LLMInit
-baseline (LLM2Bert4Rec / SAID): the same model whose item table starts from the LLM item embeddings reduced by PCA
-to the hidden size, then fine-tuned.
+baseline (LLM2Bert4Rec / SAID): the same model whose item table starts from the LLM item embeddings reduced by
+PCA to the hidden size, then fine-tuned.
 
 New items: an ``id`` model knows nothing about an item it never trained on, so it gets an untrained row (the
 table's own initialisation); an ``llminit`` item starts where its trained neighbours started, at the PCA
@@ -16,19 +16,30 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS, InputStage, build_encoder, official_init
 from esrkit.models.fusion import ScoreNorm
 from esrkit.models.neighbours import TextNeighbours
 from esrkit.models.popularity import training_items
-from esrkit.models.recommender import (ModelAssets, SequentialRecommender, as_vectors, grow_embedding,
-                                       insert_item_rows)
+from esrkit.models.recommender import (
+    ModelAssets,
+    SequentialRecommender,
+    as_vectors,
+    grow_embedding,
+    insert_item_rows,
+)
 
 
 def common_options(cfg) -> dict:
     """Backbone options shared by every model family, from a ModelConfig."""
     return {
-        "backbone": cfg.backbone, "hidden": cfg.hidden, "dropout": cfg.dropout, "layers": cfg.layers,
-        "heads": cfg.heads, "causal": cfg.causal, "emulate_padding": cfg.emulate_padding,
+        "backbone": cfg.backbone,
+        "hidden": cfg.hidden,
+        "dropout": cfg.dropout,
+        "layers": cfg.layers,
+        "heads": cfg.heads,
+        "causal": cfg.causal,
+        "emulate_padding": cfg.emulate_padding,
         "encoder_options": dict(cfg.extra.get("encoder", {})),
     }
 
@@ -63,7 +74,13 @@ class IDRecommender(SequentialRecommender):
         self.inputs = InputStage(self.input_style, hidden, max_len, dropout)
         layer_opt = {"layers": layers} if layers else {}  # 0: the encoder's own default
         self.encoder = build_encoder(
-            backbone, hidden, heads=heads, dropout=dropout, causal=causal, **layer_opt, **(encoder_options or {})
+            backbone,
+            hidden,
+            heads=heads,
+            dropout=dropout,
+            causal=causal,
+            **layer_opt,
+            **(encoder_options or {}),
         )
         official_init(self)
         if init_table is not None:
@@ -112,10 +129,10 @@ class IDRecommender(SequentialRecommender):
 class LLMInitRecommender(IDRecommender):
     """Requires ``init_table``: the LLM item embeddings reduced (PCA) to ``hidden`` dims.
 
-    ``semantic_adapter`` (esrkit): every item vector also gets a trainable linear map of its frozen LLM vector,
-    ``e_i = ID_i + W x_i + b``, with W and b starting at 0 (so training starts from LLMInit exactly). The ID part
-    learns what each item's own interactions say; the shared map moves every item with its text, so an item with
-    few interactions (or none yet) still gets a trained vector."""
+    ``semantic_adapter`` (esrkit): every item vector also gets a trainable linear map of its frozen LLM
+    vector, ``e_i = ID_i + W x_i + b``, with W and b starting at 0 (so training starts from LLMInit exactly).
+    The ID part learns what each item's own interactions say; the shared map moves every item with its text,
+    so an item with few interactions (or none yet) still gets a trained vector."""
 
     @classmethod
     def requirements(cls, cfg) -> set[str]:
@@ -124,15 +141,32 @@ class LLMInitRecommender(IDRecommender):
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMInitRecommender:
         llm = assets.llm_items if cfg.semantic_adapter or cfg.text_neighbours else None
-        return cls(n_items, init_table=assets.pca_table, llm_items=llm, anchor=cfg.anchor,
-                   semantic_adapter=cfg.semantic_adapter, text_neighbours=cfg.text_neighbours, max_len=max_len,
-                   **common_options(cfg), **score_options(cfg))
+        return cls(
+            n_items,
+            init_table=assets.pca_table,
+            llm_items=llm,
+            anchor=cfg.anchor,
+            semantic_adapter=cfg.semantic_adapter,
+            text_neighbours=cfg.text_neighbours,
+            max_len=max_len,
+            **common_options(cfg),
+            **score_options(cfg),
+        )
 
-    def __init__(self, n_items: int, init_table: np.ndarray | None = None, llm_items: np.ndarray | None = None,
-                 anchor: float = 0.0, semantic_adapter: bool | None = None, text_neighbours: int = 0,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        init_table: np.ndarray | None = None,
+        llm_items: np.ndarray | None = None,
+        anchor: float = 0.0,
+        semantic_adapter: bool | None = None,
+        text_neighbours: int = 0,
+        **kwargs,
+    ) -> None:
         if init_table is None:
-            raise ValueError("llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)")
+            raise ValueError(
+                "llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)"
+            )
         super().__init__(n_items, init_table=init_table, **kwargs)
         self.anchor = anchor
         if anchor > 0:  # the semantic starting point every item vector is pulled back to
@@ -144,7 +178,9 @@ class LLMInitRecommender(IDRecommender):
         if self.semantic_adapter:
             table = torch.zeros(n_items + 2, llm_items.shape[1])
             table[1 : n_items + 1] = torch.as_tensor(llm_items, dtype=torch.float32)
-            self.register_buffer("semantic_table", table, persistent=False)  # frozen; rebuilt from the provider
+            self.register_buffer(
+                "semantic_table", table, persistent=False
+            )  # frozen; rebuilt from the provider
             self.adapter = nn.Linear(llm_items.shape[1], self.hidden)
             nn.init.zeros_(self.adapter.weight)
             nn.init.zeros_(self.adapter.bias)
@@ -181,9 +217,12 @@ class LLMInitRecommender(IDRecommender):
         if self.anchor > 0:
             self.anchor_table = insert_item_rows(self.anchor_table, torch.as_tensor(rows), self.n_items)
         if self.text_neighbours is not None:  # a new item borrows from the trained items its text resembles
-            self.text_neighbours.add(as_vectors(llm_vectors, self.text_neighbours.keys.shape[1], "llminit"),
-                                     self.n_items)
+            self.text_neighbours.add(
+                as_vectors(llm_vectors, self.text_neighbours.keys.shape[1], "llminit"), self.n_items
+            )
         if self.semantic_adapter:  # the shared map then scores the new items from their text too
             llm = torch.as_tensor(as_vectors(llm_vectors, self.semantic_table.shape[1], "llminit"))
-            self.semantic_table = insert_item_rows(self.semantic_table, llm.to(self.semantic_table), self.n_items)
+            self.semantic_table = insert_item_rows(
+                self.semantic_table, llm.to(self.semantic_table), self.n_items
+            )
         self.grow_catalogue(len(rows))

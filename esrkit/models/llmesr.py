@@ -1,22 +1,34 @@
 """LLM-ESR (Liu et al., NeurIPS 2024): dual-view modelling over any registered sequence encoder.
 
-Semantic view: a frozen table of LLM item embeddings -> adapter (two linear layers, no activation, as official)
--> the encoder. Collaborative view: a trainable ID table initialised by PCA of the LLM embeddings -> the same
-encoder. Sequence-level fusion: two cross-attentions (2 heads, bias-free Q/K/V, output projection with bias,
-key-padding mask, no residual) whose outputs *replace* the view sequences. Logit-level fusion: user = [u_co; u_se],
-item = [e_co; e_se], score = dot product. Retrieval-augmented self-distillation lives in
-esrkit/training/objectives.py (it needs teacher batches); this file holds the network.
+Where each equation of the paper (Section 3) is computed, so the file can be read beside it:
 
-Every Table 2 / Table 6 ablation is a switch: ``co_view``, ``se_view``, ``share_encoder``, ``cross_attention``,
-``adapter_layers`` (2 or 1), ``id_init`` (pca | random), ``freeze_semantic``.
+* Eq. (2) adapter ``e_se = W2 (W1 e_llm + b1) + b2``: ``Adapter`` (``semantic_vectors``);
+* Eq. (3) ``u_se = f(S_se)``, and ``u_co = f(S_co)``: ``encode`` (one encoder ``f`` shared by both views);
+* Eq. (4) cross-attention ``S^_co = softmax(Q K^T / sqrt(d)) V`` with Q from S_se, K and V from S_co (and the
+  mirror image): ``CrossAttention``, applied in ``_view_sequences``;
+* Eq. (5) logit-level fusion ``[e_se : e_co]^T [u_se : u_co]``: the views' user states and item vectors are
+  concatenated here (``encode``, ``item_vectors``); the dot product is the training losses'
+  (esrkit/training/losses.py) and the evaluator's, as for every family;
+* Eq. (6) ranking loss, Eqs. (7)-(9) retrieval-augmented self-distillation and Eq. (10) the total loss:
+  esrkit/training/losses.py, esrkit/training/objectives.py and esrkit/training/trainer.py (they need
+  batches and teachers); this file holds the network.
+
+As the official code (not the paper's notation): the concatenation order is [co; se], the adapter has no
+activation, the cross-attentions have 2 heads, bias-free Q/K/V, an output projection with bias, a key-padding
+mask and no residual, and their outputs *replace* the view sequences.
+
+Every Table 2 / Table 6 ablation is a switch: ``co_view``, ``se_view``, ``share_encoder``,
+``cross_attention``, ``adapter_layers`` (2 or 1), ``id_init`` (pca | random), ``freeze_semantic``. esrkit
+additions, off by default (the official model): ``semantic_residual`` (a trainable per-item offset on the
+frozen view) and the view fusion switches ``view_norm`` and ``gate`` (esrkit/models/fusion.py).
 
 New items (``add_items``): the semantic view is exact, adapter(new LLM vector) through the trained adapter;
 the collaborative row starts at the PCA projection of the new vector, where the trained rows started
 (``id_init="random"``: at zero, so the semantic view alone ranks the item until it is trained).
 
 Speed without changing the function: the adapter is affine, so it is applied as one composed matrix
-``W2 @ W1`` to the *unique* items of a batch instead of two matrices to every token (12x fewer FLOPs for
-1536 -> 768 -> 64); the shared encoder runs both views as one stacked batch.
+``W2 @ W1`` to the *unique* items of a batch instead of two matrices to every token; the shared encoder runs
+both views as one stacked batch.
 """
 
 from __future__ import annotations
@@ -28,9 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, InputStage, SeqInput, build_encoder, official_init
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS, InputStage, build_encoder, official_init
 from esrkit.models.fusion import ViewFusion
 from esrkit.models.idrec import common_options
+from esrkit.models.popularity import training_items
 from esrkit.models.recommender import (
     ModelAssets,
     SequentialRecommender,
@@ -41,7 +55,8 @@ from esrkit.models.recommender import (
 
 
 class Adapter(nn.Module):
-    """Eq. (2): ``W2 (W1 e + b1) + b2`` (1 layer: ``W e + b``). No activation, exactly as the official code."""
+    """Eq. (2): ``e_se = W2 (W1 e_llm + b1) + b2`` (1 layer: ``W e + b``). No activation, exactly as the
+    official code."""
 
     def __init__(self, d_in: int, d_out: int, layers: int = 2) -> None:
         super().__init__()
@@ -64,10 +79,11 @@ class Adapter(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """The official ``Multi_CrossAttention``: queries from ``x``, keys/values from ``y``; -1e9 on padding keys.
+    """Eq. (4), the official ``Multi_CrossAttention``: ``softmax(Q K^T / sqrt(d_h)) V`` with queries from
+    ``x``, keys and values from ``y``, per head; -1e9 on padding keys.
 
-    ``causal=True`` also hides every later position (-inf, so a query whose earlier keys are all padding still cannot
-    see the future): without it a causal backbone would read the next item through the other view."""
+    ``causal=True`` also hides every later position (-inf, so a query whose earlier keys are all padding still
+    cannot see the future): without it a causal backbone would read the next item through the other view."""
 
     def __init__(self, hidden: int, heads: int = 2, causal: bool = False) -> None:
         super().__init__()
@@ -125,13 +141,27 @@ class LLMESR(SequentialRecommender):
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> LLMESR:
         if assets.llm_items is None:
-            raise ValueError("LLM-ESR needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
+            raise ValueError(
+                "LLM-ESR needs LLM item embeddings (embedding.provider or embedding.item_embeddings)"
+            )
         return cls(
-            n_items, assets.llm_items, assets.pca_table, max_len=max_len,
-            co_view=cfg.co_view, se_view=cfg.se_view, share_encoder=cfg.share_encoder,
-            cross_attention=cfg.cross_attention, cross_heads=cfg.cross_heads, adapter_layers=cfg.adapter_layers,
-            id_init=cfg.id_init, freeze_semantic=cfg.freeze_semantic, semantic_residual=cfg.semantic_residual,
-            view_norm=cfg.view_norm, gate=cfg.gate, temperature=cfg.temperature, **common_options(cfg),
+            n_items,
+            assets.llm_items,
+            assets.pca_table,
+            max_len=max_len,
+            co_view=cfg.co_view,
+            se_view=cfg.se_view,
+            share_encoder=cfg.share_encoder,
+            cross_attention=cfg.cross_attention,
+            cross_heads=cfg.cross_heads,
+            adapter_layers=cfg.adapter_layers,
+            id_init=cfg.id_init,
+            freeze_semantic=cfg.freeze_semantic,
+            semantic_residual=cfg.semantic_residual,
+            view_norm=cfg.view_norm,
+            gate=cfg.gate,
+            temperature=cfg.temperature,
+            **common_options(cfg),
         )
 
     def __init__(
@@ -170,37 +200,33 @@ class LLMESR(SequentialRecommender):
             raise ValueError(f"id_init must be 'pca' or 'random', not {id_init!r}")
         self.hidden, self.co_view, self.se_view, self.id_init = hidden, co_view, se_view, id_init
         self.use_cross = cross_attention and co_view and se_view
-        d_llm = llm_items.shape[1]
+        # modules are built in the official order: it fixes the parameter order, hence the initial weights
         skip: list[str] = []
         if se_view:
-            table = _with_padding_rows(torch.as_tensor(llm_items, dtype=torch.float32))
-            if freeze_semantic:  # a buffer never receives gradients and is not saved in checkpoints
-                self.register_buffer("semantic_table", table, persistent=False)
-            else:  # the "w/o F" ablation: fine-tune the LLM table
-                self.semantic_table = nn.Parameter(table)
-            self.adapter = Adapter(d_llm, hidden, adapter_layers)
-            skip.append("semantic_table")
-            if semantic_residual:  # esrkit: a trainable per-item correction of the frozen view, starting at 0
-                self.semantic_offset = nn.Embedding(n_items + 2, hidden, padding_idx=0)
-                skip.append("semantic_offset")
+            skip += self._build_semantic_view(
+                llm_items, hidden, adapter_layers, freeze_semantic, semantic_residual
+            )
         if co_view:
-            self.collab = nn.Embedding(n_items + 2, hidden)  # no padding_idx, as official
-            if id_init == "pca":
-                if pca_table is None or pca_table.shape != (n_items, hidden):
-                    shape = None if pca_table is None else pca_table.shape
-                    raise ValueError(f"id_init='pca' needs a ({n_items}, {hidden}) PCA table, got {shape}")
-                skip.append("collab")
+            skip += self._build_collaborative_view(n_items, hidden, id_init, pca_table)
         self.inputs = InputStage(self.input_style, hidden, max_len, dropout)
-        if self.use_cross:
-            self.llm2id = CrossAttention(hidden, cross_heads, causal)  # Eq. (4): semantic queries, collab. keys
+        if self.use_cross:  # Eq. (4): semantic queries on collaborative keys, and the mirror image
+            self.llm2id = CrossAttention(hidden, cross_heads, causal)
             self.id2llm = CrossAttention(hidden, cross_heads, causal)
-        opts = dict(heads=heads, dropout=dropout, causal=causal, **({"layers": layers} if layers else {}),
-                    **(encoder_options or {}))
-        self.encoder = build_encoder(backbone, hidden, **opts)
+        opts = dict(
+            heads=heads,
+            dropout=dropout,
+            causal=causal,
+            **({"layers": layers} if layers else {}),
+            **(encoder_options or {}),
+        )
+        self.encoder = build_encoder(backbone, hidden, **opts)  # f in Eq. (3), shared by the views
         self.share_encoder = share_encoder
         if not share_encoder and co_view and se_view:  # the "w/o Share" ablation
             self.encoder_se = build_encoder(backbone, hidden, **opts)
-        self.fusion = ViewFusion(hidden, n_items, view_norm, gate, temperature) if (co_view and se_view) else None
+        # esrkit: view_norm / gate between the views (off by default: Eq. (5) as it is)
+        self.fusion = (
+            ViewFusion(hidden, n_items, view_norm, gate, temperature) if (co_view and se_view) else None
+        )
         official_init(self, skip=tuple(skip))
         if se_view and semantic_residual:
             nn.init.zeros_(self.semantic_offset.weight)
@@ -208,10 +234,38 @@ class LLMESR(SequentialRecommender):
             with torch.no_grad():
                 self.collab.weight.copy_(_with_padding_rows(torch.as_tensor(pca_table, dtype=torch.float32)))
 
+    def _build_semantic_view(
+        self, llm_items: np.ndarray, hidden: int, adapter_layers: int, freeze: bool, residual: bool
+    ) -> list[str]:
+        """E_se, the LLM item table (frozen unless ``freeze`` is off), and the adapter of Eq. (2); returns the
+        tables official_init leaves alone."""
+        table = _with_padding_rows(torch.as_tensor(llm_items, dtype=torch.float32))
+        if freeze:  # a buffer never receives gradients and is not saved in checkpoints
+            self.register_buffer("semantic_table", table, persistent=False)
+        else:  # the "w/o F" ablation: fine-tune the LLM table
+            self.semantic_table = nn.Parameter(table)
+        self.adapter = Adapter(llm_items.shape[1], hidden, adapter_layers)
+        if not residual:
+            return ["semantic_table"]
+        # esrkit: a trainable per-item correction of the frozen view, starting at 0 (model.semantic_residual)
+        self.semantic_offset = nn.Embedding(self.n_items + 2, hidden, padding_idx=0)
+        return ["semantic_table", "semantic_offset"]
+
+    def _build_collaborative_view(
+        self, n_items: int, hidden: int, id_init: str, pca_table: np.ndarray | None
+    ) -> list[str]:
+        """E_co, the trainable ID table, initialised by PCA of E_se (``id_init="pca"``) after
+        official_init."""
+        self.collab = nn.Embedding(n_items + 2, hidden)  # no padding_idx, as official
+        if id_init != "pca":
+            return []
+        if pca_table is None or pca_table.shape != (n_items, hidden):
+            shape = None if pca_table is None else pca_table.shape
+            raise ValueError(f"id_init='pca' needs a ({n_items}, {hidden}) PCA table, got {shape}")
+        return ["collab"]
+
     def setup(self, data) -> None:
         if self.fusion is not None and self.fusion.gate == "popularity":
-            from esrkit.models.popularity import training_items
-
             self.fusion.set_popularity(np.bincount(training_items(data), minlength=self.n_items + 1))
 
     def score_views(self) -> list[slice]:
@@ -222,7 +276,7 @@ class LLMESR(SequentialRecommender):
 
     # ------------------------------------------------------------------ item side
     def semantic_vectors(self, ids: Tensor) -> Tensor:
-        """adapter(E_llm[ids]) (+ the trainable offset), computed once per distinct item."""
+        """Eq. (2), adapter(E_se[ids]) (+ the esrkit offset), computed once per distinct item."""
         unique, inverse = torch.unique(ids, return_inverse=True)
         out = self.adapter(self.semantic_table[unique])
         if hasattr(self, "semantic_offset"):
@@ -238,6 +292,7 @@ class LLMESR(SequentialRecommender):
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
     def item_vectors(self, ids: Tensor) -> Tensor:
+        """[e_co : e_se], the item half of Eq. (5) (esrkit's view fusion on top when it is switched on)."""
         vectors = self._view_vectors(ids)
         return self.fusion.items(vectors, ids) if self.fusion is not None and self.fusion.active else vectors
 
@@ -256,8 +311,10 @@ class LLMESR(SequentialRecommender):
         if self.co_view and self.id_init == "pca" and projection is None:
             raise ValueError("llmesr: adding items needs the training PCA projection (mean and components)")
         if not self.se_view and projection is None:
-            raise ValueError("llmesr without the semantic view and with id_init='random' has nothing to "
-                             "start a new item from")
+            raise ValueError(
+                "llmesr without the semantic view and with id_init='random' has nothing to "
+                "start a new item from"
+            )
         d_llm = self.adapter.layers[0].in_features if self.se_view else projection.input_dim
         vectors = as_vectors(llm_vectors, d_llm, "llmesr")
         if self.co_view:
@@ -278,8 +335,26 @@ class LLMESR(SequentialRecommender):
 
     # ------------------------------------------------------------------ user side
     def encode(self, inp: SeqInput, last_only: bool = False) -> Tensor:
-        inp, added = self._maybe_leading_pad(self.encoder, inp)
-        mask = inp.mask
+        """Eq. (3) per view, side by side: [u_co : u_se] at every position (the user half of Eq. (5))."""
+        encoders = [self.encoder]
+        if self.co_view and self.se_view:
+            encoders.append(self.encoder if self.share_encoder else self.encoder_se)
+        # a recurrent encoder cannot share one padding run between views whose padding inputs differ
+        stack = self.use_cross or not getattr(self.encoder, "needs_leading_pad", False)
+        fused = self.fusion is not None and self.fusion.active
+        return self.run_encoders(
+            inp,
+            self._view_sequences,
+            encoders,
+            last_only=last_only,
+            shared_pad=not self.use_cross,
+            stack=stack,
+            finish=self.fusion.users if fused else None,
+        )
+
+    def _view_sequences(self, inp: SeqInput) -> list[Tensor]:
+        """The encoder inputs: S_co and S_se (Eq. (2) per item), through the input stage, and with both views
+        the cross-attentions of Eq. (4), whose outputs replace them (no residual, as official)."""
         views = []
         if self.co_view:
             views.append(self.inputs(self.collab(inp.tokens), inp.positions))
@@ -287,30 +362,9 @@ class LLMESR(SequentialRecommender):
             views.append(self.inputs(self.semantic_vectors(inp.tokens), inp.positions))
         if self.use_cross:
             co, se = views
-            views = [self.llm2id(se, co, mask), self.id2llm(co, se, mask)]  # replace, no residual (official)
-        kwargs = self._encoder_kwargs(inp, shared_pad=not self.use_cross)
-        last = self._encoder_last_only(self.encoder, last_only)
-        # one stacked call for both views, unless a recurrent encoder shares one padding vector per view (the
-        # views' padding inputs differ, so they cannot share a padding run)
-        stack = self.use_cross or not getattr(self.encoder, "needs_leading_pad", False)
-        if len(views) == 2 and self.share_encoder and stack:
-            stacked = self.encoder(
-                torch.cat(views, 0),
-                mask.repeat(2, 1),
-                **{k: (v.repeat(2) if isinstance(v, Tensor) else v) for k, v in kwargs.items()},
-                **last,
-            )
-            out = torch.cat(stacked.chunk(2, 0), -1)
-        elif len(views) == 2:
-            second = self.encoder if self.share_encoder else self.encoder_se
-            second_last = self._encoder_last_only(second, last_only)
-            out = torch.cat([self.encoder(views[0], mask, **kwargs, **last),
-                             second(views[1], mask, **kwargs, **second_last)], -1)
-        else:
-            out = self.encoder(views[0], mask, **kwargs, **last)
-        if self.fusion is not None and self.fusion.active:
-            out = self.fusion.users(out)
-        return out[:, 1:] if added and not last else out
+            mask = inp.mask
+            views = [self.llm2id(se, co, mask), self.id2llm(co, se, mask)]  # [S^_co, S^_se]
+        return views
 
 
 def _with_padding_rows(table: Tensor) -> Tensor:

@@ -1,16 +1,16 @@
 """Item vectors that borrow from the items whose text is closest (``model.text_neighbours``, esrkit).
 
 An item's trained ID vector is only as good as its interactions: a tail item's is trained by a handful, and an
-item added after training has none. Its LLM embedding says which items it resembles, and *their* ID vectors are
-trained. So each item's vector becomes a mix of its own ID vector and the mean ID vector of its K nearest items
-by text (cosine of the LLM embeddings, computed once):
+item added after training has none. Its LLM embedding says which items it resembles, and *their* ID vectors
+are trained. So each item's vector becomes a mix of its own ID vector and the mean ID vector of its K nearest
+items by text (cosine of the LLM embeddings, computed once):
 
     e_i = (1 - g_i) ID_i + g_i mean_{j in kNN(i)} ID_j,   g_i = sigmoid(a + b z_i)
 
 with z_i the item's standardised log(1 + training count) and a, b learned (g = 0.5 at the start): the data
 decides how much an item of a given popularity leans on its neighbours, so a tail item gets the weight tail
-items as a group earned and a brand-new item (count 0) that of popularity 0. Gradients reach the neighbours' ID
-vectors too, so popular items are trained as the prototypes of their rare look-alikes.
+items as a group earned and a brand-new item (count 0) that of popularity 0. Gradients reach the neighbours'
+ID vectors too, so popular items are trained as the prototypes of their rare look-alikes.
 """
 
 from __future__ import annotations

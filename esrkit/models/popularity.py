@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, SeqInput
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS
 from esrkit.models.recommender import ModelAssets, SequentialRecommender
 
 
@@ -16,7 +17,9 @@ from esrkit.models.recommender import ModelAssets, SequentialRecommender
 class PopularityRecommender(SequentialRecommender):
     trainable = False
 
-    def __init__(self, n_items: int, counts: np.ndarray | None = None, backbone: str = "sasrec", max_len: int = 200) -> None:
+    def __init__(
+        self, n_items: int, counts: np.ndarray | None = None, backbone: str = "sasrec", max_len: int = 200
+    ) -> None:
         super().__init__(n_items, backbone, max_len, emulate_padding=False)
         counts = np.zeros(n_items + 1) if counts is None else np.asarray(counts, dtype=np.float64)
         # log keeps scores well-scaled; ties between equal counts stay ties

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from esrkit.data.tensors import SeqInput
 from esrkit.embedding.pca import PCAProjection
-from esrkit.models.base import SeqInput, encoder_meta
+from esrkit.models.base import encoder_meta
 
 
 class NewItemsUnsupported(ValueError):
@@ -54,7 +56,9 @@ class ModelAssets:
 
 
 class SequentialRecommender(nn.Module):
-    uses_distillation = False  # True: the trainer adds retrieval-augmented self-distillation (needs neighbours)
+    uses_distillation = (
+        False  # True: the trainer adds retrieval-augmented self-distillation (needs neighbours)
+    )
     trainable = True  # False: no gradient training (e.g. the popularity baseline); ``setup`` fits it
 
     @classmethod
@@ -117,19 +121,70 @@ class SequentialRecommender(nn.Module):
             return self.encode(inp, last_only=True)[:, -1]
         return self.encode(inp)[:, -1]
 
+    def run_encoders(
+        self,
+        inp: SeqInput,
+        views: Callable[[SeqInput], list[Tensor]],
+        encoders: Sequence[nn.Module],
+        *,
+        last_only: bool = False,
+        shared_pad: bool = True,
+        stack: bool = True,
+        finish: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """The user states of every view side by side, (B, L, sum of widths) ((B, 1, .) with ``last_only``
+        where the encoders support it): ``views(inp)`` gives each view's input sequence, ``encoders`` one
+        encoder per view (the same module when the views share it), ``finish`` acts on the states before a
+        padding column added here is removed.
+
+        The rules every family's encoder call shares live here, so a model reads as its equations:
+
+        * a recurrent encoder reads the official padding input from a padding column, added to a batch without
+          one (``emulate_padding``) and removed from the output;
+        * ``pad_count`` / ``shared_pad`` (``shared_pad``: every row's padding input is the same vector)
+          reproduce the official fixed-length computation on trimmed batches;
+        * views that share one encoder run as one stacked batch when ``stack``: every row of a stacked batch
+          gets its own dropout draws, so this equals one call per view.
+        """
+        first = encoders[0]
+        inp, added = self._maybe_leading_pad(first, inp)
+        xs = views(inp)
+        mask = inp.mask
+        kwargs = self._encoder_kwargs(inp, shared_pad)
+        last = self._encoder_last_only(first, last_only)
+        if len(xs) == 1:
+            out = first(xs[0], mask, **kwargs, **last)
+        elif stack and all(encoder is first for encoder in encoders):
+            n = len(xs)
+            repeated = {k: (v.repeat(n) if isinstance(v, Tensor) else v) for k, v in kwargs.items()}
+            out = torch.cat(first(torch.cat(xs, 0), mask.repeat(n, 1), **repeated, **last).chunk(n, 0), -1)
+        else:
+            out = torch.cat(
+                [
+                    encoder(x, mask, **kwargs, **self._encoder_last_only(encoder, last_only))
+                    for encoder, x in zip(encoders, xs)
+                ],
+                -1,
+            )
+        if finish is not None:
+            out = finish(out)
+        return out[:, 1:] if added and not last else out
+
     def _encoder_kwargs(self, inp: SeqInput, shared_pad: bool) -> dict[str, Any]:
         if not self.emulate_padding:
             return {}
         return {"pad_count": inp.pad_count, "shared_pad": shared_pad}
 
     def _maybe_leading_pad(self, encoder: nn.Module, inp: SeqInput) -> tuple[SeqInput, bool]:
-        """Recurrent encoders read the padding input from a padding column; add one when the batch has none."""
-        if self.emulate_padding and getattr(encoder, "needs_leading_pad", False) and inp.tokens.shape[1] < self.max_len:
+        """Recurrent encoders read the padding input from a padding column; add one when the batch has
+        none."""
+        if (
+            self.emulate_padding
+            and getattr(encoder, "needs_leading_pad", False)
+            and inp.tokens.shape[1] < self.max_len
+        ):
             return inp.with_leading_pad(), True
         return inp, False
-
-    def frozen_parameter_names(self) -> list[str]:
-        return [n for n, p in self.named_parameters() if not p.requires_grad]
 
     def _encoder_last_only(self, encoder: nn.Module, last_only: bool) -> dict[str, Any]:
         """``last_only`` for encoders that support it (an encoder that does not returns every position)."""
@@ -152,7 +207,8 @@ class SequentialRecommender(nn.Module):
         raise NewItemsUnsupported(
             f"model family {type(self).__name__} scores items by vectors learned in training only, so an "
             "item added after training has no representation; train an LLM-enhanced family (llmesr, "
-            "llminit) to add items from their text")
+            "llminit) to add items from their text"
+        )
 
     def add_untrained_items(self, count: int, generator: torch.Generator | None = None) -> None:
         """Append ``count`` items the family knows nothing about (ID-only families: an untrained row)."""
@@ -169,9 +225,10 @@ def insert_item_rows(table: Tensor, rows: Tensor, n_items: int) -> Tensor:
     ``n_items``: the new items take ids n_items+1.., and a [MASK] row moves to the new end."""
     rows = rows.to(device=table.device, dtype=table.dtype)
     if rows.ndim != table.ndim or rows.shape[1:] != table.shape[1:]:
-        raise ValueError(f"new item rows have shape {tuple(rows.shape)}; the table's rows are "
-                         f"{tuple(table.shape[1:])}")
-    return torch.cat([table[: n_items + 1], rows, table[n_items + 1:]], 0)
+        raise ValueError(
+            f"new item rows have shape {tuple(rows.shape)}; the table's rows are {tuple(table.shape[1:])}"
+        )
+    return torch.cat([table[: n_items + 1], rows, table[n_items + 1 :]], 0)
 
 
 def grow_embedding(embedding: nn.Embedding, rows: Tensor, n_items: int) -> None:
@@ -183,11 +240,14 @@ def grow_embedding(embedding: nn.Embedding, rows: Tensor, n_items: int) -> None:
 
 def as_vectors(llm_vectors: np.ndarray | Tensor, dim: int, family: str) -> np.ndarray:
     """New items' LLM vectors as a (m, dim) float32 array, or a clear error."""
-    arr = np.asarray(llm_vectors.detach().cpu() if isinstance(llm_vectors, Tensor) else llm_vectors,
-                     dtype=np.float32)
+    arr = np.asarray(
+        llm_vectors.detach().cpu() if isinstance(llm_vectors, Tensor) else llm_vectors, dtype=np.float32
+    )
     if arr.ndim != 2 or arr.shape[1] != dim:
-        raise ValueError(f"{family}: new items need (n, {dim}) LLM vectors (the training table's width), "
-                         f"got shape {arr.shape}; embed them with the provider the model was trained with")
+        raise ValueError(
+            f"{family}: new items need (n, {dim}) LLM vectors (the training table's width), "
+            f"got shape {arr.shape}; embed them with the provider the model was trained with"
+        )
     if not np.isfinite(arr).all():
         raise ValueError(f"{family}: new items' LLM vectors contain NaN or infinity")
     return arr

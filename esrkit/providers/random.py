@@ -1,8 +1,8 @@
 """A control provider: a seeded random unit vector per distinct text.
 
-Why: it answers "does the semantic content of the LLM embeddings matter, or only their presence?" (every item gets
-a distinct, fixed vector with no meaning). The vector depends only on sha256(text) and the seed, so it is stable
-across runs and machines and duplicate texts share a vector, exactly like a real provider.
+Why: it answers "does the semantic content of the LLM embeddings matter, or only their presence?" (every item
+gets a distinct, fixed vector with no meaning). The vector depends only on sha256(text) and the seed, so it is
+stable across runs and machines and duplicate texts share a vector, exactly like a real provider.
 """
 
 from __future__ import annotations
@@ -49,5 +49,8 @@ class RandomProvider(Provider):
         return int(self.options.dim)
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
-        return np.stack([text_vector(t, self.options.dim, self.options.seed) for t in texts]) if texts else \
-            np.zeros((0, self.options.dim), dtype=np.float32)
+        return (
+            np.stack([text_vector(t, self.options.dim, self.options.seed) for t in texts])
+            if texts
+            else np.zeros((0, self.options.dim), dtype=np.float32)
+        )

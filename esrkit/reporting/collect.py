@@ -2,8 +2,8 @@
 
 A *run* is ``<output_dir>/<name>/`` with one ``seed-<seed>/`` folder per seed (see esrkit/training/rundir.py).
 ``collect_runs`` accepts a run folder, a single seed folder or any parent holding many runs, and returns one
-``Run`` per run name with the per-seed ``results.json`` (test *and* validation metrics), the resolved config and
-the provenance. Per-seed values are kept: means and stds are computed here, t-tests need the values.
+``Run`` per run name with the per-seed ``results.json`` (test *and* validation metrics), the resolved config
+and the provenance. Per-seed values are kept: means and stds are computed here, t-tests need the values.
 """
 
 from __future__ import annotations
@@ -23,11 +23,27 @@ SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 MAX_DEPTH = 6  # how deep collect_runs looks under a parent folder
 
 # model registry name -> display name (the paper's spelling); the plain backbone gets its own name.
-MODEL_LABELS = {"llmesr": "LLM-ESR", "llminit": "LLMInit", "cities": "CITIES", "melt": "MELT", "rlmrec": "RLMRec",
-                "pop": "Pop", "popularity": "Pop"}
+MODEL_LABELS = {
+    "llmesr": "LLM-ESR",
+    "llminit": "LLMInit",
+    "cities": "CITIES",
+    "melt": "MELT",
+    "rlmrec": "RLMRec",
+    "pop": "Pop",
+    "popularity": "Pop",
+}
 BACKBONE_LABELS = {"sasrec": "SASRec", "bert4rec": "Bert4Rec", "gru4rec": "GRU4Rec"}
 # the paper's Table 1 row order: backbone, long-tail baselines, LLM baselines, LLM-ESR
-MODEL_ORDER = {"pop": -1, "popularity": -1, "id": 0, "cities": 1, "melt": 2, "rlmrec": 3, "llminit": 4, "llmesr": 6}
+MODEL_ORDER = {
+    "pop": -1,
+    "popularity": -1,
+    "id": 0,
+    "cities": 1,
+    "melt": 2,
+    "rlmrec": 3,
+    "llminit": 4,
+    "llmesr": 6,
+}
 BACKBONE_ORDER = {"sasrec": 0, "bert4rec": 1, "gru4rec": 2}  # the paper's block order
 PROPOSED = {"llmesr"}
 
@@ -82,7 +98,9 @@ class Run:
     @property
     def dataset_name(self) -> str:
         data = self.config.get("data", {})
-        return str(data.get("name") or Path(str(data.get("path") or "")).name or data.get("source") or "dataset")
+        return str(
+            data.get("name") or Path(str(data.get("path") or "")).name or data.get("source") or "dataset"
+        )
 
     @property
     def label(self) -> str:
@@ -174,30 +192,42 @@ def folder_records(run_folder: Path, only_seed: int | None = None) -> RunRecords
         seed = SEED_DIR.match(seed_dir.name).group(1)
         if (only_seed is not None and int(seed) != only_seed) or not (seed_dir / "results.json").exists():
             continue
-        out[seed] = {part: _read_json(seed_dir / f"{part}.json") if (seed_dir / f"{part}.json").exists() else {}
-                     for part in ("results", "config", "provenance")}
+        out[seed] = {
+            part: _read_json(seed_dir / f"{part}.json") if (seed_dir / f"{part}.json").exists() else {}
+            for part in ("results", "config", "provenance")
+        }
     return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
 def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:
-    """A Run from seed records (a run folder's or a study's, see records.py); None without any seed. Config and
-    provenance come from the first seed that has them: merged seeds describe the same experiment."""
+    """A Run from seed records (a run folder's or a study's, see records.py); None without any seed. Config
+    and provenance come from the first seed that has them: merged seeds describe the same experiment."""
     if not records:
         return None
     config = next((rec["config"] for rec in records.values() if rec.get("config")), {})
     provenance = next((rec["provenance"] for rec in records.values() if rec.get("provenance")), {})
-    return Run(name=name, path=path, config=config, provenance=provenance,
-               results={int(seed): rec["results"] for seed, rec in records.items()})
+    return Run(
+        name=name,
+        path=path,
+        config=config,
+        provenance=provenance,
+        results={int(seed): rec["results"] for seed, rec in records.items()},
+    )
 
 
-def load_run(folder: Path, only_seed: int | None = None) -> Run | None:
-    """A run folder (``<name>/``) or, with ``only_seed``, just one of its seeds; None when nothing finished."""
+def read_run(folder: Path, only_seed: int | None = None) -> Run | None:
+    """A run folder (``<name>/``) or, with ``only_seed``, just one of its seeds; None when nothing
+    finished."""
     records = folder_records(folder, only_seed)
     if records:
-        return run_from_records(next(iter(records.values()))["results"].get("name") or folder.name, folder, records)
+        return run_from_records(
+            next(iter(records.values()))["results"].get("name") or folder.name, folder, records
+        )
     if only_seed is None and (folder / "summary.json").exists():  # no per-seed results: the summary's means
         summary = _read_json(folder / "summary.json")
-        return Run(name=summary.get("name") or folder.name, path=folder, config={}, provenance={}, summary=summary)
+        return Run(
+            name=summary.get("name") or folder.name, path=folder, config={}, provenance={}, summary=summary
+        )
     return None
 
 
@@ -206,8 +236,11 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def has_finished_seed(folder: Path) -> bool:
-    """True when ``load_run`` would find something to report (a run still training its first seed has nothing)."""
-    return (folder / "summary.json").exists() or any((d / "results.json").exists() for d in _seed_dirs(folder))
+    """True when ``read_run`` would find something to report (a run still training its first seed has
+    nothing)."""
+    return (folder / "summary.json").exists() or any(
+        (d / "results.json").exists() for d in _seed_dirs(folder)
+    )
 
 
 def _find(folder: Path, depth: int) -> Iterable[tuple[Path, int | None]]:
@@ -235,7 +268,7 @@ def collect_runs(paths: Iterable[str | Path]) -> list[Run]:
             raise FileNotFoundError(f"{path}: not a folder")
         for folder, seed in _find(path, 0):
             key = folder.resolve()
-            run = load_run(folder, seed)
+            run = read_run(folder, seed)
             if run is None:
                 continue
             if key in seen:  # a seed folder and its run folder both given: merge seeds
@@ -270,5 +303,7 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
     for run in runs:
         blocks.setdefault((names[run.dataset_key], run.backbone), []).append(run)
     datasets = list(dict.fromkeys(k[0] for k in blocks))
-    keys = sorted(blocks, key=lambda k: (datasets.index(k[0]), BACKBONE_ORDER.get(k[1], len(BACKBONE_ORDER)), k[1]))
+    keys = sorted(
+        blocks, key=lambda k: (datasets.index(k[0]), BACKBONE_ORDER.get(k[1], len(BACKBONE_ORDER)), k[1])
+    )
     return {k: sorted(blocks[k], key=lambda r: (r.order, r.label, r.name)) for k in keys}

@@ -1,4 +1,4 @@
-"""A comparison study: named runs, each a recipe plus overrides, reported side by side with seed t-tests.
+"""A comparison study's report: named runs, each a recipe plus overrides, side by side with seed t-tests.
 
 The plan is a TOML file (``recipes/studies/*.toml``)::
 
@@ -15,175 +15,155 @@ The plan is a TOML file (``recipes/studies/*.toml``)::
     [runs.best]
     recipe = "beauty5-best"              # a run may start from its own recipe
 
-The report (``study.md``, ``study.csv``, ``study.json``, ``study.png``) has one table per protocol (every group),
-the gains of every run over each reference with two-sided seed t-tests, and the stopping rule with every seed's
-best and last epoch, because early stopping changes conclusions. ``study.json`` keeps every seed's small files,
-exactly like the provider study's, so ``--record`` rebuilds or extends a published report without run folders.
+The report (``study.md``, ``study.csv``, ``study.json``, ``study.png``) has one table per protocol (every
+group), the gains of every run over each reference with two-sided seed t-tests, and the stopping rule with
+every seed's best and last epoch, because early stopping changes conclusions. ``study.json`` keeps every
+seed's small files, exactly like the provider study's, so ``--record`` rebuilds or extends a published report
+without run folders.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from esrkit.config import ConfigError, RunConfig, resolve_recipe
 from esrkit.evaluation.significance import seed_ttest
 from esrkit.reporting.collect import BACKBONE_LABELS, Run, RunRecords, has_finished_seed, run_from_records
-from esrkit.reporting.study import GAIN_GROUPS, diverged_seeds, stages_markdown
+from esrkit.reporting.study import GAIN_GROUPS, diverged_seeds, figure_study, stages_markdown
 from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
-from esrkit.resources import load_toml
 from esrkit.utils.io import atomic_write_json, atomic_write_text
 
-_PLAN_KEYS = {"description", "recipe", "seeds", "set", "references", "runs", "name"}
-_RUN_KEYS = {"recipe", "set", "label"}
 
+class Comparison(Protocol):
+    """What the report reads of a comparison plan (esrkit/runs/compare.py: ComparisonPlan)."""
 
-@dataclass
-class ComparisonRun:
-    name: str
     recipe: str
-    overrides: list[str]
-    label: str
-
-
-@dataclass
-class ComparisonPlan:
-    recipe: str
-    runs_: list[ComparisonRun]
-    seeds: list[int] = field(default_factory=lambda: [42])
-    overrides: list[str] = field(default_factory=list)  # every run, before its own
-    references: list[str] = field(default_factory=list)
-    description: str = ""
-    output_dir: str = "runs"
-    name: str = ""
-    source: str = ""  # the plan file
+    seeds: list[int]
+    references: list[str]
+    description: str
+    source: str
 
     @property
-    def folder(self) -> Path:
-        return Path(self.output_dir) / (self.name or f"study-{Path(self.source).stem or 'compare'}")
+    def folder(self) -> Path: ...
 
-    def runs(self) -> list[tuple[str, str, list[str]]]:
-        """(run name, label, overrides): the shape the study runner iterates over."""
-        return [(r.name, r.label, list(r.overrides)) for r in self.runs_]
-
-    def _run(self, name: str) -> ComparisonRun:
-        return next(r for r in self.runs_ if r.name == name)
-
-    def run_overrides(self, extra: list[str]) -> list[str]:
-        return list(self.overrides) + list(extra)
-
-    def config(self, run_name: str, extra: list[str]) -> RunConfig:
-        cfg = resolve_recipe(self._run(run_name).recipe, self.run_overrides(extra))
-        cfg.name = run_name
-        cfg.output_dir = str(self.folder)
-        return cfg
-
-    def train_command(self, run_name: str, extra: list[str]) -> list[str]:
-        sets = [arg for o in self.run_overrides(extra) for arg in ("--set", o)]
-        return ["esrkit", "train", "-r", self._run(run_name).recipe, *sets, "--name", run_name, "--output-dir",
-                str(self.folder), "--seeds", ",".join(map(str, self.seeds)), "--resume"]
-
-    # ------------------------------------------------------------------ the runner's hooks
-    def report_names(self, finished_only: bool, recorded: set[str]) -> list[str]:
-        planned = [r.name for r in self.runs_]
-        found = {d.name for d in self.folder.iterdir() if d.is_dir() and has_finished_seed(d)} \
-            if self.folder.is_dir() else set()
-        found |= set(recorded)
-        if finished_only:
-            planned = [n for n in planned if n in found]
-        return planned + sorted(n for n in found if n not in planned)
-
-    def build_report(self, stages: dict[str, dict[str, float]], failures: dict[str, str], names: list[str],
-                     records: dict[str, RunRecords]) -> dict[str, Any]:
-        runs = [r for r in (run_from_records(n, self.folder / n, records.get(n, {})) for n in names) if r is not None]
-        labels = {r.name: r.label for r in self.runs_}
-        baseline = next((labels.get(ref, ref) for ref in self.references if ref in {r.name for r in runs}), None)
-        tables = []
-        for protocol in ("sampled", "full"):
-            rows = [Row(labels.get(r.name, r.name), r.name, r.model, r.name in self.references,
-                        [Cell(r.values(protocol, g, m)) for g, m in default_columns()], len(r.seeds))
-                    for r in runs if protocol in r.protocols()]
-            if not rows:
-                continue
-            block = Block(BACKBONE_LABELS.get(runs[0].backbone, runs[0].backbone), rows)
-            mark_block(block, default_columns(), baseline)
-            tables.append(Table("study", self.folder.name, protocol, runs[0].protocol_title(protocol),
-                                default_columns(), [block]))
-        return {"plan": self.source, "recipe": self.recipe, "description": self.description, "seeds": self.seeds,
-                "references": self.references, "labels": labels, "tables": tables,
-                "gains": comparison_gains(runs, self.references), "stopping": stopping_rows(runs),
-                "stages": stages, "failures": failures, "runs": [r.name for r in runs],
-                "records": {r.name: records[r.name] for r in runs}}
-
-    def write_report(self, report: dict[str, Any]) -> list[Path]:
-        from esrkit.reporting.study import figure_study
-
-        md = [f"# Comparison study: `{self.source or self.recipe}`", ""]
-        if self.description:
-            md += [self.description, ""]
-        md += [(f"Seeds {self.seeds} trained by this call" if report.get("trained", True) else
-                "Nothing trained by this call (--report-only)")
-               + "; every row is the mean over all the seeds its run folder and the study's record hold. "
-               f"References for the marks and gains: {', '.join(self.references) or 'none'}.", ""]
-        for t in report["tables"]:
-            base = next((r.label for r in t.blocks[0].rows if r.run in self.references), None)
-            md.append(to_markdown(t, baseline=base))
-        md += ["## Gains over the references", "", comparison_gains_markdown(report["gains"], report["labels"]),
-               "## Stopping", "", stopping_markdown(report["stopping"], report["labels"]),
-               "## Wall time per stage (seconds, summed over seeds)", "", stages_markdown(report["stages"])]
-        diverged = diverged_seeds(report.get("records", {}))
-        if diverged:
-            md += ["## Diverged training", ""] + diverged + [""]
-        if report["failures"]:
-            md += ["## Failed runs", ""] + [f"- {k}: {v}" for k, v in report["failures"].items()]
-        folder = self.folder
-        paths = [folder / "study.md", folder / "study.csv", folder / "study.json"]
-        atomic_write_text(paths[0], "\n".join(md) + "\n")
-        atomic_write_text(paths[1], to_csv(report["tables"]))
-        atomic_write_json(paths[2], {k: v for k, v in report.items() if k != "tables"})
-        try:
-            paths.append(figure_study(report, folder / "study.png"))
-        except Exception:  # noqa: BLE001 - a figure problem must not lose the tables
-            pass
-        return paths
+    def runs(self) -> list[tuple[str, str, list[str]]]: ...
 
 
-def load_plan(path: str | Path, output_dir: str = "runs", name: str = "") -> ComparisonPlan:
-    """Read and check a plan file; every run's config is resolved here, so a bad key fails before training."""
-    from esrkit.resources import find_resource
+def report_names(plan: Comparison, finished_only: bool, recorded: set[str]) -> list[str]:
+    """The plan's runs, then any other run with a finished seed in the study folder or its record."""
+    planned = [name for name, _, _ in plan.runs()]
+    found = (
+        {d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)}
+        if plan.folder.is_dir()
+        else set()
+    )
+    found |= set(recorded)
+    if finished_only:
+        planned = [n for n in planned if n in found]
+    return planned + sorted(n for n in found if n not in planned)
 
-    file = find_resource("study", str(path))
-    tree = load_toml(file)
-    unknown = set(tree) - _PLAN_KEYS
-    if unknown:
-        raise ConfigError(f"{file}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_PLAN_KEYS)}")
-    runs_tree = tree.get("runs")
-    if not isinstance(runs_tree, dict) or not runs_tree:
-        raise ConfigError(f"{file}: needs at least one [runs.NAME] table")
-    recipe = tree.get("recipe", "")
-    runs = []
-    for run_name, spec in runs_tree.items():
-        if not isinstance(spec, dict) or set(spec) - _RUN_KEYS:
-            raise ConfigError(f"{file}: runs.{run_name}: allowed keys are {sorted(_RUN_KEYS)}")
-        run_recipe = spec.get("recipe", recipe)
-        if not run_recipe:
-            raise ConfigError(f"{file}: runs.{run_name} has no recipe (set one at the top or in the run)")
-        runs.append(ComparisonRun(run_name, run_recipe, list(spec.get("set", [])), spec.get("label", run_name)))
-    references = list(tree.get("references", []))
-    missing = [r for r in references if r not in runs_tree]
-    if missing:
-        raise ConfigError(f"{file}: references {missing} are not runs of the plan ({sorted(runs_tree)})")
-    plan = ComparisonPlan(recipe=recipe, runs_=runs, seeds=[int(s) for s in tree.get("seeds", [42])],
-                          overrides=list(tree.get("set", [])), references=references,
-                          description=tree.get("description", ""), output_dir=output_dir,
-                          name=name or tree.get("name", ""), source=str(file))
-    for run_name, _, extra in plan.runs():
-        try:
-            plan.config(run_name, extra)
-        except (ConfigError, KeyError, FileNotFoundError) as exc:
-            raise ConfigError(f"{file}: runs.{run_name}: {exc}") from None
-    return plan
+
+def build_report(
+    plan: Comparison,
+    stages: dict[str, dict[str, float]],
+    failures: dict[str, str],
+    names: list[str],
+    records: dict[str, RunRecords],
+) -> dict[str, Any]:
+    """Tables per protocol, gains over the references, the stopping rule of every run, stage times."""
+    runs = [
+        r for r in (run_from_records(n, plan.folder / n, records.get(n, {})) for n in names) if r is not None
+    ]
+    labels = {name: label for name, label, _ in plan.runs()}
+    baseline = next((labels.get(ref, ref) for ref in plan.references if ref in {r.name for r in runs}), None)
+    tables = []
+    for protocol in ("sampled", "full"):
+        rows = [
+            Row(
+                labels.get(r.name, r.name),
+                r.name,
+                r.model,
+                r.name in plan.references,
+                [Cell(r.values(protocol, g, m)) for g, m in default_columns()],
+                len(r.seeds),
+            )
+            for r in runs
+            if protocol in r.protocols()
+        ]
+        if not rows:
+            continue
+        block = Block(BACKBONE_LABELS.get(runs[0].backbone, runs[0].backbone), rows)
+        mark_block(block, default_columns(), baseline)
+        tables.append(
+            Table(
+                "study",
+                plan.folder.name,
+                protocol,
+                runs[0].protocol_title(protocol),
+                default_columns(),
+                [block],
+            )
+        )
+    return {
+        "plan": plan.source,
+        "recipe": plan.recipe,
+        "description": plan.description,
+        "seeds": plan.seeds,
+        "references": plan.references,
+        "labels": labels,
+        "tables": tables,
+        "gains": comparison_gains(runs, plan.references),
+        "stopping": stopping_rows(runs),
+        "stages": stages,
+        "failures": failures,
+        "runs": [r.name for r in runs],
+        "records": {r.name: records[r.name] for r in runs},
+    }
+
+
+def write_report(plan: Comparison, report: dict[str, Any]) -> list[Path]:
+    """study.md, study.csv, study.json and (when it draws) study.png in the study folder."""
+    md = [f"# Comparison study: `{plan.source or plan.recipe}`", ""]
+    if plan.description:
+        md += [plan.description, ""]
+    md += [
+        (
+            f"Seeds {plan.seeds} trained by this call"
+            if report.get("trained", True)
+            else "Nothing trained by this call (--report-only)"
+        )
+        + "; every row is the mean over all the seeds its run folder and the study's record hold. "
+        f"References for the marks and gains: {', '.join(plan.references) or 'none'}.",
+        "",
+    ]
+    for t in report["tables"]:
+        base = next((r.label for r in t.blocks[0].rows if r.run in plan.references), None)
+        md.append(to_markdown(t, baseline=base))
+    md += [
+        "## Gains over the references",
+        "",
+        comparison_gains_markdown(report["gains"], report["labels"]),
+        "## Stopping",
+        "",
+        stopping_markdown(report["stopping"], report["labels"]),
+        "## Wall time per stage (seconds, summed over seeds)",
+        "",
+        stages_markdown(report["stages"]),
+    ]
+    diverged = diverged_seeds(report.get("records", {}))
+    if diverged:
+        md += ["## Diverged training", ""] + diverged + [""]
+    if report["failures"]:
+        md += ["## Failed runs", ""] + [f"- {k}: {v}" for k, v in report["failures"].items()]
+    folder = plan.folder
+    paths = [folder / "study.md", folder / "study.csv", folder / "study.json"]
+    atomic_write_text(paths[0], "\n".join(md) + "\n")
+    atomic_write_text(paths[1], to_csv(report["tables"]))
+    atomic_write_json(paths[2], {k: v for k, v in report.items() if k != "tables"})
+    with contextlib.suppress(Exception):  # a figure problem must not lose the tables
+        paths.append(figure_study(report, folder / "study.png"))
+    return paths
 
 
 def comparison_gains(runs: list[Run], references: list[str]) -> list[dict[str, Any]]:
@@ -204,20 +184,38 @@ def comparison_gains(runs: list[Run], references: list[str]) -> list[dict[str, A
                         if not a or not b:
                             continue
                         ma, mb = sum(a) / len(a), sum(b) / len(b)
-                        out.append({"run": r.name, "versus": ref_name, "protocol": protocol, "group": group,
-                                    "metric": metric, "value": ma, "reference": mb,
-                                    "gain_pct": (ma - mb) / mb * 100 if mb else float("nan"),
-                                    "p_value": seed_ttest(a, b), "seeds": [len(a), len(b)]})
+                        out.append(
+                            {
+                                "run": r.name,
+                                "versus": ref_name,
+                                "protocol": protocol,
+                                "group": group,
+                                "metric": metric,
+                                "value": ma,
+                                "reference": mb,
+                                "gain_pct": (ma - mb) / mb * 100 if mb else float("nan"),
+                                "p_value": seed_ttest(a, b),
+                                "seeds": [len(a), len(b)],
+                            }
+                        )
     return out
 
 
 def comparison_gains_markdown(gains: list[dict[str, Any]], labels: dict[str, str]) -> str:
     if not gains:
         return "No gains to show: the plan names no reference run with finished seeds.\n"
-    cols = [("overall", "ndcg@10"), ("tail_item", "ndcg@10"), ("head_item", "ndcg@10"), ("tail_user", "ndcg@10"),
-            ("overall", "hr@10")]
-    lines = ["| run | versus | protocol | N@10 overall | N@10 tail item | N@10 head item | N@10 tail user | "
-             "H@10 overall |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    cols = [
+        ("overall", "ndcg@10"),
+        ("tail_item", "ndcg@10"),
+        ("head_item", "ndcg@10"),
+        ("tail_user", "ndcg@10"),
+        ("overall", "hr@10"),
+    ]
+    lines = [
+        "| run | versus | protocol | N@10 overall | N@10 tail item | N@10 head item | N@10 tail user | "
+        "H@10 overall |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     index = {(g["run"], g["versus"], g["protocol"], g["group"], g["metric"]): g for g in gains}
     for run, versus, protocol in dict.fromkeys((g["run"], g["versus"], g["protocol"]) for g in gains):
         cells = []
@@ -230,29 +228,52 @@ def comparison_gains_markdown(gains: list[dict[str, Any]], labels: dict[str, str
             else:
                 p = "" if g["p_value"] != g["p_value"] else f" (p={g['p_value']:.2g})"
                 cells.append(f"{g['gain_pct']:+.1f}%{p}")
-        lines.append(f"| {labels.get(run, run)} | {labels.get(versus, versus)} | {protocol} | " + " | ".join(cells)
-                     + " |")
+        lines.append(
+            f"| {labels.get(run, run)} | {labels.get(versus, versus)} | {protocol} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def stopping_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per run: what selected the epoch (protocol, metric, patience, epoch cap) and each seed's best/last epoch."""
+    """Per run: what selected the epoch (protocol, metric, patience, epoch cap) and each seed's best/last
+    epoch."""
     out = []
     for r in runs:
         train, ev = r.config.get("train", {}), r.config.get("eval", {})
-        seeds = {s: {"best_epoch": res.get("best_epoch"), "epochs_run": res.get("epochs_run"),
-                     "best_valid_score": res.get("best_valid_score")} for s, res in sorted(r.results.items())}
-        out.append({"run": r.name, "watch": f"{ev.get('valid_protocol', 'sampled')} {train.get('watch', 'ndcg@10')}",
-                    "patience": train.get("patience"), "max_epochs": train.get("epochs"), "seeds": seeds})
+        seeds = {
+            s: {
+                "best_epoch": res.get("best_epoch"),
+                "epochs_run": res.get("epochs_run"),
+                "best_valid_score": res.get("best_valid_score"),
+            }
+            for s, res in sorted(r.results.items())
+        }
+        out.append(
+            {
+                "run": r.name,
+                "watch": f"{ev.get('valid_protocol', 'sampled')} {train.get('watch', 'ndcg@10')}",
+                "patience": train.get("patience"),
+                "max_epochs": train.get("epochs"),
+                "seeds": seeds,
+            }
+        )
     return out
 
 
 def stopping_markdown(rows: list[dict[str, Any]], labels: dict[str, str]) -> str:
-    lines = ["Epochs are selected on the validation split only; training stops after `patience` epochs without a "
-             "strictly better validation score, or at the cap. Per seed: best epoch / epochs run (0-based best).", "",
-             "| run | selected on (validation) | patience | cap | seeds: best / run |", "| --- | --- | ---: | ---: | --- |"]
+    lines = [
+        "Epochs are selected on the validation split only; training stops after `patience` epochs without a "
+        "strictly better validation score, or at the cap. Per seed: best epoch / epochs run (0-based best).",
+        "",
+        "| run | selected on (validation) | patience | cap | seeds: best / run |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for row in rows:
         seeds = ", ".join(f"{s}: {v['best_epoch']} / {v['epochs_run']}" for s, v in row["seeds"].items())
-        lines.append(f"| {labels.get(row['run'], row['run'])} | {row['watch']} | {row['patience']} | "
-                     f"{row['max_epochs']} | {seeds} |")
+        lines.append(
+            f"| {labels.get(row['run'], row['run'])} | {row['watch']} | {row['patience']} | "
+            f"{row['max_epochs']} | {seeds} |"
+        )
     return "\n".join(lines) + "\n"

@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-GROUPS = (("overall", "Overall"), ("tail_item", "Tail item"), ("head_item", "Head item"),
-          ("tail_user", "Tail user"), ("head_user", "Head user"))
+GROUPS = (
+    ("overall", "Overall"),
+    ("tail_item", "Tail item"),
+    ("head_item", "Head item"),
+    ("tail_user", "Tail user"),
+    ("head_user", "Head user"),
+)
 
 
 def _value(entry: Any) -> tuple[float, float | None]:
@@ -36,10 +41,14 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], protocol: str, k: int 
                 line.append(f"{mean:.4f}" + (f"±{std:.4f}" if std else ""))
         lines.append(line)
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+
     def fmt(r: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
 
-    title = {"sampled": "paper protocol: target + 100 sampled negatives", "full": "full ranking over all items"}
+    title = {
+        "sampled": "paper protocol: target + 100 sampled negatives",
+        "full": "full ranking over all items",
+    }
     out = [f"[{protocol}] {title.get(protocol, protocol)}", fmt(lines[0]), "  ".join("-" * w for w in widths)]
     out += [fmt(r) for r in lines[1:]]
     return "\n".join(out)

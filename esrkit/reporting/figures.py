@@ -4,10 +4,11 @@
   5-group bucket on a second axis when runs are given;
 * Figure 3 ``figure_sweep``: test N@10 / H@10 against each swept value (alpha, N), from a ``sweep.json``;
 * Figure 4 ``figure_groups``: bars per 5-group user and item bucket, one bar per model;
-* Figure 5 ``figure_tsne``: t-SNE of item embeddings coloured by popularity bucket (a run's best checkpoint and
-  the raw LLM item embeddings: ``tsne_panels``).
+* Figure 5 ``figure_tsne``: t-SNE of item embeddings coloured by popularity bucket (the vectors of trained
+  runs and the raw LLM item embeddings, given by esrkit/runs/figures.py: reporting never loads a model).
 
-Every function saves the PNG and returns the ``Figure`` so tests can count bars and lines.
+Every function saves the PNG and returns the ``Figure`` so tests can count bars and lines. ``esrkit report
+--figures`` draws them from run folders with esrkit/runs/figures.py.
 """
 
 from __future__ import annotations
@@ -21,14 +22,31 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from esrkit.data.groups import ITEM_BUCKET_EDGES, ITEM_BUCKET_LABELS, USER_BUCKET_EDGES, USER_BUCKET_LABELS
+from esrkit.data.groups import (
+    ITEM_BUCKET_EDGES,
+    ITEM_BUCKET_LABELS,
+    USER_BUCKET_EDGES,
+    USER_BUCKET_LABELS,
+    evaluated_input_length,
+)
+from esrkit.data.stats import dataset_stats
 from esrkit.reporting.collect import Run, protocol_title, unique_labels
-from esrkit.reporting.tables import column_title
+from esrkit.reporting.tables import column_title, format_value
 
 USER_GROUPS = tuple(f"user_{b}" for b in USER_BUCKET_LABELS)
 ITEM_GROUPS = tuple(f"item_{b}" for b in ITEM_BUCKET_LABELS)
-COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
-           "#64B5CD")
+COLOURS = (
+    "#4C72B0",
+    "#DD8452",
+    "#55A868",
+    "#C44E52",
+    "#8172B3",
+    "#937860",
+    "#DA8BC3",
+    "#8C8C8C",
+    "#CCB974",
+    "#64B5CD",
+)
 POP_COLOURS = ("#d62728", "#ff7f0e", "#bcbd22", "#17becf", "#1f77b4")  # tail (red) -> head (blue)
 DPI = 130
 
@@ -45,23 +63,37 @@ def _metric_label(metric: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- Figure 4
-def figure_groups(runs: list[Run], path: str | Path, protocol: str = "sampled",
-                  metrics: tuple[str, ...] = ("ndcg@10", "hr@10"), labels: list[str] | None = None,
-                  title: str = "") -> Figure:
+def figure_groups(
+    runs: list[Run],
+    path: str | Path,
+    protocol: str = "sampled",
+    metrics: tuple[str, ...] = ("ndcg@10", "hr@10"),
+    labels: list[str] | None = None,
+    title: str = "",
+) -> Figure:
     """Rows = metrics, columns = user buckets / item buckets; one bar per model in every bucket."""
     labels = labels or unique_labels(runs)
     fig = Figure(figsize=(11, 3.6 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), 2, squeeze=False)
     width = 0.8 / max(len(runs), 1)
     for row, metric in enumerate(metrics):
-        for col, (groups, ticks, what) in enumerate(((USER_GROUPS, USER_BUCKET_LABELS, "users: input length"),
-                                                     (ITEM_GROUPS, ITEM_BUCKET_LABELS, "items: target popularity"))):
+        for col, (groups, ticks, what) in enumerate(
+            (
+                (USER_GROUPS, USER_BUCKET_LABELS, "users: input length"),
+                (ITEM_GROUPS, ITEM_BUCKET_LABELS, "items: target popularity"),
+            )
+        ):
             ax = axes[row][col]
             x = np.arange(len(groups))
             for i, (run, label) in enumerate(zip(runs, labels)):
                 heights = [run.mean(protocol, g, metric) for g in groups]
-                ax.bar(x + (i - (len(runs) - 1) / 2) * width, heights, width, label=label,
-                       color=COLOURS[i % len(COLOURS)])
+                ax.bar(
+                    x + (i - (len(runs) - 1) / 2) * width,
+                    heights,
+                    width,
+                    label=label,
+                    color=COLOURS[i % len(COLOURS)],
+                )
             counts = [runs[0].users(protocol, g) if runs else None for g in groups]
             ax.set_xticks(x, [t if n is None else f"{t}\n(n={n})" for t, n in zip(ticks, counts)], fontsize=8)
             ax.set_xlabel(what)
@@ -69,8 +101,11 @@ def figure_groups(runs: list[Run], path: str | Path, protocol: str = "sampled",
             ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="upper left")
     negatives = runs[0].config.get("eval", {}).get("negatives", 100) if runs else 100
-    fig.suptitle(f"{title + ' — ' if title else ''}5-group performance [{protocol}: "
-                 f"{protocol_title(protocol, negatives)}]", fontsize=10)
+    fig.suptitle(
+        f"{title + ' — ' if title else ''}5-group performance [{protocol}: "
+        f"{protocol_title(protocol, negatives)}]",
+        fontsize=10,
+    )
     _save(fig, path)
     return fig
 
@@ -82,12 +117,15 @@ def _anchor(sweep: dict[str, Any]) -> dict[str, Any]:
     return dict(best) if sweep["mode"] == "product" and best else dict(sweep["base"])
 
 
-def _panel_points(sweep: dict[str, Any], key: str, anchor: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+def _panel_points(
+    sweep: dict[str, Any], key: str, anchor: dict[str, Any]
+) -> list[tuple[Any, dict[str, Any]]]:
     points = []
     for value in sweep["grid"][key]:
         want = {**anchor, key: value}
-        entry = next((e for e in sweep["settings"]
-                      if all(_same(e["params"].get(k), v) for k, v in want.items())), None)
+        entry = next(
+            (e for e in sweep["settings"] if all(_same(e["params"].get(k), v) for k, v in want.items())), None
+        )
         points.append((value, entry or {}))
     return points
 
@@ -98,12 +136,18 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def figure_sweep(sweep: dict[str, Any], path: str | Path, protocol: str | None = None,
-                 metrics: tuple[str, ...] = ("ndcg@10", "hr@10")) -> Figure:
+def figure_sweep(
+    sweep: dict[str, Any],
+    path: str | Path,
+    protocol: str | None = None,
+    metrics: tuple[str, ...] = ("ndcg@10", "hr@10"),
+) -> Figure:
     """One panel per swept key: test metrics against the value (categorical x, grid order); the setting chosen
     on validation is circled. Pending settings are gaps."""
     done = [e for e in sweep["settings"] if e.get("status") == "done"]
-    protocol = protocol or next((p for p in ("sampled", "full") if any(p in e["test"] for e in done)), "sampled")
+    protocol = protocol or next(
+        (p for p in ("sampled", "full") if any(p in e["test"] for e in done)), "sampled"
+    )
     keys = list(sweep["grid"])
     anchor = _anchor(sweep)
     best = (sweep.get("best") or {}).get("name")
@@ -123,23 +167,20 @@ def figure_sweep(sweep: dict[str, Any], path: str | Path, protocol: str | None =
             chosen = [j for j, (_, e) in enumerate(points) if e.get("name") == best]
             if chosen:
                 ax.scatter(x[chosen], y[chosen], s=160, facecolors="none", edgecolors="black", zorder=3)
-        ax.set_xticks(x, [_fmt(v) for v, _ in points])
+        ax.set_xticks(x, [format_value(v) for v, _ in points])
         ax.set_xlabel(key.split(".")[-1])
         ax.set_ylabel(f"test [{protocol}]")
-        others = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in anchor.items() if k != key)
+        others = ", ".join(f"{k.split('.')[-1]}={format_value(v)}" for k, v in anchor.items() if k != key)
         ax.set_title(f"{key.split('.')[-1]}" + (f" ({others})" if others else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Sweep {sweep.get('prefix', '')} ({sweep['mode']}): circle = chosen on validation "
-                 f"{sweep['select']['metric']}; shaded: ±1 std over seeds; {protocol_title(protocol)}", fontsize=9)
+    fig.suptitle(
+        f"Sweep {sweep.get('prefix', '')} ({sweep['mode']}): circle = chosen on validation "
+        f"{sweep['select']['metric']}; shaded: ±1 std over seeds; {protocol_title(protocol)}",
+        fontsize=9,
+    )
     _save(fig, path)
     return fig
-
-
-def _fmt(v: Any) -> str:
-    from esrkit.reporting.sweep import format_value
-
-    return format_value(v)
 
 
 # ---------------------------------------------------------------------------------------------- Figure 5
@@ -149,16 +190,23 @@ def popularity_buckets(popularity: np.ndarray) -> np.ndarray:
 
 
 def tsne_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # optional heavy dependency: scikit-learn loads only for t-SNE
 
     n = len(vectors)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-        np.asarray(vectors, dtype=np.float64))
+        np.asarray(vectors, dtype=np.float64)
+    )
 
 
-def figure_tsne(panels: list[tuple[str, np.ndarray]], popularity: np.ndarray, path: str | Path,
-                max_items: int = 3000, seed: int = 0, title: str = "") -> Figure:
+def figure_tsne(
+    panels: list[tuple[str, np.ndarray]],
+    popularity: np.ndarray,
+    path: str | Path,
+    max_items: int = 3000,
+    seed: int = 0,
+    title: str = "",
+) -> Figure:
     """One t-SNE panel per (title, (n_items, d) vectors); one scatter per popularity bucket (5 per panel).
     Above ``max_items`` the same random subset of items is used in every panel."""
     popularity = np.asarray(popularity)
@@ -172,8 +220,14 @@ def figure_tsne(panels: list[tuple[str, np.ndarray]], popularity: np.ndarray, pa
         xy = tsne_2d(np.asarray(vectors)[keep], seed)
         for b, label in enumerate(ITEM_BUCKET_LABELS):
             sel = buckets == b
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=POP_COLOURS[b], edgecolors="none",
-                       label=f"{label} ({int(sel.sum())})")
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=6,
+                color=POP_COLOURS[b],
+                edgecolors="none",
+                label=f"{label} ({int(sel.sum())})",
+            )
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -181,36 +235,6 @@ def figure_tsne(panels: list[tuple[str, np.ndarray]], popularity: np.ndarray, pa
     fig.suptitle(title or f"t-SNE of item embeddings ({len(keep)} items)", fontsize=10)
     _save(fig, path)
     return fig
-
-
-def tsne_panels(run_dirs: list[str | Path], device: str = "cpu") -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
-    """(panels, popularity) from seed folders: each run's ``all_item_vectors()`` of its best checkpoint, then the
-    raw LLM item embeddings (once) when a run loaded them. Runs must share a dataset."""
-    import torch
-
-    from esrkit.reporting.collect import BACKBONE_LABELS, MODEL_LABELS
-    from esrkit.training.pipeline import load_run as load_trained
-
-    panels: list[tuple[str, np.ndarray]] = []
-    llm, popularity, fingerprint = None, None, None
-    for run_dir in run_dirs:
-        run = load_trained(run_dir, device, add_cold=False)
-        fp = run.inputs.fingerprints.get("data")
-        if fingerprint is not None and fp != fingerprint:
-            raise ValueError(f"{run_dir}: another dataset than {run_dirs[0]}; one t-SNE figure per dataset")
-        fingerprint = fp
-        with torch.no_grad():
-            vectors = run.model.all_item_vectors()[1: run.inputs.data.n_items + 1].float().cpu().numpy()
-        m = run.cfg.model
-        label = BACKBONE_LABELS.get(m.backbone, m.backbone) if m.name == "id" else MODEL_LABELS.get(m.name, m.name)
-        panels.append((f"{label} ({run.cfg.name}) d={vectors.shape[1]}", vectors))
-        if llm is None and run.inputs.assets.llm_items is not None:
-            llm = np.asarray(run.inputs.assets.llm_items)
-        popularity = run.inputs.data.item_popularity()[1:]
-    if llm is not None:
-        panels.append((f"raw LLM item embeddings d={llm.shape[1]}", llm))
-    assert popularity is not None
-    return panels, popularity
 
 
 # ---------------------------------------------------------------------------------------------- Figure 1
@@ -225,13 +249,16 @@ def _bucket_centres(values: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
     return np.array(out)
 
 
-def figure_longtail(data: Any, path: str | Path, runs: list[Run] | None = None, protocol: str = "sampled",
-                    metric: str = "ndcg@10", max_len: int = 200) -> Figure:
+def figure_longtail(
+    data: Any,
+    path: str | Path,
+    runs: list[Run] | None = None,
+    protocol: str = "sampled",
+    metric: str = "ndcg@10",
+    max_len: int = 200,
+) -> Figure:
     """(a) users per sequence length, (b) items per popularity (log-log), each with the models' ``metric`` per
     5-group bucket on a second y axis (one line per run)."""
-    from esrkit.data.groups import evaluated_input_length
-    from esrkit.data.stats import dataset_stats
-
     stats = dataset_stats(data, max_len=max_len)
     lengths = data.lengths()
     pop = data.item_popularity()[1:]
@@ -243,7 +270,9 @@ def figure_longtail(data: Any, path: str | Path, runs: list[Run] | None = None, 
     ax_u.set_yscale("log")
     ax_u.set_xlabel(f"interactions per user (clipped at {top})")
     ax_u.set_ylabel("users")
-    ax_u.set_title(f"(a) long-tail users: {100 * stats['users_lt10_share']:.1f}% have < 10 interactions", fontsize=9)
+    ax_u.set_title(
+        f"(a) long-tail users: {100 * stats['users_lt10_share']:.1f}% have < 10 interactions", fontsize=9
+    )
     bins = np.unique(np.logspace(0, math.log10(max(pop.max(), 2)) + 0.01, 30).astype(int))
     ax_i.hist(pop, bins=bins, color="#fdae6b")
     ax_i.set_xscale("log")
@@ -253,7 +282,9 @@ def figure_longtail(data: Any, path: str | Path, runs: list[Run] | None = None, 
         axis.set_minor_formatter(NullFormatter())
     ax_i.set_xlabel("users per item (popularity)")
     ax_i.set_ylabel("items")
-    ax_i.set_title(f"(b) long-tail items: {100 * stats['items_le30_share']:.1f}% have <= 30 interactions", fontsize=9)
+    ax_i.set_title(
+        f"(b) long-tail items: {100 * stats['items_le30_share']:.1f}% have <= 30 interactions", fontsize=9
+    )
     if runs:
         centres_u = _bucket_centres(evaluated_input_length(data, "test", max_len), USER_BUCKET_EDGES)
         target_pop = data.item_popularity()[data.targets("test")]
@@ -261,97 +292,28 @@ def figure_longtail(data: Any, path: str | Path, runs: list[Run] | None = None, 
         for ax, groups, centres in ((ax_u, USER_GROUPS, centres_u), (ax_i, ITEM_GROUPS, centres_i)):
             twin = ax.twinx()
             for i, (run, label) in enumerate(zip(runs, unique_labels(runs))):
-                twin.plot(centres, [run.mean(protocol, g, metric) for g in groups], marker="o",
-                          color=COLOURS[i % len(COLOURS)], label=label)
+                twin.plot(
+                    centres,
+                    [run.mean(protocol, g, metric) for g in groups],
+                    marker="o",
+                    color=COLOURS[i % len(COLOURS)],
+                    label=label,
+                )
             twin.set_ylabel(f"{_metric_label(metric)} per 5-group bucket [{protocol}]")
         handles, labels = twin.get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8)
-    fig.suptitle(f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, {data.n_interactions:,} "
-                 f"interactions" + (f" — {protocol_title(protocol)}" if runs else ""), fontsize=10)
+    fig.suptitle(
+        f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, {data.n_interactions:,} "
+        f"interactions" + (f" — {protocol_title(protocol)}" if runs else ""),
+        fontsize=10,
+    )
     _save(fig, path)
     return fig
 
 
 FIGURES: dict[str, Callable[..., Figure]] = {
-    "fig1": figure_longtail, "fig3": figure_sweep, "fig4": figure_groups, "fig5": figure_tsne}
-
-
-# ---------------------------------------------------------------------------------------------- from runs
-def _fig5_runs(block: list[Run]) -> list[Run]:
-    """The runs Figure 5 compares: the plain backbone, LLMInit and the full LLM-ESR (those present)."""
-    from esrkit.reporting.tables import pick_reference
-
-    picked = [next((r for r in block if r.model == m), None) for m in ("id", "llminit")]
-    picked.append(pick_reference([r for r in block if r.is_proposed]))
-    return [r for r in picked if r is not None]
-
-
-def _load_dataset(run: Run) -> Any:
-    from esrkit.config import config_from_dict
-    from esrkit.training.pipeline import load_data
-
-    return load_data(config_from_dict(run.config))
-
-
-def _figure1(runs: list[Run], out: Path, protocol: str, dataset: str | Path | None, metric: str
-             ) -> list[tuple[str, Any]]:
-    from esrkit.reporting.collect import dataset_names
-    from esrkit.reporting.tables import slug
-
-    if dataset:
-        from esrkit.data.sequences import SequenceData
-
-        data = SequenceData.load(dataset)
-        mine = sorted((r for r in runs if r.dataset_key == data.fingerprint()), key=lambda r: (r.order, r.label))
-        path = out / f"figure1-{slug(data.name)}.png"
-        figure_longtail(data, path, mine, protocol, metric)
-        return [("fig1", path)]
-    if not runs:
-        return [("fig1", "no runs and no --dataset")]
-    names = dataset_names(runs)
-    done: list[tuple[str, Any]] = []
-    for key, name in names.items():
-        mine = sorted((r for r in runs if r.dataset_key == key), key=lambda r: (r.order, r.label, r.name))
-        path = out / f"figure1-{slug(name)}-{protocol}.png"
-        figure_longtail(_load_dataset(mine[0]), path, mine, protocol, metric,
-                        mine[0].config.get("data", {}).get("max_len", 200))
-        done.append(("fig1", path))
-    return done
-
-
-def draw_figures(names: list[str], runs: list[Run], sweeps: list[Path], out: Path,
-                 protocols: tuple[str, ...] = ("sampled",), dataset: str | Path | None = None,
-                 metric: str = "ndcg@10", tsne_items: int = 3000, device: str = "cpu") -> list[tuple[str, Any]]:
-    """What ``esrkit report --figures`` draws: (name, Path written or the reason it was skipped)."""
-    from esrkit.reporting.collect import group_runs
-    from esrkit.reporting.sweep import load_sweep
-    from esrkit.reporting.tables import backbone_label, slug
-
-    done: list[tuple[str, Any]] = []
-    blocks = group_runs(runs)
-    if "fig1" in names:
-        done += _figure1(runs, out, protocols[0], dataset, metric)
-    if "fig3" in names:
-        for sweep_path in sweeps:
-            path = out / f"figure3-{slug(sweep_path.parent.name)}.png"
-            figure_sweep(load_sweep(sweep_path), path)
-            done.append(("fig3", path))
-        if not sweeps:
-            done.append(("fig3", "no sweep.json under the given paths"))
-    if "fig4" in names:
-        for (ds, backbone), block in blocks.items():
-            for protocol in protocols:
-                path = out / f"figure4-{slug(ds)}-{backbone}-{protocol}.png"
-                figure_groups(block, path, protocol, title=f"{ds} / {backbone_label(backbone)}")
-                done.append(("fig4", path))
-    if "fig5" in names:
-        for (ds, backbone), block in blocks.items():
-            chosen = _fig5_runs(block)
-            if not chosen:
-                continue
-            panels, pop = tsne_panels([r.seed_dir() for r in chosen], device)
-            path = out / f"figure5-{slug(ds)}-{backbone}.png"
-            figure_tsne(panels, pop, path, max_items=tsne_items, title=f"{ds} / {backbone_label(backbone)}: "
-                        "t-SNE of item embeddings by popularity")
-            done.append(("fig5", path))
-    return done
+    "fig1": figure_longtail,
+    "fig3": figure_sweep,
+    "fig4": figure_groups,
+    "fig5": figure_tsne,
+}

@@ -1,9 +1,9 @@
 """A study's per-seed record: what its report reads of every run, small enough to publish beside the tables.
 
-A report needs three small files per seed (``results.json``, ``config.json``, ``provenance.json``); checkpoints,
-ranks and embeddings stay out. ``study.json`` keeps them under ``records`` (run name -> seed -> files), so the
-report can be rebuilt, and extended by new seeds, after the run folders are gone: a run folder lost with a
-machine, or seeds trained elsewhere (a lent GPU) whose ``study.json`` is all that came back.
+A report needs three small files per seed (``results.json``, ``config.json``, ``provenance.json``);
+checkpoints, ranks and embeddings stay out. ``study.json`` keeps them under ``records`` (run name -> seed ->
+files), so the report can be rebuilt, and extended by new seeds, after the run folders are gone: a run folder
+lost with a machine, or seeds trained elsewhere (a lent GPU) whose ``study.json`` is all that came back.
 
 Seeds merge by run name. A recorded seed is only merged with a run's other seeds when both describe the same
 experiment: the same config apart from where and when it ran (seed, paths, device), the same data and the same
@@ -21,8 +21,18 @@ from esrkit.reporting.collect import SEED_DIR, RunRecords, SeedRecord
 from esrkit.utils.io import read_json
 
 # config keys that say where or how a seed ran, not what was trained: they may differ between merged seeds
-_RUN_LOCAL = {"name", "description", "output_dir", "workdir", "train.seed", "train.device", "retrieval.neighbours",
-              "embedding.item_embeddings", "embedding.user_embeddings", "embedding.pca_table"}
+_RUN_LOCAL = {
+    "name",
+    "description",
+    "output_dir",
+    "workdir",
+    "train.seed",
+    "train.device",
+    "retrieval.neighbours",
+    "embedding.item_embeddings",
+    "embedding.user_embeddings",
+    "embedding.pca_table",
+}
 
 
 def read_record_file(path: Path) -> dict[str, RunRecords]:
@@ -40,13 +50,16 @@ def records_of(data: Any, path: Path) -> dict[str, RunRecords]:
     for name, seeds in records.items():
         for seed, rec in seeds.items():
             if not SEED_DIR.match(f"seed-{seed}") or not isinstance(rec, dict) or "results" not in rec:
-                raise ValueError(f"{path}: records.{name}.{seed}: expected a seed number with a 'results' entry")
+                raise ValueError(
+                    f"{path}: records.{name}.{seed}: expected a seed number with a 'results' entry"
+                )
     return records
 
 
 def experiment(record: SeedRecord) -> dict[str, Any]:
     """What a seed trained, flattened: its config without the run-local keys, plus the data and embedding
-    fingerprints (the PCA table's is left out: another BLAS changes its last bits, see esrkit/embedding/pca.py)."""
+    fingerprints (the PCA table's is left out: another BLAS changes its last bits, see
+    esrkit/embedding/pca.py)."""
     flat = {k: v for k, v in _flatten(record.get("config", {})).items() if k not in _RUN_LOCAL}
     fps = record.get("provenance", {}).get("fingerprints", {})
     if fps.get("data"):
@@ -77,9 +90,11 @@ def merge_records(name: str, layers: Iterable[tuple[str, RunRecords]]) -> RunRec
                 diff = differences(other, rec)
                 if diff:
                     raise ValueError(
-                        f"run {name!r}: seed {seed} from {where} and seed {other_seed} from {origin[other_seed]} "
+                        f"run {name!r}: seed {seed} from {where} and seed {other_seed} from "
+                        f"{origin[other_seed]} "
                         f"are different experiments (they differ in {', '.join(diff[:6])}); give one of them "
-                        "another run name")
+                        "another run name"
+                    )
                 break  # every merged seed already agrees with the first: one comparison is enough
             merged[seed] = rec
             origin[seed] = where

@@ -1,34 +1,33 @@
-"""The provider-swap study (the paper's Appendix D limitation): one recipe, several embedding providers.
+"""The provider-swap study's report (the paper's Appendix D limitation): one recipe, several embedding
+providers.
 
-For every provider the same recipe trains LLM-ESR and LLMInit (embeddings come from the content-addressed cache,
-so each provider embeds once), next to two controls: the backbone without LLM embeddings (``id``) and random
-embeddings of the provider's kind of dimension (the ``random`` provider). The result is one table per protocol
-(rows = model x provider, the paper's Table 1 columns, marks as in Table 1 with the backbone as the baseline), a
-gains table (LLM-ESR vs its backbone and vs LLMInit per provider, with seed t-tests), a figure, and the wall time
-of every stage (embedding, retrieval, training, evaluation). ``study.json`` also keeps every seed's small files
+For every provider the study (esrkit/runs/study.py) trains LLM-ESR and LLMInit next to two controls: the
+backbone without LLM embeddings (``id``) and random embeddings of the provider's kind of dimension (the
+``random`` provider). This module reads those runs and writes one table per protocol (rows = model x provider,
+the paper's Table 1 columns, marks as in Table 1 with the backbone as the baseline), a gains table (LLM-ESR vs
+its backbone and vs LLMInit per provider, with seed t-tests), a figure, and the wall time of every stage
+(embedding, retrieval, training, evaluation). ``study.json`` also keeps every seed's small files
 (esrkit/reporting/records.py), so the report survives its run folders and can be published and extended.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from esrkit.config import RunConfig, resolve_recipe
+from matplotlib.figure import Figure
+
 from esrkit.evaluation.significance import seed_ttest
 from esrkit.reporting.collect import (
     BACKBONE_LABELS,
     MODEL_LABELS,
     Run,
     RunRecords,
-    folder_records,
     has_finished_seed,
     run_from_records,
 )
-from esrkit.reporting.records import differences, merge_records, read_record_file, records_of
 from esrkit.reporting.tables import (
     COLD_GROUP,
     Block,
@@ -45,71 +44,22 @@ from esrkit.utils.io import atomic_write_json, atomic_write_text, read_json
 GAIN_GROUPS = ("overall", "tail_item", "head_item", "tail_user", "head_user")
 
 
-@dataclass
-class StudyPlan:
+class ProviderStudy(Protocol):
+    """What the report reads of a provider study (esrkit/runs/study.py: StudyPlan)."""
+
     recipe: str
-    providers: list[str]
-    models: list[str] = field(default_factory=lambda: ["llmesr", "llminit"])
-    controls: bool = True
-    seeds: list[int] = field(default_factory=lambda: [42])
-    overrides: list[str] = field(default_factory=list)
-    baseline_hidden: int = 128  # the paper's single-view baselines (LLM-ESR: 64 per view)
-    user_provider: str = ""  # hold similar-user retrieval fixed across providers (items-only swap)
-    random_dim: int | None = None  # width of the random control (None: the provider's own default, ada-002's 1536)
-    output_dir: str = "runs"
-    name: str = ""
+    models: list[str]
+    seeds: list[int]
 
     @property
-    def folder(self) -> Path:
-        return Path(self.output_dir) / (self.name or f"study-{Path(self.recipe).stem}")
+    def folder(self) -> Path: ...
 
-    def runs(self) -> list[tuple[str, str, list[str]]]:
-        """(run name, provider or "-", overrides) for every run of the study, controls first."""
-        out = []
-        if self.controls:
-            out.append(("id", "-", ["model.name=id", f"model.hidden={self.baseline_hidden}",
-                                    "embedding.provider=none"]))
-        providers = list(self.providers) + (["random"] if self.controls and "random" not in self.providers else [])
-        for p in providers:
-            for m in self.models:
-                extra = [f"model.name={m}", f"embedding.provider={p}"]
-                if p == "random" and self.random_dim:
-                    extra.append(f"embedding.options.dim={self.random_dim}")
-                if m != "llmesr":
-                    extra.append(f"model.hidden={self.baseline_hidden}")
-                out.append((f"{m}-{p}", p, extra))
-        return out
-
-    def run_overrides(self, extra: list[str]) -> list[str]:
-        fixed = [f"embedding.user_provider={self.user_provider}"] if self.user_provider else []
-        return list(self.overrides) + fixed + extra
-
-    def config(self, run_name: str, extra: list[str]) -> RunConfig:
-        cfg = resolve_recipe(self.recipe, self.run_overrides(extra))
-        cfg.name = run_name
-        cfg.output_dir = str(self.folder)
-        return cfg
-
-    # the runner's hooks (run_study drives any plan with these; esrkit/reporting/compare.py has the other kind)
-    def report_names(self, finished_only: bool, recorded: set[str]) -> list[str]:
-        return report_run_names(self, finished_only=finished_only, recorded=recorded)
-
-    def build_report(self, stages, failures, names, records) -> dict[str, Any]:
-        return build_report(self, stages, failures, names, records)
-
-    def write_report(self, report: dict[str, Any]) -> list[Path]:
-        return write_report(self, report)
-
-    def train_command(self, run_name: str, extra: list[str]) -> list[str]:
-        """The ``esrkit train`` arguments that train this one run alone with the study's exact config (for another
-        machine or a scheduler; its seeds come back into the report through the run folder or ``--record``)."""
-        sets = [arg for o in self.run_overrides(extra) for arg in ("--set", o)]
-        return ["esrkit", "train", "-r", self.recipe, *sets, "--name", run_name, "--output-dir", str(self.folder),
-                "--seeds", ",".join(map(str, self.seeds)), "--resume"]
+    def runs(self) -> list[tuple[str, str, list[str]]]: ...
 
 
 def split_run_name(name: str) -> tuple[str, str]:
-    """(model, provider) of a study run name ``<model>-<provider>``; the backbone control ``id`` has no provider."""
+    """(model, provider) of a study run name ``<model>-<provider>``; the backbone control ``id`` has no
+    provider."""
     model, _, provider = name.partition("-")
     return model, provider
 
@@ -119,93 +69,46 @@ def providers_of(run_names: list[str]) -> list[str]:
     return list(dict.fromkeys(split_run_name(n)[1] for n in run_names if n != "id"))
 
 
-def report_run_names(plan: StudyPlan, finished_only: bool = False, recorded: Iterable[str] = ()) -> list[str]:
-    """The plan's runs plus every other run already in the study folder or its record (a provider studied by an
-    earlier call), so ``--providers smollm2`` added to a finished study extends its report instead of replacing it.
-    Order: the backbone, then each provider's models, the random control last. ``finished_only``: planned runs
-    too only once a seed has finished (a report written without training)."""
+def report_run_names(
+    plan: ProviderStudy, finished_only: bool = False, recorded: Iterable[str] = ()
+) -> list[str]:
+    """The plan's runs plus every other run already in the study folder or its record (a provider studied by
+    an earlier call), so ``--providers smollm2`` added to a finished study extends its report instead of
+    replacing it. Order: the backbone, then each provider's models, the random control last.
+    ``finished_only``: planned runs too only once a seed has finished (a report written without training)."""
     planned = [name for name, _, _ in plan.runs()]
     # (not a run another process is still training: it has no finished seed, hence no row in any table yet)
-    found = {d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)} \
-        if plan.folder.is_dir() else set()
+    found = (
+        {d.name for d in plan.folder.iterdir() if d.is_dir() and has_finished_seed(d)}
+        if plan.folder.is_dir()
+        else set()
+    )
     found = sorted(found | set(recorded))
     if finished_only:
         planned = [name for name in planned if name in found]
     names = planned + [n for n in found if n not in planned]
     providers = providers_of(names)
-    models = list(dict.fromkeys(["llmesr", "llminit", *plan.models]))  # one order whichever call wrote the report
+    models = list(
+        dict.fromkeys(["llmesr", "llminit", *plan.models])
+    )  # one order whichever call wrote the report
 
     def order(name: str) -> tuple[int, int, int]:
         if name == "id":
             return (0, 0, 0)
         model, provider = split_run_name(name)
-        return (2 if provider == "random" else 1, providers.index(provider),
-                models.index(model) if model in models else len(models))
+        return (
+            2 if provider == "random" else 1,
+            providers.index(provider),
+            models.index(model) if model in models else len(models),
+        )
 
     return sorted(names, key=order)
 
 
-def run_study(plan, progress: bool = True, log=print, train_runs: bool = True,
-              record_files: Iterable[str | Path] = ()) -> dict[str, Any]:
-    """Train what the plan lacks (resuming), then write the report. ``train_runs=False`` trains nothing and reports
-    the finished runs in the study folder, e.g. while other processes are still training some of them.
-    ``record_files``: published study.json files whose seeds join the report (the folder's own seeds win)."""
-    from esrkit.training.pipeline import train
-
-    # read before anything is trained or written: a bad record file fails the call at once, not after hours
-    layers = [(str(f), read_record_file(Path(f))) for f in record_files]
-    own = plan.folder / "study.json"
-    own_report = read_json(own) if own.is_file() else {}
-    if own_report:
-        layers.append((str(own), records_of(own_report, own)))
-    previous_stages = own_report.get("stages", {})
-    if train_runs:
-        check_plan_against_records(plan, layers)
-    plan.folder.mkdir(parents=True, exist_ok=True)
-    stages: dict[str, dict[str, float]] = {}
-    failures: dict[str, str] = {}
-    for run_name, detail, extra in plan.runs() if train_runs else []:
-        cfg = plan.config(run_name, extra)
-        log(f"== {run_name}: {cfg.model.name} ({cfg.model.backbone}), {detail}")
-        t0 = time.perf_counter()
-        try:
-            train(cfg, plan.seeds, resume=True, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - one failed provider must not lose the others
-            failures[run_name] = f"{type(exc).__name__}: {exc}"
-            log(f"   failed: {failures[run_name]}")
-            continue
-        stages[run_name] = {"study_wall_s": time.perf_counter() - t0}
-    recorded = {name for _, records in layers for name, seeds in records.items() if seeds}
-    names = plan.report_names(not train_runs, recorded)
-    records = {name: merge_records(name, [*((w, r.get(name, {})) for w, r in layers),
-                                          (str(plan.folder / name), folder_records(plan.folder / name))])
-               for name in names}
-    # every row in the report's order; runs an earlier call trained: their recorded costs, no wall time of this call
-    stages = {name: {**stages.get(name, {}), **stage_times(records[name], previous_stages.get(name, {}))}
-              for name in names if name not in failures}
-    report = plan.build_report(stages, failures, names, records)
-    report["trained"] = train_runs
-    plan.write_report(report)
-    return report
-
-
-def check_plan_against_records(plan, layers: list[tuple[str, dict[str, RunRecords]]]) -> None:
-    """Refuse, before hours of training, to add seeds to a recorded run that was trained with other settings (its
-    table row would average two experiments)."""
-    for run_name, _, extra in plan.runs():
-        recorded = merge_records(run_name, [(where, records.get(run_name, {})) for where, records in layers])
-        if not recorded:
-            continue
-        diff = differences(next(iter(recorded.values())), {"config": plan.config(run_name, extra).to_dict()})
-        if diff:
-            raise ValueError(f"run {run_name!r}: its recorded seeds ({', '.join(recorded)}) were trained with other "
-                             f"settings (they differ in {', '.join(diff[:6])}); use another study --name")
-
-
 def stage_times(records: RunRecords, previous: dict[str, float] | None = None) -> dict[str, float]:
     """Seconds per stage, summed over seeds, from the seeds' results (embedding: the cold cost recorded in the
-    embedding cache's metadata, since a cached rerun costs nothing; without that cache, e.g. a report rebuilt from
-    a published record, the cold cost the previous report recorded)."""
+    embedding cache's metadata, since a cached rerun costs nothing; without that cache, e.g. a report rebuilt
+    from a published record, the cold cost the previous report recorded)."""
     out: dict[str, float] = {}
     for rec in records.values():
         sec = rec.get("results", {}).get("seconds", {})
@@ -234,16 +137,33 @@ def _row_label(run: Run) -> str:
     return f"{MODEL_LABELS.get(model.get('name'), model.get('name'))} ({provider})"
 
 
-def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures: dict[str, str],
-                 names: list[str], records: dict[str, RunRecords]) -> dict[str, Any]:
-    runs = [r for r in (run_from_records(name, plan.folder / name, records.get(name, {})) for name in names)
-            if r is not None]
+def build_report(
+    plan: ProviderStudy,
+    stages: dict[str, dict[str, float]],
+    failures: dict[str, str],
+    names: list[str],
+    records: dict[str, RunRecords],
+) -> dict[str, Any]:
+    runs = [
+        r
+        for r in (run_from_records(name, plan.folder / name, records.get(name, {})) for name in names)
+        if r is not None
+    ]
     tables = []
     columns = columns_for(runs)
     for protocol in ("sampled", "full"):
-        rows = [Row(_row_label(r), r.name, r.model, r.model != "llmesr",
-                    [Cell(r.values(protocol, g, m)) for g, m in columns], len(r.seeds))
-                for r in runs if protocol in r.protocols()]
+        rows = [
+            Row(
+                _row_label(r),
+                r.name,
+                r.model,
+                r.model != "llmesr",
+                [Cell(r.values(protocol, g, m)) for g, m in columns],
+                len(r.seeds),
+            )
+            for r in runs
+            if protocol in r.protocols()
+        ]
         if not rows:
             continue
         block = Block(BACKBONE_LABELS.get(runs[0].backbone, runs[0].backbone), rows)
@@ -252,10 +172,18 @@ def build_report(plan: StudyPlan, stages: dict[str, dict[str, float]], failures:
         title = runs[0].protocol_title(protocol)
         tables.append(Table("study", plan.folder.name, protocol, title, columns, [block]))
     gains = gains_table(runs)
-    return {"recipe": plan.recipe, "providers": providers_of([r.name for r in runs]), "models": plan.models,
-            "seeds": plan.seeds,
-            "tables": tables, "gains": gains, "stages": stages, "failures": failures, "runs": [r.name for r in runs],
-            "records": {r.name: records[r.name] for r in runs}}
+    return {
+        "recipe": plan.recipe,
+        "providers": providers_of([r.name for r in runs]),
+        "models": plan.models,
+        "seeds": plan.seeds,
+        "tables": tables,
+        "gains": gains,
+        "stages": stages,
+        "failures": failures,
+        "runs": [r.name for r in runs],
+        "records": {r.name: records[r.name] for r in runs},
+    }
 
 
 def gains_table(runs: list[Run]) -> list[dict[str, Any]]:
@@ -279,27 +207,50 @@ def gains_table(runs: list[Run]) -> list[dict[str, Any]]:
                         if not a or not b:
                             continue
                         ma, mb = sum(a) / len(a), sum(b) / len(b)
-                        out.append({"provider": provider, "versus": ref_name, "protocol": protocol, "group": group,
-                                    "metric": metric, "llmesr": ma, "reference": mb,
-                                    "gain_pct": (ma - mb) / mb * 100 if mb else float("nan"),
-                                    "p_value": seed_ttest(a, b), "seeds": [len(a), len(b)]})
+                        out.append(
+                            {
+                                "provider": provider,
+                                "versus": ref_name,
+                                "protocol": protocol,
+                                "group": group,
+                                "metric": metric,
+                                "llmesr": ma,
+                                "reference": mb,
+                                "gain_pct": (ma - mb) / mb * 100 if mb else float("nan"),
+                                "p_value": seed_ttest(a, b),
+                                "seeds": [len(a), len(b)],
+                            }
+                        )
     return out
 
 
 def gains_markdown(gains: list[dict[str, Any]]) -> str:
     if not gains:  # say why, rather than print a header over nothing
-        return ("No gains to show: each LLM-ESR row needs the backbone (run `id`) or LLMInit with the same provider "
-                "in the study to be compared with.\n")
+        return (
+            "No gains to show: each LLM-ESR row needs the backbone (run `id`) or LLMInit with the same "
+            "provider "
+            "in the study to be compared with.\n"
+        )
     cold = any(g["group"] == COLD_GROUP for g in gains)  # the cold-item protocol: one more column
-    header = ("| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user "
-              "| H@10 overall |")
-    lines = [header + (" N@10 cold item |" if cold else ""),
-             "| --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if cold else "")]
+    header = (
+        "| provider | versus | protocol | N@10 overall | N@10 tail item | N@10 tail user | H@10 overall |"
+    )
+    lines = [
+        header + (" N@10 cold item |" if cold else ""),
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if cold else ""),
+    ]
     keys = list(dict.fromkeys((g["provider"], g["versus"], g["protocol"]) for g in gains))
 
     def cell(p, v, pr, group, metric):
-        g = next((g for g in gains if (g["provider"], g["versus"], g["protocol"], g["group"], g["metric"])
-                  == (p, v, pr, group, metric)), None)
+        g = next(
+            (
+                g
+                for g in gains
+                if (g["provider"], g["versus"], g["protocol"], g["group"], g["metric"])
+                == (p, v, pr, group, metric)
+            ),
+            None,
+        )
         if g is None:
             return "–"
         if g["gain_pct"] != g["gain_pct"]:  # the reference scored 0: no relative gain exists
@@ -308,10 +259,19 @@ def gains_markdown(gains: list[dict[str, Any]]) -> str:
         return f"{g['gain_pct']:+.1f}%{p_txt}"
 
     for p, v, pr in keys:
-        lines.append(f"| {p} | {v} | {pr} | " + " | ".join(
-            [cell(p, v, pr, "overall", "ndcg@10"), cell(p, v, pr, "tail_item", "ndcg@10"),
-             cell(p, v, pr, "tail_user", "ndcg@10"), cell(p, v, pr, "overall", "hr@10")]
-            + ([cell(p, v, pr, COLD_GROUP, "ndcg@10")] if cold else [])) + " |")
+        lines.append(
+            f"| {p} | {v} | {pr} | "
+            + " | ".join(
+                [
+                    cell(p, v, pr, "overall", "ndcg@10"),
+                    cell(p, v, pr, "tail_item", "ndcg@10"),
+                    cell(p, v, pr, "tail_user", "ndcg@10"),
+                    cell(p, v, pr, "overall", "hr@10"),
+                ]
+                + ([cell(p, v, pr, COLD_GROUP, "ndcg@10")] if cold else [])
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -325,51 +285,76 @@ def stages_markdown(stages: dict[str, dict[str, float]]) -> str:
 
 def diverged_seeds(records: dict[str, RunRecords]) -> list[str]:
     """One line per seed that stopped on a non-finite loss (results.json ``diverged_epoch``)."""
-    return [f"- {name} seed {seed}: diverged at epoch {rec['results']['diverged_epoch']}, best epoch "
-            f"{rec['results'].get('best_epoch')}"
-            for name, seeds in records.items() for seed, rec in seeds.items()
-            if rec.get("results", {}).get("diverged_epoch") is not None]
+    return [
+        f"- {name} seed {seed}: diverged at epoch {rec['results']['diverged_epoch']}, best epoch "
+        f"{rec['results'].get('best_epoch')}"
+        for name, seeds in records.items()
+        for seed, rec in seeds.items()
+        if rec.get("results", {}).get("diverged_epoch") is not None
+    ]
 
 
-def write_report(plan: StudyPlan, report: dict[str, Any]) -> list[Path]:
+def write_report(plan: ProviderStudy, report: dict[str, Any]) -> list[Path]:
     folder = plan.folder
-    present = {*report["runs"], *report["providers"]}  # the backbone control is run "id"; random is a provider
-    controls = [text for name, text in (("id", "the backbone without LLM embeddings"), ("random", "random embeddings"))
-                if name in present]
-    md = [f"# Provider study: recipe `{plan.recipe}`", "",
-          (f"Seeds {plan.seeds} trained by this call" if report.get("trained", True) else
-           "Nothing trained by this call (--report-only)")
-          + "; every row is the mean over all the seeds its run folder and the study's record hold "
-          f"(study.csv lists them). Providers: {', '.join(p for p in report['providers'] if p != 'random') or 'none'}; "
-          f"controls: {' and '.join(controls) or 'none'}. "
-          "Rows are marked as in the paper's Table 1 with the backbone as the baseline.", ""]
+    present = {
+        *report["runs"],
+        *report["providers"],
+    }  # the backbone control is run "id"; random is a provider
+    controls = [
+        text
+        for name, text in (("id", "the backbone without LLM embeddings"), ("random", "random embeddings"))
+        if name in present
+    ]
+    md = [
+        f"# Provider study: recipe `{plan.recipe}`",
+        "",
+        (
+            f"Seeds {plan.seeds} trained by this call"
+            if report.get("trained", True)
+            else "Nothing trained by this call (--report-only)"
+        )
+        + "; every row is the mean over all the seeds its run folder and the study's record hold "
+        "(study.csv lists them). Providers: "
+        f"{', '.join(p for p in report['providers'] if p != 'random') or 'none'}; "
+        f"controls: {' and '.join(controls) or 'none'}. "
+        "Rows are marked as in the paper's Table 1 with the backbone as the baseline.",
+        "",
+    ]
     for t in report["tables"]:
         md.append(to_markdown(t, baseline=next((r.label for r in t.blocks[0].rows if r.run == "id"), None)))
-    md += ["## LLM-ESR gains", "", gains_markdown(report["gains"]), "## Wall time per stage (seconds, summed over seeds)",
-           "", stages_markdown(report["stages"])]
+    md += [
+        "## LLM-ESR gains",
+        "",
+        gains_markdown(report["gains"]),
+        "## Wall time per stage (seconds, summed over seeds)",
+        "",
+        stages_markdown(report["stages"]),
+    ]
     diverged = diverged_seeds(report.get("records", {}))
     if diverged:
-        md += ["## Diverged training", "", "These seeds' training loss became NaN or infinite; training stopped "
-               "there and the row uses the best validated epoch before it:", ""] + diverged + [""]
+        md += (
+            [
+                "## Diverged training",
+                "",
+                "These seeds' training loss became NaN or infinite; training stopped "
+                "there and the row uses the best validated epoch before it:",
+                "",
+            ]
+            + diverged
+            + [""]
+        )
     if report["failures"]:
         md += ["## Failed runs", ""] + [f"- {k}: {v}" for k, v in report["failures"].items()]
     paths = [folder / "study.md", folder / "study.csv", folder / "study.json"]
     atomic_write_text(paths[0], "\n".join(md) + "\n")
     atomic_write_text(paths[1], to_csv(report["tables"]))
     atomic_write_json(paths[2], {k: v for k, v in report.items() if k != "tables"})
-    try:
+    with contextlib.suppress(Exception):  # a figure problem must not lose the tables
         paths.append(figure_study(report, folder / "study.png"))
-    except Exception:  # noqa: BLE001 - a figure problem must not lose the tables
-        pass
     return paths
 
 
 def figure_study(report: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     tables = report["tables"]
     fig = Figure(figsize=(6 * len(tables), 4.2))
     groups = [t for t in GAIN_GROUPS]
@@ -391,4 +376,3 @@ def figure_study(report: dict[str, Any], path: Path) -> Path:
         fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 4) // 5), 1, 1))
     fig.savefig(path, dpi=120)
     return path
-

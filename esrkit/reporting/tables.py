@@ -1,14 +1,15 @@
 """The paper's Table 1 (overall / long-tail comparison) and Table 2 (ablations), built from collected runs.
 
-A ``Table`` is plain data (cells with mean, std, per-seed values and marks) rendered three ways: Markdown (bold
-``**x**``, underline ``<u>x</u>``, star ``\\*``), CSV (raw numbers and the marks as columns, so nothing is lost)
-and the console. Marks are computed once, per column within a backbone block:
+A ``Table`` is plain data (cells with mean, std, per-seed values and marks) rendered three ways: Markdown
+(bold ``**x**``, underline ``<u>x</u>``, star ``\\*``), CSV (raw numbers and the marks as columns, so nothing
+is lost) and the console. Marks are computed once, per column within a backbone block:
 
 * best (bold) and second best (underlined) use dense ranking on the *displayed* precision, so ties are marked
   alike and a tie for best leaves the next distinct value as second;
 * the star: the best row is compared to the reference baseline (``--baseline`` or, by default, the best
-  non-LLM-ESR row of that column) with ``seed_ttest``; p < 0.05 and a higher mean give a star. No star is given
-  when a baseline is (tied for) best, and fewer than two seeds on either side means no test (a note says so).
+  non-LLM-ESR row of that column) with ``seed_ttest``; p < 0.05 and a higher mean give a star. No star is
+  given when a baseline is (tied for) best, and fewer than two seeds on either side means no test (a note says
+  so).
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from typing import Any
 
 from esrkit.evaluation.significance import seed_ttest
 from esrkit.reporting.collect import BACKBONE_LABELS, Run, group_runs, unique_labels
+from esrkit.utils.io import atomic_write_text
 
-GROUP_TITLES = {"overall": "Overall", "tail_item": "Tail Item", "head_item": "Head Item",
-                "tail_user": "Tail User", "head_user": "Head User", "cold_item": "Cold Item"}
+GROUP_TITLES = {
+    "overall": "Overall",
+    "tail_item": "Tail Item",
+    "head_item": "Head Item",
+    "tail_user": "Tail User",
+    "head_user": "Head User",
+    "cold_item": "Cold Item",
+}
 TABLE_GROUPS = ("overall", "tail_item", "head_item", "tail_user", "head_user")
 COLD_GROUP = "cold_item"  # the cold-item protocol's test group (data.cold_items): a column when a run has it
 METRIC_SHORT = {"hr": "H", "ndcg": "N", "mrr": "M"}
@@ -43,8 +51,15 @@ ABLATIONS: dict[str, tuple[Any, str]] = {
     "id_init": ("random", "Random init"),
     "freeze_semantic": (False, "w/o F"),
 }
-FULL_MODEL = {"co_view": True, "se_view": True, "share_encoder": True, "cross_attention": True,
-              "adapter_layers": 2, "id_init": "pca", "freeze_semantic": True}
+FULL_MODEL = {
+    "co_view": True,
+    "se_view": True,
+    "share_encoder": True,
+    "cross_attention": True,
+    "adapter_layers": 2,
+    "id_init": "pca",
+    "freeze_semantic": True,
+}
 IGNORED_MODEL_KEYS = {"name", "backbone", "extra"}
 OTHER_KEYS = (("retrieval", "n_similar"), ("embedding", "provider"))
 
@@ -145,8 +160,14 @@ def _matches(row: Row, name: str) -> bool:
     return name in (row.label.lower(), row.run.lower())
 
 
-def mark_block(block: Block, columns: list[tuple[str, str]], baseline: str | None = None, stars: bool = True,
-               decimals: int = DECIMALS, alpha: float = ALPHA) -> None:
+def mark_block(
+    block: Block,
+    columns: list[tuple[str, str]],
+    baseline: str | None = None,
+    stars: bool = True,
+    decimals: int = DECIMALS,
+    alpha: float = ALPHA,
+) -> None:
     """Set bold / underline / star on every cell of ``block`` and add notes explaining missing tests."""
     notes: list[str] = []
     ref_fixed = None
@@ -164,15 +185,25 @@ def mark_block(block: Block, columns: list[tuple[str, str]], baseline: str | Non
             _star(block, j, column_title(group, metric), best, ref_fixed, decimals, alpha, notes)
     few = [r.label for r in block.rows if r.seeds < 2]
     if stars and few and not any(n.startswith("no t-test") for n in notes):
-        notes.append(f"fewer than 2 seeds for {', '.join(few)}: no t-test is possible for those rows, "
-                     "so they can give or get no star")
+        notes.append(
+            f"fewer than 2 seeds for {', '.join(few)}: no t-test is possible for those rows, "
+            "so they can give or get no star"
+        )
     for note in notes:
         if note not in block.notes:
             block.notes.append(note)
 
 
-def _star(block: Block, j: int, title: str, best: float, ref: Row | None, decimals: int, alpha: float,
-          notes: list[str]) -> None:
+def _star(
+    block: Block,
+    j: int,
+    title: str,
+    best: float,
+    ref: Row | None,
+    decimals: int,
+    alpha: float,
+    notes: list[str],
+) -> None:
     winners = [r for r in block.rows if not r.cells[j].missing and r.cells[j].shown(decimals) == best]
     if ref is None:
         pool = [r for r in block.rows if r.baseline and not r.cells[j].missing]
@@ -189,8 +220,10 @@ def _star(block: Block, j: int, title: str, best: float, ref: Row | None, decima
     p = seed_ttest(cell.values, other.values)
     cell.p = None if math.isnan(p) else p
     if math.isnan(p):
-        notes.append(f"no t-test for {top.label} vs {ref.label}: fewer than 2 seeds "
-                     f"({len(cell.values)} vs {len(other.values)}), so no star")
+        notes.append(
+            f"no t-test for {top.label} vs {ref.label}: fewer than 2 seeds "
+            f"({len(cell.values)} vs {len(other.values)}), so no star"
+        )
         return
     cell.star = p < alpha and cell.mean > other.mean
 
@@ -221,13 +254,19 @@ def _seed_note(block: Block) -> None:
         block.notes.append("seeds differ: " + ", ".join(f"{r.label} {r.seeds}" for r in block.rows))
 
 
-def build_table1(runs: list[Run], protocol: str, baseline: str | None = None, k: int = 10,
-                 show_std: bool = False, columns: list[tuple[str, str]] | None = None) -> list[Table]:
+def build_table1(
+    runs: list[Run],
+    protocol: str,
+    baseline: str | None = None,
+    k: int = 10,
+    show_std: bool = False,
+    columns: list[tuple[str, str]] | None = None,
+) -> list[Table]:
     """One table per dataset; a block per backbone; rows in the paper's order."""
     columns = columns or columns_for(runs, k)
     by_dataset: dict[str, list[Block]] = {}
     titles: dict[str, str] = {}
-    for (dataset, backbone), block_runs in group_runs(runs).items():
+    for (dataset, _), block_runs in group_runs(runs).items():
         block_runs = [r for r in block_runs if protocol in r.protocols()]
         if not block_runs:
             continue
@@ -238,8 +277,10 @@ def build_table1(runs: list[Run], protocol: str, baseline: str | None = None, k:
         _seed_note(block)
         by_dataset.setdefault(dataset, []).append(block)
         titles.setdefault(dataset, block_runs[0].protocol_title(protocol))
-    return [Table("table1", d, protocol, titles[d], columns, blocks, show_std=show_std)
-            for d, blocks in by_dataset.items()]
+    return [
+        Table("table1", d, protocol, titles[d], columns, blocks, show_std=show_std)
+        for d, blocks in by_dataset.items()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- Table 2
@@ -258,6 +299,16 @@ def is_full_model(config: dict[str, Any]) -> bool:
 
 def _differences(settings: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     return [k for k in settings if k in ref and settings[k] != ref[k]]
+
+
+def format_value(value: Any) -> str:
+    """A config value as a label (a sweep setting's name, a figure's tick): ``true``, ``0.5``, ``1e-05``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def _fmt_value(v: Any) -> str:
@@ -291,12 +342,22 @@ def pick_reference(runs: list[Run]) -> Run | None:
     full = [r for r in runs if is_full_model(r.config)]
     if not full:
         return None
-    return min(full, key=lambda r: (sum(len(_differences(_settings(r.config), _settings(o.config))) for o in runs),
-                                    r.name))
+    return min(
+        full,
+        key=lambda r: (
+            sum(len(_differences(_settings(r.config), _settings(o.config))) for o in runs),
+            r.name,
+        ),
+    )
 
 
-def build_table2(runs: list[Run], protocol: str, k: int = 10, show_std: bool = False,
-                 columns: list[tuple[str, str]] | None = None) -> list[Table]:
+def build_table2(
+    runs: list[Run],
+    protocol: str,
+    k: int = 10,
+    show_std: bool = False,
+    columns: list[tuple[str, str]] | None = None,
+) -> list[Table]:
     """Rows = LLM-ESR variants labelled from their configs relative to the full model (last row)."""
     columns = columns or columns_for(runs, k)
     by_dataset: dict[str, list[Block]] = {}
@@ -326,15 +387,23 @@ def build_table2(runs: list[Run], protocol: str, k: int = 10, show_std: bool = F
             block.notes.append(f"{others} non-LLM-ESR run(s) left out of the ablation table")
         by_dataset.setdefault(dataset, []).append(block)
         titles.setdefault(dataset, variants[0].protocol_title(protocol))
-    return [Table("table2", d, protocol, titles[d], columns, blocks, show_std=show_std)
-            for d, blocks in by_dataset.items()]
+    return [
+        Table("table2", d, protocol, titles[d], columns, blocks, show_std=show_std)
+        for d, blocks in by_dataset.items()
+    ]
 
 
 LAYOUTS: dict[str, Callable[..., list[Table]]] = {"table1": build_table1, "table2": build_table2}
 
 
-def build_tables(runs: list[Run], layout: str = "table1", protocols: tuple[str, ...] = ("sampled", "full"),
-                 baseline: str | None = None, k: int = 10, show_std: bool = False) -> list[Table]:
+def build_tables(
+    runs: list[Run],
+    layout: str = "table1",
+    protocols: tuple[str, ...] = ("sampled", "full"),
+    baseline: str | None = None,
+    k: int = 10,
+    show_std: bool = False,
+) -> list[Table]:
     out: list[Table] = []
     for protocol in protocols:
         if layout == "table1":
@@ -365,22 +434,32 @@ def markdown_cell(cell: Cell, show_std: bool = False) -> str:
     return text + ("\\*" if cell.star else "")
 
 
-LEGEND_T1 = ("**bold** = best, <u>underline</u> = second best per column within a backbone block (ties marked "
-             "alike); \\* = the best row beats {ref} (two-sided t-test over seeds, p < 0.05). Mean over seeds.")
-LEGEND_T2 = ("**bold** = best, <u>underline</u> = second best per column; labels are the differences to the full "
-             "LLM-ESR config. Mean over seeds.")
+LEGEND_T1 = (
+    "**bold** = best, <u>underline</u> = second best per column within a backbone block (ties marked "
+    "alike); \\* = the best row beats {ref} (two-sided t-test over seeds, p < 0.05). Mean over seeds."
+)
+LEGEND_T2 = (
+    "**bold** = best, <u>underline</u> = second best per column; labels are the differences to the full "
+    "LLM-ESR config. Mean over seeds."
+)
 
 
 def _legend(table: Table, baseline: str | None) -> str:
     if table.layout == "table2":
         return LEGEND_T2
-    return LEGEND_T1.format(ref=f"the baseline {baseline!r}" if baseline else "the best baseline (non-LLM-ESR row)")
+    return LEGEND_T1.format(
+        ref=f"the baseline {baseline!r}" if baseline else "the best baseline (non-LLM-ESR row)"
+    )
 
 
 def to_markdown(table: Table, baseline: str | None = None) -> str:
     header = ["Backbone", "Model"] + table.column_titles()
-    lines = [f"### {table.caption}", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join([" --- "] * 2 + [" ---: "] * len(table.columns)) + "|"]
+    lines = [
+        f"### {table.caption}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([" --- "] * 2 + [" ---: "] * len(table.columns)) + "|",
+    ]
     for block in table.blocks:
         for i, row in enumerate(block.rows):
             first = block.backbone if i == 0 else ""
@@ -393,8 +472,26 @@ def to_markdown(table: Table, baseline: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["layout", "dataset", "protocol", "protocol_title", "backbone", "label", "run", "model", "group",
-              "metric", "mean", "std", "n_seeds", "values", "bold", "underline", "star", "p_value"]
+CSV_FIELDS = [
+    "layout",
+    "dataset",
+    "protocol",
+    "protocol_title",
+    "backbone",
+    "label",
+    "run",
+    "model",
+    "group",
+    "metric",
+    "mean",
+    "std",
+    "n_seeds",
+    "values",
+    "bold",
+    "underline",
+    "star",
+    "p_value",
+]
 
 
 def to_csv(tables: list[Table]) -> str:
@@ -406,14 +503,28 @@ def to_csv(tables: list[Table]) -> str:
         for block in t.blocks:
             for row in block.rows:
                 for (group, metric), c in zip(t.columns, row.cells):
-                    writer.writerow({
-                        "layout": t.layout, "dataset": t.dataset, "protocol": t.protocol, "protocol_title": t.title,
-                        "backbone": block.backbone, "label": row.label, "run": row.run, "model": row.model,
-                        "group": group, "metric": metric, "mean": "" if c.missing else repr(c.mean),
-                        "std": "" if c.missing else repr(c.std), "n_seeds": len(c.values),
-                        "values": ";".join(repr(v) for v in c.values), "bold": int(c.bold),
-                        "underline": int(c.underline), "star": int(c.star),
-                        "p_value": "" if c.p is None else repr(c.p)})
+                    writer.writerow(
+                        {
+                            "layout": t.layout,
+                            "dataset": t.dataset,
+                            "protocol": t.protocol,
+                            "protocol_title": t.title,
+                            "backbone": block.backbone,
+                            "label": row.label,
+                            "run": row.run,
+                            "model": row.model,
+                            "group": group,
+                            "metric": metric,
+                            "mean": "" if c.missing else repr(c.mean),
+                            "std": "" if c.missing else repr(c.std),
+                            "n_seeds": len(c.values),
+                            "values": ";".join(repr(v) for v in c.values),
+                            "bold": int(c.bold),
+                            "underline": int(c.underline),
+                            "star": int(c.star),
+                            "p_value": "" if c.p is None else repr(c.p),
+                        }
+                    )
     return buf.getvalue()
 
 
@@ -448,8 +559,11 @@ def to_console(table: Table, baseline: str | None = None) -> str:
     lines = [header]
     for block in table.blocks:
         for i, row in enumerate(block.rows):
-            lines.append([block.backbone if i == 0 else "", row.label]
-                         + [console_cell(c, table.show_std) for c in row.cells] + [str(row.seeds)])
+            lines.append(
+                [block.backbone if i == 0 else "", row.label]
+                + [console_cell(c, table.show_std) for c in row.cells]
+                + [str(row.seeds)]
+            )
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
 
     def fmt(r: list[str]) -> str:
@@ -457,15 +571,15 @@ def to_console(table: Table, baseline: str | None = None) -> str:
 
     out = [table.caption, fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in lines[1:]]
     ref = f"baseline {baseline!r}" if baseline else "best baseline"
-    out.append("[x] best, _x_ second best" + ("" if table.layout == "table2" else f", * p < 0.05 vs the {ref}"))
+    out.append(
+        "[x] best, _x_ second best" + ("" if table.layout == "table2" else f", * p < 0.05 vs the {ref}")
+    )
     out += [f"note ({b.backbone}): {n}" for b in table.blocks for n in b.notes]
     return "\n".join(out)
 
 
 def write_tables(tables: list[Table], out_dir: str | Path, baseline: str | None = None) -> list[Path]:
     """``<layout>-<dataset>-<protocol>.md`` per table, one ``<layout>.csv`` with every cell, ``tables.md``."""
-    from esrkit.utils.io import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -26,17 +26,25 @@ def output_format(path: str | Path, fmt: str | None) -> str:
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
-        raise ValueError("Parquet needs pyarrow, which esrkit does not depend on; write .csv or .jsonl "
-                         "(pandas and pyarrow read both)")
+        raise ValueError(
+            "Parquet needs pyarrow, which esrkit does not depend on; write .csv or .jsonl "
+            "(pandas and pyarrow read both)"
+        )
     if suffix not in FORMATS:
-        raise ValueError(f"{path}: cannot tell the format from the suffix {suffix!r}; use .csv or .jsonl, or "
-                         "--format")
+        raise ValueError(
+            f"{path}: cannot tell the format from the suffix {suffix!r}; use .csv or .jsonl, or --format"
+        )
     return FORMATS[suffix]
 
 
-def write_all_users(served: ServedModel, path: str | Path, k: int = 100, fmt: str | None = None,
-                    exclude_history: bool = True, progress: Callable[[int], Any] | None = None
-                    ) -> dict[str, int]:
+def write_all_users(
+    served: ServedModel,
+    path: str | Path,
+    k: int = 100,
+    fmt: str | None = None,
+    exclude_history: bool = True,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, int]:
     """Every stored user's top ``k`` into ``path``; returns {"users", "rows"} written."""
     fmt = output_format(path, fmt)
     users = served.require_users()
@@ -76,8 +84,16 @@ def _jsonl_block(fh: Any) -> Callable[[TopK, list[str], np.ndarray], int]:
         lines, n = [], 0
         for r, row in enumerate(top.rows.tolist()):
             keep = top.valid[r]
-            lines.append(json.dumps({"user_id": user_ids[row], "items": names[r][keep].tolist(),
-                                     "scores": scores[r][keep].tolist()}, ensure_ascii=False))
+            lines.append(
+                json.dumps(
+                    {
+                        "user_id": user_ids[row],
+                        "items": names[r][keep].tolist(),
+                        "scores": scores[r][keep].tolist(),
+                    },
+                    ensure_ascii=False,
+                )
+            )
             n += int(keep.sum())
         fh.write("\n".join(lines) + "\n")
         return n

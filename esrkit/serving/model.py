@@ -19,12 +19,13 @@ import torch
 from torch import Tensor
 
 from esrkit.config import RunConfig
+from esrkit.data.batches import history_input
 from esrkit.embedding.pca import projection_from_table
 from esrkit.models import ModelAssets, SequentialRecommender
 from esrkit.models.recommender import NewItemsUnsupported
 from esrkit.prompts.templates import PromptTemplates, load_templates, render_item
 from esrkit.providers import Provider, build_provider, load_provider
-from esrkit.training.batches import history_input
+from esrkit.serving.folder import write_export
 from esrkit.utils.io import read_json
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ class UnknownItemsError(KeyError):
     def __init__(self, ids: list[str], where: str = "history") -> None:
         self.ids = ids
         shown = ", ".join(repr(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        super().__init__(f"unknown item id(s) in the {where}: {shown} (not in the model's catalogue; "
-                         "add new items with add_items first)")
+        super().__init__(
+            f"unknown item id(s) in the {where}: {shown} (not in the model's catalogue; "
+            "add new items with add_items first)"
+        )
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -66,7 +69,7 @@ class UserHistories:
         return len(self.user_ids)
 
     def history(self, row: int) -> np.ndarray:
-        return self.items[self.offsets[row]: self.offsets[row + 1]]
+        return self.items[self.offsets[row] : self.offsets[row + 1]]
 
     def row_of(self, user_id: str) -> int:
         if self._rows is None:
@@ -77,8 +80,11 @@ class UserHistories:
 
     @classmethod
     def from_data(cls, data: Any) -> UserHistories:
-        return cls(list(map(str, data.user_ids)), np.asarray(data.offsets, dtype=np.int64),
-                   np.asarray(data.items, dtype=np.int64))
+        return cls(
+            list(map(str, data.user_ids)),
+            np.asarray(data.offsets, dtype=np.int64),
+            np.asarray(data.items, dtype=np.int64),
+        )
 
 
 @dataclass
@@ -96,14 +102,25 @@ class ServedModel:
     """A trained model with its item catalogue; see the module docstring. Build with ``esrkit.load(DIR)`` or
     ``ServedModel.from_run``."""
 
-    def __init__(self, model: SequentialRecommender, cfg: RunConfig, item_ids: list[str], titles: list[str],
-                 *, assets: ModelAssets | None = None, llm_center: np.ndarray | None = None,
-                 llm_dim: int | None = None, provider: dict[str, Any] | None = None,
-                 templates: PromptTemplates | None = None, users: UserHistories | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: SequentialRecommender,
+        cfg: RunConfig,
+        item_ids: list[str],
+        titles: list[str],
+        *,
+        assets: ModelAssets | None = None,
+        llm_center: np.ndarray | None = None,
+        llm_dim: int | None = None,
+        provider: dict[str, Any] | None = None,
+        templates: PromptTemplates | None = None,
+        users: UserHistories | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         if len(item_ids) != model.n_items or len(titles) != model.n_items:
-            raise ValueError(f"{len(item_ids)} item ids and {len(titles)} titles for a model of "
-                             f"{model.n_items} items")
+            raise ValueError(
+                f"{len(item_ids)} item ids and {len(titles)} titles for a model of {model.n_items} items"
+            )
         self.model = model.eval()
         self.cfg = cfg
         self.item_ids = [str(i) for i in item_ids]
@@ -164,8 +181,9 @@ class ServedModel:
         """(B, D) prediction representations of internal-id histories (the model's ``last_hidden``)."""
         for h in histories:
             if len(h) == 0:
-                raise ValueError("an empty history gives the model nothing to condition on; pass at least "
-                                 "one item")
+                raise ValueError(
+                    "an empty history gives the model nothing to condition on; pass at least one item"
+                )
         m = self.model
         inp = history_input(list(histories), self.cfg.data.max_len, m.objective, m.mask_token, self.device)
         return m.last_hidden(inp)
@@ -189,8 +207,9 @@ class ServedModel:
         counts = np.fromiter((len(e) for e in excluded), dtype=np.int64, count=len(excluded))
         if counts.sum():
             rows = torch.as_tensor(np.repeat(np.arange(len(excluded)), counts), device=scores.device)
-            cols = torch.as_tensor(np.concatenate([np.asarray(e, dtype=np.int64) for e in excluded]),
-                                   device=scores.device)
+            cols = torch.as_tensor(
+                np.concatenate([np.asarray(e, dtype=np.int64) for e in excluded]), device=scores.device
+            )
             scores[rows, cols] = float("-inf")
         top = torch.topk(scores, min(k, self.n_items), dim=1)
         values = top.values.float().cpu().numpy()
@@ -198,20 +217,28 @@ class ServedModel:
 
     def _recommendations(self, top: TopK, row: int) -> list[Recommendation]:
         keep = top.valid[row]
-        return [Recommendation(self.item_ids[i - 1], float(s), self.titles[i - 1])
-                for i, s in zip(top.items[row][keep].tolist(), top.scores[row][keep].tolist())]
+        return [
+            Recommendation(self.item_ids[i - 1], float(s), self.titles[i - 1])
+            for i, s in zip(top.items[row][keep].tolist(), top.scores[row][keep].tolist())
+        ]
 
     # ------------------------------------------------------------------ recommending
-    def recommend(self, history: Sequence[str], k: int = 10, exclude: Iterable[str] = (),
-                  exclude_history: bool = True) -> list[Recommendation]:
+    def recommend(
+        self, history: Sequence[str], k: int = 10, exclude: Iterable[str] = (), exclude_history: bool = True
+    ) -> list[Recommendation]:
         """The top ``k`` next items after ``history`` (raw item ids, oldest first), any user, seen or not.
         Items of the history (unless ``exclude_history=False``) and of ``exclude`` are never recommended;
         fewer than ``k`` come back when fewer real items are left."""
         return self.recommend_users([history], k, [exclude], exclude_history)[0]
 
-    def recommend_users(self, histories: Sequence[Sequence[str]], k: int = 10,
-                        exclude: Sequence[Iterable[str]] | None = None, exclude_history: bool = True,
-                        batch_size: int = 256) -> list[list[Recommendation]]:
+    def recommend_users(
+        self,
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        exclude: Sequence[Iterable[str]] | None = None,
+        exclude_history: bool = True,
+        batch_size: int = 256,
+    ) -> list[list[Recommendation]]:
         """``recommend`` for many histories at once (batched; the same results as one call each)."""
         if exclude is not None and len(exclude) != len(histories):
             raise ValueError(f"exclude has {len(exclude)} entries for {len(histories)} histories")
@@ -219,23 +246,27 @@ class ServedModel:
         extra = [self.item_index(e, "exclude list") for e in exclude] if exclude is not None else None
         out: list[list[Recommendation]] = []
         for start in range(0, len(tokens), batch_size):
-            block = tokens[start: start + batch_size]
-            excluded = [np.concatenate([h if exclude_history else h[:0], extra[start + i] if extra else h[:0]
-                                        ]) for i, h in enumerate(block)]
+            block = tokens[start : start + batch_size]
+            excluded = [
+                np.concatenate([h if exclude_history else h[:0], extra[start + i] if extra else h[:0]])
+                for i, h in enumerate(block)
+            ]
             top = self.top_k(block, k, excluded)
             out += [self._recommendations(top, r) for r in range(len(block))]
         return out
 
-    def recommend_known(self, user_id: str, k: int = 10, exclude_history: bool = True
-                        ) -> list[Recommendation]:
+    def recommend_known(
+        self, user_id: str, k: int = 10, exclude_history: bool = True
+    ) -> list[Recommendation]:
         """Next items for a user the model was trained on, after their whole known sequence."""
         users = self.require_users()
         history = users.history(users.row_of(user_id))
         top = self.top_k([history], k, [history if exclude_history else history[:0]])
         return self._recommendations(top, 0)
 
-    def top_k_all_users(self, k: int = 100, exclude_history: bool = True, chunk: int = 16_384,
-                        progress: Any = None) -> Iterator[TopK]:
+    def top_k_all_users(
+        self, k: int = 100, exclude_history: bool = True, chunk: int = 16_384, progress: Any = None
+    ) -> Iterator[TopK]:
         """Top-k of every stored user, in user order, a block at a time (``TopK.rows`` = user rows). Memory
         stays bounded: histories are encoded ``chunk`` users at a time, length-sorted in token-budget batches,
         and scored ``SCORE_BUDGET // n_items`` users at a time."""
@@ -246,9 +277,9 @@ class ServedModel:
             vectors = self._encode_rows(users, rows, lengths)
             block = max(1, SCORE_BUDGET // (self.n_items + 1))
             for start in range(0, len(rows), block):
-                part = rows[start: start + block]
+                part = rows[start : start + block]
                 excluded = [users.history(r) if exclude_history else users.items[:0] for r in part]
-                top = self._rank(vectors[start: start + len(part)], k, excluded)
+                top = self._rank(vectors[start : start + len(part)], k, excluded)
                 top.rows = part
                 yield top
                 if progress is not None:
@@ -276,13 +307,20 @@ class ServedModel:
 
     def require_users(self) -> UserHistories:
         if self.users is None:
-            raise ValueError("this model holds no user histories (exported with --without-users); recommend "
-                             "from histories instead")
+            raise ValueError(
+                "this model holds no user histories (exported with --without-users); recommend "
+                "from histories instead"
+            )
         return self.users
 
     # ------------------------------------------------------------------ new items
-    def add_items(self, records: Sequence[dict[str, Any]], provider: Any = None, id_field: str | None = None,
-                  **provider_options: Any) -> list[str]:
+    def add_items(
+        self,
+        records: Sequence[dict[str, Any]],
+        provider: Any = None,
+        id_field: str | None = None,
+        **provider_options: Any,
+    ) -> list[str]:
         """Add items never seen in training from their records (dicts with the item's id and text fields, as
         in the training data's item metadata): each is rendered with the run's prompt template, embedded by
         ``provider`` (default: the one the model was trained with; a name or a Provider), preprocessed as the
@@ -291,16 +329,19 @@ class ServedModel:
         self._require_text_support()
         ids = self._new_ids(records, id_field)
         if self.templates is None:
-            raise ValueError("this model has no prompt template (its item vectors came from a file); use "
-                             "add_item_vectors with vectors made the same way")
+            raise ValueError(
+                "this model has no prompt template (its item vectors came from a file); use "
+                "add_item_vectors with vectors made the same way"
+            )
         prompts = [render_item(r, self.templates.item) for r in records]
         vectors = self.provider(provider, **provider_options).embed(prompts)
         titles = [str(r.get("title") or r.get("name") or "") for r in records]
         self.add_item_vectors(ids, vectors, titles)
         return ids
 
-    def add_item_vectors(self, ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str] | None = None
-                         ) -> None:
+    def add_item_vectors(
+        self, ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str] | None = None
+    ) -> None:
         """Add items from raw provider vectors (before ``embedding.center_items``, which is applied here)."""
         self._require_text_support()
         ids = [str(i) for i in ids]
@@ -330,8 +371,10 @@ class ServedModel:
             return self._provider  # built, checked and loaded by an earlier call
         if provider is None:
             if spec is None:
-                raise ValueError("the model's item vectors came from a file, not a provider; pass provider= "
-                                 "the provider that made them")
+                raise ValueError(
+                    "the model's item vectors came from a file, not a provider; pass provider= "
+                    "the provider that made them"
+                )
             merged = {**spec.get("options", {}), **options}
             provider = build_provider(spec["kind"], merged, name=spec.get("name", ""))
         elif isinstance(provider, str):
@@ -339,9 +382,11 @@ class ServedModel:
         elif not isinstance(provider, Provider):
             raise TypeError(f"provider must be a provider name or a Provider, not {type(provider).__name__}")
         if spec is not None and provider.identity.hash() != spec["identity_hash"]:
-            raise ValueError(f"provider {provider.name!r} is not the one the model was trained with "
-                             f"({spec.get('name')!r}, identity {spec['identity_hash'][:12]}); its vectors "
-                             "would not match the item table")
+            raise ValueError(
+                f"provider {provider.name!r} is not the one the model was trained with "
+                f"({spec.get('name')!r}, identity {spec['identity_hash'][:12]}); its vectors "
+                "would not match the item table"
+            )
         if recorded:
             self._provider = provider
         return provider
@@ -351,7 +396,8 @@ class ServedModel:
             raise NewItemsUnsupported(
                 f"model family {self.cfg.model.name!r} scores items by vectors learned in training only, so "
                 "an item added after training has no representation; train an LLM-enhanced family (llmesr, "
-                "llminit) to add items from their text")
+                "llminit) to add items from their text"
+            )
 
     def _new_ids(self, records: Sequence[dict[str, Any]], id_field: str | None) -> list[str]:
         ids = []
@@ -377,7 +423,7 @@ class ServedModel:
     # ------------------------------------------------------------------ building and saving
     @classmethod
     def from_run(cls, run: Any) -> ServedModel:
-        """From a ``LoadedRun`` (training.pipeline.load_run): everything a self-contained export holds."""
+        """From a ``LoadedRun`` (esrkit.runs.load.load_run): everything a self-contained export holds."""
         cfg, inputs, data = run.cfg, run.inputs, run.data
         assets = inputs.assets
         projection = assets.pca_projection
@@ -391,16 +437,26 @@ class ServedModel:
         attrs = data.item_attrs or [{}] * data.n_items
         titles = [str((a or {}).get("title") or (a or {}).get("name") or "") for a in attrs]
         provenance = read_json(run.run_dir.path / "provenance.json")
-        info = {"run": str(run.run_dir.path), "seed": cfg.train.seed,
-                "git_commit": provenance.get("environment", {}).get("git_commit"),
-                "fingerprints": provenance.get("fingerprints", {})}
-        return cls(run.model, cfg, data.item_ids, titles,
-                   assets=ModelAssets(pca_projection=projection), llm_center=inputs.llm_center,
-                   llm_dim=None if assets.llm_items is None else int(assets.llm_items.shape[1]),
-                   provider=provider, templates=templates, users=UserHistories.from_data(data), info=info)
+        info = {
+            "run": str(run.run_dir.path),
+            "seed": cfg.train.seed,
+            "git_commit": provenance.get("environment", {}).get("git_commit"),
+            "fingerprints": provenance.get("fingerprints", {}),
+        }
+        return cls(
+            run.model,
+            cfg,
+            data.item_ids,
+            titles,
+            assets=ModelAssets(pca_projection=projection),
+            llm_center=inputs.llm_center,
+            llm_dim=None if assets.llm_items is None else int(assets.llm_items.shape[1]),
+            provider=provider,
+            templates=templates,
+            users=UserHistories.from_data(data),
+            info=info,
+        )
 
     def save(self, path: Any, overwrite: bool = False, users: bool = True) -> Any:
-        """Write a self-contained export folder (see esrkit/serving/export.py)."""
-        from esrkit.serving.export import write_export
-
+        """Write a self-contained export folder (see esrkit/serving/folder.py)."""
         return write_export(self, path, overwrite=overwrite, users=users)

@@ -1,1 +1,2 @@
-"""Training: batches built on the device, objectives (ranking + self-distillation), the trainer, run directories."""
+"""Training: objectives (ranking + self-distillation), ranking losses, the trainer, checkpoints, run
+directories, data parallelism."""

@@ -44,8 +44,10 @@ def _read_hashes(path: Path) -> dict[str, Any]:
     try:
         files = read_json(record).get("files", {})
     except (ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{record} is damaged ({exc}), so the checkpoints beside it cannot be "
-                              "verified; delete it to load them unverified, or retrain") from None
+        raise CheckpointError(
+            f"{record} is damaged ({exc}), so the checkpoints beside it cannot be "
+            "verified; delete it to load them unverified, or retrain"
+        ) from None
     return files if isinstance(files, dict) else {}
 
 
@@ -77,8 +79,10 @@ def read_checkpoint_bytes(path: str | Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: checkpoint not found; the run never finished an epoch, or the file "
-                                "was removed (retrain the run)") from None
+        raise FileNotFoundError(
+            f"{path}: checkpoint not found; the run never finished an epoch, or the file "
+            "was removed (retrain the run)"
+        ) from None
     entry = _read_hashes(path).get(path.name)
     if entry is None:
         log.warning("%s has no recorded hash (written by an older esrkit); loading it unverified", path)
@@ -88,7 +92,8 @@ def read_checkpoint_bytes(path: str | Path) -> bytes:
         raise CheckpointError(
             f"{path} is damaged: its SHA-256 {digest[:12]}… does not match {str(entry.get('sha256'))[:12]}… "
             f"recorded in {hashes_path(path).name} when it was written ({len(data):,} bytes now, "
-            f"{entry.get('bytes', 0):,} then); nothing was loaded. {_what_to_do(path)}")
+            f"{entry.get('bytes', 0):,} then); nothing was loaded. {_what_to_do(path)}"
+        )
     return data
 
 
@@ -96,8 +101,10 @@ def _what_to_do(path: Path) -> str:
     run = path.parent.parent
     retrain = f"delete {run} (or choose another --name) and train it again"
     if path.name.startswith("last"):
-        return (f"--resume cannot continue from it: {retrain}; until then `esrkit evaluate` still works from "
-                "checkpoints/best.safetensors if that file is intact.")
+        return (
+            f"--resume cannot continue from it: {retrain}; until then `esrkit evaluate` still works from "
+            "checkpoints/best.safetensors if that file is intact."
+        )
     return f"Retrain the run: {retrain}."
 
 
@@ -107,8 +114,9 @@ def verify_checkpoint(path: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- files
-def tensors_from_bytes(data: bytes, path: str | Path = "<memory>"
-                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def tensors_from_bytes(
+    data: bytes, path: str | Path = "<memory>"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and esrkit metadata of a safetensors file held in memory; damage is an error naming it."""
     try:
         size = int.from_bytes(data[:8], "little")
@@ -116,12 +124,15 @@ def tensors_from_bytes(data: bytes, path: str | Path = "<memory>"
         meta = json.loads((header.get("__metadata__") or {}).get("json", "{}"))
         return st_load(data), meta
     except (SafetensorError, ValueError, AttributeError, OverflowError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}); the file is truncated or damaged: retrain the run"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors checkpoint ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the file is truncated or damaged: retrain the run"
+        ) from None
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None
+) -> None:
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {"json": json.dumps(metadata or {})}
     write_checkpoint_bytes(path, st_save(flat, metadata=meta))
@@ -144,7 +155,9 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Te
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def optimizer_from_tensors(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
@@ -178,11 +191,15 @@ def save_training_state(
     save_tensors(path, tensors, {"optimizer": opt_meta, "trainer": trainer_state})
 
 
-def load_training_state(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_training_state(
+    path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer
+) -> dict[str, Any]:
     tensors, meta = load_tensors(path)
     device = next(model.parameters()).device
     model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
-    optimizer_from_tensors(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optimizer.")}, meta["optimizer"])
+    optimizer_from_tensors(
+        opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optimizer.")}, meta["optimizer"]
+    )
     restore_rng(tensors)
     return meta["trainer"]
 

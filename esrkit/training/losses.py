@@ -1,20 +1,21 @@
 """Ranking losses: how the scored hidden states of a batch are trained against items (``model.loss``).
 
-Every loss sees ``m`` scored hidden states ``h`` (one per target: every real position for seq2seq, the masked ones
-for cloze, the last for GRU4Rec), their positive item ids and, where the loss uses per-position negatives, the
-batch's negatives (m, k). Scores are always dot products ``h . e_j`` with the model's item vectors, so a loss works
-for every model family and backbone.
+Every loss sees ``m`` scored hidden states ``h`` (one per target: every real position for seq2seq, the masked
+ones for cloze, the last for GRU4Rec), their positive item ids and, where the loss uses per-position
+negatives, the batch's negatives (m, k). Scores are always dot products ``h . e_j`` with the model's item
+vectors, so a loss works for every model family and backbone.
 
-* ``bce`` (official LLM-ESR): binary cross-entropy on the positive and the negatives, each term averaged over its
-  own logits, summed. One uniform negative by default (``train.negatives``).
+* ``bce`` (official LLM-ESR): binary cross-entropy on the positive and the negatives, each term averaged over
+  its own logits, summed. One uniform negative by default (``train.negatives``).
 * ``bpr``: the paper's pairwise Eq. (6), ``-log sigmoid(s_pos - s_neg)``.
 * ``gbce`` (Petrov & Macdonald, RecSys 2023): BCE whose positive term is raised to the power ``beta``, which
-  undoes the overconfidence that sampling ``k`` of ``N - 1`` negatives causes. ``model.gbce_t`` = 0 is plain BCE.
+  undoes the overconfidence that sampling ``k`` of ``N - 1`` negatives causes. ``model.gbce_t`` = 0 is plain
+  BCE.
 * ``ce``: softmax cross-entropy over every real item (never padding or [MASK]), in item chunks with a running
   log-sum-exp and a hand-written backward, so memory is m x chunk, not m x N.
-* ``sampled_softmax``: softmax over the positive and ``k`` negatives shared by the whole batch, drawn uniformly,
-  by training popularity, or taken from the batch's own positives (``model.loss_sampler``), each corrected by
-  ``-log(k Q(j))`` (logQ correction); a negative equal to a row's positive is masked out.
+* ``sampled_softmax``: softmax over the positive and ``k`` negatives shared by the whole batch, drawn
+  uniformly, by training popularity, or taken from the batch's own positives (``model.loss_sampler``), each
+  corrected by ``-log(k Q(j))`` (logQ correction); a negative equal to a row's positive is masked out.
 
 ``model.view_losses`` (models with several score views, i.e. LLM-ESR) adds the same loss on each view's own
 logits beside the loss on the fused logits.
@@ -22,16 +23,18 @@ logits beside the loss on the fused logits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esrkit.registry import Registry
+from esrkit.config import LOSS_SAMPLERS
+from esrkit.registry import LOSSES  # the instance lives in the foundation layer (config checks loss names)
 
+SAMPLERS = LOSS_SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ class ItemScorer:
 
 @dataclass
 class LossContext:
-    """What a loss may need besides states and ids: the spec, a generator, and item popularity for samplers."""
+    """What a loss may need besides states and ids: the spec, a generator, and item popularity for
+    samplers."""
 
     spec: LossSpec
     generator: torch.Generator | None = None
@@ -80,14 +84,13 @@ class LossContext:
 
 
 LossFn = Callable[[ItemScorer, Tensor, Tensor, Tensor, LossContext], Tensor]
-LOSSES: Registry[LossFn] = Registry("loss")
 
 
 def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
     """The configured loss on the fused scores, plus one per view when ``view_losses`` is on."""
     if hs.shape[0] == 0:  # nothing scored in this batch (every row a one-item sequence)
         return hs.sum() * 0.0
-    fn = LOSSES.get(ctx.spec.name)
+    fn: LossFn = LOSSES.get(ctx.spec.name)
     total = fn(ItemScorer(model), hs, pos, neg, ctx)
     views = getattr(model, "score_views", list)()
     if ctx.spec.view_losses and len(views) > 1:
@@ -98,27 +101,32 @@ def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: L
 
 # ---------------------------------------------------------------------------------------------- pairwise
 def _logits_with_negatives(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    """(m, 1 + k): the positive first; one item lookup for all ids."""
+    """(m, 1 + k): the positive first; one item lookup for all ids. Each logit is the user state's dot product
+    with the item vector: for LLM-ESR the fused score of Eq. (5), [e_co : e_se] . [u_co : u_se]."""
     ids = torch.cat([pos.unsqueeze(1), neg.reshape(len(pos), -1)], 1)
     return torch.einsum("md,mkd->mk", scorer.states(hs), scorer.vectors(ids))
 
 
 @LOSSES.register("bce", per_position_negatives=True)
 def bce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    """L_Rank as the official code computes it (the paper writes the pairwise Eq. (6): ``bpr``)."""
     logits = _logits_with_negatives(scorer, hs, pos, neg)
     p, n = logits[:, 0], logits[:, 1:].reshape(-1)
-    return (F.binary_cross_entropy_with_logits(p, torch.ones_like(p))
-            + F.binary_cross_entropy_with_logits(n, torch.zeros_like(n)))
+    return F.binary_cross_entropy_with_logits(p, torch.ones_like(p)) + F.binary_cross_entropy_with_logits(
+        n, torch.zeros_like(n)
+    )
 
 
 @LOSSES.register("bpr", per_position_negatives=True)
 def bpr_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+    """Eq. (6): L_Rank = -log sigmoid(s_pos - s_neg), averaged over scored positions and negatives."""
     logits = _logits_with_negatives(scorer, hs, pos, neg)
     return -F.logsigmoid(logits[:, :1] - logits[:, 1:]).mean()
 
 
 def gbce_beta(negatives: int, n_items: int, t: float) -> float:
-    """gSASRec's power on the positive probability: alpha = k / (N - 1), beta = alpha (t (1 - 1/alpha) + 1/alpha)."""
+    """gSASRec's power on the positive probability: alpha = k / (N - 1), beta = alpha (t (1 - 1/alpha) +
+    1/alpha)."""
     alpha = negatives / max(n_items - 1, 1)
     return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
@@ -127,7 +135,8 @@ def gbce_beta(negatives: int, n_items: int, t: float) -> float:
 def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
     """Mean over all 1 + k logits of each row of -beta log sigmoid(s_pos) and -log(1 - sigmoid(s_neg)).
 
-    The positive term is computed in float64, as gSASRec does: sigmoid(s)^beta with beta near 0 is close to 1."""
+    The positive term is computed in float64, as gSASRec does: sigmoid(s)^beta with beta near 0 is close to
+    1."""
     logits = _logits_with_negatives(scorer, hs, pos, neg)
     k = logits.shape[1] - 1
     beta = gbce_beta(k, scorer.model.n_items, ctx.spec.gbce_t)
@@ -138,8 +147,8 @@ def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Los
 
 # ---------------------------------------------------------------------------------------------- softmax
 class _ChunkedLogSumExp(torch.autograd.Function):
-    """logsumexp_j (h_m . e_j) over all items in chunks; the backward recomputes each chunk's logits, so neither
-    pass holds more than (m, chunk) scores."""
+    """logsumexp_j (h_m . e_j) over all items in chunks; the backward recomputes each chunk's logits, so
+    neither pass holds more than (m, chunk) scores."""
 
     @staticmethod
     def forward(ctx, hs: Tensor, items: Tensor, chunk: int) -> Tensor:
@@ -193,8 +202,12 @@ def _uniform(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tenso
 def _popularity(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
     if ctx.log_popularity is None:
         raise ValueError("the popularity sampler needs the training item counts (LossContext.log_popularity)")
-    ids = torch.multinomial(ctx.log_popularity.exp(), ctx.spec.negatives, replacement=True,
-                            generator=ctx.generator) + 1
+    ids = (
+        torch.multinomial(
+            ctx.log_popularity.exp(), ctx.spec.negatives, replacement=True, generator=ctx.generator
+        )
+        + 1
+    )
     return ids, ctx.log_popularity[ids - 1]
 
 
@@ -208,7 +221,6 @@ def _in_batch(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tens
 
 # sampler name -> (shared negative ids (k,), log Q of each under the proposal)
 SAMPLER_FUNCTIONS = {"uniform": _uniform, "popularity": _popularity, "in_batch": _in_batch}
-SAMPLERS = tuple(SAMPLER_FUNCTIONS)
 
 
 def draw_shared_negatives(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
@@ -220,7 +232,9 @@ def draw_shared_negatives(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[
     return ids, log_q + math.log(ids.numel())
 
 
-def sampled_softmax_scores(scorer: ItemScorer, hs: Tensor, pos: Tensor, ids: Tensor, log_kq: Tensor) -> Tensor:
+def sampled_softmax_scores(
+    scorer: ItemScorer, hs: Tensor, pos: Tensor, ids: Tensor, log_kq: Tensor
+) -> Tensor:
     """(m, 1 + k) logits: the positive, then the shared negatives minus log(k Q), accidental hits at -inf."""
     states = scorer.states(hs)
     positive = (states * scorer.vectors(pos)).sum(-1, keepdim=True)
@@ -230,7 +244,9 @@ def sampled_softmax_scores(scorer: ItemScorer, hs: Tensor, pos: Tensor, ids: Ten
 
 
 @LOSSES.register("sampled_softmax")
-def sampled_softmax_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
+def sampled_softmax_loss(
+    scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext
+) -> Tensor:
     ids, log_kq = draw_shared_negatives(ctx, scorer.model.n_items, pos)
     logits = sampled_softmax_scores(scorer, hs, pos, ids, log_kq)
     return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))

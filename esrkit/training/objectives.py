@@ -1,16 +1,18 @@
-"""Training objectives: which states each backbone scores, and LLM-ESR's retrieval-augmented self-distillation (SD).
+"""Training objectives: which states each backbone scores, and LLM-ESR's retrieval-augmented self-distillation
+(SD).
 
 Scored positions: every real input position (seq2seq), the masked positions (cloze), the last position (last).
 The ranking loss applied to them (official: BCE with one negative) is chosen in esrkit/training/losses.py.
 
-SD (official ``--user_sim_func kd``): a *second* forward pass of the same input gives the student (last position);
-the N most similar users' train[:-1] sequences go through the same model in training mode (dropout on) with no
-gradient, their last positions are averaged into the teacher; ``nn.MSELoss`` (mean over batch x dims) between
-them, weighted by alpha. ``sd_loss="paper"`` uses Eq. (9) (squared L2 per user, averaged over users).
+SD (official ``--user_sim_func kd``): a *second* forward pass of the same input gives the student (last
+position); the N most similar users' train[:-1] sequences go through the same model in training mode (dropout
+on) with no gradient, their last positions are averaged into the teacher; ``nn.MSELoss`` (mean over batch x
+dims) between them, weighted by alpha. ``sd_loss="paper"`` uses Eq. (9) (squared L2 per user, averaged over
+users).
 
-Speed without changing results: sequences are split into a few length buckets so short sequences are not padded
-to the longest one in the batch (every sequence is encoded independently, so this is exact), and teachers run
-under ``torch.no_grad()`` (the official code builds their autograd graph and then detaches).
+Speed without changing results: sequences are split into a few length buckets so short sequences are not
+padded to the longest one in the batch (every sequence is encoded independently, so this is exact), and
+teachers run under ``torch.no_grad()`` (the official code builds their autograd graph and then detaches).
 """
 
 from __future__ import annotations
@@ -20,19 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esrkit.models.base import SeqInput
+from esrkit.data.batches import TrainBatch, teacher_input
+from esrkit.data.tensors import DeviceSequences, SeqInput, length_buckets
 from esrkit.models.recommender import SequentialRecommender
-from esrkit.training.batches import DeviceSequences, TrainBatch, teacher_input
 from esrkit.training.losses import LossContext, ranking_loss_from_states
-
-
-def length_buckets(lengths: np.ndarray, n_buckets: int, min_size: int = 16) -> list[np.ndarray]:
-    """Row groups of similar length (sorted), at most ``n_buckets``, none smaller than ``min_size`` rows."""
-    order = np.argsort(lengths, kind="stable")
-    if n_buckets <= 1 or len(order) < 2 * min_size:
-        return [order]
-    n = min(n_buckets, len(order) // min_size)
-    return [chunk for chunk in np.array_split(order, n) if len(chunk)]
 
 
 def _bucket_inputs(
@@ -76,7 +69,8 @@ def last_hidden_bucketed(
 def _scored_states(
     model: SequentialRecommender, batch: TrainBatch, outputs: list[tuple[Tensor, Tensor]]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(hidden states that get a loss (m, D), their positive ids (m,), negative ids (m, k)) over all buckets."""
+    """(hidden states that get a loss (m, D), their positive ids (m,), negative ids (m, k)) over all
+    buckets."""
     hs, pos_ids, neg_ids = [], [], []
     for rows, h in outputs:
         if model.objective == "last":
@@ -94,15 +88,23 @@ def _scored_states(
 
 
 def ranking_loss(
-    model: SequentialRecommender, batch: TrainBatch, loss: LossContext, buckets: list[np.ndarray] | None = None
+    model: SequentialRecommender,
+    batch: TrainBatch,
+    loss: LossContext,
+    buckets: list[np.ndarray] | None = None,
 ) -> Tensor:
+    """L_Rank (Eq. (6) with ``model.loss=bpr``; official: BCE) over the scored states of every length
+    bucket."""
     buckets = buckets or [np.arange(batch.inp.tokens.shape[0])]
     outputs = encode_bucketed(model, batch.inp, buckets, batch.lengths_np)
     return ranking_loss_from_states(model, *_scored_states(model, batch, outputs), loss)
 
 
 def ranking_loss_and_student(
-    model: SequentialRecommender, batch: TrainBatch, loss: LossContext, buckets: list[np.ndarray] | None = None
+    model: SequentialRecommender,
+    batch: TrainBatch,
+    loss: LossContext,
+    buckets: list[np.ndarray] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The ranking loss and the SD student (the official code's second forward pass of the same input, with
     new dropout masks).
@@ -118,8 +120,11 @@ def ranking_loss_and_student(
         rank = ranking_loss(model, batch, loss, buckets)
         return rank, last_hidden_bucketed(model, batch.inp, buckets, batch.lengths_np)
     inp = batch.inp
-    doubled = SeqInput(torch.cat([inp.tokens, inp.tokens]), torch.cat([inp.positions, inp.positions]),
-                       torch.cat([inp.pad_count, inp.pad_count]))
+    doubled = SeqInput(
+        torch.cat([inp.tokens, inp.tokens]),
+        torch.cat([inp.positions, inp.positions]),
+        torch.cat([inp.pad_count, inp.pad_count]),
+    )
     lengths = None if batch.lengths_np is None else np.concatenate([batch.lengths_np, batch.lengths_np])
     outputs = encode_bucketed(model, doubled, [np.concatenate([b, b + n]) for b in buckets], lengths)
     rank_outputs, student = [], None
@@ -144,8 +149,11 @@ def _attention_encoder(model: SequentialRecommender) -> bool:
 
 def _stochastic(model: torch.nn.Module) -> bool:
     """True when a forward pass in the current mode draws random numbers (dropout with p > 0)."""
-    return model.training and any(getattr(m, "p", 0.0) > 0 for m in model.modules()
-                                  if m is not model and hasattr(m, "p") and isinstance(getattr(m, "p"), float))
+    return model.training and any(
+        getattr(m, "p", 0.0) > 0
+        for m in model.modules()
+        if m is not model and hasattr(m, "p") and isinstance(m.p, float)
+    )
 
 
 class SelfDistillation:
@@ -165,7 +173,9 @@ class SelfDistillation:
         if neighbours.shape[0] != seqs.n_users:
             raise ValueError(f"neighbour table has {neighbours.shape[0]} rows for {seqs.n_users} users")
         if neighbours.shape[1] < n_similar:
-            raise ValueError(f"neighbour table keeps {neighbours.shape[1]} users per row; N = {n_similar} needed")
+            raise ValueError(
+                f"neighbour table keeps {neighbours.shape[1]} users per row; N = {n_similar} needed"
+            )
         if scale not in ("mse_mean", "paper"):
             raise ValueError(f"sd_loss must be 'mse_mean' or 'paper', not {scale!r}")
         if refresh not in ("step", "epoch"):
@@ -176,22 +186,24 @@ class SelfDistillation:
         self._cache: Tensor | None = None
 
     def teachers(self, model: SequentialRecommender, users: np.ndarray) -> Tensor:
-        """Mean last-position representation of each user's N similar users (no gradient)."""
+        """Eq. (8): the teacher mediator, mean pooling of the last-position representations of each user's N
+        similar users (found by Eq. (7): esrkit/index/), with the gradient stopped."""
         sim = self.neighbours[users].reshape(-1)
         if self.refresh == "epoch":
             assert self._cache is not None, "call refresh_cache() at the start of each epoch"
             rep = self._cache[torch.as_tensor(sim, device=self._cache.device)]
         else:
-            # a model without active dropout (GRU4Rec) gives every occurrence of a teacher the same vector, so each
-            # distinct teacher is encoded once; with dropout every occurrence keeps its own draw, as official
-            unique, inverse = (np.unique(sim, return_inverse=True) if not _stochastic(model) else (sim, None))
+            # a model without active dropout (GRU4Rec) gives every occurrence of a teacher the same vector, so
+            # each distinct teacher is encoded once; with dropout every occurrence keeps its own draw, as
+            # official
+            unique, inverse = np.unique(sim, return_inverse=True) if not _stochastic(model) else (sim, None)
             with torch.no_grad():  # train mode (dropout on) as official, but no autograd graph
                 inp = teacher_input(self.seqs, unique, self.max_len)
                 lengths = np.clip(self.seqs.train_lengths(unique) - 1, 0, self.max_len)
                 rep = last_hidden_bucketed(model, inp, self._buckets(model, lengths), lengths)
             if inverse is not None:
                 rep = rep[torch.as_tensor(inverse, device=rep.device)]
-        return rep.view(len(users), self.n, -1).mean(1)
+        return rep.view(len(users), self.n, -1).mean(1)  # Eq. (8)
 
     def _buckets(self, model: SequentialRecommender, lengths: np.ndarray) -> list[np.ndarray]:
         """Teacher length buckets. ``buckets=0``: for an attention encoder on a CPU one bucket per 64 teachers
@@ -216,12 +228,19 @@ class SelfDistillation:
         self._cache = torch.cat(reps)
         model.train(was)
 
-    def loss(self, model: SequentialRecommender, batch: TrainBatch, buckets: list[np.ndarray],
-             student: Tensor | None = None) -> Tensor:
+    def loss(
+        self,
+        model: SequentialRecommender,
+        batch: TrainBatch,
+        buckets: list[np.ndarray],
+        student: Tensor | None = None,
+    ) -> Tensor:
+        """L_SD between the student [u_co : u_se] of each user and its teacher mediator: the official mean
+        squared error (``mse_mean``), or Eq. (9), the squared L2 distance averaged over users (``paper``)."""
         if student is None:  # a second forward pass of the ranking input (new dropout masks)
             student = last_hidden_bucketed(model, batch.inp, buckets, batch.lengths_np)
         users = batch.users_np if batch.users_np is not None else batch.users.cpu().numpy()
         teacher = self.teachers(model, users)
         if self.scale == "mse_mean":
             return F.mse_loss(student, teacher)
-        return ((student - teacher) ** 2).sum(-1).mean()
+        return ((student - teacher) ** 2).sum(-1).mean()  # Eq. (9)

@@ -12,6 +12,7 @@ epoch needs ``--resume``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import math
@@ -24,23 +25,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import esrkit
 from esrkit.config import ConfigError, config_from_dict
+from esrkit.training import checkpoint as ckpt
 from esrkit.utils.io import atomic_save_npy, atomic_write_json, read_json
 
 
 def environment() -> dict[str, Any]:
-    import torch
-
-    versions = {"python": sys.version.split()[0], "esrkit": esrkit.__version__, "torch": torch.__version__,
-                "numpy": np.__version__}
+    versions = {
+        "python": sys.version.split()[0],
+        "esrkit": esrkit.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
     # package metadata, not imports: importing transformers / sentence-transformers costs seconds
     for dist in ("transformers", "sentence-transformers", "hnswlib", "scikit-learn", "openai", "accelerate"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return {
         "versions": versions,
         "platform": platform.platform(),
@@ -54,10 +57,20 @@ def environment() -> dict[str, Any]:
 def git_commit() -> str | None:
     try:
         root = Path(esrkit.__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         if out.returncode == 0:
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except Exception as exc:  # noqa: BLE001 - no git, or not a checkout: provenance says None
@@ -94,7 +107,7 @@ class RunDir:
     def lock(self) -> RunDir:
         """Hold an exclusive lock on the run directory for this process's lifetime: two processes resuming the
         same run would interleave checkpoints and metrics."""
-        import fcntl
+        import fcntl  # POSIX only: imported where the lock is taken
 
         self.path.mkdir(parents=True, exist_ok=True)
         fh = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open (locked) until the process exits
@@ -102,8 +115,10 @@ class RunDir:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.close()
-            raise RuntimeError(f"{self.path} is in use by another process (its lock is held); wait for it or "
-                               "choose another --name") from None
+            raise RuntimeError(
+                f"{self.path} is in use by another process (its lock is held); wait for it or "
+                "choose another --name"
+            ) from None
         _HELD_LOCKS[str(self.path.resolve())] = fh
         return self
 
@@ -123,13 +138,14 @@ class RunDir:
             return "replace"
         if not resume:
             if finished:
-                raise FileExistsError(f"{self.path} holds a finished run; choose another --name or "
-                                      "--output-dir")
+                raise FileExistsError(
+                    f"{self.path} holds a finished run; choose another --name or --output-dir"
+                )
             raise FileExistsError(f"{self.path} holds an unfinished run; pass --resume to continue it")
         if finished:
             return "finished"
         old = read_json(self.path / "config.json")
-        if _strip_volatile(old) != _strip_volatile(config):
+        if comparable_config(old) != comparable_config(config):
             raise ValueError(f"{self.path}: --resume with a different configuration; start a new run instead")
         self.verify_checkpoints()  # a damaged checkpoint stops the resume before anything is rewritten
         return "resume"
@@ -146,9 +162,6 @@ class RunDir:
 
     def verify_checkpoints(self) -> None:
         """Check every checkpoint against its recorded hash (checkpoint.py)."""
-        # torch: reporting reads run folders through RunDir without it
-        from esrkit.training import checkpoint as ckpt
-
         for path in (self.last, self.best):
             if path.exists():
                 ckpt.verify_checkpoint(path)
@@ -161,6 +174,7 @@ class RunDir:
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.checkpoints, ignore_errors=True)
         shutil.rmtree(self.path / "ranks", ignore_errors=True)
+
     @property
     def log_file(self) -> Path:
         return self.path / "train.log"
@@ -203,7 +217,9 @@ def epoch_line(record: dict[str, Any], watch: str, protocol: str) -> str:
     return f"{line} | {seconds}"
 
 
-def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:
+def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config without what may change between a run and its continuation (output folder, epoch
+    budget, device): what ``--resume`` and a sweep's reuse of a finished run compare."""
     cfg = _with_defaults(cfg)
     cfg.pop("output_dir", None)
     train = dict(cfg.get("train", {}))

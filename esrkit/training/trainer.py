@@ -1,13 +1,13 @@
 """The training loop: Adam, early stopping on a validation metric, resumable checkpoints.
 
-Official schedule (``trainers/trainer.py``): Adam (lr 1e-3, no weight decay, no LR decay), batch 128, up to 200
-epochs, validation every epoch, early stopping when validation N@10 has not *strictly* improved for ``patience``
-(20) epochs; the best-validation checkpoint is tested once at the end.
+Official schedule (``trainers/trainer.py``): Adam (lr 1e-3, no weight decay, no LR decay), batch 128, up to
+200 epochs, validation every epoch, early stopping when validation N@10 has not *strictly* improved for
+``patience`` (20) epochs; the best-validation checkpoint is tested once at the end.
 
-Reproducibility: the sample order and all sampling (negatives, cloze masks) of epoch ``e`` come from generators
-seeded by (seed, e); dropout uses the global torch RNG, whose state is saved with every ``last`` checkpoint. A run
-interrupted at any point and resumed with ``resume=True`` continues from the last finished epoch and reaches the
-same result as an uninterrupted run.
+Reproducibility: the sample order and all sampling (negatives, cloze masks) of epoch ``e`` come from
+generators seeded by (seed, e); dropout uses the global torch RNG, whose state is saved with every ``last``
+checkpoint. A run interrupted at any point and resumed with ``resume=True`` continues from the last finished
+epoch and reaches the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,45 +16,59 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from esrkit.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from esrkit.data.batches import TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
+from esrkit.data.tensors import DeviceSequences, length_buckets
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
-from esrkit.training.batches import DeviceSequences, TrainBatch, cloze_batch, last_item_batch, seq2seq_batch
 from esrkit.training.losses import LossContext, LossSpec
-from esrkit.training.objectives import SelfDistillation, length_buckets, ranking_loss, ranking_loss_and_student
+from esrkit.training.objectives import SelfDistillation, ranking_loss, ranking_loss_and_student
 from esrkit.training.rundir import RunDir, epoch_line
 from esrkit.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
 
+# length buckets per batch when train.buckets = 0 (exact either way; fewer on GPUs, where kernel launches cost
+# more than the padding they save)
+AUTO_BUCKETS = {"cpu": 4, "cuda": 2}
+
+
+def auto_buckets(device: torch.device) -> int:
+    return AUTO_BUCKETS.get(device.type, AUTO_BUCKETS["cpu"])
+
+
 @dataclass
 class TrainerOptions:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 200
-    patience: int = 20
-    seed: int = 42
+    """What the loop needs of a RunConfig (esrkit/runs/train.py builds it); the defaults are the config's."""
+
+    lr: float = TrainConfig.lr
+    weight_decay: float = TrainConfig.weight_decay
+    batch_size: int = TrainConfig.batch_size
+    epochs: int = TrainConfig.epochs
+    patience: int = TrainConfig.patience
+    seed: int = TrainConfig.seed
     loss: LossSpec = LossSpec()
-    mask_prob: float = 0.6
-    max_len: int = 200
-    buckets: int = 4  # length buckets per batch (exact; fewer on GPUs, where launches cost more than padding)
-    max_batches_per_epoch: int = 0
-    watch: str = "ndcg@10"
-    watch_protocol: str = "sampled"
+    mask_prob: float = ModelConfig.mask_prob
+    max_len: int = DataConfig.max_len
+    buckets: int = AUTO_BUCKETS["cpu"]  # train.buckets resolved for the device (auto_buckets)
+    max_batches_per_epoch: int = TrainConfig.max_batches_per_epoch
+    watch: str = TrainConfig.watch
+    watch_protocol: str = EvalConfig.valid_protocol
 
 
 @dataclass
 class StepContext:
     """What model hooks (``training_loss``, ``auxiliary_loss``, ``on_epoch_start``) may use."""
 
-    trainer: "Trainer"
+    trainer: Trainer
     epoch: int
     buckets: list[np.ndarray] | None = None
     generator: torch.Generator | None = None
@@ -64,13 +78,18 @@ class StepContext:
         return self.trainer.seqs
 
     @property
-    def options(self) -> "TrainerOptions":
+    def options(self) -> TrainerOptions:
         return self.trainer.opt_cfg
 
     @property
     def loss(self) -> LossContext:
         """The ranking loss with this step's generator (shared negatives are drawn from it)."""
         return self.trainer.loss_context(self.generator)
+
+    def ranking_loss(self, batch: TrainBatch) -> torch.Tensor:
+        """The backbone's ranking loss of ``batch`` under this step's buckets and loss (a model hook that adds
+        its own terms to it, e.g. MELT's, calls this instead of importing the training objectives)."""
+        return ranking_loss(self.trainer.model, batch, self.loss, self.buckets)
 
 
 @dataclass
@@ -102,12 +121,13 @@ class Trainer:
         self.model, self.seqs, self.opt_cfg = model, seqs, options
         self.validate, self.run_dir, self.sd, self.progress = validate, run_dir, distillation, progress
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params or [torch.zeros(1, requires_grad=True)], lr=options.lr,
-                                          weight_decay=options.weight_decay)
+        self.optimizer = torch.optim.Adam(
+            params or [torch.zeros(1, requires_grad=True)], lr=options.lr, weight_decay=options.weight_decay
+        )
         self.state = TrainState()
         self.n_users = seqs.n_users
         self.n_samples = 2 * self.n_users if model.objective == "cloze" else self.n_users
-        self._log_popularity = (seqs.train_log_popularity() if options.loss.sampler != "uniform" else None)
+        self._log_popularity = seqs.train_log_popularity() if options.loss.sampler != "uniform" else None
 
     def loss_context(self, generator: torch.Generator | None) -> LossContext:
         return LossContext(self.opt_cfg.loss, generator, self._log_popularity)
@@ -135,12 +155,13 @@ class Trainer:
         return self.default_losses(batch, ctx)
 
     def default_losses(self, batch: TrainBatch, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """Ranking loss, + alpha x SD, + the model's auxiliary loss: {"loss", "rank"[, "sd"][, "aux"]} (the
-        distributed trainer re-weights these parts per rank)."""
+        """Ranking loss, + alpha x SD (LLM-ESR's total loss, Eq. (10): L = L_Rank + alpha L_SD), + the model's
+        auxiliary loss: {"loss", "rank"[, "sd"][, "aux"]} (the distributed trainer re-weights these parts per
+        rank)."""
         if self.sd is not None and self.sd.alpha > 0:
             rank, student = ranking_loss_and_student(self.model, batch, ctx.loss, ctx.buckets)
             sd = self.sd.loss(self.model, batch, ctx.buckets, student)
-            parts = {"loss": rank + self.sd.alpha * sd, "rank": rank, "sd": sd}
+            parts = {"loss": rank + self.sd.alpha * sd, "rank": rank, "sd": sd}  # Eq. (10)
         else:
             rank = ranking_loss(self.model, batch, ctx.loss, ctx.buckets)
             parts = {"loss": rank, "rank": rank}
@@ -208,7 +229,13 @@ class Trainer:
             stats["valid_seconds"] = time.perf_counter() - t0
             score = valid[o.watch_protocol]["overall"][o.watch]
             self._update_stopper(epoch, score)
-            record = {"epoch": epoch, **stats, "valid": valid, "score": score, "best_epoch": self.state.best_epoch}
+            record = {
+                "epoch": epoch,
+                **stats,
+                "valid": valid,
+                "score": score,
+                "best_epoch": self.state.best_epoch,
+            }
             self.state.history.append(_compact(record))
             self.state.epoch = epoch + 1
             self._checkpoint(record)
@@ -221,17 +248,27 @@ class Trainer:
         s = self.state
         s.stopped, s.diverged_epoch = True, epoch
         if s.best_epoch < 0:
-            raise TrainingDiverged(f"training diverged at epoch {epoch} (loss {stats['loss']}) before any "
-                                   "validated epoch; try a lower train.lr")
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch} (loss {stats['loss']}) before any "
+                "validated epoch; try a lower train.lr"
+            )
         record = {"epoch": epoch, **stats, "diverged": True, "best_epoch": s.best_epoch}
         s.history.append(_compact(record))
         s.epoch = epoch + 1
         self._checkpoint(record)
         self._report(record)
-        log.warning("epoch %d: training loss is %s, training stopped; the result is the best epoch %d "
-                    "(validation %s %.4f)", epoch, stats["loss"], s.best_epoch, self.opt_cfg.watch, s.best_score)
+        log.warning(
+            "epoch %d: training loss is %s, training stopped; the result is the best epoch %d "
+            "(validation %s %.4f)",
+            epoch,
+            stats["loss"],
+            s.best_epoch,
+            self.opt_cfg.watch,
+            s.best_score,
+        )
 
-    # hooks a distributed trainer overrides (esrkit/training/distributed.py): only rank 0 holds the run directory
+    # hooks a distributed trainer overrides (esrkit/training/distributed.py): only rank 0 holds the run
+    # directory
     def _has_checkpoint(self) -> bool:
         return self.run_dir is not None and self.run_dir.last.exists()
 
@@ -266,8 +303,14 @@ class Trainer:
 
     def _state_dict(self) -> dict[str, Any]:
         s = self.state
-        return {"epoch": s.epoch, "best_score": s.best_score, "best_epoch": s.best_epoch,
-                "bad_epochs": s.bad_epochs, "stopped": s.stopped, "diverged_epoch": s.diverged_epoch}
+        return {
+            "epoch": s.epoch,
+            "best_score": s.best_score,
+            "best_epoch": s.best_epoch,
+            "bad_epochs": s.bad_epochs,
+            "stopped": s.stopped,
+            "diverged_epoch": s.diverged_epoch,
+        }
 
     def _resume(self) -> None:
         assert self.run_dir is not None
@@ -276,8 +319,8 @@ class Trainer:
         log.info("resumed at epoch %d (best %.4f @ %d)", s.epoch, s.best_score, s.best_epoch)
 
     def _restore_state(self, meta: dict[str, Any]) -> None:
-        """The inverse of ``_state_dict``, shared with the distributed trainer; also keeps metrics.jsonl consistent
-        with the checkpoint by dropping the lines of epochs that did not finish."""
+        """The inverse of ``_state_dict``, shared with the distributed trainer; also keeps metrics.jsonl
+        consistent with the checkpoint by dropping the lines of epochs that did not finish."""
         s = self.state
         s.epoch, s.best_score, s.best_epoch = meta["epoch"], meta["best_score"], meta["best_epoch"]
         s.bad_epochs, s.stopped = meta["bad_epochs"], meta["stopped"]
@@ -297,6 +340,6 @@ def _compact(record: dict[str, Any]) -> dict[str, Any]:
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # lazy: tqdm loads only when a bar is shown
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

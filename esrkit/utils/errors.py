@@ -7,6 +7,7 @@ closing quote of every "got '...'" in it.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 QUOTE_LIMIT = 80  # characters of a user's token shown in an error message
@@ -33,8 +34,6 @@ def os_error_with_path(exc: OSError, path: Any, action: str = "writing") -> OSEr
 
     Why: a failed ``write()`` raises "No space left on device" with no file name, so the user cannot tell
     which disk filled up."""
-    import errno
-
     reason = exc.strerror or str(exc)
     hint = ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

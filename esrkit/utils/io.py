@@ -1,7 +1,7 @@
 """Atomic file writes and content fingerprints.
 
-Every file esrkit writes goes through here: write to a temporary sibling, fsync, then rename, so an interrupted
-process never leaves a half-written file or directory behind.
+Every file esrkit writes goes through here: write to a temporary sibling, fsync, then rename, so an
+interrupted process never leaves a half-written file or directory behind.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def _fsync_dir(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` for a writer that needs a file name (e.g. hnswlib); when the block
-    finishes, the file is fsynced and renamed into place; on error it is removed."""
+    """Yield a temporary sibling of ``path`` for a writer that needs a file name (e.g. hnswlib); when the
+    block finishes, the file is fsynced and renamed into place; on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -89,8 +89,10 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
             reason = "it is not in .npy format (a pickle or another kind of file), and esrkit never unpickles"
         else:
             reason = text.replace("allow_pickle", "pickling")
-        raise ValueError(f"{path}: not a readable numeric .npy array ({reason}); write it with "
-                         "numpy.save(path, numpy.asarray(values, dtype=numpy.float32))") from None
+        raise ValueError(
+            f"{path}: not a readable numeric .npy array ({reason}); write it with "
+            "numpy.save(path, numpy.asarray(values, dtype=numpy.float32))"
+        ) from None
 
 
 def read_json(path: str | os.PathLike) -> Any:

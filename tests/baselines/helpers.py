@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models.baselines import CITIES, MELT, CitiesOptions, MeltOptions, RLMRec, RLMRecOptions
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.trainer import StepContext, Trainer, TrainerOptions
 from tests.training.helpers import small_assets, small_data
 
@@ -15,8 +15,15 @@ BACKBONES = ("sasrec", "bert4rec", "gru4rec")
 MAX_LEN = 50
 
 
-def make_model(name: str, backbone: str = "sasrec", data=None, hidden: int = 32, dropout: float = 0.1, seed: int = 0,
-               **options):
+def make_model(
+    name: str,
+    backbone: str = "sasrec",
+    data=None,
+    hidden: int = 32,
+    dropout: float = 0.1,
+    seed: int = 0,
+    **options,
+):
     """A baseline on the small synthetic data, set up; CITIES/MELT start in stage 2 unless told otherwise."""
     data = data if data is not None else small_data()
     torch.manual_seed(seed)
@@ -36,11 +43,16 @@ def make_model(name: str, backbone: str = "sasrec", data=None, hidden: int = 32,
     return model
 
 
-def trainer_for(model, data=None, lr: float = 3e-3, batch_size: int = 64, epochs: int = 1,
-                validate=None) -> Trainer:
+def trainer_for(
+    model, data=None, lr: float = 3e-3, batch_size: int = 64, epochs: int = 1, validate=None
+) -> Trainer:
     data = data if data is not None else small_data()
-    opts = TrainerOptions(lr=lr, batch_size=batch_size, max_len=MAX_LEN, epochs=epochs, patience=epochs, seed=0)
-    return Trainer(model, DeviceSequences(data), opts, validate or (lambda m, e: {}), None, None, progress=False)
+    opts = TrainerOptions(
+        lr=lr, batch_size=batch_size, max_len=MAX_LEN, epochs=epochs, patience=epochs, seed=0
+    )
+    return Trainer(
+        model, DeviceSequences(data), opts, validate or (lambda m, e: {}), None, None, progress=False
+    )
 
 
 def run_steps(model, data=None, steps: int = 10, rows: int = 64, lr: float = 3e-3) -> list[float]:

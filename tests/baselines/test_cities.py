@@ -1,4 +1,5 @@
-"""CITIES: the inference function learns on head items with the backbone frozen and replaces only tail items."""
+"""CITIES: the inference function learns on head items with the backbone frozen and replaces only tail
+items."""
 
 from __future__ import annotations
 
@@ -65,17 +66,25 @@ def test_contexts_are_the_official_windows() -> None:
 
     # training parts (seq[:-2]): [1 2 3 4], [2 5], [3 1 2]
     data = SequenceData.from_sequences([[1, 2, 3, 4, 9, 9], [2, 5, 9, 9], [3, 1, 2, 9, 9]], n_items=9)
-    model = CITIES(9, options=CitiesOptions(context_len=2, pretrain_epochs=0, tail_threshold=1, heads=2),
-                   hidden=8, max_len=MAX_LEN)
+    model = CITIES(
+        9,
+        options=CitiesOptions(context_len=2, pretrain_epochs=0, tail_threshold=1, heads=2),
+        hidden=8,
+        max_len=MAX_LEN,
+    )
     model.setup(data)
     c = model._contexts
-    rows = torch.arange(int(c.ptr[2]), int(c.ptr[3]))  # item 2: in user 0 (pos 1) and user 2 (pos 2); user 1 too short
+    rows = torch.arange(
+        int(c.ptr[2]), int(c.ptr[3])
+    )  # item 2: in user 0 (pos 1) and user 2 (pos 2); user 1 too short
     left, right = model._context_tokens(rows)
     assert left.tolist() == [[0, 1], [3, 1]]
     assert right.tolist() == [[3, 4], [0, 0]]
 
 
-def _untrimmed(f: EmbeddingInference, left: torch.Tensor, right: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def _untrimmed(
+    f: EmbeddingInference, left: torch.Tensor, right: torch.Tensor, table: torch.Tensor
+) -> torch.Tensor:
     """The official fixed 2C+1 layout, every padding column kept."""
     B, K, C = left.shape
     tokens = torch.cat([left, torch.ones(B, K, 1, dtype=torch.long), right], -1).view(B * K, -1)
@@ -99,7 +108,9 @@ def test_trimmed_context_columns_are_exact() -> None:
     left = torch.tensor([[[0, 0, 3, 4], [0, 0, 0, 5]], [[0, 0, 0, 0], [0, 0, 0, 9]]])
     right = torch.tensor([[[6, 0, 0, 0], [7, 8, 0, 0]], [[0, 0, 0, 0], [2, 0, 0, 0]]])
     with torch.no_grad():
-        torch.testing.assert_close(f(left, right, table), _untrimmed(f, left, right, table), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            f(left, right, table), _untrimmed(f, left, right, table), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_two_stages_restore_the_best_backbone_and_reset_early_stopping() -> None:

@@ -6,14 +6,21 @@ import pytest
 import torch
 
 from esrkit.config import ModelConfig, config_from_dict, resolve_recipe
+from esrkit.data.tensors import make_input
 from esrkit.models import MODELS, ModelAssets, build_model
 from esrkit.training import checkpoint as ckpt
-from esrkit.training.batches import make_input
 from tests.baselines.helpers import BASELINES, MAX_LEN, make_model, run_steps
 from tests.training.helpers import small_assets, small_data
 
-RECIPES = ("beauty5-cities-sasrec", "beauty5-melt-sasrec", "beauty5-rlmrec-sasrec", "fashion-paper-cities-sasrec",
-           "fashion-paper-melt-sasrec", "yelp-paper-cities-sasrec", "yelp-paper-melt-sasrec")
+RECIPES = (
+    "beauty5-cities-sasrec",
+    "beauty5-melt-sasrec",
+    "beauty5-rlmrec-sasrec",
+    "fashion-paper-cities-sasrec",
+    "fashion-paper-melt-sasrec",
+    "yelp-paper-cities-sasrec",
+    "yelp-paper-melt-sasrec",
+)
 
 
 def test_registered_with_their_requirements() -> None:
@@ -37,7 +44,9 @@ def test_options_come_from_model_extra() -> None:
         cfg = ModelConfig(name="cities", hidden=16, extra={"cities": {"tail_treshold": 3}})
         build_model(cfg, data.n_items, MAX_LEN)
     with pytest.raises(ValueError, match="expected"):
-        build_model(ModelConfig(name="cities", hidden=16, extra={"cities": {"layers": "two"}}), data.n_items, MAX_LEN)
+        build_model(
+            ModelConfig(name="cities", hidden=16, extra={"cities": {"layers": "two"}}), data.n_items, MAX_LEN
+        )
     with pytest.raises(ValueError, match="LLM item embeddings"):
         build_model(ModelConfig(name="rlmrec", hidden=16), data.n_items, MAX_LEN)
 
@@ -59,7 +68,9 @@ def test_a_checkpoint_predicts_without_setup(name: str, tmp_path) -> None:
     model.eval()
     ckpt.save_model(tmp_path / "best.safetensors", model)
     cls = type(model)
-    reloaded = cls(data.n_items, options=model.options, backbone="sasrec", hidden=32, max_len=MAX_LEN, dropout=0.1)
+    reloaded = cls(
+        data.n_items, options=model.options, backbone="sasrec", hidden=32, max_len=MAX_LEN, dropout=0.1
+    )
     ckpt.load_model(tmp_path / "best.safetensors", reloaded)
     reloaded.eval()
     inp = make_input(torch.tensor([[0, 0, 0, 5, 7], [1, 2, 3, 4, 5]]), MAX_LEN)
@@ -70,19 +81,32 @@ def test_a_checkpoint_predicts_without_setup(name: str, tmp_path) -> None:
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_pipeline_trains_evaluates_and_reloads(name: str, tmp_path) -> None:
-    from esrkit.training.pipeline import load_run, train
+    from esrkit.runs.load import load_run
+    from esrkit.runs.train import train
 
-    extra = {"cities": {"pretrain_epochs": 1, "item_batch": 16, "layers": 1},
-             "melt": {"pretrain_epochs": 1}, "rlmrec": {}}[name]
-    cfg = config_from_dict({
-        "name": f"tiny-{name}", "output_dir": str(tmp_path / "runs"), "workdir": str(tmp_path / "work"),
-        "data": {"source": "synthetic", "name": "tiny", "group_rule": "pareto", "max_len": MAX_LEN,
-                 "synthetic": {"n_users": 200, "n_items": 120, "max_length": 20, "seed": 3}},
-        "embedding": {"provider": "offline" if name == "rlmrec" else "none"},
-        "model": {"name": name, "hidden": 16, "extra": {name: extra}},
-        "train": {"epochs": 2, "max_batches_per_epoch": 3, "batch_size": 32, "device": "cpu"},
-        "eval": {"protocols": ["sampled"], "negatives": 20},
-    })
+    extra = {
+        "cities": {"pretrain_epochs": 1, "item_batch": 16, "layers": 1},
+        "melt": {"pretrain_epochs": 1},
+        "rlmrec": {},
+    }[name]
+    cfg = config_from_dict(
+        {
+            "name": f"tiny-{name}",
+            "output_dir": str(tmp_path / "runs"),
+            "workdir": str(tmp_path / "work"),
+            "data": {
+                "source": "synthetic",
+                "name": "tiny",
+                "group_rule": "pareto",
+                "max_len": MAX_LEN,
+                "synthetic": {"n_users": 200, "n_items": 120, "max_length": 20, "seed": 3},
+            },
+            "embedding": {"provider": "offline" if name == "rlmrec" else "none"},
+            "model": {"name": name, "hidden": 16, "extra": {name: extra}},
+            "train": {"epochs": 2, "max_batches_per_epoch": 3, "batch_size": 32, "device": "cpu"},
+            "eval": {"protocols": ["sampled"], "negatives": 20},
+        }
+    )
     summary = train(cfg, progress=False)
     assert summary["test"]["sampled"]["overall"]["ndcg@10"]["mean"] > 0
     run = load_run(tmp_path / "runs" / f"tiny-{name}" / "seed-42", "cpu")

@@ -1,5 +1,5 @@
-"""MELT: official head/tail splits and contexts; the item branch rewrites tail items only; the user branch learns
-from head users only and changes tail users' representations only."""
+"""MELT: official head/tail splits and contexts; the item branch rewrites tail items only; the user branch
+learns from head users only and changes tail users' representations only."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import make_input
 from esrkit.models.baselines import MELT, MeltOptions
-from esrkit.training.batches import make_input
 from tests.baselines.helpers import MAX_LEN, make_model, run_steps
 from tests.training.helpers import small_data
 
@@ -38,7 +38,9 @@ def test_item_contexts_are_prefixes_and_reversed_suffixes() -> None:
     model.setup(data)
     rows = torch.arange(int(model.ctx_ptr[3]), int(model.ctx_ptr[4]))
     windows = model._context_windows(rows).tolist()
-    assert sorted(windows) == sorted([[1, 2, 3], [0, 4, 3]])  # prefix ending in 3; suffix [3 4] read backwards
+    assert sorted(windows) == sorted(
+        [[1, 2, 3], [0, 4, 3]]
+    )  # prefix ending in 3; suffix [3 4] read backwards
     rows = torch.arange(int(model.ctx_ptr[1]), int(model.ctx_ptr[2]))  # item 1: both users, position 0
     expected = [[0, 0, 0, 1], [4, 3, 2, 1], [0, 0, 0, 1], [0, 0, 2, 1]]
     assert sorted(model._context_windows(rows).tolist()) == sorted(expected)

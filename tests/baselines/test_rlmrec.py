@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.batches import seq2seq_batch
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models.baselines.rlmrec import info_nce
 from esrkit.models.idrec import IDRecommender
-from esrkit.training.batches import DeviceSequences, seq2seq_batch
 from tests.baselines.helpers import MAX_LEN, make_model
 from tests.training.helpers import small_data
 
@@ -50,7 +51,11 @@ def test_the_weight_scales_the_auxiliary_loss() -> None:
     lb = b.auxiliary_loss(batch, ctx)
     torch.testing.assert_close(lb, 2 * la)
     assert make_model("rlmrec", weight=0.0).auxiliary_loss(batch, ctx) is None
-    assert a.weight == 0.01 and make_model("rlmrec").weight == 0.01 and make_model("rlmrec", mode="gen").weight == 0.1
+    assert (
+        a.weight == 0.01
+        and make_model("rlmrec").weight == 0.01
+        and make_model("rlmrec", mode="gen").weight == 0.1
+    )
 
 
 @pytest.mark.parametrize("align", ["users", "items", "both"])
@@ -69,7 +74,7 @@ def test_prediction_is_the_plain_backbone() -> None:
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
     assert not missing and all(k.startswith("projector.") for k in unexpected)
     tokens = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
-    from esrkit.training.batches import make_input
+    from esrkit.data.tensors import make_input
 
     inp = make_input(tokens, MAX_LEN)
     with torch.no_grad():

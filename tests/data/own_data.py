@@ -12,9 +12,30 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = ("English", "Patient,", "The", "Toy", "Story", "Heat", "Fargo", "Casino", "Babe", "Clueless", "Seven",
-         "Dead", "Man", "Walking", "Sense", "Sensibility", "Apollo", "Rob", "Roy", "Braveheart", "Crimson",
-         "Tide")
+WORDS = (
+    "English",
+    "Patient,",
+    "The",
+    "Toy",
+    "Story",
+    "Heat",
+    "Fargo",
+    "Casino",
+    "Babe",
+    "Clueless",
+    "Seven",
+    "Dead",
+    "Man",
+    "Walking",
+    "Sense",
+    "Sensibility",
+    "Apollo",
+    "Rob",
+    "Roy",
+    "Braveheart",
+    "Crimson",
+    "Tide",
+)
 GENRES = ("Action", "Comedy", "Drama", "Romance", "Thriller", "War", "Animation", "Crime")
 # enough items for LLMInit's 128-d PCA table and the sampled protocol's 100 negatives, after the 3/3 filter
 N_USERS, N_ITEMS = 60, 150
@@ -31,8 +52,9 @@ def catalogue(n_items: int = N_ITEMS, seed: int = 0) -> list[dict]:
     return items
 
 
-def interactions(n_users: int = N_USERS, n_items: int = N_ITEMS, min_length: int = 12, max_length: int = 20,
-                 seed: int = 0) -> list[tuple[str, str, int]]:
+def interactions(
+    n_users: int = N_USERS, n_items: int = N_ITEMS, min_length: int = 12, max_length: int = 20, seed: int = 0
+) -> list[tuple[str, str, int]]:
     """(user, item, unix time) rows in a shuffled file order; each user walks along neighbouring items."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -47,8 +69,9 @@ def interactions(n_users: int = N_USERS, n_items: int = N_ITEMS, min_length: int
     return [rows[k] for k in order]
 
 
-def write_recbole(folder: Path, name: str = "mine", title_field: str = "movie_title",
-                  genre_field: str = "class", **kwargs) -> tuple[Path, Path]:
+def write_recbole(
+    folder: Path, name: str = "mine", title_field: str = "movie_title", genre_field: str = "class", **kwargs
+) -> tuple[Path, Path]:
     """``<name>.inter`` and ``<name>.item``, as RecBole's ml-100k: titles and genres are ``token_seq``
     columns."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,8 +80,10 @@ def write_recbole(folder: Path, name: str = "mine", title_field: str = "movie_ti
     lines += [f"{u}\t{i}\t4\t{t}" for u, i, t in interactions(**kwargs)]
     inter.write_text("\n".join(lines) + "\n")
     lines = [f"item_id:token\t{title_field}:token_seq\trelease_year:token\t{genre_field}:token_seq"]
-    lines += [f"{it['item_id']}\t{' '.join(it['title'])}\t{it['year']}\t{' '.join(it['genres'])}"
-              for it in catalogue(kwargs.get("n_items", N_ITEMS))]
+    lines += [
+        f"{it['item_id']}\t{' '.join(it['title'])}\t{it['year']}\t{' '.join(it['genres'])}"
+        for it in catalogue(kwargs.get("n_items", N_ITEMS))
+    ]
     item.write_text("\n".join(lines) + "\n")
     return inter, item
 
@@ -84,6 +109,7 @@ def write_jsonl_items(folder: Path, n_items: int = N_ITEMS) -> Path:
     """``items.jsonl``: one JSON object per item, the genres as a JSON list."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "items.jsonl"
-    path.write_text("".join(json.dumps({**it, "title": " ".join(it["title"])}) + "\n"
-                            for it in catalogue(n_items)))
+    path.write_text(
+        "".join(json.dumps({**it, "title": " ".join(it["title"])}) + "\n" for it in catalogue(n_items))
+    )
     return path

@@ -30,8 +30,9 @@ def test_held_out_items_never_reach_training(data, mode) -> None:
     original = split.original_ids
     for u in range(full.n_users):  # the full data is the original, renumbered
         assert original[full.sequence(u)].tolist() == data.sequence(u).tolist()
-    assert [full.item_attrs[i - 1] for i in (1, data.n_items)] == [data.item_attrs[original[i] - 1]
-                                                                     for i in (1, data.n_items)]
+    assert [full.item_attrs[i - 1] for i in (1, data.n_items)] == [
+        data.item_attrs[original[i] - 1] for i in (1, data.n_items)
+    ]
     assert full.item_ids == [data.item_ids[i - 1] for i in original[1:]]
     for r, u in enumerate(split.train_users):  # a training user's sequence: theirs without the cold items ...
         seq = full.sequence(u)
@@ -56,18 +57,23 @@ def test_newest_uses_timestamps_and_otherwise_positions() -> None:
     ts = [[10, 20, 30, 40], [11, 21, 31, 99], [12, 22, 32, 50]]
     with_time = SequenceData.from_sequences(seqs, n_items=5, timestamps=ts)
     split = cold_split(with_time, 0.4, "newest")  # 2 of 5 items: item 4 first seen at 40, item 5 at 31
-    assert sorted(split.original_ids[split.n_warm + 1:].tolist()) == [4, 5]
+    assert sorted(split.original_ids[split.n_warm + 1 :].tolist()) == [4, 5]
     assert split.meta["order"] == "timestamp"
     no_time = SequenceData.from_sequences(seqs, n_items=5)
     positions = mean_relative_positions(no_time)
     assert positions[4] == 1.0 and positions[5] == pytest.approx((2 / 3 + 1) / 2)
     split = cold_split(no_time, 0.2, "newest")  # item 4 only ever comes last
-    assert split.original_ids[split.n_warm + 1:].tolist() == [4] and split.meta["order"] == "position"
+    assert split.original_ids[split.n_warm + 1 :].tolist() == [4] and split.meta["order"] == "position"
 
 
-@pytest.mark.parametrize(("fraction", "mode", "message"), [
-    (1.0, "random", r"fraction in \[0, 1\)"), (-0.1, "random", "fraction"),
-    (0.1, "oldest", "unknown cold-item mode 'oldest'")])
+@pytest.mark.parametrize(
+    ("fraction", "mode", "message"),
+    [
+        (1.0, "random", r"fraction in \[0, 1\)"),
+        (-0.1, "random", "fraction"),
+        (0.1, "oldest", "unknown cold-item mode 'oldest'"),
+    ],
+)
 def test_bad_options_are_named(fraction, mode, message) -> None:
     with pytest.raises((ValueError, KeyError), match=message):
         check_cold_options(fraction, mode)

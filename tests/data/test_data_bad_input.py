@@ -292,6 +292,7 @@ def test_a_huge_token_is_quoted_short(files):
 
 def test_cli_messages_keep_their_closing_quote(files, tmp_path):
     path = files.lines("inter.txt", ["1 1", "1 2", "1 x", "1 3", "2 1", "2 2", "2 3"])
-    res = CliRunner().invoke(data_cli, ["prepare", "--format", "inter", "--input", str(path), "-o",
-                                        str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        data_cli, ["prepare", "--format", "inter", "--input", str(path), "-o", str(tmp_path / "o")]
+    )
     assert res.exit_code != 0 and "got 'x'" in res.output

@@ -10,11 +10,11 @@ import json
 
 import numpy as np
 import pytest
-from tests.conftest import shared_path
 
 from esrkit.data.groups import OFFICIAL_THRESHOLDS, compute_groups
 from esrkit.data.prepare import prepare_source
 from esrkit.data.stats import dataset_stats
+from tests.conftest import shared_path
 
 pytestmark = pytest.mark.shared
 

@@ -12,9 +12,18 @@ LOOSE = ["user_min=0", "item_min=0"]
 
 
 def test_csv_with_iso_dates_sorts_each_user_by_time(files) -> None:
-    path = files.lines("inter.csv", ["User_ID,Movie_ID,Timestamp",
-                                     "a,x,2021-03-04T10:00:00", "a,y,2021-03-01", "b,y,5", "a,z,2021-03-05",
-                                     "b,x,3", "b,z,4"])
+    path = files.lines(
+        "inter.csv",
+        [
+            "User_ID,Movie_ID,Timestamp",
+            "a,x,2021-03-04T10:00:00",
+            "a,y,2021-03-01",
+            "b,y,5",
+            "a,z,2021-03-05",
+            "b,x,3",
+            "b,z,4",
+        ],
+    )
     data = prepare_source("csv", {"input": str(path)}, overrides=LOOSE)
     assert data.user_ids == ["a", "b"]
     names = {i + 1: n for i, n in enumerate(data.item_ids)}
@@ -35,8 +44,11 @@ def test_columns_can_be_named(files) -> None:
     path = files.lines("log.csv", ["who,what,when", "a,x,1", "a,y,2", "a,z,3"])
     with pytest.raises(DataError, match=r"log.csv, line 1.*no user column.*--set user_column=NAME"):
         prepare_source("csv", {"input": str(path)}, overrides=LOOSE)
-    data = prepare_source("csv", {"input": str(path)},
-                          overrides=LOOSE + ["user_column=who", "item_column=what", "time_column=when"])
+    data = prepare_source(
+        "csv",
+        {"input": str(path)},
+        overrides=LOOSE + ["user_column=who", "item_column=what", "time_column=when"],
+    )
     assert data.n_interactions == 3
 
 

@@ -74,8 +74,11 @@ def test_walkthrough_from_raw_files_to_a_report(kind, tmp_path, monkeypatch) -> 
     assert "['" not in recipe and "name is " in recipe  # the sample prompts read as text
     for protocol in ("sampled", "full"):
         assert f"[{protocol}]" in report
-    rows = [line.split()[0] for line in report.splitlines() if line.split()[:1] in (["SASRec"], ["LLMInit"],
-                                                                                 ["LLM-ESR"])]
+    rows = [
+        line.split()[0]
+        for line in report.splitlines()
+        if line.split()[:1] in (["SASRec"], ["LLMInit"], ["LLM-ESR"])
+    ]
     assert rows.count("SASRec") == rows.count("LLMInit") == rows.count("LLM-ESR") == 2  # one row per protocol
     written = sorted(p.name for p in (tmp_path / "reports" / "mine").iterdir())
     assert any(name.endswith(".md") for name in written) and any(name.endswith(".csv") for name in written)

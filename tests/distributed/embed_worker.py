@@ -1,5 +1,5 @@
-"""A ``torchrun`` worker for the crash test: ``esrkit embed`` whose rank ``--die-rank`` SIGKILLs itself right after
-its ``--die-after``-th committed batch, recording the hashes it committed first (they must survive)."""
+"""A ``torchrun`` worker for the crash test: ``esrkit embed`` whose rank ``--die-rank`` SIGKILLs itself right
+after its ``--die-after``-th committed batch, recording the hashes it committed first (they must survive)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--die-rank", type=int, default=1)
     parser.add_argument("--die-after", type=int, default=2)
-    parser.add_argument("--committed", required=True, help="file the dying rank lists its committed hashes in")
+    parser.add_argument(
+        "--committed", required=True, help="file the dying rank lists its committed hashes in"
+    )
     args, embed_args = parser.parse_known_args()
 
     from esrkit.embedding.cache import EmbeddingCache

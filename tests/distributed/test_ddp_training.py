@@ -1,10 +1,12 @@
-"""``torchrun -m esrkit train`` with 2 CPU processes (gloo): equivalent to one process, rank 0 writes, resume exact.
+"""``torchrun -m esrkit train`` with 2 CPU processes (gloo): equivalent to one process, rank 0 writes, resume
+exact.
 
-Tolerance of the equivalence (dropout 0, so nothing random differs): both runs see the same samples, negatives and
-teachers, and the 2-process gradient is the single-process gradient up to float32 summation order (per-rank
-partial sums, then the all-reduce). Those ~1e-7 relative differences stay tiny over a few epochs: losses agree to
-1e-4 relative, and a user's rank can only move when two scores are within rounding of each other. We require every
-metric within 0.01 (3 users of 300) and at least 99% of per-user ranks identical; in practice they are all equal.
+Tolerance of the equivalence (dropout 0, so nothing random differs): both runs see the same samples, negatives
+and teachers, and the 2-process gradient is the single-process gradient up to float32 summation order
+(per-rank partial sums, then the all-reduce). Those ~1e-7 relative differences stay tiny over a few epochs:
+losses agree to 1e-4 relative, and a user's rank can only move when two scores are within rounding of each
+other. We require every metric within 0.01 (3 users of 300) and at least 99% of per-user ranks identical; in
+practice they are all equal.
 
 Three launches in all (about 15 s each on two idle cores): the 2-process run, a 1-epoch run launched as two
 single-process "nodes" meeting at a c10d rendezvous endpoint (the multi-node command line), and its resume.
@@ -33,7 +35,7 @@ def _train_args(recipe: Path, name: str, *extra: str) -> list[str]:
 def runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(recipe, single-process run, 2-process run): the same recipe, 2 epochs, global batch 23."""
     from esrkit.config import resolve_recipe
-    from esrkit.training.pipeline import train
+    from esrkit.runs.train import train
 
     root = tmp_path_factory.mktemp("ddp")
     recipe = write_training_setup(root)
@@ -50,8 +52,13 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _metrics(results: dict) -> dict[tuple[str, str, str], float]:
-    return {(p, g, m): v for p, groups in results["test"].items() for g, ms in groups.items()
-            for m, v in ms.items() if m != "users"}
+    return {
+        (p, g, m): v
+        for p, groups in results["test"].items()
+        for g, ms in groups.items()
+        for m, v in ms.items()
+        if m != "users"
+    }
 
 
 def test_two_processes_reach_the_single_process_metrics(runs) -> None:
@@ -59,7 +66,9 @@ def test_two_processes_reach_the_single_process_metrics(runs) -> None:
     a, b = _lines(one / "metrics.jsonl"), _lines(two / "metrics.jsonl")
     assert [r["epoch"] for r in b] == [0, 1]  # one writer: no line twice
     for ra, rb in zip(a, b):
-        assert ra["batches"] == rb["batches"] == 14  # 300 users / 23: the global batch; the last one has 1 row
+        assert (
+            ra["batches"] == rb["batches"] == 14
+        )  # 300 users / 23: the global batch; the last one has 1 row
         for key in ("loss", "rank", "sd"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-4), key
         assert abs(ra["score"] - rb["score"]) <= 0.01
@@ -84,14 +93,18 @@ def test_two_processes_reach_the_single_process_metrics(runs) -> None:
 def test_two_process_resume_reproduces_the_uninterrupted_run(runs) -> None:
     recipe, _, full = runs
     root = full.parent.parent.parent
-    # "interrupted" after one epoch, launched as two single-process nodes meeting at a c10d rendezvous endpoint
+    # "interrupted" after one epoch, launched as two single-process nodes meeting at a c10d rendezvous
+    # endpoint
     torchrun_nodes(_train_args(recipe, "resumed", "--set", "train.epochs=1"), cwd=root)
     part = root / "runs" / "resumed" / "seed-42"
     assert len(_lines(part / "metrics.jsonl")) == 1
     (part / "results.json").unlink()  # the 1-epoch run finished; make it an unfinished one to resume
     torchrun(_train_args(recipe, "resumed", "--resume"), cwd=root)
 
-    a, b = load_file(str(full / "checkpoints" / "last.safetensors")), load_file(str(part / "checkpoints" / "last.safetensors"))
+    a, b = (
+        load_file(str(full / "checkpoints" / "last.safetensors")),
+        load_file(str(part / "checkpoints" / "last.safetensors")),
+    )
     assert a.keys() == b.keys()
     for key in a:
         if key.startswith(("model.", "optimizer.")):
@@ -126,8 +139,8 @@ class _FakeRuntime:
 
 def test_each_rank_gets_its_own_rng_state_back(tmp_path) -> None:
     """Dropout streams differ per rank; a resume gives every rank its own saved state (in-process check)."""
+    from esrkit.data.tensors import DeviceSequences
     from esrkit.models import MODELS
-    from esrkit.training.batches import DeviceSequences
     from esrkit.training.distributed import DistributedTrainer
     from esrkit.training.rundir import RunDir
     from esrkit.training.trainer import TrainerOptions
@@ -140,9 +153,16 @@ def test_each_rank_gets_its_own_rng_state_back(tmp_path) -> None:
     def trainer(rank: int, states: list, files: dict) -> DistributedTrainer:
         torch.manual_seed(0)
         model = MODELS.get("id")(data.n_items, backbone="sasrec", hidden=8, max_len=20)
-        return DistributedTrainer(model, DeviceSequences(data), TrainerOptions(max_len=20), lambda m, e: {},
-                                  rd if rank == 0 else None, None, progress=False,
-                                  runtime=_FakeRuntime(rank, states, files))
+        return DistributedTrainer(
+            model,
+            DeviceSequences(data),
+            TrainerOptions(max_len=20),
+            lambda m, e: {},
+            rd if rank == 0 else None,
+            None,
+            progress=False,
+            runtime=_FakeRuntime(rank, states, files),
+        )
 
     rank1_state = torch.Generator().manual_seed(1234).get_state()
     saver = trainer(0, [None, {"torch": rank1_state}], {})

@@ -23,7 +23,7 @@ OPTIONS = {"device": "cpu", "max_batch_size": 8}  # small batches: many commits 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path, Path]:
     from esrkit.data.synthetic import SyntheticOptions, generate
-    from esrkit.providers.tiny import save_tiny_llama
+    from tests.providers.tiny_llama import save_tiny_llama
 
     root = tmp_path_factory.mktemp("embed")
     generate(SyntheticOptions(n_users=150, n_items=100, seed=5)).save(root / "data")
@@ -50,12 +50,22 @@ def test_killed_process_then_relaunch_loses_nothing_and_repeats_nothing(setup) -
     every = set(text_hashes(provider.prepare_texts(prompts["items"] + prompts["users"])))
 
     # launch 1: rank 1 is SIGKILLed after its 2nd committed batch; torchrun then stops rank 0 too
-    # (a launch that fails before rank 1's first commit, e.g. a rendezvous hiccup on a loaded CI machine, is not the
-    # scenario under test: relaunch in a fresh workdir, at most three tries, and show the output if none gets there)
+    # (a launch that fails before rank 1's first commit, e.g. a rendezvous hiccup on a loaded CI machine, is
+    # not the scenario under test: relaunch in a fresh workdir, at most three tries, and show the output if
+    # none gets there)
     for attempt in range(3):
         workdir, committed = root / f"wd{attempt}", root / f"committed{attempt}.txt"
-        crash = torchrun(["-m", "tests.distributed.embed_worker", "--committed", str(committed),
-                          *_embed_args(data_dir, model, workdir)], cwd=root, check=False)
+        crash = torchrun(
+            [
+                "-m",
+                "tests.distributed.embed_worker",
+                "--committed",
+                str(committed),
+                *_embed_args(data_dir, model, workdir),
+            ],
+            cwd=root,
+            check=False,
+        )
         assert crash.returncode != 0, crash.stdout[-2000:]
         if committed.exists():
             break
@@ -81,4 +91,6 @@ def test_killed_process_then_relaunch_loses_nothing_and_repeats_nothing(setup) -
     result_dir = next((workdir / "embeddings").glob("*/"))
     assert result_dir.name == reference.directory.name
     for part in ("items", "users"):  # batches differ from the single-process run: float32 rounding only
-        np.testing.assert_allclose(np.load(result_dir / f"{part}.npy"), getattr(reference, part), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            np.load(result_dir / f"{part}.npy"), getattr(reference, part), atol=1e-5, rtol=0
+        )

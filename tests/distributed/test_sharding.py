@@ -1,6 +1,6 @@
-"""The arithmetic of data parallelism, in one process (fast): splitting global batches over simulated ranks and
-weighting their losses reproduces the single-process gradient; sharded evaluation reproduces the ranks; text shards
-partition the texts; a plain process gets the plain runtime."""
+"""The arithmetic of data parallelism, in one process (fast): splitting global batches over simulated ranks
+and weighting their losses reproduces the single-process gradient; sharded evaluation reproduces the ranks;
+text shards partition the texts; a plain process gets the plain runtime."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.tensors import DeviceSequences, length_buckets
 from esrkit.embedding.distributed import shard_of
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import MODELS
-from esrkit.training.batches import DeviceSequences
 from esrkit.training.distributed import (
     Runtime,
     local_step,
@@ -23,7 +23,7 @@ from esrkit.training.distributed import (
     shard_range,
     weighted_losses,
 )
-from esrkit.training.objectives import SelfDistillation, length_buckets
+from esrkit.training.objectives import SelfDistillation
 from esrkit.training.trainer import StepContext, Trainer, TrainerOptions
 from esrkit.utils.io import sha256_text
 from tests.training.helpers import MAX_LEN, small_data
@@ -31,7 +31,8 @@ from tests.training.helpers import MAX_LEN, small_data
 
 @functools.lru_cache(maxsize=1)
 def _assets() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random "LLM" item vectors, PCA table and neighbour lists: the arithmetic under test does not need real ones."""
+    """Random "LLM" item vectors, PCA table and neighbour lists: the arithmetic under test does not need real
+    ones."""
     data = small_data()
     rng = np.random.default_rng(0)
     items = rng.normal(size=(data.n_items, 24)).astype(np.float32)
@@ -77,14 +78,16 @@ def _model(kind: str):
     items, pca, neighbours = _assets()
     torch.manual_seed(0)
     if kind == "llmesr":
-        model = MODELS.get("llmesr")(data.n_items, items, pca, backbone="sasrec", hidden=16, max_len=MAX_LEN,
-                                     dropout=0.0)
+        model = MODELS.get("llmesr")(
+            data.n_items, items, pca, backbone="sasrec", hidden=16, max_len=MAX_LEN, dropout=0.0
+        )
     else:
         model = MODELS.get("id")(data.n_items, backbone=kind, hidden=16, max_len=MAX_LEN, dropout=0.0)
     seqs = DeviceSequences(data)
     sd = SelfDistillation(seqs, neighbours, 10, 0.1, "mse_mean", MAX_LEN) if kind == "llmesr" else None
-    return Trainer(model, seqs, TrainerOptions(max_len=MAX_LEN, batch_size=64), lambda m, e: {}, None, sd,
-                   progress=False)
+    return Trainer(
+        model, seqs, TrainerOptions(max_len=MAX_LEN, batch_size=64), lambda m, e: {}, None, sd, progress=False
+    )
 
 
 def _grads(model) -> dict[str, torch.Tensor]:
@@ -134,8 +137,10 @@ def test_sharded_evaluation_reproduces_the_ranks() -> None:
         ev = Evaluator(data, split, trainer.seqs, max_len=MAX_LEN, seed=0, batch_size=50)
         full = ev.compute_ranks(trainer.model, ("sampled", "full"))
         for world in (2, 3):
-            shards = [ev.compute_ranks(trainer.model, ("sampled", "full"), shard_range(data.n_users, r, world))
-                      for r in range(world)]
+            shards = [
+                ev.compute_ranks(trainer.model, ("sampled", "full"), shard_range(data.n_users, r, world))
+                for r in range(world)
+            ]
             for protocol in ("sampled", "full"):
                 joined = np.concatenate([s[protocol] for s in shards])
                 assert joined.shape == full[protocol].shape

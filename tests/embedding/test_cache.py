@@ -108,8 +108,13 @@ SLOW_RUN = textwrap.dedent(
 
 def _run_slow(script: Path, workdir: Path, log: Path, n: int, delay: float) -> subprocess.Popen:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, str(script), str(workdir), str(log), str(n), str(delay)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(workdir), str(log), str(n), str(delay)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _lines(path: Path) -> list[str]:

@@ -127,8 +127,13 @@ def test_a_cached_rerun_writes_nothing_but_repairs_a_damaged_matrix(tiny_sequenc
     from esrkit.prompts import load_templates
 
     def embed():
-        return embed_dataset(tiny_sequences, load_provider("offline"), load_templates("generic"),
-                             workdir=tmp_path, progress=False)
+        return embed_dataset(
+            tiny_sequences,
+            load_provider("offline"),
+            load_templates("generic"),
+            workdir=tmp_path,
+            progress=False,
+        )
 
     first = embed()
     files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in first.directory.iterdir()}

@@ -1,4 +1,5 @@
-"""Merging caches filled on another machine: only missing rows move, identities never mix, nothing is overwritten."""
+"""Merging caches filled on another machine: only missing rows move, identities never mix, nothing is
+overwritten."""
 
 from __future__ import annotations
 
@@ -69,9 +70,13 @@ def test_cli_merge_and_list(tmp_path):
     fill(tmp_path / "gpu", ident(0), ["a", "b", "c"])
     fill(tmp_path / "here", ident(0), ["a"])
     runner = CliRunner()
-    merged = runner.invoke(cli, ["cache", "merge", str(tmp_path / "gpu"), "--workdir", str(tmp_path / "here")])
+    merged = runner.invoke(
+        cli, ["cache", "merge", str(tmp_path / "gpu"), "--workdir", str(tmp_path / "here")]
+    )
     assert merged.exit_code == 0, merged.output
-    assert ident(0).hash()[:16] in merged.output and "3 vectors" in merged.output and "(+2 from" in merged.output
+    assert (
+        ident(0).hash()[:16] in merged.output and "3 vectors" in merged.output and "(+2 from" in merged.output
+    )
     listed = runner.invoke(cli, ["cache", "list", "--workdir", str(tmp_path / "here")])
     assert listed.exit_code == 0 and "random-normal-v1" in listed.output and "4-d" in listed.output
     missing = runner.invoke(cli, ["cache", "list", "--workdir", str(tmp_path / "nowhere")])

@@ -7,11 +7,10 @@ import torch
 from torch import nn
 
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences, SeqInput
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.evaluation.negatives import sample_eval_negatives
-from esrkit.models.base import SeqInput
 from esrkit.models.recommender import SequentialRecommender
-from esrkit.training.batches import DeviceSequences
 
 
 class FixedScores(SequentialRecommender):
@@ -89,9 +88,9 @@ def _chi_square_against_uniform(counts: np.ndarray) -> float:
 
 
 def test_uniformity_of_eval_negatives() -> None:
-    """1,000 allowed items, 100 negatives for each of 2,000 users: every allowed item is drawn about 200 times.
-    A chi-square test against uniform (999 degrees of freedom: 999 +- 45) passes the sampler and fails a sampler
-    that is only slightly biased (shown below), so the test can catch one."""
+    """1,000 allowed items, 100 negatives for each of 2,000 users: every allowed item is drawn about 200
+    times. A chi-square test against uniform (999 degrees of freedom: 999 +- 45) passes the sampler and fails
+    a sampler that is only slightly biased (shown below), so the test can catch one."""
     data = SequenceData.from_sequences([[1, 2, 3]] * 2000, n_items=1003)
     negs = sample_eval_negatives(data, "test", 100, seed=0)
     assert all(len(set(row)) == 100 for row in negs)  # distinct within a user

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.tensors import make_input
 from esrkit.models import MODELS
 from esrkit.models.base import dropout
 from esrkit.models.sasrec import SASRecEncoder
-from esrkit.training.batches import make_input
 
 MAX_LEN = 30
 
@@ -46,8 +46,10 @@ def test_sasrec_last_only_equals_the_full_pass_in_training(causal: bool, emulate
     x = torch.randn(*tokens.shape, 16)
     pad = inp.pad_count if emulate else None
     with torch.no_grad():
-        full, last = _same_draws(lambda: enc(x, inp.mask, pad_count=pad)[:, -1],
-                                 lambda: enc(x, inp.mask, pad_count=pad, last_only=True)[:, -1])
+        full, last = _same_draws(
+            lambda: enc(x, inp.mask, pad_count=pad)[:, -1],
+            lambda: enc(x, inp.mask, pad_count=pad, last_only=True)[:, -1],
+        )
     torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)
     torch.manual_seed(3)
     other = enc(x, inp.mask, pad_count=pad, last_only=True)[:, -1]
@@ -67,8 +69,9 @@ def test_no_graph_attention_equals_the_graph_path_in_training() -> None:
         with torch.no_grad():
             return enc(x, inp.mask, pad_count=inp.pad_count)
 
-    with_graph, no_graph = _same_draws(lambda: enc(x, inp.mask, pad_count=inp.pad_count).detach(),
-                                       without_graph)
+    with_graph, no_graph = _same_draws(
+        lambda: enc(x, inp.mask, pad_count=inp.pad_count).detach(), without_graph
+    )
     torch.testing.assert_close(no_graph[inp.mask], with_graph[inp.mask], atol=1e-5, rtol=1e-5)
 
 
@@ -111,8 +114,9 @@ def test_dropout_values_are_unchanged_bit_for_bit(p: float) -> None:
     x = torch.randn(3, 7, 13)
     now, before = _same_draws(lambda: dropout(x, p, True), lambda: _dropout_before(x, p))
     assert torch.equal(now, before)
-    full, last = _same_draws(lambda: dropout(x, p, True)[:, -1:],
-                             lambda: dropout(x[:, -1:], p, True, last_of=7))
+    full, last = _same_draws(
+        lambda: dropout(x, p, True)[:, -1:], lambda: dropout(x[:, -1:], p, True, last_of=7)
+    )
     assert torch.equal(full, last)
     kept = (now != 0).float().mean().item()
     assert abs(kept - (1 - p)) < 0.08
@@ -138,5 +142,6 @@ def test_cross_attention_gradients_are_the_official_ones_with_a_row_without_keys
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
     with torch.no_grad():
-        torch.testing.assert_close(ca(x, y, tokens != 0), official_cross_attention(ca, x, y, tokens),
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            ca(x, y, tokens != 0), official_cross_attention(ca, x, y, tokens), atol=1e-5, rtol=1e-4
+        )

@@ -1,8 +1,8 @@
 """The trimmed, variable-length computation equals the official fixed-length (max_len) computation.
 
 The references below re-implement the official forward passes independently — padded to max_len, attention
-through torch.nn.MultiheadAttention with no key mask, the GRU run over every padding step — using the weights of
-the esrkit model under test.
+through torch.nn.MultiheadAttention with no key mask, the GRU run over every padding step — using the weights
+of the esrkit model under test.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esrkit.data.tensors import make_input
 from esrkit.models import MODELS
 from esrkit.models.sasrec import PaddedSelfAttention, SASRecEncoder
-from esrkit.training.batches import make_input
 
 MAX_LEN = 24
 
@@ -31,7 +31,7 @@ def _right_aligned(seqs: list[list[int]], width: int) -> torch.Tensor:
     for r, s in enumerate(seqs):
         s = s[-width:]
         if s:
-            out[r, -len(s):] = torch.tensor(s)
+            out[r, -len(s) :] = torch.tensor(s)
     return out
 
 
@@ -50,7 +50,9 @@ def _mha_from(attn: PaddedSelfAttention, hidden: int, heads: int) -> nn.Multihea
     return mha.eval()
 
 
-def official_sasrec_backbone(enc: SASRecEncoder, seqs: torch.Tensor, log_seqs: torch.Tensor, heads: int) -> torch.Tensor:
+def official_sasrec_backbone(
+    enc: SASRecEncoder, seqs: torch.Tensor, log_seqs: torch.Tensor, heads: int
+) -> torch.Tensor:
     """``SASRecBackbone.forward`` of the official code (eval mode), on max_len-padded input."""
     timeline_mask = (log_seqs == 0).unsqueeze(-1)
     seqs = seqs * ~timeline_mask
@@ -110,10 +112,8 @@ def test_sasrec_encoder_matches_padded_official(causal: bool) -> None:
     trimmed_width = max(len(s) for s in seqs)
     inp = make_input(full[:, -trimmed_width:], MAX_LEN)
     ours = enc(x_full[:, -trimmed_width:], inp.mask, pad_count=inp.pad_count)
-    if causal:  # the official causal variant: attn_mask over all max_len slots
-        ref = _official_causal(enc, x_full, full)
-    else:
-        ref = official_sasrec_backbone(enc, x_full, full, 1)
+    # the official causal variant: attn_mask over all max_len slots
+    ref = _official_causal(enc, x_full, full) if causal else official_sasrec_backbone(enc, x_full, full, 1)
     torch.testing.assert_close(ours[:, -1], ref[:, -1], atol=2e-5, rtol=1e-4)
     real = inp.mask
     torch.testing.assert_close(ours[real], ref[:, -trimmed_width:][real], atol=2e-5, rtol=1e-4)
@@ -149,8 +149,9 @@ def _small_llmesr(rng: np.random.Generator, backbone: str, **options):
     n_items, d_llm, hidden = 40, 32, 8
     llm = rng.normal(size=(n_items, d_llm)).astype(np.float32)
     pca = rng.normal(size=(n_items, hidden)).astype(np.float32)
-    return MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN,
-                                **options).eval()
+    return MODELS.get("llmesr")(
+        n_items, llm, pca, backbone=backbone, hidden=hidden, max_len=MAX_LEN, **options
+    ).eval()
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
@@ -221,8 +222,9 @@ def test_pad_key_dropout_has_the_official_distribution() -> None:
 
 def test_frozen_semantic_table_gets_no_gradient_and_is_not_saved() -> None:
     rng = np.random.default_rng(0)
-    model = MODELS.get("llmesr")(10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"),
-                                 hidden=4, max_len=8)
+    model = MODELS.get("llmesr")(
+        10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"), hidden=4, max_len=8
+    )
     assert "semantic_table" not in dict(model.named_parameters())
     assert "semantic_table" not in model.state_dict()
     inp = make_input(torch.tensor([[0, 1, 2, 3]]), 8)
@@ -230,16 +232,23 @@ def test_frozen_semantic_table_gets_no_gradient_and_is_not_saved() -> None:
     (model.last_hidden(inp) @ probe).sum().backward()
     assert model.semantic_table.grad is None
     assert model.adapter.layers[0].weight.grad is not None
-    unfrozen = MODELS.get("llmesr")(10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"),
-                                    hidden=4, max_len=8, freeze_semantic=False)
+    unfrozen = MODELS.get("llmesr")(
+        10,
+        rng.normal(size=(10, 16)).astype("f4"),
+        rng.normal(size=(10, 4)).astype("f4"),
+        hidden=4,
+        max_len=8,
+        freeze_semantic=False,
+    )
     (unfrozen.last_hidden(inp) @ probe).sum().backward()
     assert unfrozen.semantic_table.grad is not None and unfrozen.semantic_table.grad[1:4].abs().sum() > 0
 
 
 def test_composed_adapter_equals_two_layers() -> None:
     rng = np.random.default_rng(0)
-    model = MODELS.get("llmesr")(10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"),
-                                 hidden=4, max_len=8)
+    model = MODELS.get("llmesr")(
+        10, rng.normal(size=(10, 16)).astype("f4"), rng.normal(size=(10, 4)).astype("f4"), hidden=4, max_len=8
+    )
     x = torch.randn(5, 16)
     two = model.adapter.layers[1](model.adapter.layers[0](x))
     torch.testing.assert_close(model.adapter(x), two, atol=1e-5, rtol=1e-5)
@@ -259,7 +268,7 @@ def test_gru_padding_cache_keeps_gradients_exact() -> None:
         if not reuse:
             model.encoder._shared_cache = None
         b = model.last_hidden(make_input(full[2:, -5:], MAX_LEN))
-        (a.sum() + (b ** 2).sum()).backward()
+        (a.sum() + (b**2).sum()).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)

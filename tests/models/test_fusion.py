@@ -1,4 +1,5 @@
-"""How views meet in one score (esrkit/models/fusion.py): every switch is a dot product, and starts official."""
+"""How views meet in one score (esrkit/models/fusion.py): every switch is a dot product, and starts
+official."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def test_the_popularity_gate_weighs_views_by_item_popularity() -> None:
     with torch.no_grad():
         fusion.gate_slope.fill_(-2.0)  # the semantic view counts more for less popular items
     out = fusion.items(items, torch.arange(N + 2))
-    se_weight = out[1:N + 1, H:].norm(dim=1) / items[1:N + 1, H:].norm(dim=1)
-    co_weight = out[1:N + 1, :H].norm(dim=1) / items[1:N + 1, :H].norm(dim=1)
+    se_weight = out[1 : N + 1, H:].norm(dim=1) / items[1 : N + 1, H:].norm(dim=1)
+    co_weight = out[1 : N + 1, :H].norm(dim=1) / items[1 : N + 1, :H].norm(dim=1)
     assert torch.all(se_weight[:-1] > se_weight[1:]) and torch.all(co_weight[:-1] < co_weight[1:])
     torch.testing.assert_close(se_weight + co_weight, torch.full((N,), 2.0))
 
@@ -44,8 +45,10 @@ def test_view_norm_scores_are_scaled_cosines_per_view() -> None:
     users, items = _pair(2)
     fusion = ViewFusion(H, N, view_norm=True, temperature=0.25)
     fused = fusion.users(users) @ fusion.items(items, torch.arange(N + 2)).T
-    expected = sum(4.0 * F.cosine_similarity(users[:, None, v], items[None, :, v], dim=-1)
-                   for v in (slice(0, H), slice(H, 2 * H)))
+    expected = sum(
+        4.0 * F.cosine_similarity(users[:, None, v], items[None, :, v], dim=-1)
+        for v in (slice(0, H), slice(H, 2 * H))
+    )
     torch.testing.assert_close(fused, expected)
 
 

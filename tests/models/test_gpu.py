@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.tensors import DeviceSequences, make_input
 from esrkit.models import MODELS
-from esrkit.training.batches import DeviceSequences, make_input
 from tests.models.test_fidelity import MAX_LEN, _random_sequences, _right_aligned, official_llmesr_log2feats
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -20,7 +20,9 @@ def test_llmesr_on_cuda_matches_the_official_layout(backbone: str) -> None:
     n_items = 40
     llm = rng.normal(size=(n_items, 32)).astype(np.float32)
     pca = rng.normal(size=(n_items, 8)).astype(np.float32)
-    model = MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=8, max_len=MAX_LEN).cuda().eval()
+    model = (
+        MODELS.get("llmesr")(n_items, llm, pca, backbone=backbone, hidden=8, max_len=MAX_LEN).cuda().eval()
+    )
     seqs = _random_sequences(rng, n_items, [2, 9, 4, 0, 17, 1])
     full = _right_aligned(seqs, MAX_LEN).cuda()
     with torch.no_grad():
@@ -31,9 +33,10 @@ def test_llmesr_on_cuda_matches_the_official_layout(backbone: str) -> None:
 
 
 def test_training_step_on_cuda() -> None:
-    from tests.training.helpers import MAX_LEN as ML, small_assets, small_data
     from esrkit.training.objectives import SelfDistillation
     from esrkit.training.trainer import Trainer, TrainerOptions
+    from tests.training.helpers import MAX_LEN as ML
+    from tests.training.helpers import small_assets, small_data
 
     data = small_data()
     items, pca, nb = small_assets()

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from esrkit.config import ModelConfig
+from esrkit.data.batches import history_input
 from esrkit.embedding.pca import pca_fit
 from esrkit.models import MODELS, ModelAssets, build_model
 from esrkit.models.recommender import NewItemsUnsupported, insert_item_rows
-from esrkit.training.batches import history_input
 
 N, D_LLM, HIDDEN, MAX_LEN = 40, 24, 8, 10
 
@@ -36,11 +36,21 @@ def scores(m, history: list[int]) -> torch.Tensor:
         return (user @ m.all_item_vectors().T)[0]
 
 
-@pytest.mark.parametrize(("name", "switches", "support"), [
-    ("id", {}, "untrained"), ("pop", {}, "untrained"), ("llminit", {}, "text"), ("llmesr", {}, "text"),
-    ("llmesr", {"co_view": False}, "text"), ("llmesr", {"id_init": "random"}, "text"),
-    ("llmesr", {"se_view": False, "id_init": "random"}, ""), ("cities", {}, "untrained"),
-    ("melt", {}, "untrained"), ("rlmrec", {}, "untrained")])
+@pytest.mark.parametrize(
+    ("name", "switches", "support"),
+    [
+        ("id", {}, "untrained"),
+        ("pop", {}, "untrained"),
+        ("llminit", {}, "text"),
+        ("llmesr", {}, "text"),
+        ("llmesr", {"co_view": False}, "text"),
+        ("llmesr", {"id_init": "random"}, "text"),
+        ("llmesr", {"se_view": False, "id_init": "random"}, ""),
+        ("cities", {}, "untrained"),
+        ("melt", {}, "untrained"),
+        ("rlmrec", {}, "untrained"),
+    ],
+)
 def test_each_family_says_how_it_adds_items(name, switches, support) -> None:
     assert MODELS.get(name).new_item_support(ModelConfig(name=name, **switches)) == support
 
@@ -66,22 +76,24 @@ def test_llmesr_new_items_are_adapter_of_text_and_pca_start(backbone) -> None:
     assert torch.equal(m.semantic_table[N + 4], mask_rows[1])
     after = m.all_item_vectors().detach()
     torch.testing.assert_close(after[: N + 1], before)  # old items untouched
-    torch.testing.assert_close(after[N + 1:, :HIDDEN], torch.as_tensor(assets.pca_projection.transform(new)))
-    torch.testing.assert_close(after[N + 1:, HIDDEN:], m.adapter(torch.as_tensor(new)).detach())
+    torch.testing.assert_close(after[N + 1 :, :HIDDEN], torch.as_tensor(assets.pca_projection.transform(new)))
+    torch.testing.assert_close(after[N + 1 :, HIDDEN:], m.adapter(torch.as_tensor(new)).detach())
     assert torch.isfinite(scores(m, [N + 1, 3, N + 3])).all()  # new items read as history inputs (and [MASK])
 
 
 def test_llmesr_with_random_init_starts_new_items_at_zero_collaborative_vectors() -> None:
     m, _, assets = model("llmesr", id_init="random")
     m.add_items(np.ones((2, D_LLM), dtype=np.float32), assets)
-    assert m.collab.weight[N + 1: N + 3].abs().sum() == 0
+    assert m.collab.weight[N + 1 : N + 3].abs().sum() == 0
 
 
 def test_llminit_new_rows_are_the_pca_projection() -> None:
     m, _, assets = model("llminit", backbone="bert4rec")
     llm, table, _ = llm_table()
     m.add_items(llm[:2], assets)  # two existing texts again: their PCA rows are the table's
-    torch.testing.assert_close(m.items.weight[N + 1: N + 3], torch.as_tensor(table[:2]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        m.items.weight[N + 1 : N + 3], torch.as_tensor(table[:2]), rtol=1e-4, atol=1e-5
+    )
     assert m.items.weight.shape[0] == N + 4 and m.mask_token == N + 3
 
 
@@ -90,7 +102,7 @@ def test_untrained_rows_for_id_only_families() -> None:
     mask_row = m.items.weight[N + 1].detach().clone()
     m.add_untrained_items(4, torch.Generator().manual_seed(0))
     assert m.n_items == N + 4 and torch.equal(m.items.weight[N + 5], mask_row)
-    std = float(m.items.weight[N + 1: N + 5].detach().std())
+    std = float(m.items.weight[N + 1 : N + 5].detach().std())
     assert 0 < std < 3 * (2.0 / (N + 2 + HIDDEN)) ** 0.5
     with pytest.raises(NewItemsUnsupported, match="IDRecommender scores items by vectors learned in"):
         m.add_items(np.zeros((1, D_LLM), dtype=np.float32), ModelAssets())
@@ -98,7 +110,7 @@ def test_untrained_rows_for_id_only_families() -> None:
     pop.fit_counts(np.array([1, 1, 2, 3, 3, 3]))
     pop.add_untrained_items(2)
     s = scores(pop, [1, 2])
-    assert s.shape == (N + 3,) and s[N + 1:].eq(0).all() and s[3] > s[1] > s[2] > 0
+    assert s.shape == (N + 3,) and s[N + 1 :].eq(0).all() and s[3] > s[1] > s[2] > 0
     cities, _, _ = model("cities")
     cities.add_untrained_items(2)
     assert cities.is_tail.shape == (N + 4,) and cities.inferred.shape == (N + 4, HIDDEN)
@@ -116,11 +128,16 @@ def test_wrong_vectors_are_refused_with_the_width_named() -> None:
     assert m.n_items == N
 
 
-@pytest.mark.parametrize(("name", "switches"), [
-    ("alphafuse", {"null_dim": 4}), ("llminit", {"semantic_adapter": True, "anchor": 1.0}),
-    ("llminit", {"text_neighbours": 3}),
-    ("llmesr", {"semantic_residual": True, "gate": "popularity", "view_norm": True}),
-    ("llmesr", {"gate": "user"})])
+@pytest.mark.parametrize(
+    ("name", "switches"),
+    [
+        ("alphafuse", {"null_dim": 4}),
+        ("llminit", {"semantic_adapter": True, "anchor": 1.0}),
+        ("llminit", {"text_neighbours": 3}),
+        ("llmesr", {"semantic_residual": True, "gate": "popularity", "view_norm": True}),
+        ("llmesr", {"gate": "user"}),
+    ],
+)
 def test_new_items_of_the_full_ranking_switches_score_like_an_item_with_the_same_text(name, switches) -> None:
     """An item added from the text of an existing, untrained-on item gets that item's vector (every learned
     per-item part of a new item starts where an untrained item's does, so perturb those first)."""
@@ -142,9 +159,13 @@ def test_new_items_of_the_full_ranking_switches_score_like_an_item_with_the_same
     assert m.n_items == N + 2 and m.mask_token == N + 3
     assert not torch.allclose(after[N + 1], before[5])  # item 5's learned part is not copied to its twin
     assert torch.isfinite(scores(m, [N + 1, 3, N + 2])).all()  # new items read as history inputs
-    if name == "alphafuse":  # the frozen semantic coordinates of the twin are item 5's exactly, the ID part is 0
+    if (
+        name == "alphafuse"
+    ):  # the frozen semantic coordinates of the twin are item 5's exactly, the ID part is 0
         torch.testing.assert_close(m.semantic[N + 1], m.semantic[5])
         assert m.ids.weight[N + 1 : N + 3].abs().sum() == 0
     if getattr(m, "fusion", None) is not None and m.fusion.gate == "popularity":  # popularity 0's gate
         assert m.fusion.popularity_z[N + 1].item() == pytest.approx(m.fusion.unseen_z.item())
-        assert m.fusion.unseen_z.item() < m.fusion.popularity_z[1].item()  # below the least popular trained item
+        assert (
+            m.fusion.unseen_z.item() < m.fusion.popularity_z[1].item()
+        )  # below the least popular trained item

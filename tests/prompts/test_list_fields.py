@@ -34,8 +34,9 @@ def _recbole(tmp_path: Path, title: str = "movie_title"):
     inter, item = tmp_path / "ml.inter", tmp_path / "ml.item"
     inter.write_text(INTER)
     item.write_text(ITEM.format(title=title))
-    return prepare_source("recbole", {"input": str(inter), "meta": str(item)},
-                          overrides=["user_min=0", "item_min=0"], name="ml")
+    return prepare_source(
+        "recbole", {"input": str(inter), "meta": str(item)}, overrides=["user_min=0", "item_min=0"], name="ml"
+    )
 
 
 def test_recbole_token_seq_arrives_as_lists(tmp_path) -> None:
@@ -49,27 +50,39 @@ def test_generic_template_joins_a_token_seq_title_with_spaces(tmp_path) -> None:
     data = _recbole(tmp_path, title="title")
     templates = load_templates("generic")
     items = build_item_prompts(data, templates)
-    assert items[0] == ("The item has the following attributes: \n name is English Patient, The; brand is "
-                        "unknown; price is unknown. \nThe item has the following descriptions: unknown. \n")
+    assert items[0] == (
+        "The item has the following attributes: \n name is English Patient, The; brand is "
+        "unknown; price is unknown. \nThe item has the following descriptions: unknown. \n"
+    )
     users = build_user_prompts(data, templates)
     # user 1: train = seq[:-2] = items 10, 20
-    assert users[0] == ("The user has interacted with the following items: \nEnglish Patient, The, "
-                        "Toy Story,  \nplease summarise the user's preference.")
+    assert users[0] == (
+        "The user has interacted with the following items: \nEnglish Patient, The, "
+        "Toy Story,  \nplease summarise the user's preference."
+    )
 
 
 def test_own_template_with_joins_and_defaults(tmp_path) -> None:
     data = _recbole(tmp_path)
-    templates = templates_from_dict({
-        "item": {"joins": {"movie_title": " "}, "section": [
-            {"template": "Movie: {movie_title} ({release_year}). Genres: {class}."}]},
-        "user": {"template": "Watched: {history}", "item_field": "movie_title", "item_suffix": "; "},
-    })
+    templates = templates_from_dict(
+        {
+            "item": {
+                "joins": {"movie_title": " "},
+                "section": [{"template": "Movie: {movie_title} ({release_year}). Genres: {class}."}],
+            },
+            "user": {"template": "Watched: {history}", "item_field": "movie_title", "item_suffix": "; "},
+        }
+    )
     items = build_item_prompts(data, templates)
-    assert items == ["Movie: English Patient, The (1996). Genres: Drama, Romance, War.",
-                     "Movie: Toy Story (1995). Genres: Animation, Comedy.",
-                     "Movie: Heat (1995). Genres: Action, Crime, Thriller."]
-    assert build_user_prompts(data, templates) == ["Watched: English Patient, The; Toy Story; ",
-                                                   "Watched: Heat; "]  # user 2 trains on its first item only
+    assert items == [
+        "Movie: English Patient, The (1996). Genres: Drama, Romance, War.",
+        "Movie: Toy Story (1995). Genres: Animation, Comedy.",
+        "Movie: Heat (1995). Genres: Action, Crime, Thriller.",
+    ]
+    assert build_user_prompts(data, templates) == [
+        "Watched: English Patient, The; Toy Story; ",
+        "Watched: Heat; ",
+    ]  # user 2 trains on its first item only
 
 
 def test_user_item_join_is_an_option(tmp_path) -> None:

@@ -23,8 +23,10 @@ def _first_item_prompt(data) -> str:
 
 
 def _expected(item: dict) -> str:
-    return (f"The item has the following attributes: \n name is {' '.join(item['title'])}; year is "
-            f"{item['year']}. \nThe item has the following features: {', '.join(item['genres'])}. \n")
+    return (
+        f"The item has the following attributes: \n name is {' '.join(item['title'])}; year is "
+        f"{item['year']}. \nThe item has the following features: {', '.join(item['genres'])}. \n"
+    )
 
 
 def test_recbole_fields_get_roles_and_list_joins(tmp_path) -> None:
@@ -53,8 +55,10 @@ def test_item_tables_give_the_same_prompt(tmp_path, items) -> None:
 
 
 def test_unknown_fields_are_used_when_well_covered_and_ids_never() -> None:
-    attrs = [{"asin": f"B{i}", "headline": f"Thing {i}", "colour": "red", "weight": 3,
-              "embedding": [0.1, 0.2]} for i in range(5)]
+    attrs = [
+        {"asin": f"B{i}", "headline": f"Thing {i}", "colour": "red", "weight": 3, "embedding": [0.1, 0.2]}
+        for i in range(5)
+    ]
     data = SequenceData.from_sequences([[1, 2, 3], [3, 4, 5]], n_items=5, item_attrs=attrs, name="x")
     plan = describe_plan(data)
     assert plan["roles"] == {"title": "headline"} and plan["others"] == ["colour", "weight"]

@@ -65,8 +65,14 @@ class FakeEmbeddingServer:
             data.append({"object": "embedding", "index": i, "embedding": emb})
         data.reverse()  # real servers may answer out of order: the client must sort by index
         tokens = sum(len(t.split()) for t in inputs)
-        return json.dumps({"object": "list", "data": data, "model": body.get("model"),
-                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}).encode()
+        return json.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        ).encode()
 
 
 def _handler(server: FakeEmbeddingServer) -> type[BaseHTTPRequestHandler]:
@@ -74,8 +80,13 @@ def _handler(server: FakeEmbeddingServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # keep test output clean
             pass
 
-        def _send(self, code: int, body: bytes, content_type: str = "application/json",
-                  headers: dict[str, str] | None = None) -> None:
+        def _send(
+            self,
+            code: int,
+            body: bytes,
+            content_type: str = "application/json",
+            headers: dict[str, str] | None = None,
+        ) -> None:
             try:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
@@ -131,6 +142,6 @@ def embedding_server():
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
-    from esrkit.providers.tiny import save_tiny_llama
+    from tests.providers.tiny_llama import save_tiny_llama
 
     return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")

@@ -1,4 +1,5 @@
-"""Decoder provider on a tiny random LLaMA saved to disk: padding, pooling and batching never change a vector."""
+"""Decoder provider on a tiny random LLaMA saved to disk: padding, pooling and batching never change a
+vector."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ TEXTS = [
     "short",
     "The item has the following attributes: name is red matte lipstick; brand is acme; price is 9.99.",
     "x",
-    ("The user has interacted with the following items: shampoo, serum, cream, mascara, perfume, lotion, soap, "
-     "brush, palette, please summarise the user's preference."),
+    (
+        "The user has interacted with the following items: shampoo, serum, cream, mascara, perfume, "
+        "lotion, soap, "
+        "brush, palette, please summarise the user's preference."
+    ),
     "pizza coffee bar",
     "gold ring gift for women",
     "",
@@ -92,7 +96,9 @@ def test_last_token_is_the_last_real_token(tiny_llama):
         ids_t = torch.tensor([ids], device=provider._input_device())
         hidden = provider.model(input_ids=ids_t).last_hidden_state[0, -1].float().cpu().numpy()
     got = provider.embed([TEXTS[1], TEXTS[0]])[0]
-    np.testing.assert_allclose(got, hidden, atol=1e-5 if provider.device == "cpu" else 0.05 * np.abs(hidden).max())
+    np.testing.assert_allclose(
+        got, hidden, atol=1e-5 if provider.device == "cpu" else 0.05 * np.abs(hidden).max()
+    )
 
 
 def test_empty_text_is_not_the_zero_pad_embedding(tiny_llama):
@@ -115,7 +121,9 @@ def test_identity_is_lazy_and_describes_the_weights(tiny_llama):
     assert ident.kind == "decoder" and ident.dim == 64 and ident.params["dtype"] == "float32"
     assert ident.params["weights"] and ident.model == tiny_llama.name
     assert decoder(tiny_llama, pooling="last").identity.hash() != ident.hash()
-    assert decoder(tiny_llama, token_budget=99).identity.hash() == ident.hash()  # batching never changes vectors
+    assert (
+        decoder(tiny_llama, token_budget=99).identity.hash() == ident.hash()
+    )  # batching never changes vectors
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

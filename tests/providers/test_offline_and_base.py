@@ -12,9 +12,14 @@ from esrkit.providers.base import ProviderError, build_provider, resolve_model_p
 from esrkit.providers.hashing import sparse_projection
 
 ITEM_A = "The item has the following attributes: name is Red Matte Lipstick; brand is Acme; price is 9.99."
-ITEM_A2 = ("The item has the following attributes: name is Red Matte Lipstick Long Lasting; brand is Acme; "
-           "price is 10.99.")
-ITEM_B = "The item has the following attributes: name is Stainless Steel Chef Knife; brand is Forge; price is 45.00."
+ITEM_A2 = (
+    "The item has the following attributes: name is Red Matte Lipstick Long Lasting; brand is Acme; "
+    "price is 10.99."
+)
+ITEM_B = (
+    "The item has the following attributes: name is Stainless Steel Chef Knife; brand is Forge; "
+    "price is 45.00."
+)
 UNRELATED = "pizza coffee bar downtown open late"
 
 
@@ -39,7 +44,9 @@ def test_offline_is_stateless_and_deterministic():
     alone = np.stack([p1.embed([t])[0] for t in texts])
     together = load_provider("offline", batch_size=5).embed(list(reversed(texts)))[::-1]
     np.testing.assert_allclose(alone, together, atol=1e-6)
-    np.testing.assert_array_equal(load_provider("offline").embed(texts), load_provider("offline").embed(texts))
+    np.testing.assert_array_equal(
+        load_provider("offline").embed(texts), load_provider("offline").embed(texts)
+    )
 
 
 def test_offline_options_change_identity_but_batch_size_does_not():
@@ -69,8 +76,17 @@ def test_random_control_is_seeded_per_text():
 
 def test_every_definition_loads():
     names = {d.name for d in list_definitions()}
-    assert {"openai", "openai-3-small", "openai-3-large", "llama", "smollm2", "sentence-transformers", "minilm",
-            "offline", "random"} <= names
+    assert {
+        "openai",
+        "openai-3-small",
+        "openai-3-large",
+        "llama",
+        "smollm2",
+        "sentence-transformers",
+        "minilm",
+        "offline",
+        "random",
+    } <= names
     for d in list_definitions():
         provider = load_provider(d.name)  # lazy: no model, no network
         assert provider.kind == d.kind and provider.name == d.name
@@ -97,8 +113,11 @@ def test_identity_round_trip_and_stable_hash():
     ident = load_provider("offline").identity
     again = ProviderIdentity.from_dict(json.loads(json.dumps(ident.to_dict())))
     assert again.hash() == ident.hash()
-    assert set(PROVIDERS.names()) == set(provider_kinds()) >= {"hashing", "random", "openai", "decoder",
-                                                               "sentence-transformers"}
+    assert (
+        set(PROVIDERS.names())
+        == set(provider_kinds())
+        >= {"hashing", "random", "openai", "decoder", "sentence-transformers"}
+    )
 
 
 def test_check_vectors_rejects_bad_shapes_and_nan():

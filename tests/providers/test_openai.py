@@ -30,8 +30,17 @@ def make_provider(embedding_server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
 
     def make(**options):
-        base = dict(base_url=embedding_server.url, api_key_env=KEY_ENV, model="fake-embed", dim=8,
-                    tokenizer="bytes", timeout=5.0, backoff_base=0.05, backoff_max=0.2, max_retries=3)
+        base = dict(
+            base_url=embedding_server.url,
+            api_key_env=KEY_ENV,
+            model="fake-embed",
+            dim=8,
+            tokenizer="bytes",
+            timeout=5.0,
+            backoff_base=0.05,
+            backoff_max=0.2,
+            max_retries=3,
+        )
         base.update(options)
         return build_provider("openai", base, name="test-openai")
 
@@ -69,7 +78,9 @@ def test_dimensions_parameter_is_sent(make_provider, embedding_server):
 
 
 def test_429_waits_as_long_as_retry_after_says(make_provider, embedding_server):
-    embedding_server.script.append(("status", 429, {"Retry-After": "1"}, b'{"error": {"message": "slow down"}}'))
+    embedding_server.script.append(
+        ("status", 429, {"Retry-After": "1"}, b'{"error": {"message": "slow down"}}')
+    )
     provider = make_provider(backoff_base=5.0)  # a backoff would be much longer: the header must win
     vectors = provider.embed(["a", "b"])
     np.testing.assert_array_equal(vectors, embedding_server.expected(["a", "b"]))
@@ -90,8 +101,12 @@ def test_retry_after_ms_is_preferred(make_provider, embedding_server):
 
 
 def test_500_then_success(make_provider, embedding_server):
-    embedding_server.script.extend([("status", 500, {}, b"<html>Internal error</html>"),
-                                    ("status", 503, {}, b'{"error": {"message": "overloaded"}}')])
+    embedding_server.script.extend(
+        [
+            ("status", 500, {}, b"<html>Internal error</html>"),
+            ("status", 503, {}, b'{"error": {"message": "overloaded"}}'),
+        ]
+    )
     provider = make_provider()
     np.testing.assert_array_equal(provider.embed(["x", "y"]), embedding_server.expected(["x", "y"]))
     assert [e.reason.split(":")[0] for e in provider.retry_events] == ["HTTP 500", "HTTP 503"]
@@ -120,8 +135,9 @@ def test_gives_up_after_max_retries(make_provider, embedding_server):
         ("application/json", b'{"data": [{"index": 0}]}', "malformed embedding entries"),
     ],
 )
-def test_malformed_bodies_raise_a_clear_error_naming_the_batch(make_provider, embedding_server, content_type, body,
-                                                               message):
+def test_malformed_bodies_raise_a_clear_error_naming_the_batch(
+    make_provider, embedding_server, content_type, body, message
+):
     embedding_server.script.append(("raw", content_type, body))
     with pytest.raises(ProviderError, match=rf"batch 1 \(inputs 0\.\.0, 1 texts\).*{message}"):
         make_provider().embed(["a"])
@@ -135,8 +151,9 @@ def test_wrong_dimensions_raise(make_provider, embedding_server):
 
 
 def test_wrong_count_raises(make_provider, embedding_server):
-    embedding_server.script.append(("raw", "application/json",
-                                    json.dumps({"data": [{"index": 0, "embedding": [0.0] * 8}]}).encode()))
+    embedding_server.script.append(
+        ("raw", "application/json", json.dumps({"data": [{"index": 0, "embedding": [0.0] * 8}]}).encode())
+    )
     with pytest.raises(ProviderError, match="sent 2 inputs, received 1"):
         make_provider().embed(["a", "b"])
 
@@ -166,33 +183,42 @@ def test_missing_key_fails_before_any_request(make_provider, embedding_server, m
 
 
 def test_key_is_redacted_from_server_error_messages(make_provider, embedding_server):
-    embedding_server.script.append(("status", 400, {}, json.dumps({"error": {"message": f"bad key {KEY}"}}).encode()))
+    embedding_server.script.append(
+        ("status", 400, {}, json.dumps({"error": {"message": f"bad key {KEY}"}}).encode())
+    )
     with pytest.raises(ProviderError) as info:
         make_provider().embed(["a"])
     assert KEY not in str(info.value) and "***" in str(info.value)
 
 
-def test_key_never_reaches_cache_metadata_or_logs(make_provider, embedding_server, tiny_sequences, tmp_path, caplog):
+def test_key_never_reaches_cache_metadata_or_logs(
+    make_provider, embedding_server, tiny_sequences, tmp_path, caplog
+):
     from esrkit.embedding.pipeline import embed_dataset, load_embedding_dir
     from esrkit.prompts.templates import load_templates
 
     caplog.set_level(logging.DEBUG)
     embedding_server.script.append(("status", 429, {"retry-after-ms": "10"}, b"{}"))  # make it log a retry
     provider = make_provider(max_inputs_per_request=3)
-    result = embed_dataset(tiny_sequences, provider, load_templates("generic"), workdir=tmp_path, progress=False)
+    result = embed_dataset(
+        tiny_sequences, provider, load_templates("generic"), workdir=tmp_path, progress=False
+    )
     assert result.items.shape == (8, 8) and result.users.shape == (5, 8)
     assert all(r.authorization == f"Bearer {KEY}" for r in embedding_server.requests)  # the key was used
     assert "retry" in caplog.text
     assert KEY not in caplog.text
-    assert KEY not in json.dumps(result.meta) and KEY not in json.dumps(load_embedding_dir(result.directory).meta)
+    assert KEY not in json.dumps(result.meta) and KEY not in json.dumps(
+        load_embedding_dir(result.directory).meta
+    )
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.suffix == ".sqlite" for p in files)
     for path in files:
         assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_dry_run_counts_uncached_tokens_without_calling_the_api(make_provider, embedding_server, tiny_sequences,
-                                                                tmp_path):
+def test_dry_run_counts_uncached_tokens_without_calling_the_api(
+    make_provider, embedding_server, tiny_sequences, tmp_path
+):
     from esrkit.embedding.pipeline import embed_dataset, plan_dataset
     from esrkit.prompts.templates import load_templates
 

@@ -1,4 +1,5 @@
-"""Fake run directories with fixed numbers: the reporting code reads files, so tests write exactly those files."""
+"""Fake run directories with fixed numbers: the reporting code reads files, so tests write exactly those
+files."""
 
 from __future__ import annotations
 
@@ -12,8 +13,23 @@ import pytest
 
 from esrkit.config import RunConfig
 
-GROUPS = ("overall", "tail_item", "head_item", "tail_user", "head_user", "user_1-4", "user_5-9", "user_10-14",
-          "user_15-19", "user_20+", "item_1-9", "item_10-29", "item_30-59", "item_60-99", "item_100+")
+GROUPS = (
+    "overall",
+    "tail_item",
+    "head_item",
+    "tail_user",
+    "head_user",
+    "user_1-4",
+    "user_5-9",
+    "user_10-14",
+    "user_15-19",
+    "user_20+",
+    "item_1-9",
+    "item_10-29",
+    "item_30-59",
+    "item_60-99",
+    "item_100+",
+)
 METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
 
 
@@ -28,10 +44,20 @@ def metrics_block(value: Callable[[str, str], float | None]) -> dict[str, dict[s
     return out
 
 
-def write_run(root: Path, name: str, per_seed: dict[int, Any], model: str = "id", backbone: str = "sasrec",
-              data_fp: str = "fp-data-1", data_name: str = "toy", model_cfg: dict[str, Any] | None = None,
-              config: dict[str, Any] | None = None, protocols: tuple[str, ...] = ("sampled", "full"),
-              valid: dict[int, float] | None = None, base_config: dict[str, Any] | None = None) -> Path:
+def write_run(
+    root: Path,
+    name: str,
+    per_seed: dict[int, Any],
+    model: str = "id",
+    backbone: str = "sasrec",
+    data_fp: str = "fp-data-1",
+    data_name: str = "toy",
+    model_cfg: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    protocols: tuple[str, ...] = ("sampled", "full"),
+    valid: dict[int, float] | None = None,
+    base_config: dict[str, Any] | None = None,
+) -> Path:
     """``per_seed``: seed -> a number (every cell), a dict {(group, metric): value} over a default, or a
     callable (group, metric) -> value. ``valid``: seed -> validation overall ndcg@10. ``base_config``: the
     config to record (default: RunConfig defaults)."""
@@ -51,9 +77,15 @@ def write_run(root: Path, name: str, per_seed: dict[int, Any], model: str = "id"
         d.mkdir(parents=True, exist_ok=True)
         cfg["train"]["seed"] = seed
         v = (valid or {}).get(seed, 0.1)
-        results = {"name": name, "seed": seed, "model": model, "backbone": backbone, "best_epoch": 1,
-                   "test": {p: metrics_block(fn) for p in protocols},
-                   "valid": {p: metrics_block(lambda g, m, v=v: v) for p in protocols}}
+        results = {
+            "name": name,
+            "seed": seed,
+            "model": model,
+            "backbone": backbone,
+            "best_epoch": 1,
+            "test": {p: metrics_block(fn) for p in protocols},
+            "valid": {p: metrics_block(lambda g, m, v=v: v) for p in protocols},
+        }
         (d / "config.json").write_text(json.dumps(cfg))
         (d / "provenance.json").write_text(json.dumps({"fingerprints": {"data": data_fp}}))
         (d / "results.json").write_text(json.dumps(results))

@@ -20,8 +20,14 @@ def test_report_writes_tables_and_figure(make_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert "paper protocol: target + 100 sampled negatives" in res.output and "full ranking" in res.output
     names = {p.name for p in out.iterdir()}
-    assert {"table1-toy-sampled.md", "table1-toy-full.md", "table1.csv", "tables.md",
-            "figure4-toy-sasrec-sampled.png", "figure4-toy-sasrec-full.png"} <= names
+    assert {
+        "table1-toy-sampled.md",
+        "table1-toy-full.md",
+        "table1.csv",
+        "tables.md",
+        "figure4-toy-sasrec-sampled.png",
+        "figure4-toy-sasrec-full.png",
+    } <= names
     md = (out / "table1-toy-sampled.md").read_text()
     assert "**0.4200 ± 0.0100**\\*" in md and "LLM-ESR [esr-nosd]" in md
 

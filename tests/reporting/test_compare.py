@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 from esrkit.config import ConfigError
-from esrkit.reporting.compare import load_plan
-from esrkit.reporting.study import run_study
+from esrkit.runs.compare import load_plan
+from esrkit.runs.study import run_study
 
 PLAN = """
 description = "two losses on the synthetic catalogue"
@@ -76,8 +76,17 @@ def test_compare_end_to_end(tmp_path, monkeypatch):
     assert (plan.folder / "study.csv").read_text() == tables
 
     # the CLI: --dry-run prints one train command per run with the plan's exact overrides
-    out = CliRunner().invoke(cli, ["study", "compare", str(tmp_path / "plan.toml"), "--dry-run",
-                                   "--output-dir", str(tmp_path / "runs")])
+    out = CliRunner().invoke(
+        cli,
+        [
+            "study",
+            "compare",
+            str(tmp_path / "plan.toml"),
+            "--dry-run",
+            "--output-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
     assert out.exit_code == 0, out.output
     lines = out.output.strip().splitlines()
     assert len(lines) == 2 and "model.loss=ce" in lines[1] and "--name ce" in lines[1]

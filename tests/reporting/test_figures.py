@@ -52,15 +52,35 @@ def _sweep(mode: str = "each") -> dict:
     points = [(1.0, 10, 0.10), (0.5, 10, 0.30), (0.1, 10, 0.20), (0.1, 2, 0.25)]
     settings = []
     for alpha, n, score in points:
-        test = {"sampled": {"overall": {"ndcg@10": {"mean": score, "std": 0.01},
-                                        "hr@10": {"mean": 2 * score, "std": 0.02}}}}
-        settings.append({"name": f"r-alpha={alpha}-n={n}", "params": {"model.alpha": alpha, "retrieval.n_similar": n},
-                         "status": "done", "valid": {"mean": score}, "test": test})
-    settings.append({"name": "pending", "params": {"model.alpha": 0.1, "retrieval.n_similar": 6},
-                     "status": "pending"})
-    return {"prefix": "r", "mode": mode, "grid": grid, "base": base, "settings": settings,
-            "select": {"metric": "ndcg@10", "split": "valid"}, "best": {"name": "r-alpha=0.5-n=10",
-                                                                        "params": settings[1]["params"]}}
+        test = {
+            "sampled": {
+                "overall": {
+                    "ndcg@10": {"mean": score, "std": 0.01},
+                    "hr@10": {"mean": 2 * score, "std": 0.02},
+                }
+            }
+        }
+        settings.append(
+            {
+                "name": f"r-alpha={alpha}-n={n}",
+                "params": {"model.alpha": alpha, "retrieval.n_similar": n},
+                "status": "done",
+                "valid": {"mean": score},
+                "test": test,
+            }
+        )
+    settings.append(
+        {"name": "pending", "params": {"model.alpha": 0.1, "retrieval.n_similar": 6}, "status": "pending"}
+    )
+    return {
+        "prefix": "r",
+        "mode": mode,
+        "grid": grid,
+        "base": base,
+        "settings": settings,
+        "select": {"metric": "ndcg@10", "split": "valid"},
+        "best": {"name": "r-alpha=0.5-n=10", "params": settings[1]["params"]},
+    }
 
 
 def test_figure3_lines_per_swept_key(tmp_path):

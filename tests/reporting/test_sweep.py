@@ -8,18 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from esrkit.reporting.sweep import (
-    expand_grid,
-    gather,
-    make_plan,
-    parse_grid,
-    parse_shard,
-    run_sweep,
-    select_best,
-    setting_name,
-    shard,
-    write_sweep,
-)
+from esrkit.reporting.sweep import gather, select_best, write_sweep
+from esrkit.runs.sweep import expand_grid, make_plan, parse_grid, parse_shard, run_sweep, setting_name, shard
 
 GRID = ["model.alpha=1,0.5,0.1,0.05,0.01", "retrieval.n_similar=2,6,10,14,18"]
 BASE = {"model.alpha": 0.1, "retrieval.n_similar": 10}
@@ -65,8 +55,10 @@ def test_shards_partition_the_grid():
 
 
 def test_names():
-    assert setting_name("beauty", {"model.alpha": 0.05, "retrieval.n_similar": 10}) == \
-        "beauty-alpha=0.05-n_similar=10"
+    assert (
+        setting_name("beauty", {"model.alpha": 0.05, "retrieval.n_similar": 10})
+        == "beauty-alpha=0.05-n_similar=10"
+    )
     assert setting_name("r", {"model.alpha": 1.0}) == "r-alpha=1"
     assert setting_name("r", {"model.alpha": 1.0, "train.alpha": 2}) == "r-model.alpha=1-train.alpha=2"
     assert setting_name("r", {"model.co_view": False}) == "r-co_view=false"
@@ -83,22 +75,37 @@ def _fake_trainer(scores: dict[str, tuple[float, float]], calls: list[str], writ
     def train(cfg, seeds, resume=False, progress=True):
         calls.append(cfg.name)
         valid, test = scores[cfg.name]
-        write_run(Path(cfg.output_dir), cfg.name, {s: test + s / 1000 for s in seeds}, model="llmesr",
-                  valid={s: valid for s in seeds}, base_config=cfg.to_dict())
+        write_run(
+            Path(cfg.output_dir),
+            cfg.name,
+            {s: test + s / 1000 for s in seeds},
+            model="llmesr",
+            valid={s: valid for s in seeds},
+            base_config=cfg.to_dict(),
+        )
+
     return train
 
 
 def test_run_sweep_resumes_and_selects_on_validation_only(tmp_path, run_writer):
     plan = _plan(tmp_path)
     names = [plan.name(s) for s in plan.settings]
-    assert names == ["demo-alpha=0.5-n_similar=10", "demo-alpha=0.1-n_similar=10", "demo-alpha=0.1-n_similar=2"]
+    assert names == [
+        "demo-alpha=0.5-n_similar=10",
+        "demo-alpha=0.1-n_similar=10",
+        "demo-alpha=0.1-n_similar=2",
+    ]
     # the best validation score is NOT the best test score: selection must follow validation
     scores = {names[0]: (0.30, 0.10), names[1]: (0.20, 0.90), names[2]: (0.25, 0.50)}
     calls: list[str] = []
     first = run_sweep(plan, 0, 2, train_fn=_fake_trainer(scores, calls, run_writer), echo=lambda m: None)
     assert calls == [names[0], names[2]] and set(first) == {names[0], names[2]}
     partial = gather(plan)
-    assert not partial["complete"] and [e["status"] for e in partial["settings"]] == ["done", "pending", "done"]
+    assert not partial["complete"] and [e["status"] for e in partial["settings"]] == [
+        "done",
+        "pending",
+        "done",
+    ]
     run_sweep(plan, 1, 2, train_fn=_fake_trainer(scores, calls, run_writer), echo=lambda m: None)
     again = run_sweep(plan, train_fn=_fake_trainer(scores, calls, run_writer), echo=lambda m: None)
     assert calls == [names[0], names[2], names[1]]  # nothing retrained
@@ -120,8 +127,12 @@ def test_run_sweep_resumes_and_selects_on_validation_only(tmp_path, run_writer):
 
 
 def test_select_best_ties_and_failures():
-    entries = [{"name": "a", "status": "failed: x"}, {"name": "b", "status": "done", "valid": {"mean": 0.2}},
-               {"name": "c", "status": "done", "valid": {"mean": 0.2}}, {"name": "d", "status": "pending"}]
+    entries = [
+        {"name": "a", "status": "failed: x"},
+        {"name": "b", "status": "done", "valid": {"mean": 0.2}},
+        {"name": "c", "status": "done", "valid": {"mean": 0.2}},
+        {"name": "d", "status": "pending"},
+    ]
     assert select_best(entries)["name"] == "b"
     assert select_best(entries[:1]) is None
 
@@ -145,8 +156,17 @@ def test_failed_setting_is_recorded_and_the_rest_runs(tmp_path, run_writer):
 def test_cli_dry_run_and_shard(tmp_path):
     from esrkit.cli.sweep import sweep
 
-    args = ["-r", "demo", "--grid", "model.alpha=1,0.5,0.1", "--grid", "retrieval.n_similar=2,10",
-            "--output-dir", str(tmp_path), "--dry-run"]
+    args = [
+        "-r",
+        "demo",
+        "--grid",
+        "model.alpha=1,0.5,0.1",
+        "--grid",
+        "retrieval.n_similar=2,10",
+        "--output-dir",
+        str(tmp_path),
+        "--dry-run",
+    ]
     out = CliRunner().invoke(sweep, args + ["--shard", "1/2"])
     assert out.exit_code == 0, out.output
     lines = [line for line in out.output.splitlines() if "demo-" in line and "sweep demo" not in line]

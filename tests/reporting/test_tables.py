@@ -24,8 +24,10 @@ COLS = [("overall", "ndcg@10")]
 
 
 def _block(*rows: tuple[str, bool, list[float]]) -> Block:
-    return Block("SASRec", [Row(label, label, "x", baseline, [Cell(vals)], len(vals))
-                            for label, baseline, vals in rows])
+    return Block(
+        "SASRec",
+        [Row(label, label, "x", baseline, [Cell(vals)], len(vals)) for label, baseline, vals in rows],
+    )
 
 
 def _marks(block: Block) -> dict[str, str]:
@@ -37,8 +39,11 @@ def _marks(block: Block) -> dict[str, str]:
 
 
 def test_bold_underline_and_star_against_best_baseline():
-    block = _block(("SASRec", True, [0.20, 0.21, 0.22]), ("LLMInit", True, [0.25, 0.26, 0.24]),
-                   ("LLM-ESR", False, [0.30, 0.31, 0.32]))
+    block = _block(
+        ("SASRec", True, [0.20, 0.21, 0.22]),
+        ("LLMInit", True, [0.25, 0.26, 0.24]),
+        ("LLM-ESR", False, [0.30, 0.31, 0.32]),
+    )
     mark_block(block, COLS)
     assert _marks(block) == {"SASRec": "", "LLMInit": "U", "LLM-ESR": "B*"}
     assert block.rows[2].cells[0].p < 0.05
@@ -55,8 +60,13 @@ def test_no_star_when_not_significant_or_when_a_baseline_wins():
 
 
 def test_ties_are_marked_alike_with_dense_second():
-    block = _block(("A", True, [0.30001, 0.29999]), ("B", False, [0.3, 0.3]), ("C", True, [0.2, 0.2]),
-                   ("D", False, [0.2, 0.2]), ("E", True, [0.1, 0.1]))
+    block = _block(
+        ("A", True, [0.30001, 0.29999]),
+        ("B", False, [0.3, 0.3]),
+        ("C", True, [0.2, 0.2]),
+        ("D", False, [0.2, 0.2]),
+        ("E", True, [0.1, 0.1]),
+    )
     mark_block(block, COLS)
     # A and B are equal at 4 decimals: both bold; C and D share the second-best value
     assert _marks(block) == {"A": "B", "B": "B", "C": "U", "D": "U", "E": ""}
@@ -77,8 +87,11 @@ def test_single_seed_no_star_and_a_note():
 
 
 def test_explicit_baseline_and_unknown_baseline():
-    rows = (("SASRec", True, [0.20, 0.21, 0.22]), ("LLMInit", True, [0.29, 0.30, 0.31]),
-            ("LLM-ESR", False, [0.30, 0.31, 0.32]))
+    rows = (
+        ("SASRec", True, [0.20, 0.21, 0.22]),
+        ("LLMInit", True, [0.29, 0.30, 0.31]),
+        ("LLM-ESR", False, [0.30, 0.31, 0.32]),
+    )
     best_base = _block(*rows)
     mark_block(best_base, COLS)
     assert not best_base.rows[2].cells[0].star  # 0.31 vs 0.30: not significant
@@ -109,8 +122,11 @@ def _three_models(make_run, seeds=(1, 2, 3)):
     lift = {1: 0.0, 2: 0.01, 3: 0.02}
     make_run("sas", {s: 0.20 + lift[s] for s in seeds}, model="id")
     make_run("init", {s: {"default": 0.25 + lift[s], "tail_item": None} for s in seeds}, model="llminit")
-    make_run("esr", {s: {"default": 0.40 + lift[s], ("head_user", "hr@10"): float("nan")} for s in seeds},
-             model="llmesr")
+    make_run(
+        "esr",
+        {s: {"default": 0.40 + lift[s], ("head_user", "hr@10"): float("nan")} for s in seeds},
+        model="llmesr",
+    )
     return collect_runs([make_run.root])
 
 
@@ -151,7 +167,12 @@ def test_csv_round_trip(make_run, tmp_path):
         assert (rec["bold"], rec["underline"], rec["star"]) == (cell.bold, cell.underline, cell.star)
         assert rec["p_value"] == cell.p
     written = write_tables(tables, tmp_path / "out")
-    assert {p.name for p in written} == {"table1-toy-sampled.md", "table1-toy-full.md", "table1.csv", "tables.md"}
+    assert {p.name for p in written} == {
+        "table1-toy-sampled.md",
+        "table1-toy-full.md",
+        "table1.csv",
+        "tables.md",
+    }
     assert read_csv(tmp_path / "out" / "table1.csv") == recs
 
 
@@ -188,9 +209,19 @@ def test_table2_labels_from_configs(make_run):
     make_run("sas", {1: 0.5}, model="id")
     (table,) = build_table2(collect_runs([make_run.root]), "sampled")
     labels = {r.run: r.label for r in table.blocks[0].rows}
-    assert labels == {"full": "LLM-ESR", "nocv": "w/o Co-view", "nose": "w/o Se-view", "nosd": "w/o SD",
-                      "noshare": "w/o Share", "noca": "w/o CA", "ad1": "1-layer adapter", "rand": "Random init",
-                      "nof": "w/o F", "both": "w/o Share + w/o CA", "a05": "alpha=0.5"}
+    assert labels == {
+        "full": "LLM-ESR",
+        "nocv": "w/o Co-view",
+        "nose": "w/o Se-view",
+        "nosd": "w/o SD",
+        "noshare": "w/o Share",
+        "noca": "w/o CA",
+        "ad1": "1-layer adapter",
+        "rand": "Random init",
+        "nof": "w/o F",
+        "both": "w/o Share + w/o CA",
+        "a05": "alpha=0.5",
+    }
     order = [r.label for r in table.blocks[0].rows]
     assert order[:5] == ["w/o Co-view", "w/o Se-view", "w/o SD", "w/o Share", "w/o Share + w/o CA"]
     assert order[-1] == "LLM-ESR"

@@ -40,8 +40,9 @@ def item_vectors(center: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
 def config(*overrides: str):
     dim, features = PROVIDER_OPTIONS["dim"], PROVIDER_OPTIONS["n_features"]
     options = f"embedding.options={{dim={dim}, n_features={features}}}"
-    return resolve_recipe("demo", [f"data.max_len={MAX_LEN}", "model.hidden=16", "model.dropout=0.0", options,
-                                   *overrides])
+    return resolve_recipe(
+        "demo", [f"data.max_len={MAX_LEN}", "model.hidden=16", "model.dropout=0.0", options, *overrides]
+    )
 
 
 def served_model(*overrides: str, seed: int = 0) -> ServedModel:
@@ -58,6 +59,15 @@ def served_model(*overrides: str, seed: int = 0) -> ServedModel:
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     titles = [a.get("title") or "" for a in data.item_attrs]
-    return ServedModel(model, cfg, data.item_ids, titles, assets=ModelAssets(pca_projection=projection),
-                       llm_center=center, llm_dim=llm.shape[1], provider=tiny_provider().describe(),
-                       templates=load_templates("generic"), users=UserHistories.from_data(data))
+    return ServedModel(
+        model,
+        cfg,
+        data.item_ids,
+        titles,
+        assets=ModelAssets(pca_projection=projection),
+        llm_center=center,
+        llm_dim=llm.shape[1],
+        provider=tiny_provider().describe(),
+        templates=load_templates("generic"),
+        users=UserHistories.from_data(data),
+    )

@@ -24,9 +24,17 @@ def forbid_llm_calls(monkeypatch) -> None:
     monkeypatch.setattr(Provider, "iter_embed", refuse)
 
 
-@pytest.mark.parametrize("overrides", [(), ("model.backbone=bert4rec", "embedding.center_items=true"),
-                                       ("model.name=llminit",), ("model.name=id",), ("model.name=pop",)],
-                         ids=["llmesr", "llmesr-bert4rec-centred", "llminit", "id", "pop"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("model.backbone=bert4rec", "embedding.center_items=true"),
+        ("model.name=llminit",),
+        ("model.name=id",),
+        ("model.name=pop",),
+    ],
+    ids=["llmesr", "llmesr-bert4rec-centred", "llminit", "id", "pop"],
+)
 def test_an_export_loads_elsewhere_and_scores_the_same(overrides, tmp_path, monkeypatch) -> None:
     served = served_model(*overrides)
     forbid_llm_calls(monkeypatch)
@@ -45,8 +53,14 @@ def test_an_export_loads_elsewhere_and_scores_the_same(overrides, tmp_path, monk
     u = catalogue().user_ids[7]
     assert [r.item for r in loaded.recommend_known(u)] == [r.item for r in served.recommend_known(u)]
     manifest = json.loads((moved / "manifest.json").read_text())
-    assert set(manifest["files"]) >= {"config.json", "serving.json", "model.safetensors", "items.jsonl",
-                                      "users.safetensors", "users.json"}
+    assert set(manifest["files"]) >= {
+        "config.json",
+        "serving.json",
+        "model.safetensors",
+        "items.jsonl",
+        "users.safetensors",
+        "users.json",
+    }
 
 
 def test_an_llmesr_export_holds_the_frozen_table_and_projection(tmp_path) -> None:
@@ -67,8 +81,9 @@ def test_an_llmesr_export_holds_the_frozen_table_and_projection(tmp_path) -> Non
     assert not (tmp_path / "x" / "users.json").exists() and esrkit.load(tmp_path / "x").users is None
 
 
-@pytest.mark.parametrize("target", ["items.jsonl", "model.safetensors", "config.json", "users.json",
-                                    "assets.safetensors"])
+@pytest.mark.parametrize(
+    "target", ["items.jsonl", "model.safetensors", "config.json", "users.json", "assets.safetensors"]
+)
 def test_a_changed_file_is_refused_by_name(target, tmp_path) -> None:
     served_model().save(tmp_path / "x")
     path = tmp_path / "x" / target

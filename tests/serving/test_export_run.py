@@ -12,13 +12,26 @@ from click.testing import CliRunner
 
 import esrkit
 from esrkit.cli.main import cli
+from esrkit.data.batches import prediction_input
 from esrkit.providers.base import Provider
-from esrkit.training.batches import prediction_input
-from esrkit.training.pipeline import load_run
+from esrkit.runs.load import load_run
 
-TINY = ["--set", "data.synthetic={n_users=200, n_items=300}", "--set", "train.epochs=1",
-        "--set", "train.max_batches_per_epoch=2", "--set", "eval.batch_size=128", "--set", "data.max_len=20",
-        "--set", "model.hidden=16", "--set", "embedding.options={dim=32, n_features=4096}"]
+TINY = [
+    "--set",
+    "data.synthetic={n_users=200, n_items=300}",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.max_batches_per_epoch=2",
+    "--set",
+    "eval.batch_size=128",
+    "--set",
+    "data.max_len=20",
+    "--set",
+    "model.hidden=16",
+    "--set",
+    "embedding.options={dim=32, n_features=4096}",
+]
 
 
 def run_top_k(run, rows: np.ndarray, k: int) -> list[list[str]]:
@@ -36,12 +49,15 @@ def run_top_k(run, rows: np.ndarray, k: int) -> list[list[str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
-def test_an_export_recommends_what_the_run_does_with_everything_else_gone(tmp_path, monkeypatch, backbone
-                                                                          ) -> None:
+def test_an_export_recommends_what_the_run_does_with_everything_else_gone(
+    tmp_path, monkeypatch, backbone
+) -> None:
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "-q", "--set",
-                              f"model.backbone={backbone}", *TINY])
+    res = runner.invoke(
+        cli,
+        ["train", "--recipe", "demo", "--name", "tiny", "-q", "--set", f"model.backbone={backbone}", *TINY],
+    )
     assert res.exit_code == 0, res.output
     run_dir = tmp_path / "runs" / "tiny" / "seed-42"
     run = load_run(run_dir, "cpu")

@@ -9,22 +9,30 @@ import numpy as np
 import pytest
 import torch
 
+from esrkit.data.batches import prediction_input
 from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 from esrkit.models.recommender import NewItemsUnsupported
 from esrkit.serving import UnknownItemsError
-from esrkit.training.batches import DeviceSequences, prediction_input
 from tests.serving.helpers import MAX_LEN, catalogue, served_model
 
-FAMILIES = [(), ("model.backbone=bert4rec",), ("model.backbone=gru4rec",), ("model.name=llminit",),
-            ("model.name=id",), ("embedding.center_items=true",)]
+FAMILIES = [
+    (),
+    ("model.backbone=bert4rec",),
+    ("model.backbone=gru4rec",),
+    ("model.name=llminit",),
+    ("model.name=id",),
+    ("embedding.center_items=true",),
+]
 
 
 def forward_pass_scores(served, history: list[int]) -> np.ndarray:
     """The model's own evaluation path on a dataset holding this one sequence (no serving code involved)."""
     data = SequenceData.from_sequences([history], n_items=served.n_items)
     model = served.model
-    inp = prediction_input(DeviceSequences(data), np.array([0]), "next", MAX_LEN, model.objective,
-                           model.mask_token)
+    inp = prediction_input(
+        DeviceSequences(data), np.array([0]), "next", MAX_LEN, model.objective, model.mask_token
+    )
     with torch.no_grad():
         return (model.last_hidden(inp) @ model.all_item_vectors().T)[0].numpy()
 
@@ -81,8 +89,11 @@ def test_batched_calls_match_one_call_each() -> None:
         single = served.recommend(history, k=7)
         assert [r.item for r in recs] == [r.item for r in single]
         np.testing.assert_allclose([r.score for r in recs], [r.score for r in single], rtol=1e-5, atol=1e-6)
-    every = {int(row): (top.items[r], top.scores[r]) for top in served.top_k_all_users(k=7, chunk=16)
-             for r, row in enumerate(top.rows)}
+    every = {
+        int(row): (top.items[r], top.scores[r])
+        for top in served.top_k_all_users(k=7, chunk=16)
+        for r, row in enumerate(top.rows)
+    }
     assert sorted(every) == list(range(data.n_users))
     for u in (0, 5, 77, data.n_users - 1):
         known = served.recommend_known(data.user_ids[u], k=7)

@@ -8,14 +8,24 @@ from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 
-TINY = ["--set", "data.synthetic={n_users=200, n_items=300}", "--set", "train.epochs=1",
-        "--set", "train.max_batches_per_epoch=2", "--set", "eval.batch_size=128"]
+TINY = [
+    "--set",
+    "data.synthetic={n_users=200, n_items=300}",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.max_batches_per_epoch=2",
+    "--set",
+    "eval.batch_size=128",
+]
 
 
 def test_train_evaluate_recommend(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", *TINY])
+    res = runner.invoke(
+        cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", *TINY]
+    )
     assert res.exit_code == 0, res.output
     assert "paper protocol" in res.output and "full ranking" in res.output
     run = tmp_path / "runs" / "tiny" / "seed-42"
@@ -29,7 +39,9 @@ def test_train_evaluate_recommend(tmp_path, monkeypatch) -> None:
     assert res.exit_code == 0, res.output
     again = json.loads(res.output)
     # the same checkpoint and negatives give the same test numbers as the training run
-    assert abs(again["sampled"]["overall"]["ndcg@10"] - results["test"]["sampled"]["overall"]["ndcg@10"]) < 1e-9
+    assert (
+        abs(again["sampled"]["overall"]["ndcg@10"] - results["test"]["sampled"]["overall"]["ndcg@10"]) < 1e-9
+    )
     assert abs(again["full"]["overall"]["hr@10"] - results["test"]["full"]["overall"]["hr@10"]) < 1e-9
 
     res = runner.invoke(cli, ["recommend", str(run), "--user", "U000001", "-k", "5"])
@@ -40,10 +52,13 @@ def test_train_evaluate_recommend(tmp_path, monkeypatch) -> None:
     assert res.exit_code != 0 and "unknown user id" in res.output
 
     # rerunning a finished run is refused unless --resume (which skips it)
-    res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", *TINY])
+    res = runner.invoke(
+        cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", *TINY]
+    )
     assert res.exit_code != 0
-    res = runner.invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", "--resume",
-                              *TINY])
+    res = runner.invoke(
+        cli, ["train", "--recipe", "demo", "--name", "tiny", "--output-dir", "runs", "-q", "--resume", *TINY]
+    )
     assert res.exit_code == 0, res.output
 
 
@@ -61,9 +76,19 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path) -> None:
     from esrkit.training.rundir import RunDir
 
     path = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from esrkit.training.rundir import RunDir; RunDir(sys.argv[1]).lock(); "
-        "print('locked', flush=True); time.sleep(30)"), str(path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from esrkit.training.rundir import RunDir; RunDir(sys.argv[1]).lock(); "
+                "print('locked', flush=True); time.sleep(30)"
+            ),
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         try:
@@ -83,12 +108,13 @@ def test_neighbours_are_matched_by_user_id_not_position() -> None:
 
     from esrkit.data.sequences import SequenceData
     from esrkit.index import NeighbourTable
-    from esrkit.training.pipeline import neighbour_rows
+    from esrkit.runs.inputs import neighbour_rows
 
     data = SequenceData.from_sequences([[1, 2, 3]] * 4, n_items=3, user_ids=["a", "b", "c", "d"])
     # a table stored in another user order (b, a, c, d): b -> a, c;  a -> b, d;  c -> a, b;  d -> c, a
-    table = NeighbourTable(rows=np.array([[1, 2], [0, 3], [1, 0], [2, 1]], dtype=np.int32),
-                           user_ids=["b", "a", "c", "d"])
+    table = NeighbourTable(
+        rows=np.array([[1, 2], [0, 3], [1, 0], [2, 1]], dtype=np.int32), user_ids=["b", "a", "c", "d"]
+    )
     got = neighbour_rows(table, data, 2)
     # in dataset rows (a=0, b=1, c=2, d=3): a -> b, d;  b -> a, c;  c -> a, b;  d -> c, a
     assert got.tolist() == [[1, 3], [0, 2], [0, 1], [2, 0]]

@@ -68,8 +68,21 @@ def test_resume_refuses_a_damaged_last_checkpoint_and_changes_nothing(run_tree) 
     (run / "results.json").unlink()  # an unfinished run
     flip(run / "checkpoints" / "last.safetensors")
     before = snapshot(run_tree)
-    res = CliRunner().invoke(cli, ["train", "--recipe", "demo", "--name", "tiny", "-q", "--resume",
-                                   *TINY_ARGS, "--set", "train.epochs=3"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--recipe",
+            "demo",
+            "--name",
+            "tiny",
+            "-q",
+            "--resume",
+            *TINY_ARGS,
+            "--set",
+            "train.epochs=3",
+        ],
+    )
     assert res.exit_code != 0
     assert isinstance(res.exception, ckpt.CheckpointError) and "last.safetensors" in str(res.exception)
     assert "--resume cannot continue" in str(res.exception)
@@ -146,8 +159,8 @@ def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_same_comman
 
 
 def test_recommend_never_lists_padding_or_history(run_tree) -> None:
+    from esrkit.runs.load import load_run
     from esrkit.serving import ServedModel
-    from esrkit.training.pipeline import load_run
 
     run = load_run(RUN, "cpu")
     data = run.inputs.data

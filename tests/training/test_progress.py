@@ -10,10 +10,24 @@ from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 
-TINY = ["--recipe", "demo", "--set", "data.synthetic={n_users=200, n_items=300}", "--set",
-        "train.max_batches_per_epoch=2", "--set", "eval.batch_size=128", "--set", "data.group_rule=official",
-        "--set", "data.ts_user=1",
-        "--output-dir", "runs", "--workdir", "wd"]
+TINY = [
+    "--recipe",
+    "demo",
+    "--set",
+    "data.synthetic={n_users=200, n_items=300}",
+    "--set",
+    "train.max_batches_per_epoch=2",
+    "--set",
+    "eval.batch_size=128",
+    "--set",
+    "data.group_rule=official",
+    "--set",
+    "data.ts_user=1",
+    "--output-dir",
+    "runs",
+    "--workdir",
+    "wd",
+]
 
 
 def test_epoch_lines_with_q_and_silence_with_qq(tmp_path, monkeypatch) -> None:

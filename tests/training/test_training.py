@@ -1,6 +1,8 @@
-"""Training behaviour: every backbone and variant learns (beats popularity), resume is exact, custom encoders plug in.
+"""Training behaviour: every backbone and variant learns (beats popularity), resume is exact, custom encoders
+plug in.
 
-The "beats popularity" tests train for real on a small synthetic catalogue and are marked ``slow`` (CI runs them).
+The "beats popularity" tests train for real on a small synthetic catalogue and are marked ``slow`` (CI runs
+them).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import torch
 from torch import nn
 
 from esrkit.models import ENCODERS, MODELS
-from esrkit.training.pipeline import _epochs_seconds
+from esrkit.runs.train import _epochs_seconds
+from esrkit.training.losses import LossSpec
 from esrkit.training.rundir import RunDir
 from tests.training.helpers import (
     HIDDEN_ID,
@@ -31,7 +34,9 @@ def _llmesr(backbone: str = "sasrec", **switches):
     torch.manual_seed(0)  # the same initial weights in every run of a test
     data = small_data()
     items, pca, _ = small_assets()
-    return MODELS.get("llmesr")(data.n_items, items, pca[16], backbone=backbone, hidden=16, max_len=MAX_LEN, **switches)
+    return MODELS.get("llmesr")(
+        data.n_items, items, pca[16], backbone=backbone, hidden=16, max_len=MAX_LEN, **switches
+    )
 
 
 @pytest.mark.slow
@@ -49,7 +54,9 @@ def test_plain_backbone_beats_popularity(backbone: str) -> None:
 def test_llmesr_beats_popularity(backbone: str) -> None:
     data = small_data()
     _, _, neighbours = small_assets()
-    score, _ = train_and_score(_llmesr(backbone), data, lr=3e-3, alpha=0.1, neighbours=neighbours, **SCHEDULE[backbone])
+    score, _ = train_and_score(
+        _llmesr(backbone), data, lr=3e-3, alpha=0.1, neighbours=neighbours, **SCHEDULE[backbone]
+    )
     assert score > popularity_score(data) + 0.01
 
 
@@ -70,27 +77,38 @@ VARIANTS = {
 def test_every_llmesr_variant_beats_popularity(name: str) -> None:
     data = small_data()
     _, _, neighbours = small_assets()
-    score, _ = train_and_score(_llmesr(**VARIANTS[name]), data, lr=3e-3, alpha=0.1, neighbours=neighbours,
-                               **SCHEDULE["sasrec"])
+    score, _ = train_and_score(
+        _llmesr(**VARIANTS[name]), data, lr=3e-3, alpha=0.1, neighbours=neighbours, **SCHEDULE["sasrec"]
+    )
     assert score > popularity_score(data) + 0.01, name
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("opts", [dict(alpha=0.0), dict(sd_loss="paper", alpha=0.1 / 32), dict(teacher_refresh="epoch"),
-                                  dict(loss="bpr")], ids=["w/o SD", "SD paper scale", "teacher per epoch", "BPR"])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(alpha=0.0),
+        dict(sd_loss="paper", alpha=0.1 / 32),
+        dict(teacher_refresh="epoch"),
+        dict(loss=LossSpec("bpr")),
+    ],
+    ids=["w/o SD", "SD paper scale", "teacher per epoch", "BPR"],
+)
 def test_training_options_learn(opts: dict) -> None:
     data = small_data()
     _, _, neighbours = small_assets()
     alpha = opts.pop("alpha", 0.1)
-    score, _ = train_and_score(_llmesr(), data, lr=3e-3, alpha=alpha, neighbours=neighbours, **SCHEDULE["sasrec"],
-                               **opts)
+    score, _ = train_and_score(
+        _llmesr(), data, lr=3e-3, alpha=alpha, neighbours=neighbours, **SCHEDULE["sasrec"], **opts
+    )
     assert score > popularity_score(data) + 0.01
 
 
 def test_sd_scales_differ_by_the_representation_size() -> None:
     """The official nn.MSELoss is Eq. 9 divided by the user-representation size (2 x 16 here)."""
+    from esrkit.data.batches import seq2seq_batch
+    from esrkit.data.tensors import DeviceSequences
     from esrkit.training.objectives import SelfDistillation
-    from esrkit.training.batches import DeviceSequences, seq2seq_batch
 
     data = small_data()
     _, _, neighbours = small_assets()
@@ -147,8 +165,17 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path) -> None:
         rd.checkpoints.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)  # same initial weights for every run
         model = _llmesr()
-        score, trainer = train_and_score(model, data, epochs=epochs, alpha=0.1, neighbours=neighbours,
-                                         run_dir=rd, resume=resume, max_batches_per_epoch=3, batch_size=32)
+        score, trainer = train_and_score(
+            model,
+            data,
+            epochs=epochs,
+            alpha=0.1,
+            neighbours=neighbours,
+            run_dir=rd,
+            resume=resume,
+            max_batches_per_epoch=3,
+            batch_size=32,
+        )
         return score, model, trainer
 
     full_score, full_model, full_trainer = run(tmp_path / "a", 3)
@@ -158,11 +185,16 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path) -> None:
     for (name, a), (_, b) in zip(full_model.state_dict().items(), resumed_model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     assert resumed_score == full_score
-    assert [h["score"] for h in resumed_trainer.state.history] == [h["score"] for h in full_trainer.state.history]
+    assert [h["score"] for h in resumed_trainer.state.history] == [
+        h["score"] for h in full_trainer.state.history
+    ]
     # the run's reported training time covers the interrupted process's epoch too, not only the resumed ones
     first_epoch = interrupted.state.history[0]
     assert resumed_trainer.state.history[0]["train_seconds"] == first_epoch["train_seconds"]
-    assert _epochs_seconds(resumed_trainer.state.history) > first_epoch["train_seconds"] + first_epoch["valid_seconds"]
+    assert (
+        _epochs_seconds(resumed_trainer.state.history)
+        > first_epoch["train_seconds"] + first_epoch["valid_seconds"]
+    )
 
 
 class MeanPoolEncoder(nn.Module):
@@ -186,19 +218,21 @@ def test_custom_encoder_plugs_in_and_learns() -> None:
     plain = MODELS.get("id")(data.n_items, backbone="meanpool-test", hidden=32, max_len=MAX_LEN)
     wrapped = _llmesr(backbone="meanpool-test")
     before, _ = train_and_score(wrapped, data, epochs=0, alpha=0.1, neighbours=neighbours)
-    after, _ = train_and_score(_llmesr(backbone="meanpool-test"), data, epochs=4, batch_size=32, alpha=0.1,
-                               neighbours=neighbours)
+    after, _ = train_and_score(
+        _llmesr(backbone="meanpool-test"), data, epochs=4, batch_size=32, alpha=0.1, neighbours=neighbours
+    )
     assert after > before + 0.02
-    untrained, _ = train_and_score(MODELS.get("id")(data.n_items, backbone="meanpool-test", hidden=32,
-                                                    max_len=MAX_LEN), data, epochs=0)
+    untrained, _ = train_and_score(
+        MODELS.get("id")(data.n_items, backbone="meanpool-test", hidden=32, max_len=MAX_LEN), data, epochs=0
+    )
     score, _ = train_and_score(plain, data, epochs=2, batch_size=32)
     assert score > untrained + 0.02  # the plain family learns through the plugged-in encoder too
 
 
 def test_deterministic_teachers_are_encoded_once_with_identical_results(monkeypatch) -> None:
     """GRU4Rec has no dropout: repeated teachers are encoded once, and the teacher means do not change."""
+    from esrkit.data.tensors import DeviceSequences
     from esrkit.training import objectives
-    from esrkit.training.batches import DeviceSequences
 
     data = small_data()
     _, _, neighbours = small_assets()
@@ -242,7 +276,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_best_epoch_before_it(tmp_path, 
     rd.checkpoints.mkdir(parents=True)
     torch.manual_seed(0)
     model = MODELS.get("id")(data.n_items, backbone="gru4rec", hidden=16, max_len=MAX_LEN)
-    score, trainer = train_and_score(model, data, epochs=6, run_dir=rd, max_batches_per_epoch=3, batch_size=32)
+    score, trainer = train_and_score(
+        model, data, epochs=6, run_dir=rd, max_batches_per_epoch=3, batch_size=32
+    )
     s = trainer.state
     assert (s.epoch, s.diverged_epoch, s.stopped) == (3, 2, True)  # no epoch after the NaN one
     assert s.best_epoch in (0, 1) and [h.get("diverged", False) for h in s.history] == [False, False, True]
@@ -253,8 +289,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_best_epoch_before_it(tmp_path, 
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
     resumed_model = MODELS.get("id")(data.n_items, backbone="gru4rec", hidden=16, max_len=MAX_LEN)
-    _, resumed = train_and_score(resumed_model, data, epochs=6, run_dir=rd, resume=True, max_batches_per_epoch=3,
-                                 batch_size=32)
+    _, resumed = train_and_score(
+        resumed_model, data, epochs=6, run_dir=rd, resume=True, max_batches_per_epoch=3, batch_size=32
+    )
     assert (resumed.state.epoch, resumed.state.diverged_epoch) == (3, 2)  # resuming does not train on
 
     monkeypatch.setattr(Trainer, "train_epoch", _diverging_from(0))

@@ -152,9 +152,9 @@ def _opt_path(value: Any) -> Path | None:
 class ReaderOutput:
     """A stream of interactions plus everything ``prepare`` needs to know about where they came from.
 
-    ``given_item_ids``: the source is already indexed (S3-Rec, inter.txt, UniSRec, LC-Rec): ``item_raw`` is
-    the 1-based integer id to keep, ``n_items`` the catalogue size it implies and ``item_names`` the original
-    raw ids (ASINs) of those ids where the source has them.
+    An already indexed source (S3-Rec, inter.txt, UniSRec, LC-Rec) gives 1-based integer ids as ``item_raw``,
+    the catalogue size they imply as ``n_items`` and, where it has them, the original raw ids (ASINs) of those
+    ids as ``item_names``.
     """
 
     format: str
@@ -163,7 +163,6 @@ class ReaderOutput:
     files: list[tuple[str, Path]]
     load_item_meta: MetaLoader | None = None
     has_timestamps: bool = True
-    given_item_ids: bool = False
     n_items: int | None = None
     item_names: dict[str, str] | None = None
     # where each user starts, for errors about whole users
@@ -345,7 +344,9 @@ def stream_meta_records(
         if raw_id in out:
             if duplicate_policy == "error":
                 report.problem(
-                    path, lineno, key,
+                    path,
+                    lineno,
+                    key,
                     f"duplicate item id {quote(raw_id)} (first on line {first_line[raw_id]})",
                 )
                 continue

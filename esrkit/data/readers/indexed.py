@@ -89,7 +89,6 @@ def read_inter(inputs: ReaderInputs, options: ReadOptions) -> ReaderOutput:
         report=report,
         files=[("input", path)],
         has_timestamps=False,
-        given_item_ids=True,
         user_lines=user_lines,
     )
 
@@ -130,7 +129,6 @@ def read_s3rec(inputs: ReaderInputs, options: ReadOptions) -> ReaderOutput:
         report=report,
         files=[("input", path)],
         has_timestamps=False,
-        given_item_ids=True,
         user_lines=user_lines,
     )
 
@@ -229,7 +227,9 @@ def read_unisrec_rows(path: Path, report: ReadReport) -> Iterator[tuple[int, str
             target = int(parts[columns["item_id"]])
         except ValueError:
             report.problem(
-                path, lineno, "item_id",
+                path,
+                lineno,
+                "item_id",
                 f"expected an integer item index, got {quote(parts[columns['item_id']])}",
             )
             continue
@@ -342,7 +342,6 @@ def read_unisrec(inputs: ReaderInputs, options: ReadOptions) -> ReaderOutput:
         files=[(part, path) for part, path in sorted(files.items())],
         load_item_meta=loader,
         has_timestamps=False,
-        given_item_ids=True,
         n_items=(max(item2index.values()) + 1) if item2index else None,
         item_names=item_names or None,
         user_lines=user_lines,
@@ -496,7 +495,6 @@ def read_lcrec(inputs: ReaderInputs, options: ReadOptions) -> ReaderOutput:
         files=[(part, path) for part, path in sorted(files.items())],
         load_item_meta=loader if item_doc is not None else None,
         has_timestamps=False,
-        given_item_ids=True,
         n_items=n_items,
         user_lines=user_lines,
     )

@@ -34,8 +34,9 @@ def table_kind(path: Path) -> str:
 def choose_key(columns: list[str], key: str, path: Path, lineno: int) -> str:
     if key:
         if key not in columns:
-            raise DataError(path, lineno, key,
-                            f"id column {quote(key)} not found (columns: {', '.join(columns)})")
+            raise DataError(
+                path, lineno, key, f"id column {quote(key)} not found (columns: {', '.join(columns)})"
+            )
         return key
     for candidate in KEY_CANDIDATES:
         if candidate in columns:
@@ -109,7 +110,9 @@ def read_item_table(path: str | Path, report: ReadReport, key: str = "") -> dict
     for lineno, key_name, item_id, attrs in rows:
         if item_id in out:
             report.problem(
-                path, lineno, key_name,
+                path,
+                lineno,
+                key_name,
                 f"duplicate item id {quote(item_id)} (first on line {first_line[item_id]})",
             )
             continue

@@ -28,8 +28,17 @@ from esrkit.data.readers.base import (
 )
 
 USER_COLUMNS = ("user", "user_id", "userid", "uid", "reviewerid", "customer_id", "visitor_id")
-ITEM_COLUMNS = ("item", "item_id", "itemid", "iid", "product_id", "movie_id", "asin", "business_id",
-                "article_id")
+ITEM_COLUMNS = (
+    "item",
+    "item_id",
+    "itemid",
+    "iid",
+    "product_id",
+    "movie_id",
+    "asin",
+    "business_id",
+    "article_id",
+)
 TIME_COLUMNS = ("time", "timestamp", "ts", "date", "datetime", "unixreviewtime")
 RATING_COLUMNS = ("rating", "score", "stars", "overall")
 
@@ -63,22 +72,28 @@ def csv_records(path: Path, report: ReadReport) -> Iterator[tuple[int, list[str]
         yield numbers[-1], header, row
 
 
-def find_column(header: list[str], chosen: str, candidates: tuple[str, ...], what: str, path: Path,
-                required: bool = True) -> int | None:
+def find_column(
+    header: list[str], chosen: str, candidates: tuple[str, ...], what: str, path: Path, required: bool = True
+) -> int | None:
     """Index of the named column, or of the first candidate present (case-insensitive)."""
     lowered = [h.lower() for h in header]
     if chosen:
         if chosen.lower() not in lowered:
-            raise DataError(path, 1, chosen,
-                            f"{what} column {chosen!r} not in the header ({', '.join(header)})")
+            raise DataError(
+                path, 1, chosen, f"{what} column {chosen!r} not in the header ({', '.join(header)})"
+            )
         return lowered.index(chosen.lower())
     for name in candidates:
         if name in lowered:
             return lowered.index(name)
     if required:
-        raise DataError(path, 1, f"<{what} column>",
-                        f"no {what} column: name one of {', '.join(candidates)} in the header, or pass "
-                        f"--set {what}_column=NAME (header: {', '.join(header)})")
+        raise DataError(
+            path,
+            1,
+            f"<{what} column>",
+            f"no {what} column: name one of {', '.join(candidates)} in the header, or pass "
+            f"--set {what}_column=NAME (header: {', '.join(header)})",
+        )
     return None
 
 
@@ -131,8 +146,12 @@ def table_interactions(path: Path, report: ReadReport, options: ReadOptions) -> 
             try:
                 rating = float(cells[columns["rating"]])
             except ValueError:
-                report.problem(path, lineno, header[columns["rating"]],
-                               f"expected a number, got {cells[columns['rating']]!r}")
+                report.problem(
+                    path,
+                    lineno,
+                    header[columns["rating"]],
+                    f"expected a number, got {cells[columns['rating']]!r}",
+                )
                 continue
             if rating <= options.min_rating:
                 report.count("filtered_rating")

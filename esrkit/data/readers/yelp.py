@@ -33,7 +33,6 @@ from esrkit.data.readers.base import (
 from esrkit.utils.errors import quote
 
 REVIEW_FIELDS = ("user_id", "business_id", "date", "stars")
-BUSINESS_FIELDS = ("name", "categories", "type", "open", "review_count", "city", "state", "stars")
 SCHEMA_RECSYS2013 = "recsys2013"
 SCHEMA_OPEN_DATASET = "open-dataset"
 

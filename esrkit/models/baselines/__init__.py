@@ -2,8 +2,10 @@
 
 * ``cities`` (CITIES, ICDM 2020): tail-item embeddings inferred from their contexts by a function trained on
   head items;
-* ``melt`` (MELT, SIGIR 2023): bilateral user/item branches that transfer head knowledge to tail users and items;
-* ``rlmrec`` (RLMRec, WWW 2024): contrastive (or generative) alignment of collaborative and LLM representations.
+* ``melt`` (MELT, SIGIR 2023): bilateral user/item branches that transfer head knowledge to tail users and
+  items;
+* ``rlmrec`` (RLMRec, WWW 2024): contrastive (or generative) alignment of collaborative and LLM
+  representations.
 
 LLMInit lives in esrkit/models/idrec.py (``llminit``).
 """

@@ -1,13 +1,15 @@
 """CITIES (Jang et al., ICDM 2020): contextual inference of tail-item embeddings, over any backbone.
 
-Tail items get poor embeddings because they are seen too rarely. CITIES learns an *embedding-inference function*
-on head items, whose embeddings are trustworthy: given a few contexts an item occurs in (the items around it in
-users' sequences, the item itself masked), predict the item's embedding. At inference the function, fed with all
-the contexts of each tail item, replaces that tail item's embedding; head items keep theirs.
+Tail items get poor embeddings because they are seen too rarely. CITIES learns an *embedding-inference
+function* on head items, whose embeddings are trustworthy: given a few contexts an item occurs in (the items
+around it in users' sequences, the item itself masked), predict the item's embedding. At inference the
+function, fed with all the contexts of each tail item, replaces that tail item's embedding; head items keep
+theirs.
 
-Two stages inside esrkit's one training loop (see ``BackboneFirst``): the plain backbone trains first; then the
-backbone is frozen and only the inference function trains, on head items, with the official MSE objective. While
-stage 2 is evaluated (every validation, the final test) the backbone sees the item table with tail rows replaced.
+Two stages inside esrkit's one training loop (see ``BackboneFirst``): the plain backbone trains first; then
+the backbone is frozen and only the inference function trains, on head items, with the official MSE objective.
+While stage 2 is evaluated (every validation, the final test) the backbone sees the item table with tail rows
+replaced.
 
 The inference function follows the official ``Model``: frozen item embeddings of a context ``[left 24, MASK,
 right 24]`` -> learned per-position weights -> sinusoidal positions -> a transformer "context interpreter" ->
@@ -24,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, Dropout, SeqInput
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS, Dropout
 from esrkit.models.baselines.common import BackboneFirst, TrainParts, long_tensor, read_options, token_chunks
 from esrkit.models.idrec import IDRecommender, common_options
 from esrkit.models.recommender import ModelAssets, insert_item_rows
@@ -52,7 +55,8 @@ class ContextLayer(nn.Module):
         super().__init__()
         self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden, 2 * hidden), nn.ReLU(), Dropout(dropout), nn.Linear(2 * hidden, hidden))
+            nn.Linear(hidden, 2 * hidden), nn.ReLU(), Dropout(dropout), nn.Linear(2 * hidden, hidden)
+        )
         self.norm1, self.norm2 = nn.LayerNorm(hidden, eps=1e-6), nn.LayerNorm(hidden, eps=1e-6)
         self.dropout = Dropout(dropout)
 
@@ -65,11 +69,14 @@ class ContextLayer(nn.Module):
 class EmbeddingInference(nn.Module):
     """Contexts (B, K, 2C+1 item vectors with the centre masked) -> one inferred item embedding (B, D)."""
 
-    def __init__(self, hidden: int, context_len: int, heads: int = 4, layers: int = 2, dropout: float = 0.2) -> None:
+    def __init__(
+        self, hidden: int, context_len: int, heads: int = 4, layers: int = 2, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         if hidden % heads:
-            raise ValueError(f"CITIES: hidden size {hidden} is not divisible by {heads} heads "
-                             "(model.extra.cities.heads)")
+            raise ValueError(
+                f"CITIES: hidden size {hidden} is not divisible by {heads} heads (model.extra.cities.heads)"
+            )
         width = 2 * context_len + 1
         self.context_len = context_len
         self.mask_vector = nn.Parameter(torch.randn(hidden) / math.sqrt(hidden))  # stands for the hidden item
@@ -106,7 +113,8 @@ class EmbeddingInference(nn.Module):
 
 
 def _used_width(tokens: Tensor, from_right: bool) -> int:
-    """Columns of (..., C) right-aligned (``from_right``) or left-aligned tokens that hold an item in some row."""
+    """Columns of (..., C) right-aligned (``from_right``) or left-aligned tokens that hold an item in some
+    row."""
     used = (tokens != 0).reshape(-1, tokens.shape[-1]).any(0)
     if not bool(used.any()):
         return 0
@@ -143,7 +151,12 @@ class CITIES(BackboneFirst, IDRecommender):
 
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> CITIES:
-        return cls(n_items, options=read_options(CitiesOptions, cfg, "cities"), max_len=max_len, **common_options(cfg))
+        return cls(
+            n_items,
+            options=read_options(CitiesOptions, cfg, "cities"),
+            max_len=max_len,
+            **common_options(cfg),
+        )
 
     def __init__(self, n_items: int, options: CitiesOptions | None = None, **backbone) -> None:
         super().__init__(n_items, **backbone)
@@ -165,12 +178,16 @@ class CITIES(BackboneFirst, IDRecommender):
         self._contexts = _build_contexts(parts, self.n_items, self.options.context_len, self.device)
         has_context = (self._contexts.ptr[1:] - self._contexts.ptr[:-1]).cpu().numpy()[: self.n_items + 1] > 0
         ids = np.arange(self.n_items + 1)
-        self.head_items = torch.as_tensor(ids[(counts > self.options.tail_threshold) & has_context], device=self.device)
+        self.head_items = torch.as_tensor(
+            ids[(counts > self.options.tail_threshold) & has_context], device=self.device
+        )
         tail = (counts <= self.options.tail_threshold) & has_context & (ids > 0)
         self.tail_items = torch.as_tensor(ids[tail], device=self.device)
         if len(self.head_items) == 0:
-            raise ValueError(f"CITIES: no head item has more than {self.options.tail_threshold} training "
-                             "interactions; lower model.extra.cities.tail_threshold")
+            raise ValueError(
+                f"CITIES: no head item has more than {self.options.tail_threshold} training "
+                "interactions; lower model.extra.cities.tail_threshold"
+            )
 
     # ------------------------------------------------------------------ item side
     def item_table(self) -> Tensor:
@@ -218,7 +235,9 @@ class CITIES(BackboneFirst, IDRecommender):
         contexts = self._require_contexts()
         o, dev = self.options, self.device
         k = int(torch.randint(1, o.max_shots + 1, (1,), generator=generator, device=dev).item())
-        items = self.head_items[torch.randint(len(self.head_items), (o.item_batch,), generator=generator, device=dev)]
+        items = self.head_items[
+            torch.randint(len(self.head_items), (o.item_batch,), generator=generator, device=dev)
+        ]
         start, count = contexts.ptr[items], contexts.ptr[items + 1] - contexts.ptr[items]
         draw = torch.rand(o.item_batch, k, generator=generator, device=dev)
         rows = start.unsqueeze(1) + (draw * count.unsqueeze(1)).long().clamp(max=count.unsqueeze(1) - 1)
@@ -237,7 +256,8 @@ class CITIES(BackboneFirst, IDRecommender):
 
     @torch.no_grad()
     def refresh_tail_embeddings(self, budget: int = 65_536) -> None:
-        """Every tail item with contexts gets the inference of *all* its contexts (grouped by context count)."""
+        """Every tail item with contexts gets the inference of *all* its contexts (grouped by context
+        count)."""
         contexts = self._require_contexts()
         was = self.inference.training
         self.inference.eval()
@@ -270,11 +290,14 @@ class CITIES(BackboneFirst, IDRecommender):
         c, parts, C = self._contexts, self._parts, self.options.context_len
         assert c is not None and parts is not None
         slot, left, right = c.slot[rows], c.left[rows], c.right[rows]
-        return parts.windows(slot - left, left, 1, C), parts.windows(slot + 1, right, 1, C, right_aligned=False)
+        return parts.windows(slot - left, left, 1, C), parts.windows(
+            slot + 1, right, 1, C, right_aligned=False
+        )
 
 
 def _build_contexts(parts: TrainParts, n_items: int, context_len: int, device: torch.device) -> ItemContexts:
-    """One context per training occurrence whose ±context_len window holds at least 3 items (official rule)."""
+    """One context per training occurrence whose ±context_len window holds at least 3 items (official
+    rule)."""
     part_len = parts.lengths_np[parts.user_np]
     left = np.minimum(parts.position_np, context_len)
     right = np.minimum(part_len - parts.position_np - 1, context_len)

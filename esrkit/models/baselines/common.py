@@ -1,17 +1,16 @@
-"""What the long-tail baselines share: option parsing, the training parts they learn from, the representation a
-prediction would use, and the two-stage schedule (backbone first, then the baseline) inside esrkit's one loop.
+"""What the long-tail baselines share: option parsing, the training parts they learn from, the representation
+a prediction would use, and the two-stage schedule (backbone first, then the baseline) inside esrkit's one
+loop.
 
-Nothing here changes a model's forward pass; it is data preparation and training bookkeeping. esrkit.training is
-imported lazily inside functions: esrkit.models is imported by esrkit.training.batches, so a module-level import
-would be circular.
+Nothing here changes a model's forward pass; it is data preparation and training bookkeeping. What a baseline
+needs of the trainer (its ranking loss, the epoch's generator) comes through the ``StepContext`` its hooks
+get.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -19,44 +18,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from esrkit.models.base import SeqInput
+from esrkit.config import build_dataclass
+from esrkit.data.tensors import SeqInput, length_buckets, make_input
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- options
 def read_options(cls: type, cfg: Any, key: str) -> Any:
-    """``model.extra.<key>`` as the dataclass ``cls``: unknown keys are errors, numbers are coerced."""
+    """``model.extra.<key>`` as the dataclass ``cls``: unknown keys are errors, numbers are coerced (the same
+    checks as every recipe section: esrkit.config.build_dataclass)."""
     values = dict((getattr(cfg, "extra", None) or {}).get(key, {}) or {})
-    return options_from_dict(cls, values, f"model.extra.{key}")
-
-
-def options_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"{where}: unknown option(s) {sorted(unknown)}; allowed: {sorted(names)}")
-    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    wanted = [h for h in (typing.get_args(hint) or (hint,)) if h is not type(None)]
-    if value is None and type(None) in (typing.get_args(hint) or ()):
-        return None
-    if bool in wanted:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: expected a {wanted[0].__name__}, got {value!r}")  # noqa: TRY004 (config error)
-    if int in wanted and isinstance(value, (int, float)) and float(value).is_integer():
-        return int(value)
-    if float in wanted and isinstance(value, (int, float)):
-        return float(value)
-    if str in wanted and isinstance(value, str):
-        return value
-    raise ValueError(f"{where}: expected {' or '.join(w.__name__ for w in wanted)}, got {value!r}")
+    return build_dataclass(cls, values, f"model.extra.{key}", what="option")
 
 
 # ---------------------------------------------------------------------------------------------- training data
@@ -67,8 +40,8 @@ def long_tensor(values: np.ndarray, device: torch.device | str) -> Tensor:
 class TrainParts:
     """Every user's training part (``seq[:-2]``) as one flat item array plus offsets, on the model's device.
 
-    The baselines' statistics (head/tail splits, item contexts) come from these parts only, so validation and test
-    interactions never leak into training."""
+    The baselines' statistics (head/tail splits, item contexts) come from these parts only, so validation and
+    test interactions never leak into training."""
 
     def __init__(self, data: Any, device: torch.device | str = "cpu") -> None:
         lengths = np.maximum(data.lengths() - 2, 0).astype(np.int64)
@@ -79,7 +52,6 @@ class TrainParts:
         source = np.repeat(np.asarray(data.offsets[:-1], dtype=np.int64), lengths) + within
         self.n_users = len(lengths)
         self.lengths_np = lengths
-        self.offsets_np = offsets
         self.items_np = np.asarray(data.items, dtype=np.int64)[source]
         self.user_np = np.repeat(np.arange(self.n_users, dtype=np.int64), lengths)  # owner of each flat slot
         self.position_np = within  # 0-based position of each flat slot inside its user's part
@@ -106,21 +78,21 @@ class TrainParts:
         return torch.where(valid, self.items[idx], torch.zeros_like(idx))
 
     def user_windows(self, users: Tensor, keep: int) -> Tensor:
-        """The last ``keep`` items of each user's training part, right-aligned (the official ``user_context``)."""
+        """The last ``keep`` items of each user's training part, right-aligned (the official
+        ``user_context``)."""
         count = torch.clamp(self.lengths[users], max=keep)
         first = self.offsets[users] + self.lengths[users] - count
         width = max(1, int(count.max().item())) if len(users) else 1
         return self.windows(first, count, 1, width)
 
 
-# ---------------------------------------------------------------------------------------------- representations
+# ----------------------------------------------------------------------------------------------
+# representations
 def prediction_layout(tokens: Tensor, max_len: int, objective: str, mask_token: int) -> SeqInput:
-    """Right-aligned item windows -> the input a prediction would see: BERT4Rec (cloze) appends [MASK] and keeps
-    ``max_len - 1`` items, every other backbone keeps the last ``max_len`` items."""
-    from esrkit.training.batches import make_input
-
+    """Right-aligned item windows -> the input a prediction would see: BERT4Rec (cloze) appends [MASK] and
+    keeps ``max_len - 1`` items, every other backbone keeps the last ``max_len`` items."""
     if objective == "cloze":
-        kept = tokens[:, -(max_len - 1):] if max_len > 1 else tokens[:, :0]
+        kept = tokens[:, -(max_len - 1) :] if max_len > 1 else tokens[:, :0]
         tokens = torch.cat([kept, torch.full_like(tokens[:, :1], mask_token)], 1)
     else:
         tokens = tokens[:, -max_len:]
@@ -128,13 +100,15 @@ def prediction_layout(tokens: Tensor, max_len: int, objective: str, mask_token: 
 
 
 def sequence_representation(
-    encode: Callable[[SeqInput], Tensor], tokens: Tensor, max_len: int, objective: str, mask_token: int,
+    encode: Callable[[SeqInput], Tensor],
+    tokens: Tensor,
+    max_len: int,
+    objective: str,
+    mask_token: int,
     n_buckets: int = 4,
 ) -> Tensor:
     """(n, D): the user representation a prediction would use for each window (its last position), encoded in
     a few length buckets so short windows are not padded to the longest (exact: rows are independent)."""
-    from esrkit.training.objectives import length_buckets
-
     inp = prediction_layout(tokens, max_len, objective, mask_token)
     lengths = inp.mask.sum(1)
     lengths_np = lengths.cpu().numpy()
@@ -154,13 +128,15 @@ def sequence_representation(
 class BackboneFirst:
     """Mixin for baselines whose official code starts from a *trained* backbone (CITIES, MELT).
 
-    Stage 1 trains the plain backbone with its own ranking loss. Stage 2 (the baseline) starts at the first epoch
-    where either ``pretrain_epochs`` epochs have run or validation has not improved for ``pretrain_patience``
-    epochs. At the switch the best stage-1 weights (by validation, kept in memory) are restored, Adam's moments are
-    cleared (the official code builds a fresh optimiser) and the trainer's early stopping is reset, so the final
-    model is always a stage-2 model selected among stage-2 epochs, as the official code selects it.
+    Stage 1 trains the plain backbone with its own ranking loss. Stage 2 (the baseline) starts at the first
+    epoch where either ``pretrain_epochs`` epochs have run or validation has not improved for
+    ``pretrain_patience`` epochs. At the switch the best stage-1 weights (by validation, kept in memory) are
+    restored, Adam's moments are cleared (the official code builds a fresh optimiser) and the trainer's early
+    stopping is reset, so the final model is always a stage-2 model selected among stage-2 epochs, as the
+    official code selects it.
 
-    ``stage_start`` (a persistent buffer) records the switch epoch, so checkpoints and resumed runs know the stage.
+    ``stage_start`` (a persistent buffer) records the switch epoch, so checkpoints and resumed runs know the
+    stage.
     """
 
     pretrain_epochs: int
@@ -192,18 +168,25 @@ class BackboneFirst:
             self._best_backbone = {k: v.detach().clone() for k, v in weights}
         if not self._backbone_finished(ctx, state):
             if ctx.epoch == getattr(ctx.options, "epochs", 0) - 1:
-                log.warning("%s: the last epoch is still backbone pretraining; the baseline never trains "
-                            "(raise train.epochs or lower pretrain_epochs/pretrain_patience)", type(self).__name__)
+                log.warning(
+                    "%s: the last epoch is still backbone pretraining; the baseline never trains "
+                    "(raise train.epochs or lower pretrain_epochs/pretrain_patience)",
+                    type(self).__name__,
+                )
             return False
         if self._best_backbone is not None:
             self.load_state_dict(self._best_backbone)  # type: ignore[attr-defined]
         elif ctx.epoch > 0:
-            log.warning("%s: no in-memory best backbone (resumed run?); stage 2 starts from the current weights",
-                        type(self).__name__)
+            log.warning(
+                "%s: no in-memory best backbone (resumed run?); stage 2 starts from the current weights",
+                type(self).__name__,
+            )
         self._best_backbone = None
         self.stage_start.fill_(ctx.epoch)
         _fresh_optimiser_and_stopper(ctx.trainer)
-        log.info("%s: backbone pretraining done; the baseline trains from epoch %d", type(self).__name__, ctx.epoch)
+        log.info(
+            "%s: backbone pretraining done; the baseline trains from epoch %d", type(self).__name__, ctx.epoch
+        )
         return True
 
     def _backbone_finished(self, ctx: Any, state: Any) -> bool:

@@ -3,17 +3,17 @@
 Bilateral branches on top of a trained backbone (official ``models/MELT_SASRec.py``):
 
 * **user branch** ``W_U``: head users' full training sequences teach their own recent sub-sequences
-  (``||W_U f(S_few) - f(S_full)||^2``, curriculum weight ``w_u``), so ``W_U`` learns what a short history misses;
-  at inference a *tail* user's representation becomes ``f(S) + W_U f(S)``; head users are untouched;
-* **item branch** ``W_I``: a head item's embedding is reconstructed from a few of its contexts (sequences that end
-  in it), each enhanced by the user branch (``f(c) + W_U f(c)``) and averaged (curriculum weight ``w_i``); at the
-  start of every epoch every *tail* item's embedding is overwritten with ``W_I`` of the mean of all its contexts
-  (plain backbone), then trains on;
+  (``||W_U f(S_few) - f(S_full)||^2``, curriculum weight ``w_u``), so ``W_U`` learns what a short history
+  misses; at inference a *tail* user's representation becomes ``f(S) + W_U f(S)``; head users are untouched;
+* **item branch** ``W_I``: a head item's embedding is reconstructed from a few of its contexts (sequences that
+  end in it), each enhanced by the user branch (``f(c) + W_U f(c)``) and averaged (curriculum weight ``w_i``);
+  at the start of every epoch every *tail* item's embedding is overwritten with ``W_I`` of the mean of all its
+  contexts (plain backbone), then trains on;
 * total loss = ranking loss + ``lamb_u`` * user loss + ``lamb_i`` * item loss.
 
 Head/tail follow the official Pareto split of the *training* parts: a user is tail when its length is <= the
-``pareto`` quantile of lengths, an item is tail when its training count is <= the ``pareto - 0.02`` quantile of
-the counts of trained items. Stage 1 trains the backbone (the official code loads a pretrained SASRec), see
+``pareto`` quantile of lengths, an item is tail when its training count is <= the ``pareto - 0.02`` quantile
+of the counts of trained items. Stage 1 trains the backbone (the official code loads a pretrained SASRec), see
 ``BackboneFirst``; the curriculum clock counts stage-2 epochs.
 """
 
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from esrkit.models.base import MODELS, SeqInput
+from esrkit.data.tensors import SeqInput
+from esrkit.models.base import MODELS
 from esrkit.models.baselines.common import (
     BackboneFirst,
     TrainParts,
@@ -42,19 +43,23 @@ from esrkit.models.recommender import ModelAssets
 
 @dataclass
 class MeltOptions:
-    """``model.extra.melt``. Defaults: the official README's MELT+SASRec Beauty row (argparse: 0.2 / 0.3 / 0.8)."""
+    """``model.extra.melt``. Defaults: the official README's MELT+SASRec Beauty row (argparse: 0.2 / 0.3 /
+    0.8)."""
 
     lamb_u: float = 0.1  # user-branch weight
     lamb_i: float = 0.4  # item-branch weight
     e_max: int = 180  # the curriculum's epoch scale
-    pareto: float = 0.8  # users (items: pareto - 0.02) above this quantile are head; "Amazon: 0.8, Others: 0.5"
+    pareto: float = (
+        0.8  # users (items: pareto - 0.02) above this quantile are head; "Amazon: 0.8, Others: 0.5"
+    )
     pretrain_epochs: int = 200  # stage-1 cap (esrkit); 0 = no backbone stage
     pretrain_patience: int = 10  # switch when validation has not improved this long (esrkit); 0 = cap only
 
 
 @dataclass
 class _EpochPlan:
-    """This epoch's order of head users and head items, consumed chunk by chunk (the official side loaders)."""
+    """This epoch's order of head users and head items, consumed chunk by chunk (the official side
+    loaders)."""
 
     users: Tensor
     items: Tensor
@@ -70,7 +75,9 @@ class MELT(BackboneFirst, IDRecommender):
 
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> MELT:
-        return cls(n_items, options=read_options(MeltOptions, cfg, "melt"), max_len=max_len, **common_options(cfg))
+        return cls(
+            n_items, options=read_options(MeltOptions, cfg, "melt"), max_len=max_len, **common_options(cfg)
+        )
 
     def __init__(self, n_items: int, options: MeltOptions | None = None, **backbone) -> None:
         super().__init__(n_items, **backbone)
@@ -107,11 +114,15 @@ class MELT(BackboneFirst, IDRecommender):
         ptr = np.zeros(self.n_items + 2, dtype=np.int64)
         np.cumsum(per_item, out=ptr[1:])
         self.ctx_ptr, self.ctx_first, self.ctx_count, self.ctx_step = (
-            long_tensor(a, self.device) for a in (ptr, first[order], count[order], step[order]))
-        self.tail_items = torch.as_tensor(ids[(counts <= self.item_threshold) & (per_item > 0) & (ids > 0)],
-                                          device=self.device)
+            long_tensor(a, self.device) for a in (ptr, first[order], count[order], step[order])
+        )
+        self.tail_items = torch.as_tensor(
+            ids[(counts <= self.item_threshold) & (per_item > 0) & (ids > 0)], device=self.device
+        )
         if len(self.head_users) == 0 or len(self.head_items) == 0:
-            raise ValueError("MELT: no head user or head item under this Pareto split; lower model.extra.melt.pareto")
+            raise ValueError(
+                "MELT: no head user or head item under this Pareto split; lower model.extra.melt.pareto"
+            )
 
     # ------------------------------------------------------------------ prediction
     def encode(self, inp: SeqInput) -> Tensor:
@@ -130,7 +141,9 @@ class MELT(BackboneFirst, IDRecommender):
 
     def represent(self, tokens: Tensor) -> Tensor:
         """The official ``user_representation``: the plain backbone's prediction representation of windows."""
-        return sequence_representation(self.backbone_encode, tokens, self.max_len, self.objective, self.mask_token)
+        return sequence_representation(
+            self.backbone_encode, tokens, self.max_len, self.objective, self.mask_token
+        )
 
     # ------------------------------------------------------------------ training hooks
     def on_epoch_start(self, ctx) -> None:
@@ -143,9 +156,7 @@ class MELT(BackboneFirst, IDRecommender):
     def training_loss(self, batch, ctx) -> dict[str, Tensor] | None:
         if not self.baseline_active:
             return None
-        from esrkit.training.objectives import ranking_loss
-
-        rank = ranking_loss(self, batch, ctx.loss, ctx.buckets)
+        rank = ctx.ranking_loss(batch)
         users, items = self._next_chunks(ctx.generator)
         epoch = self.baseline_epoch(ctx.epoch)
         user_loss = self.user_branch_loss(users, epoch, ctx.generator)
@@ -195,13 +206,16 @@ class MELT(BackboneFirst, IDRecommender):
 
     # ------------------------------------------------------------------ item branch
     def item_branch_loss(self, items: Tensor, epoch: int, generator: torch.Generator | None = None) -> Tensor:
-        """Head items: a few distinct contexts each (n ~ U{1..min(#contexts, thr)}), enhanced by the user branch
-        and averaged, reconstruct the item embedding through ``W_I`` (official weighting: ``(w_i * diff)^2``)."""
+        """Head items: a few distinct contexts each (n ~ U{1..min(#contexts, thr)}), enhanced by the user
+        branch and averaged, reconstruct the item embedding through ``W_I`` (official weighting: ``(w_i *
+        diff)^2``)."""
         self._require_setup()
         dev = self.device
         start = self.ctx_ptr[items]
         available = self.ctx_ptr[items + 1] - start
-        cap = torch.clamp(torch.minimum(available, torch.full_like(available, int(self.item_threshold))), min=1)
+        cap = torch.clamp(
+            torch.minimum(available, torch.full_like(available, int(self.item_threshold))), min=1
+        )
         wanted = 1 + (torch.rand(len(items), generator=generator, device=dev) * cap).long().clamp(max=cap - 1)
         owner, local = _distinct_sample(available, wanted, generator)
         rows = start[owner] + local
@@ -216,7 +230,9 @@ class MELT(BackboneFirst, IDRecommender):
         """Curriculum ``|sin(pi/2 * e/e_max + pi/100 * (min(n_ctx, thr + 50) - thr - 1))|``."""
         thr = self.item_threshold
         n_ctx = torch.clamp(self.item_counts[items].float(), max=thr + 50)
-        return torch.abs(torch.sin(math.pi / 2 * epoch / self.options.e_max + math.pi / 100 * (n_ctx - thr - 1)))
+        return torch.abs(
+            torch.sin(math.pi / 2 * epoch / self.options.e_max + math.pi / 100 * (n_ctx - thr - 1))
+        )
 
     @torch.no_grad()
     def update_tail_items(self, budget: int = 65_536) -> None:
@@ -229,8 +245,11 @@ class MELT(BackboneFirst, IDRecommender):
         start = self.ctx_ptr[self.tail_items]
         available = self.ctx_ptr[self.tail_items + 1] - start
         owner = torch.repeat_interleave(torch.arange(len(self.tail_items), device=self.device), available)
-        rows = start[owner] + torch.arange(len(owner), device=self.device) - torch.repeat_interleave(
-            torch.cumsum(available, 0) - available, available)
+        rows = (
+            start[owner]
+            + torch.arange(len(owner), device=self.device)
+            - torch.repeat_interleave(torch.cumsum(available, 0) - available, available)
+        )
         order = torch.argsort(self.ctx_count[rows], stable=True)  # similar lengths together: little padding
         sums = torch.zeros(len(self.tail_items), self.hidden, device=self.device)
         for part in token_chunks(self.ctx_count[rows[order]], budget):
@@ -254,9 +273,9 @@ class MELT(BackboneFirst, IDRecommender):
 
 
 def _melt_contexts(parts: TrainParts, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per training occurrence of item i at position p: the prefix ending in i, and (parts longer than one) the
-    suffix from i read backwards so that i is last (official ``item_context``). Returns first, count, step and
-    the owning item of every context."""
+    """Per training occurrence of item i at position p: the prefix ending in i, and (parts longer than one)
+    the suffix from i read backwards so that i is last (official ``item_context``). Returns first, count, step
+    and the owning item of every context."""
     slot = np.arange(len(parts.items_np), dtype=np.int64)
     pos, n = parts.position_np, parts.lengths_np[parts.user_np]
     prefix_count = np.minimum(pos + 1, max_len)
@@ -274,12 +293,15 @@ def _cyclic_chunk(order: Tensor, size: int, step: int) -> Tensor:
     return order[(step * size + torch.arange(size, device=order.device)) % len(order)]
 
 
-def _distinct_sample(available: Tensor, wanted: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _distinct_sample(
+    available: Tensor, wanted: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
     """For each group g, ``wanted[g]`` distinct local indices in [0, available[g]): (owner, local) pairs."""
     dev = available.device
     owner = torch.repeat_interleave(torch.arange(len(available), device=dev), available)
-    within = torch.arange(len(owner), device=dev) - torch.repeat_interleave(torch.cumsum(available, 0) - available,
-                                                                             available)
+    within = torch.arange(len(owner), device=dev) - torch.repeat_interleave(
+        torch.cumsum(available, 0) - available, available
+    )
     # a random order inside each group; groups stay contiguous and in place, so ``within`` is also the rank
     keys = owner.double() + torch.rand(len(owner), generator=generator, device=dev, dtype=torch.float64) * 0.5
     order = torch.argsort(keys)

@@ -1,14 +1,14 @@
 """RLMRec (Ren et al., WWW 2024) adapted to sequential recommendation, without profile generation.
 
 RLMRec regularises a collaborative model with LLM representations: an auxiliary loss aligns each collaborative
-representation with the semantic representation of the same user or item, while recommendation itself uses only
-the collaborative model (the LLM side is training-time only). As in the LLM-ESR paper (Appendix B.2) the LLM
-profiles are replaced by the embeddings esrkit already has: an item's LLM embedding, and for a user the mean LLM
-embedding of the items of its training part (the user prompt lists those items).
+representation with the semantic representation of the same user or item, while recommendation itself uses
+only the collaborative model (the LLM side is training-time only). As in the LLM-ESR paper (Appendix B.2) the
+LLM profiles are replaced by the embeddings esrkit already has: an item's LLM embedding, and for a user the
+mean LLM embedding of the items of its training part (the user prompt lists those items).
 
-* ``mode="con"`` (RLMRec-Con, default): an MLP maps semantic vectors into the collaborative space; InfoNCE with
-  in-batch negatives between (user sequence representation, projected user semantics) and (item embedding,
-  projected item semantics). Official: ``kd_weight`` 0.01, ``kd_temperature`` 0.2, MLP
+* ``mode="con"`` (RLMRec-Con, default): an MLP maps semantic vectors into the collaborative space; InfoNCE
+  with in-batch negatives between (user sequence representation, projected user semantics) and (item
+  embedding, projected item semantics). Official: ``kd_weight`` 0.01, ``kd_temperature`` 0.2, MLP
   ``d_llm -> (d_llm + d) / 2 -> d`` with LeakyReLU, xavier-uniform weights.
 * ``mode="gen"`` (RLMRec-Gen): masked reconstruction. A ``mask_ratio`` share of input positions is replaced by
   [MASK]; an MLP ``d -> (d + d_llm) / 2 -> d_llm`` maps the hidden states at masked positions (and the user
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esrkit.data.tensors import make_input
 from esrkit.models.base import MODELS
 from esrkit.models.baselines.common import TrainParts, read_options, sequence_representation
 from esrkit.models.idrec import IDRecommender, common_options
@@ -58,11 +59,15 @@ class RLMRec(IDRecommender):
     @classmethod
     def from_config(cls, cfg, n_items: int, max_len: int, assets: ModelAssets) -> RLMRec:
         if assets.llm_items is None:
-            raise ValueError("RLMRec needs LLM item embeddings (embedding.provider or embedding.item_embeddings)")
+            raise ValueError(
+                "RLMRec needs LLM item embeddings (embedding.provider or embedding.item_embeddings)"
+            )
         options = read_options(RLMRecOptions, cfg, "rlmrec")
         return cls(n_items, assets.llm_items, options=options, max_len=max_len, **common_options(cfg))
 
-    def __init__(self, n_items: int, llm_items: np.ndarray, options: RLMRecOptions | None = None, **backbone) -> None:
+    def __init__(
+        self, n_items: int, llm_items: np.ndarray, options: RLMRecOptions | None = None, **backbone
+    ) -> None:
         super().__init__(n_items, **backbone)
         o = options or RLMRecOptions()
         if o.mode not in MODE_DEFAULTS:
@@ -70,7 +75,9 @@ class RLMRec(IDRecommender):
         if o.align not in ("users", "items", "both"):
             raise ValueError(f"RLMRec: align must be 'users', 'items' or 'both', not {o.align!r}")
         if llm_items.shape[0] != n_items:
-            raise ValueError(f"RLMRec: LLM item embeddings have {llm_items.shape[0]} rows for {n_items} items")
+            raise ValueError(
+                f"RLMRec: LLM item embeddings have {llm_items.shape[0]} rows for {n_items} items"
+            )
         self.mode, self.align, self.item_batch, self.mask_ratio = o.mode, o.align, o.item_batch, o.mask_ratio
         self.weight = MODE_DEFAULTS[o.mode]["weight"] if o.weight is None else o.weight
         self.temperature = MODE_DEFAULTS[o.mode]["temperature"] if o.temperature is None else o.temperature
@@ -80,7 +87,8 @@ class RLMRec(IDRecommender):
         d_llm, d = table.shape[1], self.hidden
         d_in, d_out = (d_llm, d) if o.mode == "con" else (d, d_llm)
         self.projector = nn.Sequential(
-            nn.Linear(d_in, (d_llm + d) // 2), nn.LeakyReLU(), nn.Linear((d_llm + d) // 2, d_out))
+            nn.Linear(d_in, (d_llm + d) // 2), nn.LeakyReLU(), nn.Linear((d_llm + d) // 2, d_out)
+        )
         for layer in self.projector:
             if isinstance(layer, nn.Linear):
                 nn.init.xavier_uniform_(layer.weight)
@@ -123,9 +131,8 @@ class RLMRec(IDRecommender):
         return info_nce(self.items(ids), self.projector(self.semantic_table[ids]), self.temperature)
 
     def _masked_reconstruction(self, tokens: Tensor, generator: torch.Generator | None) -> Tensor:
-        """RLMRec-Gen on sequences: hide a share of the positions, rebuild their LLM vectors from the context."""
-        from esrkit.training.batches import make_input
-
+        """RLMRec-Gen on sequences: hide a share of the positions, rebuild their LLM vectors from the
+        context."""
         real = tokens != 0
         draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
         hidden = (draw < self.mask_ratio) & real

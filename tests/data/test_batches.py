@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from esrkit.data.sequences import SequenceData
-from esrkit.training.batches import (
-    DeviceSequences,
+from esrkit.data.batches import (
     cloze_batch,
     history_input,
     last_item_batch,
@@ -15,6 +13,8 @@ from esrkit.training.batches import (
     seq2seq_batch,
     teacher_input,
 )
+from esrkit.data.sequences import SequenceData
+from esrkit.data.tensors import DeviceSequences
 
 SEQS = [[1, 2, 3], [2, 3, 4, 5], [1, 3, 5, 7, 8], [4, 4, 6, 2, 1, 8], [6, 7, 8]]
 
@@ -103,4 +103,3 @@ def test_history_input_is_the_prediction_input_of_the_same_sequence() -> None:
             b = history_input(histories, max_len, objective, mask_token=9)
             for field in ("tokens", "positions", "pad_count"):
                 assert getattr(a, field).tolist() == getattr(b, field).tolist(), (max_len, objective, field)
-

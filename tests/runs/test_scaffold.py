@@ -25,8 +25,20 @@ def project(tmp_path, monkeypatch) -> Path:
 
 
 def test_recipe_new_writes_a_recipe_and_template_that_load(project) -> None:
-    res = CliRunner().invoke(cli, ["recipe", "new", "mine", "--dataset", "data/mine", "--provider", "offline",
-                                   "--backbone", "bert4rec"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "recipe",
+            "new",
+            "mine",
+            "--dataset",
+            "data/mine",
+            "--provider",
+            "offline",
+            "--backbone",
+            "bert4rec",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "wrote recipes/mine.toml and recipes/prompts/mine.toml" in res.output
     cfg = resolve_recipe("mine")  # found in the current folder's recipes/, as esrkit train will
@@ -56,8 +68,10 @@ def test_official_rule_kept_when_it_fits(tmp_path, monkeypatch) -> None:
 
 def test_bad_options_write_nothing_and_files_are_not_replaced(project) -> None:
     runner = CliRunner()
-    for args, message in ((["--provider", "nope"], "no provider named 'nope'"),
-                          (["--backbone", "nope"], "unknown backbone 'nope'")):
+    for args, message in (
+        (["--provider", "nope"], "no provider named 'nope'"),
+        (["--backbone", "nope"], "unknown backbone 'nope'"),
+    ):
         res = runner.invoke(cli, ["recipe", "new", "mine", "--dataset", "data/mine", *args])
         assert res.exit_code != 0 and message in res.output
         assert not (project / "recipes").exists()
@@ -69,5 +83,9 @@ def test_bad_options_write_nothing_and_files_are_not_replaced(project) -> None:
     assert runner.invoke(cli, first).exit_code == 0
     res = runner.invoke(cli, first)
     assert res.exit_code != 0 and "exists (pass --force" in res.output
-    assert runner.invoke(cli, ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline",
-                               "--force"]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline", "--force"]
+        ).exit_code
+        == 0
+    )

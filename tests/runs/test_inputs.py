@@ -6,7 +6,7 @@ import numpy as np
 
 from esrkit.config import resolve_recipe
 from esrkit.data.synthetic import SyntheticOptions, generate
-from esrkit.training.pipeline import load_embeddings
+from esrkit.runs.inputs import load_embeddings
 
 
 def _table(tmp_path, n_items: int) -> str:
@@ -22,13 +22,24 @@ def test_center_items_removes_the_shared_direction_and_nothing_else(tmp_path) ->
     data = generate(SyntheticOptions(n_users=40, n_items=30, seed=1))
     path = _table(tmp_path, data.n_items)
     raw = load_embeddings(resolve_recipe("demo", [f"embedding.item_embeddings={path}"]), data, ("items",))
-    centred = load_embeddings(resolve_recipe("demo", [f"embedding.item_embeddings={path}",
-                                                      "embedding.center_items=true"]), data, ("items",))
+    centred = load_embeddings(
+        resolve_recipe("demo", [f"embedding.item_embeddings={path}", "embedding.center_items=true"]),
+        data,
+        ("items",),
+    )
     a, b = raw["items"], centred["items"]
-    cos = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+
+    def cos(x):  # pairwise cosine similarities of the rows
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return unit @ unit.T
+
     assert cos(a)[np.triu_indices(len(a), 1)].mean() > 0.8  # the raw table sits in a narrow cone
     assert abs(cos(b)[np.triu_indices(len(b), 1)].mean()) < 0.1
     np.testing.assert_allclose(b.mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(a - b, np.broadcast_to(a.mean(axis=0), a.shape), rtol=1e-5, atol=1e-5)  # a shift only
+    np.testing.assert_allclose(
+        a - b, np.broadcast_to(a.mean(axis=0), a.shape), rtol=1e-5, atol=1e-5
+    )  # a shift only
     assert centred["meta"]["items"]["centered"] is True and "centered" not in raw["meta"]["items"]
-    assert centred["meta"]["items"]["fingerprint"] == raw["meta"]["items"]["fingerprint"]  # the source table's
+    assert (
+        centred["meta"]["items"]["fingerprint"] == raw["meta"]["items"]["fingerprint"]
+    )  # the source table's

@@ -12,12 +12,20 @@ from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 from esrkit.config import ConfigError, resolve_recipe
+from esrkit.runs.load import load_run
+from esrkit.runs.train import train
 from esrkit.serving import ServedModel
-from esrkit.training.pipeline import load_run, train
 
-TINY = ["data.synthetic={n_users=200, n_items=300}", "train.epochs=2", "train.max_batches_per_epoch=2",
-        "eval.batch_size=128", "data.max_len=20", "embedding.options={dim=32, n_features=4096}",
-        "model.hidden=16", "train.device=cpu"]
+TINY = [
+    "data.synthetic={n_users=200, n_items=300}",
+    "train.epochs=2",
+    "train.max_batches_per_epoch=2",
+    "eval.batch_size=128",
+    "data.max_len=20",
+    "embedding.options={dim=32, n_features=4096}",
+    "model.hidden=16",
+    "train.device=cpu",
+]
 
 
 def config(tmp_path, *overrides: str):
@@ -26,12 +34,15 @@ def config(tmp_path, *overrides: str):
     return cfg
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["data.cold_items=1.5"], r"data.cold_items must be a fraction in \[0, 1\)"),
-    (["data.cold_items=0.1", "data.cold_mode=oldest"], "data.cold_mode: unknown cold-item mode 'oldest'"),
-    (["data.cold_items=0.1", "model.se_view=false", "model.id_init=random"], "cannot add items after"),
-    (["data.cold_items=0.1", "embedding.pca_table=/x.npy"], "pca_table were computed from the full data"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.cold_items=1.5"], r"data.cold_items must be a fraction in \[0, 1\)"),
+        (["data.cold_items=0.1", "data.cold_mode=oldest"], "data.cold_mode: unknown cold-item mode 'oldest'"),
+        (["data.cold_items=0.1", "model.se_view=false", "model.id_init=random"], "cannot add items after"),
+        (["data.cold_items=0.1", "embedding.pca_table=/x.npy"], "pca_table were computed from the full data"),
+    ],
+)
 def test_bad_cold_options_fail_before_any_work(tmp_path, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
         train(config(tmp_path, *overrides), progress=False)
@@ -80,8 +91,9 @@ def test_cold_items_are_added_by_the_serving_contract_and_reported(tmp_path, mon
 
 @pytest.mark.slow
 def test_id_only_families_get_untrained_rows_for_cold_items(tmp_path) -> None:
-    cfg = config(tmp_path, "data.cold_items=0.1", "data.cold_mode=newest", "model.name=id",
-                 "embedding.provider=none")
+    cfg = config(
+        tmp_path, "data.cold_items=0.1", "data.cold_mode=newest", "model.name=id", "embedding.provider=none"
+    )
     summary = train(cfg, progress=False)
     results = json.loads((tmp_path / "runs" / "demo" / "seed-42" / "results.json").read_text())
     assert results["cold_items"]["added_by"] == "untrained" and results["cold_items"]["order"] == "position"

@@ -52,15 +52,17 @@ class Scaffold:
 
 
 def check_targets(name: str, targets: dict[str, Path], force: bool) -> None:
-    """A valid file name that shadows no other recipe or template; our own earlier files only with ``force``.
-    """
+    """A valid file name that shadows no other recipe or template; our own earlier files only with
+    ``force``."""
     if not NAME.match(name):
-        raise ValueError(f"recipe name {name!r}: use letters, digits, '-', '_' or '.' (it becomes a file "
-                         "name)")
+        raise ValueError(
+            f"recipe name {name!r}: use letters, digits, '-', '_' or '.' (it becomes a file name)"
+        )
     for kind, target in targets.items():
         if name in list_resources(kind) and find_resource(kind, name).resolve() != target.resolve():
-            raise ValueError(f"a {kind} named {name!r} exists already ({find_resource(kind, name)}); choose "
-                             "another name")
+            raise ValueError(
+                f"a {kind} named {name!r} exists already ({find_resource(kind, name)}); choose another name"
+            )
         if target.exists() and not force:
             raise FileExistsError(f"{target} exists (pass --force to replace it)")
 
@@ -68,7 +70,7 @@ def check_targets(name: str, targets: dict[str, Path], force: bool) -> None:
 def check_choices(provider: str, backbone: str) -> None:
     if provider != "none":
         find_resource("provider", provider)  # names the known providers when it is not one of them
-    if backbone not in ENCODERS.names():
+    if backbone not in ENCODERS:
         raise ValueError(f"unknown backbone {backbone!r}; registered: {', '.join(ENCODERS.names())}")
 
 
@@ -76,20 +78,32 @@ def choose_groups(data: SequenceData, max_len: int) -> tuple[dict[str, object], 
     """Recipe keys for the long-tail groups, and the reason for the choice (a comment)."""
     ts_user, ts_item = default_thresholds(data.name)
     if not group_warnings(data, "test", ts_user, ts_item, "official", max_len):
-        return ({"group_rule": "official", "ts_user": ts_user, "ts_item": ts_item},
-                f"the official rule's thresholds {ts_user}/{ts_item} give every group enough users here")
-    empty = ", ".join(f"{k:,} {n}" for n, k in small_groups(compute_groups(data, "test", ts_user, ts_item,
-                                                                         "official", max_len)).items())
+        return (
+            {"group_rule": "official", "ts_user": ts_user, "ts_item": ts_item},
+            f"the official rule's thresholds {ts_user}/{ts_item} give every group enough users here",
+        )
+    empty = ", ".join(
+        f"{k:,} {n}"
+        for n, k in small_groups(compute_groups(data, "test", ts_user, ts_item, "official", max_len)).items()
+    )
     pareto = compute_groups(data, "test", rule="pareto", max_len=max_len)
     if not small_groups(pareto):
         sizes = group_sizes(pareto)
-        return ({"group_rule": "pareto"},
-                (f"the official thresholds {ts_user}/{ts_item} leave {empty}; the paper's 20% rule gives "
-                 f"{sizes['tail users']:,} tail users, {sizes['tail-item targets']:,} tail-item targets"))
+        return (
+            {"group_rule": "pareto"},
+            (
+                f"the official thresholds {ts_user}/{ts_item} leave {empty}; the paper's 20% rule gives "
+                f"{sizes['tail users']:,} tail users, {sizes['tail-item targets']:,} tail-item targets"
+            ),
+        )
     fitted_user, fitted_item = suggested_thresholds(data, "test", max_len)
-    return ({"group_rule": "official", "ts_user": fitted_user, "ts_item": fitted_item},
-            (f"the official thresholds {ts_user}/{ts_item} leave {empty}, and so does the 20% rule; "
-             "thresholds fitted to this data (check `esrkit data stats` for the group sizes)"))
+    return (
+        {"group_rule": "official", "ts_user": fitted_user, "ts_item": fitted_item},
+        (
+            f"the official thresholds {ts_user}/{ts_item} leave {empty}, and so does the 20% rule; "
+            "thresholds fitted to this data (check `esrkit data stats` for the group sizes)"
+        ),
+    )
 
 
 def _value(v: object) -> str:
@@ -106,22 +120,34 @@ def _comment(text: str) -> list[str]:
     return [f"# {part}" for part in textwrap.wrap(text, 106)]
 
 
-def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, backbone: str,
-                groups: dict[str, object], group_note: str, max_len: int = 200) -> str:
+def recipe_text(
+    name: str,
+    dataset: str,
+    data: SequenceData,
+    provider: str,
+    backbone: str,
+    groups: dict[str, object],
+    group_note: str,
+    max_len: int = 200,
+) -> str:
     lengths = data.lengths()
     mean = float(lengths.mean()) if lengths.size else 0.0
     longest = int(lengths.max()) if lengths.size else 0
     objective = {"sasrec": "", "bert4rec": " (cloze objective)", "gru4rec": " (last-item objective)"}
     lines = [
-        *_comment(f"Recipe {name!r}, written by `esrkit recipe new {name} --dataset {dataset}` on "
-                  f"{time.strftime('%Y-%m-%d')}. Dataset {data.name!r}: {data.n_users:,} users, "
-                  f"{data.n_items:,} items, {data.n_interactions:,} interactions, history length mean "
-                  f"{mean:.1f} / max {longest}."),
+        *_comment(
+            f"Recipe {name!r}, written by `esrkit recipe new {name} --dataset {dataset}` on "
+            f"{time.strftime('%Y-%m-%d')}. Dataset {data.name!r}: {data.n_users:,} users, "
+            f"{data.n_items:,} items, {data.n_interactions:,} interactions, history length mean "
+            f"{mean:.1f} / max {longest}."
+        ),
         "#",
         f"# Train LLM-ESR:  esrkit train -r {name}          (run folders: runs/{name}/seed-<seed>/)",
         "# The baselines it is compared with (the paper's single-view models use 128 dimensions):",
-        (f"#   esrkit train -r {name} --name {name}-sasrec --set model.name=id --set model.hidden=128 "
-         "--set embedding.provider=none"),
+        (
+            f"#   esrkit train -r {name} --name {name}-sasrec --set model.name=id --set model.hidden=128 "
+            "--set embedding.provider=none"
+        ),
         f"#   esrkit train -r {name} --name {name}-llminit --set model.name=llminit --set model.hidden=128",
         f"#   esrkit report runs/ --out reports/{name}    (Table 1: overall and long-tail groups)",
         "# Every key and its default: esrkit/config.py (unknown keys are errors). --set section.key=value",
@@ -133,9 +159,11 @@ def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, back
         "[data]",
         _line("path", dataset, "a processed dataset (esrkit data prepare), relative to where esrkit runs"),
         _line("name", data.name),
-        *_comment(f"Long-tail groups of the result tables: {group_note}. Official rule: a tail user's test "
-                  "input is shorter than ts_user, a tail item has fewer than ts_item users; pareto: the top "
-                  "20% of users by length and of items by popularity are head."),
+        *_comment(
+            f"Long-tail groups of the result tables: {group_note}. Official rule: a tail user's test "
+            "input is shorter than ts_user, a tail item has fewer than ts_item users; pareto: the top "
+            "20% of users by length and of items by popularity are head."
+        ),
         *[_line(k, v) for k, v in groups.items()],
         _line("max_len", max_len, "the most recent items a model reads per user"),
         "",
@@ -150,15 +178,20 @@ def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, back
         _line("alpha", 0.1, "weight of the retrieval-augmented self-distillation"),
     ]
     if mean > LONG_HISTORY:
-        lines += _comment('teacher_refresh = "epoch"  (long histories make the 10 teachers per user the '
-                          "largest cost of a step; per-epoch teachers are cheaper but not the official "
-                          "schedule: benchmarks/RESULTS.md)")
+        lines += _comment(
+            'teacher_refresh = "epoch"  (long histories make the 10 teachers per user the '
+            "largest cost of a step; per-epoch teachers are cheaper but not the official "
+            "schedule: benchmarks/RESULTS.md)"
+        )
     lines += [
         "",
         "[retrieval]",
         _line("n_similar", 10, "similar users that teach each user (found from the user prompts)"),
-        *([_line("top_k", data.n_users - 1, f"neighbours kept (100 officially; {data.n_users} users here)")]
-          if data.n_users <= 100 else []),
+        *(
+            [_line("top_k", data.n_users - 1, f"neighbours kept (100 officially; {data.n_users} users here)")]
+            if data.n_users <= 100
+            else []
+        ),
         "",
         "[train]",
         _line("epochs", 200, "the official schedule: up to 200 epochs, early stopping on validation"),
@@ -169,8 +202,15 @@ def recipe_text(name: str, dataset: str, data: SequenceData, provider: str, back
     return "\n".join(lines)
 
 
-def scaffold(name: str, dataset: str | Path, provider: str = "minilm", backbone: str = "sasrec",
-             out: str | Path = ".", force: bool = False, max_len: int = 200) -> Scaffold:
+def scaffold(
+    name: str,
+    dataset: str | Path,
+    provider: str = "minilm",
+    backbone: str = "sasrec",
+    out: str | Path = ".",
+    force: bool = False,
+    max_len: int = 200,
+) -> Scaffold:
     """Build (and check) the recipe and template texts; nothing is written (see ``write``). Every option is
     checked before the dataset is read."""
     out = Path(out)
@@ -185,7 +225,9 @@ def scaffold(name: str, dataset: str | Path, provider: str = "minilm", backbone:
     # a text that does not load back is a bug here, not the user's problem: fail before writing anything
     parsed = templates_from_dict(tomllib.loads(templates), name=name)
     tree = tomllib.loads(recipe)
-    tree["embedding"]["templates"] = "generic"  # the new template is checked above and exists only once written
+    tree["embedding"]["templates"] = (
+        "generic"  # the new template is checked above and exists only once written
+    )
     config_from_dict(tree)
     items = build_item_prompts(data, parsed)
     item = next((p for p in items if "unknown" not in p), items[0])
