@@ -167,13 +167,15 @@ def write_report(plan: Comparison, report: dict[str, Any]) -> list[Path]:
 
 
 def comparison_gains(runs: list[Run], references: list[str]) -> list[dict[str, Any]]:
-    """Every non-reference run against every reference: relative gain of the means and the seed t-test p."""
+    """Every run against every reference: relative gain of the means and the seed t-test p.
+
+    Two references are compared once, the later one against the earlier (the reverse row says nothing new)."""
     by_name = {r.name: r for r in runs}
     out = []
     for r in runs:
         for ref_name in references:
             ref = by_name.get(ref_name)
-            if ref is None or ref is r:
+            if ref is None or ref is r or _is_earlier_reference(r.name, ref_name, references):
                 continue
             for protocol in ("sampled", "full"):
                 if protocol not in r.protocols() or protocol not in ref.protocols():
@@ -199,6 +201,10 @@ def comparison_gains(runs: list[Run], references: list[str]) -> list[dict[str, A
                             }
                         )
     return out
+
+
+def _is_earlier_reference(run: str, reference: str, references: list[str]) -> bool:
+    return run in references and references.index(run) < references.index(reference)
 
 
 def comparison_gains_markdown(gains: list[dict[str, Any]], labels: dict[str, str]) -> str:

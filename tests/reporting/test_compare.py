@@ -90,3 +90,26 @@ def test_compare_end_to_end(tmp_path, monkeypatch):
     assert out.exit_code == 0, out.output
     lines = out.output.strip().splitlines()
     assert len(lines) == 2 and "model.loss=ce" in lines[1] and "--name ce" in lines[1]
+
+
+class _FakeRun:
+    """What comparison_gains reads: a name, its protocols, per-seed values (N@10 overall = ``level``)."""
+
+    def __init__(self, name: str, level: float) -> None:
+        self.name, self.level = name, level
+
+    def protocols(self) -> list[str]:
+        return ["full"]
+
+    def values(self, protocol: str, group: str, metric: str) -> list[float]:
+        return [self.level, self.level + 0.01] if (group, metric) == ("overall", "ndcg@10") else []
+
+
+def test_gains_compare_two_references_once_later_against_earlier():
+    from esrkit.reporting.compare import comparison_gains
+
+    runs = [_FakeRun("sasrec", 0.10), _FakeRun("llminit", 0.12), _FakeRun("best", 0.15)]
+    pairs = [(g["run"], g["versus"]) for g in comparison_gains(runs, ["sasrec", "llminit"])]
+    assert pairs == [("llminit", "sasrec"), ("best", "sasrec"), ("best", "llminit")]
+    gain = next(g for g in comparison_gains(runs, ["sasrec"]) if g["run"] == "best")
+    assert gain["gain_pct"] == pytest.approx((0.155 - 0.105) / 0.105 * 100) and gain["seeds"] == [2, 2]
