@@ -51,6 +51,17 @@ def test_plan_is_checked_before_training(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing was created by a refused plan
 
 
+def test_every_shipped_plan_loads():
+    from esrkit.resources import list_resources
+
+    names = list_resources("study")
+    published = {"full-ranking-beauty5", "full-ranking-scientific", "cold-scientific", "ablations-scientific"}
+    assert published <= set(names)
+    for name in names:
+        plan = load_plan(name, output_dir="runs")
+        assert plan.references and all(r in {n for n, _, _ in plan.runs()} for r in plan.references), name
+
+
 @pytest.mark.slow
 def test_compare_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
