@@ -35,6 +35,16 @@ def search_roots() -> list[Path]:
     return seen
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory or the repository when inside one (records that get
+    published should not carry a machine's absolute paths), else as given."""
+    resolved = Path(path).resolve()
+    for root in (Path.cwd(), REPO_ROOT):
+        if resolved.is_relative_to(root.resolve()):
+            return str(resolved.relative_to(root.resolve()))
+    return str(path)
+
+
 def find_resource(kind: str, name: str) -> Path:
     if kind not in KIND_DIRS:
         raise ValueError(f"unknown resource kind {kind!r}")

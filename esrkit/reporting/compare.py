@@ -32,6 +32,7 @@ from esrkit.evaluation.significance import seed_ttest
 from esrkit.reporting.collect import BACKBONE_LABELS, Run, RunRecords, has_finished_seed, run_from_records
 from esrkit.reporting.study import GAIN_GROUPS, diverged_seeds, figure_study, stages_markdown
 from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
+from esrkit.resources import display_path
 from esrkit.utils.io import atomic_write_json, atomic_write_text
 
 
@@ -106,7 +107,7 @@ def build_report(
             )
         )
     return {
-        "plan": plan.source,
+        "plan": display_path(plan.source) if plan.source else "",
         "recipe": plan.recipe,
         "description": plan.description,
         "seeds": plan.seeds,
@@ -124,7 +125,7 @@ def build_report(
 
 def write_report(plan: Comparison, report: dict[str, Any]) -> list[Path]:
     """study.md, study.csv, study.json and (when it draws) study.png in the study folder."""
-    md = [f"# Comparison study: `{plan.source or plan.recipe}`", ""]
+    md = [f"# Comparison study: `{display_path(plan.source) if plan.source else plan.recipe}`", ""]
     if plan.description:
         md += [plan.description, ""]
     md += [

@@ -124,3 +124,13 @@ def test_gains_compare_two_references_once_later_against_earlier():
     assert pairs == [("llminit", "sasrec"), ("best", "sasrec"), ("best", "llminit")]
     gain = next(g for g in comparison_gains(runs, ["sasrec"]) if g["run"] == "best")
     assert gain["gain_pct"] == pytest.approx((0.155 - 0.105) / 0.105 * 100) and gain["seeds"] == [2, 2]
+
+
+def test_records_name_the_plan_without_a_machines_absolute_path(tmp_path, monkeypatch):
+    from esrkit.resources import REPO_ROOT, display_path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = REPO_ROOT / "recipes" / "studies" / "cold-scientific.toml"
+    assert display_path(shipped) == str(shipped.relative_to(REPO_ROOT))
+    assert display_path(tmp_path / "plan.toml") == "plan.toml"
+    assert display_path("/elsewhere/plan.toml") == "/elsewhere/plan.toml"
