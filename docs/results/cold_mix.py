@@ -4,9 +4,9 @@
 
 For a cold-item run (`data.cold_items`) of LLMInit with `model.text_neighbours`: the test split under full
 ranking, overall and on the users whose target is a held-out item, as trained and with the new items' gate
-forced to their own PCA vector only or to their neighbours' mean only; then the gate value a new item gets and
-the mean vector norms. Reads the best checkpoint; makes no LLM call (the held-out items are added from the
-run's embedding cache, as at training).
+forced to their own PCA vector only or to their neighbours' mean only; then the gate values (a new item's, the
+trained items') and the mean vector norms. Reads the best checkpoint; makes no LLM call (the held-out items
+are added from the run's embedding cache, as at training).
 """
 
 from __future__ import annotations
@@ -52,9 +52,17 @@ def analyse(run_dir: str) -> list[str]:
             tn.popularity_z[new] = (gate_logit - tn.gate_bias.item()) / slope if slope else 0.0
             lines.append("| {} | {:.4f} | {:.4f} |".format(label, *_ndcg(ev, model, cold)))
         tn.popularity_z.copy_(saved)
+        trained_gate = tn.weight(torch.arange(1, n_warm + 1)).squeeze(-1)
+        rarest = trained_gate[torch.argsort(tn.popularity_z[1 : n_warm + 1])[: max(n_warm // 5, 1)]]
         own = model.items.weight[new].norm(dim=1).mean().item()
         trained = model.items.weight[1 : n_warm + 1].norm(dim=1).mean().item()
-    lines += ["", f"mean norm: new items' own vectors {own:.3f}, trained items' {trained:.3f}", ""]
+    lines += [
+        "",
+        f"gate on the neighbours, trained items: mean {trained_gate.mean():.2f}, "
+        f"rarest 20% {rarest.mean():.2f}",
+        f"mean norm: new items' own vectors {own:.3f}, trained items' {trained:.3f}",
+        "",
+    ]
     return lines
 
 
