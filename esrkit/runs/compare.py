@@ -14,6 +14,7 @@ from esrkit.config import ConfigError, RunConfig, resolve_recipe
 from esrkit.reporting import compare as comparison_report
 from esrkit.reporting.collect import RunRecords
 from esrkit.resources import find_resource, load_toml
+from esrkit.runs.study import train_command
 
 _PLAN_KEYS = {"description", "recipe", "seeds", "set", "references", "runs", "name"}
 _RUN_KEYS = {"recipe", "set", "label"}
@@ -60,21 +61,8 @@ class ComparisonPlan:
         return cfg
 
     def train_command(self, run_name: str, extra: list[str]) -> list[str]:
-        sets = [arg for o in self.run_overrides(extra) for arg in ("--set", o)]
-        return [
-            "esrkit",
-            "train",
-            "-r",
-            self._run(run_name).recipe,
-            *sets,
-            "--name",
-            run_name,
-            "--output-dir",
-            str(self.folder),
-            "--seeds",
-            ",".join(map(str, self.seeds)),
-            "--resume",
-        ]
+        run = self._run(run_name)
+        return train_command(run.recipe, self.run_overrides(extra), run_name, self.folder, self.seeds)
 
     # -------------------------------------------------------------- the runner's hooks (esrkit/runs/study.py)
     def report_names(self, finished_only: bool, recorded: set[str]) -> list[str]:

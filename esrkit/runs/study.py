@@ -91,21 +91,28 @@ class StudyPlan:
         """The ``esrkit train`` arguments that train this one run alone with the study's exact config (for
         another machine or a scheduler; its seeds come back into the report through the run folder or
         ``--record``)."""
-        sets = [arg for o in self.run_overrides(extra) for arg in ("--set", o)]
-        return [
-            "esrkit",
-            "train",
-            "-r",
-            self.recipe,
-            *sets,
-            "--name",
-            run_name,
-            "--output-dir",
-            str(self.folder),
-            "--seeds",
-            ",".join(map(str, self.seeds)),
-            "--resume",
-        ]
+        return train_command(self.recipe, self.run_overrides(extra), run_name, self.folder, self.seeds)
+
+
+def train_command(
+    recipe: str, overrides: list[str], run_name: str, folder: Path, seeds: list[int]
+) -> list[str]:
+    """``esrkit train`` arguments that resume one named run of a study in its folder (every kind of study)."""
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    return [
+        "esrkit",
+        "train",
+        "-r",
+        recipe,
+        *sets,
+        "--name",
+        run_name,
+        "--output-dir",
+        str(folder),
+        "--seeds",
+        ",".join(map(str, seeds)),
+        "--resume",
+    ]
 
 
 def run_study(
