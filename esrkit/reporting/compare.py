@@ -29,9 +29,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.reporting.collect import BACKBONE_LABELS, Run, RunRecords, has_finished_seed, run_from_records
-from esrkit.reporting.study import GAIN_GROUPS, diverged_seeds, figure_study, stages_markdown
-from esrkit.reporting.tables import Block, Cell, Row, Table, default_columns, mark_block, to_csv, to_markdown
+from esrkit.reporting.collect import Run, RunRecords, has_finished_seed
+from esrkit.reporting.study import (
+    GAIN_GROUPS,
+    diverged_seeds,
+    figure_study,
+    load_runs,
+    protocol_tables,
+    stages_markdown,
+)
+from esrkit.reporting.tables import default_columns, to_csv, to_markdown
 from esrkit.resources import display_path
 from esrkit.utils.io import atomic_write_json, atomic_write_text
 
@@ -73,39 +80,17 @@ def build_report(
     records: dict[str, RunRecords],
 ) -> dict[str, Any]:
     """Tables per protocol, gains over the references, the stopping rule of every run, stage times."""
-    runs = [
-        r for r in (run_from_records(n, plan.folder / n, records.get(n, {})) for n in names) if r is not None
-    ]
+    runs = load_runs(plan.folder, names, records)
     labels = {name: label for name, label, _ in plan.runs()}
     baseline = next((labels.get(ref, ref) for ref in plan.references if ref in {r.name for r in runs}), None)
-    tables = []
-    for protocol in ("sampled", "full"):
-        rows = [
-            Row(
-                labels.get(r.name, r.name),
-                r.name,
-                r.model,
-                r.name in plan.references,
-                [Cell(r.values(protocol, g, m)) for g, m in default_columns()],
-                len(r.seeds),
-            )
-            for r in runs
-            if protocol in r.protocols()
-        ]
-        if not rows:
-            continue
-        block = Block(BACKBONE_LABELS.get(runs[0].backbone, runs[0].backbone), rows)
-        mark_block(block, default_columns(), baseline)
-        tables.append(
-            Table(
-                "study",
-                plan.folder.name,
-                protocol,
-                runs[0].protocol_title(protocol),
-                default_columns(),
-                [block],
-            )
-        )
+    tables = protocol_tables(
+        runs,
+        plan.folder.name,
+        default_columns(),
+        label=lambda r: labels.get(r.name, r.name),
+        is_reference=lambda r: r.name in plan.references,
+        baseline=lambda rows: baseline,
+    )
     return {
         "plan": display_path(plan.source) if plan.source else "",
         "recipe": plan.recipe,

@@ -13,7 +13,7 @@ its backbone and vs LLMInit per provider, with seed t-tests), a figure, and the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -137,27 +137,30 @@ def _row_label(run: Run) -> str:
     return f"{MODEL_LABELS.get(model.get('name'), model.get('name'))} ({provider})"
 
 
-def build_report(
-    plan: ProviderStudy,
-    stages: dict[str, dict[str, float]],
-    failures: dict[str, str],
-    names: list[str],
-    records: dict[str, RunRecords],
-) -> dict[str, Any]:
-    runs = [
-        r
-        for r in (run_from_records(name, plan.folder / name, records.get(name, {})) for name in names)
-        if r is not None
-    ]
+def load_runs(folder: Path, names: list[str], records: dict[str, RunRecords]) -> list[Run]:
+    """The named runs that have results, from their folders or the study's records."""
+    runs = (run_from_records(name, folder / name, records.get(name, {})) for name in names)
+    return [r for r in runs if r is not None]
+
+
+def protocol_tables(
+    runs: list[Run],
+    study_name: str,
+    columns: list,
+    label: Callable[[Run], str],
+    is_reference: Callable[[Run], bool],
+    baseline: Callable[[list[Row]], str | None],
+) -> list[Table]:
+    """One table per protocol the runs were evaluated under: a single backbone block, marked against the row
+    ``baseline`` picks (every kind of study reports this way)."""
     tables = []
-    columns = columns_for(runs)
     for protocol in ("sampled", "full"):
         rows = [
             Row(
-                _row_label(r),
+                label(r),
                 r.name,
                 r.model,
-                r.model != "llmesr",
+                is_reference(r),
                 [Cell(r.values(protocol, g, m)) for g, m in columns],
                 len(r.seeds),
             )
@@ -167,10 +170,29 @@ def build_report(
         if not rows:
             continue
         block = Block(BACKBONE_LABELS.get(runs[0].backbone, runs[0].backbone), rows)
-        baseline = next((row.label for row in rows if row.run == "id"), None)
-        mark_block(block, columns, baseline)
+        mark_block(block, columns, baseline(rows))
         title = runs[0].protocol_title(protocol)
-        tables.append(Table("study", plan.folder.name, protocol, title, columns, [block]))
+        tables.append(Table("study", study_name, protocol, title, columns, [block]))
+    return tables
+
+
+def build_report(
+    plan: ProviderStudy,
+    stages: dict[str, dict[str, float]],
+    failures: dict[str, str],
+    names: list[str],
+    records: dict[str, RunRecords],
+) -> dict[str, Any]:
+    runs = load_runs(plan.folder, names, records)
+    columns = columns_for(runs)
+    tables = protocol_tables(
+        runs,
+        plan.folder.name,
+        columns,
+        label=_row_label,
+        is_reference=lambda r: r.model != "llmesr",
+        baseline=lambda rows: next((row.label for row in rows if row.run == "id"), None),
+    )
     gains = gains_table(runs)
     return {
         "recipe": plan.recipe,
