@@ -40,6 +40,7 @@ LOSSES = [
     ("sampled_softmax, 1024 popularity", LossSpec("sampled_softmax", negatives=1024, sampler="popularity")),
     ("sampled_softmax, in-batch", LossSpec("sampled_softmax", sampler="in_batch")),
     ("ce", LossSpec("ce")),
+    ("ce, bfloat16 products", LossSpec("ce", ce_precision="bfloat16")),
 ]
 
 

@@ -152,6 +152,10 @@ class ModelConfig:
     )
     gbce_t: float = 0.75  # gbce calibration: 0 = plain BCE over the same negatives, 1 = fully calibrated
     view_losses: bool = False  # LLM-ESR: also one loss per view's own logits, beside the fused logits
+    # ce / sampled_softmax: train with tau x log(training popularity) added to every item's logit and score
+    # without it, so the learned scores need not encode popularity (logit adjustment; 0 = off)
+    popularity_adjust: float = 0.0
+    ce_precision: str = "float32"  # ce: float32 | bfloat16 (catalogue products in bfloat16: faster on CPU)
     extra: dict[str, Any] = field(default_factory=dict)  # options of custom encoders and baselines
 
 
@@ -453,6 +457,12 @@ def divides_hidden(attr: str) -> Rule:
     return rule
 
 
+def softmax_loss_only(v: float, cfg: RunConfig) -> str | None:
+    """Logit adjustment shifts a softmax over items; a pairwise or binary loss has no such normaliser."""
+    ok = v == 0 or cfg.model.loss in ("ce", "sampled_softmax")
+    return None if ok else f"needs model.loss = ce or sampled_softmax (it is {cfg.model.loss})"
+
+
 def all_of(*rules: Rule) -> Rule:
     return lambda v, cfg: next((p for r in rules if (p := r(v, cfg))), None)
 
@@ -490,6 +500,8 @@ RULES: dict[str, Rule] = {
     "model.loss": registered(LOSSES),
     "model.loss_sampler": one_of(*LOSS_SAMPLERS),
     "model.gbce_t": between(0.0, 1.0),
+    "model.popularity_adjust": all_of(at_least(0.0), softmax_loss_only),
+    "model.ce_precision": one_of("float32", "bfloat16"),
     "model.gate": one_of(*GATES),
     "model.null_dim": at_least(1),
     "model.null_threshold": at_least(0.0),

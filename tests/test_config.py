@@ -49,6 +49,9 @@ BAD = [
     ("model.loss", "hinge"),
     ("model.loss_sampler", "zipf"),
     ("model.gbce_t", "1.5"),
+    ("model.popularity_adjust", "-1"),
+    ("model.popularity_adjust", "0.5"),  # with the default loss (bce): a softmax loss is needed
+    ("model.ce_precision", "float16"),
     ("model.gate", "item"),
     ("model.null_dim", "0"),
     ("model.null_threshold", "-1"),

@@ -97,6 +97,8 @@ def loss_spec(cfg: RunConfig) -> LossSpec:
         sampler=m.loss_sampler,
         gbce_t=m.gbce_t,
         view_losses=m.view_losses,
+        popularity_adjust=m.popularity_adjust,
+        ce_precision=m.ce_precision,
     )
 
 

@@ -47,6 +47,8 @@ class LossSpec:
     gbce_t: float = 0.75  # gbce calibration t in [0, 1]
     view_losses: bool = False
     chunk_items: int = 0  # ce: items per chunk; 0 = automatic (about 32M logits per chunk)
+    popularity_adjust: float = 0.0  # ce/sampled_softmax: tau of the logit adjustment (training only)
+    ce_precision: str = "float32"  # ce: float32 | bfloat16 (the three catalogue products in bfloat16)
 
     @property
     def batch_negatives(self) -> int:
@@ -81,6 +83,17 @@ class LossContext:
     spec: LossSpec
     generator: torch.Generator | None = None
     log_popularity: Tensor | None = None  # (n_items,) log Q(j) of the popularity proposal, row j-1 = item j
+
+    def logit_adjustment(self) -> Tensor | None:
+        """(n_items,) tau x log popularity, added to each item's training logit (``model.popularity_adjust``):
+        the softmax then explains popularity by this fixed offset, and the scores served without it rank
+        tail items higher (Menon et al., ICLR 2021, "Long-tail learning via logit adjustment")."""
+        tau = self.spec.popularity_adjust
+        if not tau:
+            return None
+        if self.log_popularity is None:
+            raise ValueError("popularity_adjust needs the training item counts (LossContext.log_popularity)")
+        return tau * self.log_popularity
 
 
 LossFn = Callable[[ItemScorer, Tensor, Tensor, Tensor, LossContext], Tensor]
@@ -151,31 +164,51 @@ class _ChunkedLogSumExp(torch.autograd.Function):
     neither pass holds more than (m, chunk) scores."""
 
     @staticmethod
-    def forward(ctx, hs: Tensor, items: Tensor, chunk: int) -> Tensor:
+    def forward(ctx, hs: Tensor, items: Tensor, chunk: int, bias: Tensor | None, low: bool) -> Tensor:
         lse = hs.new_full((hs.shape[0],), float("-inf"))
         for start in range(0, items.shape[0], chunk):
-            lse = torch.logaddexp(lse, torch.logsumexp(hs @ items[start : start + chunk].T, 1))
-        ctx.save_for_backward(hs, items, lse)
-        ctx.chunk = chunk
+            lse = torch.logaddexp(lse, torch.logsumexp(_chunk_logits(hs, items, bias, start, chunk, low), 1))
+        ctx.save_for_backward(hs, items, lse, bias)
+        ctx.chunk, ctx.low = chunk, low
         return lse
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        hs, items, lse = ctx.saved_tensors
+        hs, items, lse, bias = ctx.saved_tensors
         grad_hs = torch.zeros_like(hs) if ctx.needs_input_grad[0] else None
         grad_items = torch.zeros_like(items) if ctx.needs_input_grad[1] else None
         for start in range(0, items.shape[0], ctx.chunk):
             block = items[start : start + ctx.chunk]
-            weights = torch.exp(hs @ block.T - lse[:, None]) * grad[:, None]  # softmax x upstream gradient
+            logits = _chunk_logits(hs, items, bias, start, ctx.chunk, ctx.low)
+            weights = torch.exp(logits - lse[:, None]) * grad[:, None]  # softmax x upstream gradient
+            if ctx.low:  # rounded once for both products
+                weights = weights.bfloat16()
             if grad_hs is not None:
-                grad_hs += weights @ block
+                grad_hs += matmul(weights, block, ctx.low).to(hs.dtype)
             if grad_items is not None:
-                grad_items[start : start + ctx.chunk] = weights.T @ hs
-        return grad_hs, grad_items, None
+                grad_items[start : start + ctx.chunk] = matmul(weights.T, hs, ctx.low).to(hs.dtype)
+        return grad_hs, grad_items, None, None, None
 
 
-def chunked_logsumexp(hs: Tensor, items: Tensor, chunk: int) -> Tensor:
-    return _ChunkedLogSumExp.apply(hs, items, chunk)
+def matmul(a: Tensor, b: Tensor, low: bool = False) -> Tensor:
+    """a @ b, or with both factors rounded to bfloat16 and the product returned in a's dtype (``low``): the
+    catalogue products dominate a ce step, and CPUs with bfloat16 units run them several times faster."""
+    return a @ b if not low else (a.bfloat16() @ b.bfloat16()).to(a.dtype)
+
+
+def _chunk_logits(
+    hs: Tensor, items: Tensor, bias: Tensor | None, start: int, chunk: int, low: bool = False
+) -> Tensor:
+    logits = matmul(hs, items[start : start + chunk].T, low)
+    return logits if bias is None else logits + bias[start : start + chunk]
+
+
+def chunked_logsumexp(
+    hs: Tensor, items: Tensor, chunk: int, bias: Tensor | None = None, low: bool = False
+) -> Tensor:
+    """logsumexp_j (h_m . e_j + bias_j); ``bias`` (n_items,) is a constant (no gradient); ``low``: the
+    products in bfloat16 (``model.ce_precision``)."""
+    return _ChunkedLogSumExp.apply(hs, items, chunk, bias, low)
 
 
 def _auto_chunk(m: int, n_items: int, budget: int = 1 << 25) -> int:
@@ -186,12 +219,16 @@ def _auto_chunk(m: int, n_items: int, budget: int = 1 << 25) -> int:
 def ce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
     """Full softmax: mean over rows of logsumexp_j s_j - s_pos. A catalogue that fits one chunk uses the fused
     ``F.cross_entropy`` (same value and gradient, less work); larger ones the chunked path."""
-    states, items = scorer.states(hs), scorer.all_real()
+    states, items, bias = scorer.states(hs), scorer.all_real(), ctx.logit_adjustment()
+    low = ctx.spec.ce_precision == "bfloat16"
     chunk = ctx.spec.chunk_items or _auto_chunk(len(states), items.shape[0])
     if items.shape[0] <= chunk:
-        return F.cross_entropy(states @ items.T, pos - 1)
+        logits = matmul(states, items.T, low)
+        return F.cross_entropy(logits if bias is None else logits + bias, pos - 1)
     positive = (states * scorer.vectors(pos)).sum(-1)
-    return (chunked_logsumexp(states, items, chunk) - positive).mean()
+    if bias is not None:
+        positive = positive + bias[pos - 1]
+    return (chunked_logsumexp(states, items, chunk, bias, low) - positive).mean()
 
 
 def _uniform(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
@@ -249,4 +286,7 @@ def sampled_softmax_loss(
 ) -> Tensor:
     ids, log_kq = draw_shared_negatives(ctx, scorer.model.n_items, pos)
     logits = sampled_softmax_scores(scorer, hs, pos, ids, log_kq)
+    bias = ctx.logit_adjustment()
+    if bias is not None:  # the same offset on the positive and on each shared negative
+        logits = logits + torch.cat([bias[pos - 1][:, None], bias[ids - 1][None, :].expand(len(pos), -1)], 1)
     return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))

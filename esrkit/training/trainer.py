@@ -127,7 +127,8 @@ class Trainer:
         self.state = TrainState()
         self.n_users = seqs.n_users
         self.n_samples = 2 * self.n_users if model.objective == "cloze" else self.n_users
-        self._log_popularity = seqs.train_log_popularity() if options.loss.sampler != "uniform" else None
+        needs_popularity = options.loss.sampler != "uniform" or options.loss.popularity_adjust > 0
+        self._log_popularity = seqs.train_log_popularity() if needs_popularity else None
 
     def loss_context(self, generator: torch.Generator | None) -> LossContext:
         return LossContext(self.opt_cfg.loss, generator, self._log_popularity)

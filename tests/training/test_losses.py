@@ -86,6 +86,24 @@ def test_chunked_ce_matches_one_block(chunk):
     )  # padding and [MASK] are never candidates
 
 
+@pytest.mark.parametrize("chunk", [5, 1000])
+def test_bfloat16_ce_is_float32_ce_to_bfloat16_rounding(chunk):
+    """``ce_precision=bfloat16`` rounds the factors of the catalogue products only: the loss and gradients
+    stay within bfloat16's rounding of the float32 ones (and are float32 tensors), in one block or chunks."""
+    model = TableModel()
+    hs, pos = _states(6)
+    scorer = ItemScorer(model)
+    exact = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce", chunk_items=chunk)))
+    spec = LossSpec("ce", chunk_items=chunk, ce_precision="bfloat16")
+    low = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(spec))
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(exact.item(), rel=2e-2)
+    assert low.item() != exact.item()  # the products really ran in bfloat16
+    for x, y in zip(_grads(low, hs, model.table), _grads(exact, hs, model.table)):
+        assert x.dtype == torch.float32
+        assert F.cosine_similarity(x.flatten(), y.flatten(), 0) > 0.999
+
+
 def test_chunked_logsumexp_is_stable_for_large_scores():
     hs = torch.full((2, 3), 100.0, requires_grad=True)
     items = torch.ones(50, 3)
@@ -107,6 +125,46 @@ def test_sampled_softmax_with_every_item_as_negative_is_ce():
     assert sampled.item() == pytest.approx(ce.item(), rel=1e-6)
     for x, y in zip(_grads(sampled, hs, model.table), _grads(ce, hs, model.table)):
         assert torch.allclose(x, y, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [5, 1000])
+def test_popularity_adjusted_ce_is_softmax_over_shifted_logits(chunk):
+    """Logit adjustment: tau x log p_j is added to every item's training logit, chunked or in one block."""
+    model, log_pop, tau = TableModel(), _popularity(), 0.7
+    hs, pos = _states(4)
+    ctx = LossContext(LossSpec("ce", chunk_items=chunk, popularity_adjust=tau), None, log_pop)
+    loss = LOSSES.get("ce")(ItemScorer(model), hs, pos, None, ctx)
+    reference = F.cross_entropy(hs @ model.table[1 : N + 1].T + tau * log_pop, pos - 1)
+    plain = F.cross_entropy(hs @ model.table[1 : N + 1].T, pos - 1)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert abs(loss.item() - plain.item()) > 1e-3  # the offset changes the objective
+    for x, y in zip(_grads(loss, hs, model.table), _grads(reference, hs, model.table)):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_popularity_adjusted_sampled_softmax_shifts_positive_and_negatives():
+    """The registered loss adds tau x log p to the positive and to each shared negative, on top of logQ."""
+    model, log_pop, tau = TableModel(), _popularity(), 0.5
+    hs, pos = _states(5)
+    scorer = ItemScorer(model)
+    spec = LossSpec("sampled_softmax", negatives=64, sampler="popularity", popularity_adjust=tau)
+    loss = LOSSES.get("sampled_softmax")(
+        scorer, hs, pos, None, LossContext(spec, torch.Generator().manual_seed(0), log_pop)
+    )
+    ids, log_kq = draw_shared_negatives(LossContext(spec, torch.Generator().manual_seed(0), log_pop), N, pos)
+    logits = sampled_softmax_scores(scorer, hs, pos, ids, log_kq)
+    shift = torch.cat([log_pop[pos - 1][:, None], log_pop[ids - 1][None, :].expand(M, -1)], 1)
+    reference = F.cross_entropy(logits + tau * shift, torch.zeros(M, dtype=torch.long))
+    plain = F.cross_entropy(logits, torch.zeros(M, dtype=torch.long))
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert abs(loss.item() - plain.item()) > 1e-3
+
+
+def test_popularity_adjust_without_counts_is_a_clear_error():
+    model = TableModel()
+    hs, pos = _states()
+    with pytest.raises(ValueError, match="popularity_adjust"):
+        LOSSES.get("ce")(ItemScorer(model), hs, pos, None, LossContext(LossSpec("ce", popularity_adjust=1.0)))
 
 
 def test_uniform_correction_with_k_equal_n_is_zero():
