@@ -18,7 +18,9 @@ vectors, so a loss works for every model family and backbone.
   corrected by ``-log(k Q(j))`` (logQ correction); a negative equal to a row's positive is masked out.
 
 ``model.view_losses`` (models with several score views, i.e. LLM-ESR) adds the same loss on each view's own
-logits beside the loss on the fused logits.
+logits beside the loss on the fused logits. ``model.popularity_adjust`` (``ce``, ``sampled_softmax``) adds
+tau x log popularity to each item's training logit (logit adjustment); ``model.ce_precision=bfloat16`` runs
+``ce``'s catalogue products with bfloat16 factors.
 """
 
 from __future__ import annotations
