@@ -131,6 +131,9 @@ class ModelConfig:
     temperature: float = 0.1  # starting temperature of score_norm and view_norm (learned from there)
     anchor: float = 0.0  # LLMInit: weight of the squared distance of item vectors from their PCA start
     text_neighbours: int = 0  # LLMInit: K > 0 mixes each item's vector with its K nearest items' by text
+    # LLMInit: a new item's row (add_items) is its PCA projection as is (projection) or rescaled to the mean
+    # length of the trained rows (trained), so items added after training are not scored low for being short
+    new_item_norm: str = "projection"
     semantic_adapter: bool = False  # LLMInit: + a trainable linear map of the frozen LLM vector (starts at 0)
     # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
     null_dim: int = 64  # width of the null space (the last kept coordinates)
@@ -457,6 +460,12 @@ def divides_hidden(attr: str) -> Rule:
     return rule
 
 
+def llminit_only(default: Any) -> Rule:
+    """An LLMInit option: another family would ignore it silently."""
+    ok = lambda v, cfg: v == default or cfg.model.name == "llminit"  # noqa: E731
+    return lambda v, cfg: None if ok(v, cfg) else f"applies to model.name = llminit only ({cfg.model.name})"
+
+
 def softmax_loss_only(v: float, cfg: RunConfig) -> str | None:
     """Logit adjustment shifts a softmax over items; a pairwise or binary loss has no such normaliser."""
     ok = v == 0 or cfg.model.loss in ("ce", "sampled_softmax")
@@ -509,6 +518,7 @@ RULES: dict[str, Rule] = {
     "model.temperature": above(0.0),
     "model.anchor": at_least(0.0),
     "model.text_neighbours": at_least(0),
+    "model.new_item_norm": all_of(one_of("projection", "trained"), llminit_only("projection")),
     "train.lr": above(0.0),
     "train.weight_decay": at_least(0.0),
     "train.batch_size": at_least(1),

@@ -59,6 +59,8 @@ BAD = [
     ("model.temperature", "0"),
     ("model.anchor", "-1"),
     ("model.text_neighbours", "-1"),
+    ("model.new_item_norm", "longest"),
+    ("model.new_item_norm", "trained"),  # an LLMInit option; the recipe's model is another family
     ("train.lr", "0"),
     ("train.lr", "-1e-3"),
     ("train.weight_decay", "-1"),
@@ -124,6 +126,15 @@ def test_defaults_every_recipe_and_edge_values_pass() -> None:
         ],
     )
     assert cfg.train.watch == "HR@5" and cfg.name == "a/b"
+
+
+def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
+    cfg = resolve_recipe("demo", ["model.name=llminit", "model.new_item_norm=trained"])
+    assert cfg.model.new_item_norm == "trained"
+    cfg = resolve_recipe(
+        "demo", ["model.loss=ce", "model.popularity_adjust=0.5", "model.ce_precision=bfloat16"]
+    )
+    assert cfg.model.popularity_adjust == 0.5 and cfg.model.ce_precision == "bfloat16"
 
 
 def test_all_problems_are_listed_at_once() -> None:

@@ -148,6 +148,7 @@ class LLMInitRecommender(IDRecommender):
             anchor=cfg.anchor,
             semantic_adapter=cfg.semantic_adapter,
             text_neighbours=cfg.text_neighbours,
+            new_item_norm=cfg.new_item_norm,
             max_len=max_len,
             **common_options(cfg),
             **score_options(cfg),
@@ -161,6 +162,7 @@ class LLMInitRecommender(IDRecommender):
         anchor: float = 0.0,
         semantic_adapter: bool | None = None,
         text_neighbours: int = 0,
+        new_item_norm: str = "projection",
         **kwargs,
     ) -> None:
         if init_table is None:
@@ -168,7 +170,7 @@ class LLMInitRecommender(IDRecommender):
                 "llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)"
             )
         super().__init__(n_items, init_table=init_table, **kwargs)
-        self.anchor = anchor
+        self.anchor, self.new_item_norm = anchor, new_item_norm
         if anchor > 0:  # the semantic starting point every item vector is pulled back to
             self.register_buffer("anchor_table", self.items.weight.detach().clone())
         self.semantic_adapter = llm_items is not None if semantic_adapter is None else semantic_adapter
@@ -208,11 +210,14 @@ class LLMInitRecommender(IDRecommender):
         return vectors + semantic * (ids != 0).unsqueeze(-1)  # padding stays the zero vector
 
     def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
-        """The new rows start as the trained rows did: the PCA projection of the LLM vectors."""
+        """The new rows start as the trained rows did: the PCA projection of the LLM vectors; with
+        ``new_item_norm="trained"`` each is rescaled to the trained rows' mean length."""
         projection = assets.pca_projection
         if projection is None:
             raise ValueError("llminit: adding items needs the training PCA projection (mean and components)")
         rows = projection.transform(as_vectors(llm_vectors, projection.input_dim, "llminit"))
+        if self.new_item_norm == "trained":
+            rows = with_mean_length(rows, self.items.weight[1 : self.n_items + 1].detach().cpu().numpy())
         grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
         if self.anchor > 0:
             self.anchor_table = insert_item_rows(self.anchor_table, torch.as_tensor(rows), self.n_items)
@@ -226,3 +231,12 @@ class LLMInitRecommender(IDRecommender):
                 self.semantic_table, llm.to(self.semantic_table), self.n_items
             )
         self.grow_catalogue(len(rows))
+
+
+def with_mean_length(rows: np.ndarray, trained: np.ndarray) -> np.ndarray:
+    """``rows`` rescaled, each to the mean L2 length of the ``trained`` rows (their directions kept). Training
+    lengthens the vectors of the items it sees, so a bare PCA projection is shorter and ranks low in every
+    user's dot products; a zero row stays zero."""
+    target = float(np.linalg.norm(trained, axis=1).mean())
+    lengths = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.where(lengths > 0, rows * (target / np.maximum(lengths, 1e-12)), rows).astype(rows.dtype)

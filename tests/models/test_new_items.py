@@ -97,6 +97,22 @@ def test_llminit_new_rows_are_the_pca_projection() -> None:
     assert m.items.weight.shape[0] == N + 4 and m.mask_token == N + 3
 
 
+def test_llminit_new_rows_can_take_the_trained_rows_mean_length() -> None:
+    m, _, assets = model("llminit", new_item_norm="trained")
+    with torch.no_grad():  # training lengthens rows; the new ones must follow the trained table, not the PCA
+        m.items.weight[1 : N + 1] *= 3.0
+    target = m.items.weight[1 : N + 1].norm(dim=1).mean()
+    llm, table, _ = llm_table()
+    m.add_items(llm[:2], assets)
+    new = m.items.weight[N + 1 : N + 3].detach()
+    torch.testing.assert_close(new.norm(dim=1), target.expand(2).detach(), rtol=1e-5, atol=1e-6)
+    direction = torch.as_tensor(table[:2]) / torch.as_tensor(table[:2]).norm(dim=1, keepdim=True)
+    torch.testing.assert_close(new / new.norm(dim=1, keepdim=True), direction, rtol=1e-4, atol=1e-5)
+    plain, _, _ = model("llminit")
+    plain.add_items(llm[:2], assets)  # the default keeps the projection's own length
+    assert not torch.allclose(plain.items.weight[N + 1 : N + 3].norm(dim=1), new.norm(dim=1))
+
+
 def test_untrained_rows_for_id_only_families() -> None:
     m, _, _ = model("id", backbone="bert4rec")
     mask_row = m.items.weight[N + 1].detach().clone()
