@@ -462,8 +462,13 @@ def divides_hidden(attr: str) -> Rule:
 
 def llminit_only(default: Any) -> Rule:
     """An LLMInit option: another family would ignore it silently."""
-    ok = lambda v, cfg: v == default or cfg.model.name == "llminit"  # noqa: E731
-    return lambda v, cfg: None if ok(v, cfg) else f"applies to model.name = llminit only ({cfg.model.name})"
+
+    def rule(v: Any, cfg: RunConfig) -> str | None:
+        if v == default or cfg.model.name == "llminit":
+            return None
+        return f"applies to model.name = llminit only (it is {cfg.model.name})"
+
+    return rule
 
 
 def softmax_loss_only(v: float, cfg: RunConfig) -> str | None:
