@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -113,14 +114,28 @@ class EmbeddingCache:
         if not readonly:
             self.directory.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
+        deadline = time.monotonic() + busy_timeout_s
         with sqlite_errors(self.path, "opening the embedding cache"):
-            self._conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
-            if not readonly:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process kills
-                self._initialise()
-            self._check_identity()
-            self._has_checksums = not readonly or self._table_exists("vector_crc32")
+            while True:
+                try:
+                    self._open(uri, busy_timeout_s)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # processes opening one new cache at once: switching it to WAL can report "locked" at
+                    # once, without SQLite's busy wait; try again until the same timeout
+                    self.close()
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+    def _open(self, uri: str, busy_timeout_s: float) -> None:
+        self._conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+        if not self.readonly:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process kills
+            self._initialise()
+        self._check_identity()
+        self._has_checksums = not self.readonly or self._table_exists("vector_crc32")
 
     # -------------------------------------------------------------- setup
     def _initialise(self) -> None:

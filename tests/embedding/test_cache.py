@@ -37,6 +37,32 @@ def test_put_get_round_trip_and_persistence(tmp_path):
             cache.get(["a", "zz"])
 
 
+def test_open_retries_a_lock_reported_at_once_and_gives_up_after_the_timeout(tmp_path, monkeypatch):
+    """Processes that open one new cache together can get "database is locked" from the WAL switch without
+    SQLite's busy wait: the open tries again until its timeout, then names the file and what to do."""
+    import sqlite3
+
+    real_open, calls = EmbeddingCache._open, []
+
+    def flaky(self, uri, busy_timeout_s):
+        calls.append(uri)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        real_open(self, uri, busy_timeout_s)
+
+    monkeypatch.setattr(EmbeddingCache, "_open", flaky)
+    with EmbeddingCache(tmp_path, ident()) as cache:
+        cache.put(["a"], np.ones((1, 4), dtype=np.float32))
+        assert len(cache) == 1 and len(calls) == 3
+
+    def locked(self, uri, busy_timeout_s):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(EmbeddingCache, "_open", locked)
+    with pytest.raises(CacheError, match=r"vectors\.sqlite: opening the embedding cache failed.*locked"):
+        EmbeddingCache(tmp_path, ident(), busy_timeout_s=0.2)
+
+
 def test_identities_never_mix(tmp_path, monkeypatch):
     with EmbeddingCache(tmp_path, ident(0)) as a, EmbeddingCache(tmp_path, ident(1)) as b:
         assert a.path != b.path
