@@ -523,7 +523,7 @@ RULES: dict[str, Rule] = {
     "model.temperature": above(0.0),
     "model.anchor": at_least(0.0),
     "model.text_neighbours": at_least(0),
-    "model.new_item_norm": all_of(one_of("projection", "trained"), llminit_only("projection")),
+    "model.new_item_norm": all_of(one_of("projection", "trained"), llminit_only(ModelConfig.new_item_norm)),
     "train.lr": above(0.0),
     "train.weight_decay": at_least(0.0),
     "train.batch_size": at_least(1),

@@ -16,35 +16,25 @@ import statistics
 import sys
 
 import torch
+from cold_mix import open_cold_run, overall_and_cold_ndcg  # the sibling script (same folder)
 
-from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.models.idrec import with_mean_length
-from esrkit.runs.load import load_run, run_evaluator
-
-
-def _ndcg(ev, model, mask) -> tuple[float, float]:
-    with torch.no_grad():
-        ranks = ev._full_ranks(ev.user_vectors(model), model.all_item_vectors())
-    return metrics_from_ranks(ranks, (10,))["ndcg@10"], metrics_from_ranks(ranks[mask], (10,))["ndcg@10"]
 
 
 def compare(run_dir: str) -> list[float]:
     """[overall, cold-item] N@10 with the projection's length, then with the trained rows' mean length."""
-    run = load_run(run_dir, device="cpu")
+    run, ev, cold, n_warm = open_cold_run(run_dir, "of model.name=llminit")
     model = run.model
-    if run.inputs.cold is None or not hasattr(model, "new_item_norm"):
+    if not hasattr(model, "new_item_norm"):
         raise SystemExit(f"{run_dir}: needs a cold-item run of model.name=llminit")
-    ev = run_evaluator(run, "test")
-    cold = ev.groups.masks()["cold_item"]
-    n_warm = run.inputs.data.n_items
     weight = model.items.weight
-    as_added = _ndcg(ev, model, cold)
+    as_added = overall_and_cold_ndcg(ev, model, cold)
     with torch.no_grad():
         trained = weight[1 : n_warm + 1].numpy()
         weight[n_warm + 1 : model.n_items + 1] = torch.as_tensor(
             with_mean_length(weight[n_warm + 1 : model.n_items + 1].numpy(), trained)
         )
-    return [*as_added, *_ndcg(ev, model, cold)]
+    return [*as_added, *overall_and_cold_ndcg(ev, model, cold)]
 
 
 if __name__ == "__main__":
