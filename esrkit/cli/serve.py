@@ -176,8 +176,14 @@ def items() -> None:
     metavar="KEY=VALUE",
     help="A provider option, e.g. provider.device=cuda or provider.batch_size=64.",
 )
+@click.option(
+    "--new-item-norm",
+    type=click.Choice(["projection", "trained"]),
+    help="LLMInit: the new rows' length, the bare PCA projection's or the trained rows' mean (default: the "
+    "training config's model.new_item_norm).",
+)
 @click.option("--device", default="cpu", show_default=True)
-def add(export_dir, items_file, id_field, output, provider, sets, device) -> None:
+def add(export_dir, items_file, id_field, output, provider, sets, new_item_norm, device) -> None:
     """Add items never seen in training, from their text alone (prompt template -> provider -> the model's
     new-item contract), so they are recommended like any other item."""
     from esrkit.serving import load  # lazy: the CLI starts fast
@@ -189,7 +195,9 @@ def add(export_dir, items_file, id_field, output, provider, sets, device) -> Non
         options[".".join(key)] = value
     records = read_item_records(items_file)
     model = load(export_dir, device)
-    ids = model.add_items(records, provider=provider, id_field=id_field, **options)
+    ids = model.add_items(
+        records, provider=provider, id_field=id_field, new_item_norm=new_item_norm, **options
+    )
     target = model.save(output or export_dir, overwrite=output is None)
     click.echo(
         f"added {len(ids):,} items ({ids[0]}{', ...' if len(ids) > 1 else ''}) -> {target}: "

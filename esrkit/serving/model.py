@@ -319,14 +319,17 @@ class ServedModel:
         records: Sequence[dict[str, Any]],
         provider: Any = None,
         id_field: str | None = None,
+        new_item_norm: str | None = None,
         **provider_options: Any,
     ) -> list[str]:
         """Add items never seen in training from their records (dicts with the item's id and text fields, as
         in the training data's item metadata): each is rendered with the run's prompt template, embedded by
         ``provider`` (default: the one the model was trained with; a name or a Provider), preprocessed as the
         training table was, and represented by the model family's new-item contract (``provider_options``
-        override the provider's options, e.g. ``device="cuda"``). Returns their ids."""
+        override the provider's options, e.g. ``device="cuda"``; ``new_item_norm`` overrides the training
+        config's ``model.new_item_norm`` for these items, LLMInit only). Returns their ids."""
         self._require_text_support()
+        self._check_new_item_norm(new_item_norm)
         ids = self._new_ids(records, id_field)
         if self.templates is None:
             raise ValueError(
@@ -336,14 +339,19 @@ class ServedModel:
         prompts = [render_item(r, self.templates.item) for r in records]
         vectors = self.provider(provider, **provider_options).embed(prompts)
         titles = [str(r.get("title") or r.get("name") or "") for r in records]
-        self.add_item_vectors(ids, vectors, titles)
+        self.add_item_vectors(ids, vectors, titles, new_item_norm)
         return ids
 
     def add_item_vectors(
-        self, ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str] | None = None
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        titles: Sequence[str] | None = None,
+        new_item_norm: str | None = None,
     ) -> None:
         """Add items from raw provider vectors (before ``embedding.center_items``, which is applied here)."""
         self._require_text_support()
+        self._check_new_item_norm(new_item_norm)
         ids = [str(i) for i in ids]
         self._check_new_ids(ids)
         arr = np.asarray(vectors, dtype=np.float32)
@@ -352,7 +360,14 @@ class ServedModel:
         if self.llm_center is not None:
             arr = arr - self.llm_center
         old = self.n_items
-        self.model.add_items(arr, self.assets)
+        recorded = getattr(self.model, "new_item_norm", None)
+        if new_item_norm is not None:  # for this call only: the export keeps its training config
+            self.model.new_item_norm = new_item_norm
+        try:
+            self.model.add_items(arr, self.assets)
+        finally:
+            if new_item_norm is not None:
+                self.model.new_item_norm = recorded
         self.item_ids += ids
         self.titles += list(titles) if titles is not None else [""] * len(ids)
         self._index.update({item: self.n_items - len(ids) + 1 + i for i, item in enumerate(ids)})
@@ -390,6 +405,19 @@ class ServedModel:
         if recorded:
             self._provider = provider
         return provider
+
+    def _check_new_item_norm(self, value: str | None) -> None:
+        """Before any embedding work: ``new_item_norm`` is one of the config's values, for a family that has
+        it."""
+        if value is None:
+            return
+        allowed = ("projection", "trained")
+        if value not in allowed:
+            raise ValueError(f"new_item_norm = {value!r} must be one of {', '.join(allowed)}")
+        if not hasattr(self.model, "new_item_norm"):
+            raise ValueError(
+                f"new_item_norm applies to llminit models only; this one is {self.cfg.model.name!r}"
+            )
 
     def _require_text_support(self) -> None:
         if self.new_item_support != "text":

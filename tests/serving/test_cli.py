@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import esrkit
@@ -93,6 +94,27 @@ def test_items_add_grows_the_export(export, tmp_path) -> None:
     bad.write_text('{"asin": "X"}\n{oops\n')
     res = CliRunner().invoke(cli, ["items", "add", str(export), "--items", str(bad)])
     assert res.exit_code != 0 and "bad.jsonl:2: not valid JSON" in str(res.exception)
+
+
+def test_items_add_takes_the_new_item_norm(tmp_path) -> None:
+    source = tmp_path / "llminit"
+    served = served_model("model.name=llminit")
+    with torch.no_grad():  # as training does: trained rows longer than a bare projection
+        served.model.items.weight.mul_(2.0)
+    served.save(source)
+    items = tmp_path / "new.jsonl"
+    items.write_text(json.dumps({"asin": "B-NEW", "title": "Lumi Gentle Rose Serum - 1 oz"}) + "\n")
+    grown = {}
+    for norm in ("projection", "trained"):
+        res = run("items", "add", source, "--items", items, "-o", tmp_path / norm, "--new-item-norm", norm)
+        assert res.exit_code == 0, res.output
+        grown[norm] = esrkit.load(tmp_path / norm).model.items.weight.detach()
+    n = catalogue().n_items + 1
+    trained_mean = grown["trained"][1:n].norm(dim=1).mean()
+    assert grown["trained"][n].norm() == pytest.approx(float(trained_mean), rel=1e-5)
+    assert grown["projection"][n].norm() < 0.6 * grown["trained"][n].norm()
+    res = run("items", "add", source, "--items", items, "--new-item-norm", "unit")
+    assert res.exit_code != 0 and "'unit' is not one of" in res.output
 
 
 def test_a_tampered_export_is_refused(export, tmp_path) -> None:

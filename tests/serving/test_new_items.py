@@ -107,3 +107,30 @@ def test_adding_items_keeps_every_existing_item_vector_bit_for_bit() -> None:
     assert torch.equal(served.item_vectors()[: len(before)], before)
     fresh = served.model.all_item_vectors().detach()  # the cache's new row is what the model computes
     torch.testing.assert_close(served.item_vectors()[-1], fresh[served.n_items])
+
+
+def test_new_item_norm_can_be_chosen_per_call_and_is_checked_before_any_work() -> None:
+    """The export keeps its training config (projection here); one call may add at the trained rows' mean
+    length, and the next call is back to the recorded choice."""
+    served = served_model("model.name=llminit")
+    with torch.no_grad():  # training lengthens the rows it sees (an untrained table is the projection's size)
+        served.model.items.weight.mul_(2.0)
+    trained = served.model.items.weight[1 : served.n_items + 1].detach().norm(dim=1).mean()
+    served.add_items([twin_record("N1")], new_item_norm="trained")
+    served.add_items([twin_record("N2")])
+    rows = served.model.items.weight.detach()
+    n = served.n_items
+    assert rows[n - 1].norm() == pytest.approx(float(trained), rel=1e-5)
+    raw = tiny_provider().embed([render_item(twin_record(), served.templates.item)])
+    projection = served.assets.pca_projection.transform(raw)[0]
+    np.testing.assert_allclose(rows[n].numpy(), projection, rtol=1e-5, atol=1e-6)  # bare projection
+    assert rows[n].norm() < 0.6 * rows[n - 1].norm()  # the two calls really differ here
+    np.testing.assert_allclose(  # same direction, another length
+        (rows[n - 1] / rows[n - 1].norm()).numpy(), (rows[n] / rows[n].norm()).numpy(), rtol=1e-5, atol=1e-6
+    )
+    assert served.model.new_item_norm == "projection"
+    with pytest.raises(ValueError, match="must be one of projection, trained"):
+        served.add_items([twin_record("N3")], new_item_norm="unit")
+    with pytest.raises(ValueError, match="llminit models only"):
+        served_model().add_items([twin_record("N3")], new_item_norm="trained")
+    assert served.n_items == n
