@@ -7,8 +7,9 @@ SASRec (hidden 64, causal, the plain ID model) on synthetic data with Beauty's l
 train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds
 per step are the median over ``--batches`` steps after two warm-up steps, the losses taking turns step by
 step. The full-softmax ``ce`` costs m x N x D multiply-adds three times per step (m scored positions, N items)
-plus m x N exponentials, which no implementation avoids; the sampled losses cost m x k x D. Figures go to the
-"Ranking losses: step cost" section of RESULTS.md.
+plus m x N exponentials, which no implementation avoids; the sampled losses cost m x k x D. The row "ce, unfused
+reference" is torch's cross-entropy on the whole score matrix, what esrkit's ``ce`` ran before it was fused.
+Figures go to the "Ranking losses: step cost" section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from train_speed import beauty_scale  # noqa: E402
 
 from esrkit.data.tensors import DeviceSequences  # noqa: E402
 from esrkit.models import MODELS  # noqa: E402
+from esrkit.registry import LOSSES as LOSSES_REGISTRY  # noqa: E402
 from esrkit.training.losses import LossSpec  # noqa: E402
 from esrkit.training.trainer import Trainer, TrainerOptions  # noqa: E402
+
+
+@LOSSES_REGISTRY.register("ce_unfused")
+def ce_unfused(scorer, hs, pos, neg, ctx):
+    """The reference `ce` is measured against: torch's cross-entropy on the whole (positions x items) score
+    matrix, autograd's backward (what esrkit ran before the fused loss)."""
+    return F.cross_entropy(scorer.states(hs) @ scorer.all_real().T, pos - 1)
+
 
 LOSSES = [
     ("bce", LossSpec("bce", negatives=1)),
@@ -39,6 +50,7 @@ LOSSES = [
     ("sampled_softmax, 1024 uniform", LossSpec("sampled_softmax", negatives=1024)),
     ("sampled_softmax, 1024 popularity", LossSpec("sampled_softmax", negatives=1024, sampler="popularity")),
     ("sampled_softmax, in-batch", LossSpec("sampled_softmax", sampler="in_batch")),
+    ("ce, unfused reference", LossSpec("ce_unfused")),
     ("ce", LossSpec("ce")),
     ("ce, bfloat16 products", LossSpec("ce", ce_precision="bfloat16")),
 ]

@@ -11,8 +11,8 @@ vectors, so a loss works for every model family and backbone.
 * ``gbce`` (Petrov & Macdonald, RecSys 2023): BCE whose positive term is raised to the power ``beta``, which
   undoes the overconfidence that sampling ``k`` of ``N - 1`` negatives causes. ``model.gbce_t`` = 0 is plain
   BCE.
-* ``ce``: softmax cross-entropy over every real item (never padding or [MASK]), in item chunks with a running
-  log-sum-exp and a hand-written backward, so memory is m x chunk, not m x N.
+* ``ce``: softmax cross-entropy over every real item (never padding or [MASK]), fused: blocks of rows whose
+  gradients are computed while their scores are in cache, so memory is rows x N, not m x N.
 * ``sampled_softmax``: softmax over the positive and ``k`` negatives shared by the whole batch, drawn
   uniformly, by training popularity, or taken from the batch's own positives (``model.loss_sampler``), each
   corrected by ``-log(k Q(j))`` (logQ correction); a negative equal to a row's positive is masked out.
@@ -48,7 +48,7 @@ class LossSpec:
     sampler: str = "uniform"  # sampled_softmax: uniform | popularity | in_batch
     gbce_t: float = 0.75  # gbce calibration t in [0, 1]
     view_losses: bool = False
-    chunk_items: int = 0  # ce: items per chunk; 0 = automatic (about 32M logits per chunk)
+    chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (32, fewer for huge catalogues)
     popularity_adjust: float = 0.0  # ce/sampled_softmax: tau of the logit adjustment (training only)
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (the three catalogue products in bfloat16)
 
@@ -161,76 +161,77 @@ def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Los
 
 
 # ---------------------------------------------------------------------------------------------- softmax
-class _ChunkedLogSumExp(torch.autograd.Function):
-    """logsumexp_j (h_m . e_j) over all items in chunks; the backward recomputes each chunk's logits, so
-    neither pass holds more than (m, chunk) scores."""
+class _FusedSoftmaxCE(torch.autograd.Function):
+    """Mean over rows of logsumexp_j (h_m . e_j + b_j) - (h_m . e_pos + b_pos), with both gradients computed
+    in the forward pass, a block of rows at a time: each block's scores are made once, turned in place into
+    (softmax - onehot) and used for the two gradient products while they are still in cache, so no pass holds
+    more than (rows, n_items) scores and the backward only scales the stored gradients by the upstream one
+    (the fused linear cross-entropy of large-vocabulary language models)."""
 
     @staticmethod
-    def forward(ctx, hs: Tensor, items: Tensor, chunk: int, bias: Tensor | None, low: bool) -> Tensor:
-        lse = hs.new_full((hs.shape[0],), float("-inf"))
-        for start in range(0, items.shape[0], chunk):
-            lse = torch.logaddexp(lse, torch.logsumexp(_chunk_logits(hs, items, bias, start, chunk, low), 1))
-        ctx.save_for_backward(hs, items, lse, bias)
-        ctx.chunk, ctx.low = chunk, low
-        return lse
+    def forward(ctx, hs: Tensor, items: Tensor, pos: Tensor, rows: int, bias: Tensor | None, low: bool):
+        want_hs, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hs = torch.empty_like(hs) if want_hs else None
+        grad_items = torch.zeros_like(items) if want_items else None
+        hs_f, items_f = (hs.bfloat16(), items.bfloat16()) if low else (hs, items)  # rounded once per step
+        total = hs.new_zeros((), dtype=torch.float32)
+        for start in range(0, hs.shape[0], rows):
+            h, target = hs_f[start : start + rows], pos[start : start + rows]
+            logits = (h @ items_f.T).to(hs.dtype)
+            if bias is not None:
+                logits += bias
+            lse = torch.logsumexp(logits, 1)
+            on_target = (torch.arange(len(h), device=h.device), target)
+            total += (lse - logits[on_target]).sum()
+            if not (want_hs or want_items):
+                continue
+            weights = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            weights[on_target] -= 1.0
+            weights = weights.to(h.dtype)
+            if want_hs:
+                grad_hs[start : start + rows] = (weights @ items_f).to(hs.dtype)
+            if want_items:
+                grad_items += (weights.T @ h).to(items.dtype)
+        ctx.save_for_backward(grad_hs, grad_items)
+        ctx.m = hs.shape[0]
+        return total / ctx.m
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        hs, items, lse, bias = ctx.saved_tensors
-        grad_hs = torch.zeros_like(hs) if ctx.needs_input_grad[0] else None
-        grad_items = torch.zeros_like(items) if ctx.needs_input_grad[1] else None
-        for start in range(0, items.shape[0], ctx.chunk):
-            block = items[start : start + ctx.chunk]
-            logits = _chunk_logits(hs, items, bias, start, ctx.chunk, ctx.low)
-            weights = torch.exp(logits - lse[:, None]) * grad[:, None]  # softmax x upstream gradient
-            if ctx.low:  # rounded once for both products
-                weights = weights.bfloat16()
-            if grad_hs is not None:
-                grad_hs += matmul(weights, block, ctx.low).to(hs.dtype)
-            if grad_items is not None:
-                grad_items[start : start + ctx.chunk] = matmul(weights.T, hs, ctx.low).to(hs.dtype)
-        return grad_hs, grad_items, None, None, None
+        grad_hs, grad_items = ctx.saved_tensors
+        scale = grad / ctx.m
+        return (
+            None if grad_hs is None else grad_hs * scale,
+            None if grad_items is None else grad_items * scale,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def matmul(a: Tensor, b: Tensor, low: bool = False) -> Tensor:
-    """a @ b, or with both factors rounded to bfloat16 and the product returned in a's dtype (``low``): the
-    catalogue products dominate a ce step, and CPUs with bfloat16 units run them several times faster."""
-    return a @ b if not low else (a.bfloat16() @ b.bfloat16()).to(a.dtype)
-
-
-def _chunk_logits(
-    hs: Tensor, items: Tensor, bias: Tensor | None, start: int, chunk: int, low: bool = False
+def fused_softmax_ce(
+    hs: Tensor, items: Tensor, pos: Tensor, rows: int = 0, bias: Tensor | None = None, low: bool = False
 ) -> Tensor:
-    logits = matmul(hs, items[start : start + chunk].T, low)
-    return logits if bias is None else logits + bias[start : start + chunk]
+    """Mean softmax cross-entropy of ``hs`` (m, D) against every row of ``items`` (N, D), the targets ``pos``
+    being 0-based rows of ``items``; ``bias`` (N,) is a constant added to every row's scores (no gradient);
+    ``rows``: rows per block (0 = automatic); ``low``: the products in bfloat16 (``model.ce_precision``)."""
+    return _FusedSoftmaxCE.apply(hs, items, pos, rows or _auto_rows(items.shape[0]), bias, low)
 
 
-def chunked_logsumexp(
-    hs: Tensor, items: Tensor, chunk: int, bias: Tensor | None = None, low: bool = False
-) -> Tensor:
-    """logsumexp_j (h_m . e_j + bias_j); ``bias`` (n_items,) is a constant (no gradient); ``low``: the
-    products in bfloat16 (``model.ce_precision``)."""
-    return _ChunkedLogSumExp.apply(hs, items, chunk, bias, low)
-
-
-def _auto_chunk(m: int, n_items: int, budget: int = 1 << 25) -> int:
-    return max(1024, budget // max(m, 1))
+def _auto_rows(n_items: int, budget: int = 1 << 25) -> int:
+    """32 rows keep a block's scores in cache for catalogues of ordinary size (benchmarks/RESULTS.md); fewer
+    for catalogues so large that 32 rows of scores would pass ``budget`` values (memory stays bounded)."""
+    return max(1, min(32, budget // max(n_items, 1)))
 
 
 @LOSSES.register("ce")
 def ce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
-    """Full softmax: mean over rows of logsumexp_j s_j - s_pos. A catalogue that fits one chunk uses the fused
-    ``F.cross_entropy`` (same value and gradient, less work); larger ones the chunked path."""
-    states, items, bias = scorer.states(hs), scorer.all_real(), ctx.logit_adjustment()
+    """Full softmax: mean over rows of logsumexp_j s_j - s_pos, fused (``fused_softmax_ce``)."""
     low = ctx.spec.ce_precision == "bfloat16"
-    chunk = ctx.spec.chunk_items or _auto_chunk(len(states), items.shape[0])
-    if items.shape[0] <= chunk:
-        logits = matmul(states, items.T, low)
-        return F.cross_entropy(logits if bias is None else logits + bias, pos - 1)
-    positive = (states * scorer.vectors(pos)).sum(-1)
-    if bias is not None:
-        positive = positive + bias[pos - 1]
-    return (chunked_logsumexp(states, items, chunk, bias, low) - positive).mean()
+    return fused_softmax_ce(
+        scorer.states(hs), scorer.all_real(), pos - 1, ctx.spec.chunk_rows, ctx.logit_adjustment(), low
+    )
 
 
 def _uniform(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,8 +15,8 @@ from esrkit.training.losses import (
     ItemScorer,
     LossContext,
     LossSpec,
-    chunked_logsumexp,
     draw_shared_negatives,
+    fused_softmax_ce,
     gbce_beta,
     ranking_loss_from_states,
     sampled_softmax_scores,
@@ -69,15 +69,17 @@ def test_ce_equals_full_softmax_value_and_gradient():
     assert torch.allclose(g_hs, p.detach() @ model.table[1 : N + 1].detach() / M, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 16, 1000])
-def test_chunked_ce_matches_one_block(chunk):
+@pytest.mark.parametrize("rows", [1, 5, 16, 1000])
+def test_fused_ce_matches_torch_in_any_row_blocks(rows):
+    """The fused loss (gradients made in the forward pass, a block of rows at a time) has torch's value and
+    gradients, whatever the block size, and never scores padding or [MASK]."""
     model = TableModel()
     hs, pos = _states(3)
     scorer = ItemScorer(model)
-    chunked = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce", chunk_items=chunk)))
+    fused = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce", chunk_rows=rows)))
     full = F.cross_entropy(hs @ model.table[1 : N + 1].T, pos - 1)
-    assert chunked.item() == pytest.approx(full.item(), rel=1e-6)
-    a = _grads(chunked, hs, model.table)
+    assert fused.item() == pytest.approx(full.item(), rel=1e-6)
+    a = _grads(fused, hs, model.table)
     b = _grads(full, hs, model.table)
     for x, y in zip(a, b):
         assert torch.allclose(x, y, atol=1e-6)
@@ -86,15 +88,32 @@ def test_chunked_ce_matches_one_block(chunk):
     )  # padding and [MASK] are never candidates
 
 
-@pytest.mark.parametrize("chunk", [5, 1000])
-def test_bfloat16_ce_is_float32_ce_to_bfloat16_rounding(chunk):
+def test_fused_ce_scales_by_the_upstream_gradient_and_skips_what_needs_none():
+    """The stored gradients are multiplied by the upstream one (a weighted loss trains as it should), and an
+    input without requires_grad gets none."""
+    model = TableModel()
+    hs, pos = _states(5)
+    items = model.table[1 : N + 1]
+    (g1,) = _grads(3.0 * fused_softmax_ce(hs, items, pos - 1, 4), hs)
+    (g2,) = _grads(fused_softmax_ce(hs, items, pos - 1, 4), hs)
+    assert torch.allclose(g1, 3.0 * g2, atol=1e-6)
+    frozen = items.detach()
+    (g3,) = _grads(fused_softmax_ce(hs, frozen, pos - 1, 4), hs)
+    assert torch.allclose(g3, g2, atol=1e-7)
+    with torch.no_grad():
+        value = fused_softmax_ce(hs, items, pos - 1, 4)
+    assert value.item() == pytest.approx(F.cross_entropy(hs @ items.T, pos - 1).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("rows", [5, 1000])
+def test_bfloat16_ce_is_float32_ce_to_bfloat16_rounding(rows):
     """``ce_precision=bfloat16`` rounds the factors of the catalogue products only: the loss and gradients
-    stay within bfloat16's rounding of the float32 ones (and are float32 tensors), in one block or chunks."""
+    stay within bfloat16's rounding of the float32 ones (and are float32 tensors), in any row blocks."""
     model = TableModel()
     hs, pos = _states(6)
     scorer = ItemScorer(model)
-    exact = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce", chunk_items=chunk)))
-    spec = LossSpec("ce", chunk_items=chunk, ce_precision="bfloat16")
+    exact = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce", chunk_rows=rows)))
+    spec = LossSpec("ce", chunk_rows=rows, ce_precision="bfloat16")
     low = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(spec))
     assert low.dtype == torch.float32
     assert low.item() == pytest.approx(exact.item(), rel=2e-2)
@@ -104,12 +123,12 @@ def test_bfloat16_ce_is_float32_ce_to_bfloat16_rounding(chunk):
         assert F.cosine_similarity(x.flatten(), y.flatten(), 0) > 0.999
 
 
-def test_chunked_logsumexp_is_stable_for_large_scores():
+def test_fused_ce_is_stable_for_large_scores():
     hs = torch.full((2, 3), 100.0, requires_grad=True)
     items = torch.ones(50, 3)
-    out = chunked_logsumexp(hs, items, 7)
-    assert torch.allclose(out, torch.full((2,), 300.0 + math.log(50)))
-    (g,) = torch.autograd.grad(out.sum(), hs)
+    out = fused_softmax_ce(hs, items, torch.tensor([0, 7]), 1)  # every score 300: loss log(50)
+    assert out.item() == pytest.approx(math.log(50), abs=1e-4)  # float32 ulp at 300 is 3e-5
+    (g,) = torch.autograd.grad(out, hs)
     assert torch.isfinite(g).all()
 
 
@@ -127,12 +146,12 @@ def test_sampled_softmax_with_every_item_as_negative_is_ce():
         assert torch.allclose(x, y, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk", [5, 1000])
-def test_popularity_adjusted_ce_is_softmax_over_shifted_logits(chunk):
-    """Logit adjustment: tau x log p_j is added to every item's training logit, chunked or in one block."""
+@pytest.mark.parametrize("rows", [5, 1000])
+def test_popularity_adjusted_ce_is_softmax_over_shifted_logits(rows):
+    """Logit adjustment: tau x log p_j is added to every item's training logit, in any row blocks."""
     model, log_pop, tau = TableModel(), _popularity(), 0.7
     hs, pos = _states(4)
-    ctx = LossContext(LossSpec("ce", chunk_items=chunk, popularity_adjust=tau), None, log_pop)
+    ctx = LossContext(LossSpec("ce", chunk_rows=rows, popularity_adjust=tau), None, log_pop)
     loss = LOSSES.get("ce")(ItemScorer(model), hs, pos, None, ctx)
     reference = F.cross_entropy(hs @ model.table[1 : N + 1].T + tau * log_pop, pos - 1)
     plain = F.cross_entropy(hs @ model.table[1 : N + 1].T, pos - 1)
