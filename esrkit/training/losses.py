@@ -216,13 +216,15 @@ def fused_softmax_ce(
     """Mean softmax cross-entropy of ``hs`` (m, D) against every row of ``items`` (N, D), the targets ``pos``
     being 0-based rows of ``items``; ``bias`` (N,) is a constant added to every row's scores (no gradient);
     ``rows``: rows per block (0 = automatic); ``low``: the products in bfloat16 (``model.ce_precision``)."""
-    return _FusedSoftmaxCE.apply(hs, items, pos, rows or _auto_rows(items.shape[0]), bias, low)
+    return _FusedSoftmaxCE.apply(hs, items, pos, rows or _auto_rows(items.shape[0], hs.device), bias, low)
 
 
-def _auto_rows(n_items: int, budget: int = 1 << 25) -> int:
-    """32 rows keep a block's scores in cache for catalogues of ordinary size (benchmarks/RESULTS.md); fewer
-    for catalogues so large that 32 rows of scores would pass ``budget`` values (memory stays bounded)."""
-    return max(1, min(32, budget // max(n_items, 1)))
+def _auto_rows(n_items: int, device: torch.device, budget: int = 1 << 25) -> int:
+    """On a CPU, 32 rows keep a block's scores in cache (benchmarks/RESULTS.md); a GPU wants few, large
+    blocks (each block is several kernel launches). Either way a block holds at most ``budget`` scores, or
+    one row, so memory stays bounded for any catalogue."""
+    most = max(1, budget // max(n_items, 1))
+    return most if device.type != "cpu" else min(32, most)
 
 
 @LOSSES.register("ce")

@@ -329,3 +329,14 @@ def test_config_accepts_exactly_the_registered_losses_and_samplers():
     ):
         config.resolve_recipe(None, ["model.loss=nope"])
     assert config.LOSS_SAMPLERS == SAMPLERS and config.GATES == GATES
+
+
+def test_fused_ce_blocks_stay_bounded():
+    from esrkit.training.losses import _auto_rows
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert _auto_rows(12_101, cpu) == 32  # in cache on a CPU
+    assert _auto_rows(12_101, gpu) == (1 << 25) // 12_101  # few large blocks on a GPU
+    for n in (2_000_000, 50_000_000):
+        for device in (cpu, gpu):
+            assert _auto_rows(n, device) * n <= max(1 << 25, n)  # at most the budget, or one row
