@@ -7,8 +7,9 @@ SASRec (hidden 64, causal, the plain ID model) on synthetic data with Beauty's l
 train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds
 per step are the median over ``--batches`` steps after two warm-up steps, the losses taking turns step by
 step. The full-softmax ``ce`` costs m x N x D multiply-adds three times per step (m scored positions, N items)
-plus m x N exponentials, which no implementation avoids; the sampled losses cost m x k x D. The row "ce, unfused
-reference" is torch's cross-entropy on the whole score matrix, what esrkit's ``ce`` ran before it was fused.
+plus m x N exponentials, which no implementation avoids; the sampled losses cost m x k x D. The row
+"ce, unfused reference" is torch's cross-entropy on the whole score matrix, what esrkit's ``ce`` ran before it
+was fused.
 Figures go to the "Ranking losses: step cost" section of RESULTS.md.
 """
 
