@@ -1,5 +1,5 @@
-"""How much the text neighbours tell about the next item, beside what co-purchases tell (docs/RESULTS.md, "Best
-under full ranking").
+"""How much the text neighbours tell about the next item, beside what co-purchases tell (docs/RESULTS.md,
+"Best under full ranking").
 
     python docs/results/neighbour_agreement.py RUN_DIR [RUN_DIR ...]
 
@@ -72,8 +72,8 @@ def analyse(run_dir: str) -> list[str]:
     lines = [
         f"## {run_dir} ({data.name}: {n:,} items, K = {k}; chance K / items = {k / (n - 1):.4f})",
         "",
-        f"| validation targets b | users | b among a's {k} text neighbours | b among a's {k} most co-bought | "
-        "text neighbour, not co-bought |",
+        f"| validation targets b | users | b among a's {k} text neighbours | "
+        f"b among a's {k} most co-bought | text neighbour, not co-bought |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for label, pick in [("all", np.ones(len(b), bool)), ("head 20%", head[b]), ("tail 80%", ~head[b])]:
