@@ -48,7 +48,7 @@ class LossSpec:
     sampler: str = "uniform"  # sampled_softmax: uniform | popularity | in_batch
     gbce_t: float = 0.75  # gbce calibration t in [0, 1]
     view_losses: bool = False
-    chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (32, fewer for huge catalogues)
+    chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (64 on a CPU, bounded memory)
     popularity_adjust: float = 0.0  # ce/sampled_softmax: tau of the logit adjustment (training only)
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (the three catalogue products in bfloat16)
 
@@ -220,11 +220,11 @@ def fused_softmax_ce(
 
 
 def _auto_rows(n_items: int, device: torch.device, budget: int = 1 << 25) -> int:
-    """On a CPU, 32 rows keep a block's scores in cache (benchmarks/RESULTS.md); a GPU wants few, large
+    """On a CPU, 64 rows keep a block's scores in cache (benchmarks/RESULTS.md); a GPU wants few, large
     blocks (each block is several kernel launches). Either way a block holds at most ``budget`` scores, or
     one row, so memory stays bounded for any catalogue."""
     most = max(1, budget // max(n_items, 1))
-    return most if device.type != "cpu" else min(32, most)
+    return most if device.type != "cpu" else min(64, most)
 
 
 @LOSSES.register("ce")
