@@ -57,6 +57,18 @@ LOSSES = [
 ]
 
 
+def block_size_specs(sizes: list[int]) -> list[tuple[str, LossSpec]]:
+    """``--block-sizes``: the fused ``ce`` at each number of rows per block, float32 and bfloat16, beside
+    ``bce`` and the unfused reference."""
+    specs = [LOSSES[0], ("ce, unfused reference", LossSpec("ce_unfused"))]
+    for rows in sizes:
+        specs.append((f"ce, {rows} rows per block", LossSpec("ce", chunk_rows=rows)))
+        specs.append(
+            (f"ce, {rows} rows per block, bfloat16", LossSpec("ce", chunk_rows=rows, ce_precision="bfloat16"))
+        )
+    return specs
+
+
 def trainer_for(data, spec: LossSpec, hidden: int) -> Trainer:
     torch.manual_seed(0)
     model = MODELS.get("id")(data.n_items, hidden=hidden, causal=True)
@@ -97,6 +109,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument(
+        "--block-sizes",
+        help="comma-separated rows per fused ce block: time these instead of the losses (section 'fused ce "
+        "block size')",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = beauty_scale(args.users, args.items)
@@ -109,7 +126,10 @@ def main() -> None:
         "mean_length": float(data.lengths().mean()),
         "losses": {},
     }
-    out["losses"] = time_losses(data, LOSSES, args.batches, args.hidden)
+    sizes = [int(x) for x in args.block_sizes.split(",")] if args.block_sizes else []
+    specs = block_size_specs(sizes) if sizes else LOSSES
+    out["losses"] = time_losses(data, specs, args.batches, args.hidden)
+    out["block_sizes"] = sizes
     for label, sec in out["losses"].items():
         print(f"{label}: {sec * 1000:.1f} ms/step", flush=True)
     if args.json:
@@ -126,14 +146,17 @@ def write(out: dict) -> None:
         f"Measured {out['date']} on {machine()}, {out['threads']} thread(s). SASRec (hidden {out['hidden']}, "
         f"causal), synthetic data with {out['users']:,} users, {out['items']:,} items, mean length "
         f"{out['mean_length']:.2f}, batch 128; median of the timed steps. Command: `python "
-        f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}`.",
+        f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}"
+        + (f" --block-sizes {','.join(map(str, out['block_sizes']))}" if out.get("block_sizes") else "")
+        + "`.",
         "",
         "| loss (`model.loss`) | ms per step | vs `bce` |",
         "| --- | ---: | ---: |",
     ]
     for label, sec in out["losses"].items():
         lines.append(f"| {label} | {sec * 1000:.1f} | {sec / bce:.2f}x |")
-    replace_section(f"Ranking losses: step cost ({out['items']:,} items)", "\n".join(lines))
+    kind = "fused ce block size" if out.get("block_sizes") else "step cost"
+    replace_section(f"Ranking losses: {kind} ({out['items']:,} items)", "\n".join(lines))
 
 
 if __name__ == "__main__":
