@@ -134,6 +134,9 @@ class ModelConfig:
     # LLMInit: a new item's row (add_items) is its PCA projection as is (projection) or rescaled to the mean
     # length of the trained rows (trained), so items added after training are not scored low for being short
     new_item_norm: str = "projection"
+    # LLMInit with text_neighbours: when ranking (final evaluation and serving; not training, not epoch
+    # selection), the text neighbours of the user's last item get this bonus on their scores (0 = off)
+    neighbour_boost: float = 0.0
     semantic_adapter: bool = False  # LLMInit: + a trainable linear map of the frozen LLM vector (starts at 0)
     # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
     null_dim: int = 64  # width of the null space (the last kept coordinates)
@@ -477,6 +480,14 @@ def softmax_loss_only(v: float, cfg: RunConfig) -> str | None:
     return None if ok else f"needs model.loss = ce or sampled_softmax (it is {cfg.model.loss})"
 
 
+def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
+    """The bonus goes to the last item's text neighbours: without them it would do nothing."""
+    ok = v == 0 or cfg.model.text_neighbours > 0
+    return (
+        None if ok else "needs model.text_neighbours > 0 (the bonus goes to the last item's text neighbours)"
+    )
+
+
 def all_of(*rules: Rule) -> Rule:
     return lambda v, cfg: next((p for r in rules if (p := r(v, cfg))), None)
 
@@ -524,6 +535,9 @@ RULES: dict[str, Rule] = {
     "model.anchor": at_least(0.0),
     "model.text_neighbours": at_least(0),
     "model.new_item_norm": all_of(one_of("projection", "trained"), llminit_only(ModelConfig.new_item_norm)),
+    "model.neighbour_boost": all_of(
+        at_least(0.0), llminit_only(ModelConfig.neighbour_boost), needs_text_neighbours
+    ),
     "train.lr": above(0.0),
     "train.weight_decay": at_least(0.0),
     "train.batch_size": at_least(1),

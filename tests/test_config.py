@@ -61,6 +61,8 @@ BAD = [
     ("model.text_neighbours", "-1"),
     ("model.new_item_norm", "longest"),
     ("model.new_item_norm", "trained"),  # an LLMInit option; the recipe's model is another family
+    ("model.neighbour_boost", "-1"),
+    ("model.neighbour_boost", "0.5"),  # LLMInit with text neighbours only
     ("train.lr", "0"),
     ("train.lr", "-1e-3"),
     ("train.weight_decay", "-1"),
@@ -135,6 +137,11 @@ def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
         "demo", ["model.loss=ce", "model.popularity_adjust=0.5", "model.ce_precision=bfloat16"]
     )
     assert cfg.model.popularity_adjust == 0.5 and cfg.model.ce_precision == "bfloat16"
+    boost = ["model.name=llminit", "model.text_neighbours=3", "model.neighbour_boost=0.5"]
+    cfg = resolve_recipe("demo", boost)
+    assert cfg.model.neighbour_boost == 0.5
+    with pytest.raises(ConfigError, match="needs model.text_neighbours > 0"):
+        resolve_recipe("demo", ["model.name=llminit", "model.neighbour_boost=0.5"])
 
 
 def test_all_problems_are_listed_at_once() -> None:

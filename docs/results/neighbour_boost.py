@@ -5,11 +5,11 @@ under full ranking").
 
 For a run of LLMInit with ``model.text_neighbours`` (its best checkpoint holds each item's K nearest items by
 text): every candidate j among the K text neighbours of the user's last input item gets ``beta`` added to its
-score (full ranking, history excluded, as the evaluator ranks). ``beta`` is chosen on the validation split
-(highest overall N@10; ties to the smaller beta) and reported on test beside beta = 0, overall and on tail
-items.
-A post-hoc analysis of trained runs: the bonus is not part of training, evaluation or serving (no option sets
-it). Makes no LLM call.
+score: ``model.neighbour_boost``, which training and epoch selection do not use, so one trained run serves
+every beta. ``beta`` is chosen on the validation split (highest overall full N@10; ties to the smaller beta)
+and reported on test beside beta = 0, overall and on tail items (the same choice as ``esrkit evaluate RUN
+--split valid --neighbour-boost BETA`` for each beta); then one beta for all the runs given (a recipe's
+setting), by their mean validation N@10. Makes no LLM call.
 """
 
 from __future__ import annotations
@@ -19,46 +19,20 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from esrkit.evaluation.metrics import metrics_from_ranks, rank_of_target
+from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.runs.load import load_run, run_evaluator
 from esrkit.utils.io import atomic_write_text
 
 
-def last_input_items(ev, rows: np.ndarray) -> np.ndarray:
-    """The last item of each user's input for the evaluator's split (the item before the target)."""
-    prefix = ev.data.lengths() - (2 if ev.split == "valid" else 1)
-    return ev.data.items[ev.data.offsets[rows] + prefix[rows] - 1].astype(np.int64)
-
-
-def ranks_per_beta(ev, model, neighbours: torch.Tensor, betas: list[float]) -> dict[float, np.ndarray]:
-    """Full-ranking rank of each user's target with the bonus at each beta (ties broken as the evaluator
-    does)."""
-    with torch.no_grad():
-        users, items = ev.user_vectors(model), model.all_item_vectors()
-    n_users = len(users)
-    targets = torch.as_tensor(ev.targets[:n_users])
-    prefix = ev.data.lengths() - (2 if ev.split == "valid" else 1)
-    out: dict[float, list] = {b: [] for b in betas}
-    gens = {b: torch.Generator().manual_seed(ev.seed) for b in betas}  # one tie-breaking stream, as evaluated
-    block = 1024
-    for start in range(0, n_users, block):
-        rows = np.arange(start, min(start + block, n_users))
-        base = users[rows] @ items.T
-        bonus = torch.zeros_like(base)
-        bonus.scatter_(1, neighbours[torch.as_tensor(last_input_items(ev, rows))], 1.0)
-        bonus[:, 0] = 0.0
-        hist_r, hist_i = ev._history(rows, prefix)
-        tgt = targets[rows]
-        for beta in betas:
-            scores = base + beta * bonus
-            t = scores.gather(1, tgt.unsqueeze(1)).squeeze(1)
-            scores[:, 0] = float("-inf")
-            scores[hist_r, hist_i] = float("-inf")
-            scores.scatter_(1, tgt.unsqueeze(1), float("-inf"))
-            out[beta].append(rank_of_target(t, scores, ev.ties, gens[beta]))
-    return {b: torch.cat(v).numpy() for b, v in out.items()}
+def ranks_per_beta(ev, model, betas: list[float]) -> dict[float, np.ndarray]:
+    """Full-ranking rank of each user's target with ``model.neighbour_boost`` at each beta (the evaluator
+    applies it, as the reported metrics and serving do)."""
+    out = {}
+    for beta in betas:
+        model.neighbour_boost = beta
+        out[beta] = ev.evaluate(model, ("full",)).ranks["full"]
+    return out
 
 
 def ndcg(ranks: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -70,13 +44,12 @@ def analyse(run_dir: str, betas: list[float]) -> dict:
     tn = run.model.text_neighbours
     if tn is None:
         raise SystemExit(f"{run_dir}: needs a run with model.text_neighbours")
-    neighbours = tn.neighbour_ids[: run.model.n_items + 1].cpu()
     valid_ev = run_evaluator(run, "valid")
-    valid = {b: ndcg(r) for b, r in ranks_per_beta(valid_ev, run.model, neighbours, betas).items()}
+    valid = {b: ndcg(r) for b, r in ranks_per_beta(valid_ev, run.model, betas).items()}
     chosen = max(betas, key=lambda b: (round(valid[b], 6), -b))
     test_ev = run_evaluator(run, "test")
     tail = test_ev.groups.masks()["tail_item"]
-    test = ranks_per_beta(test_ev, run.model, neighbours, sorted({0.0, chosen}))
+    test = ranks_per_beta(test_ev, run.model, betas)  # every beta: a recipe fixes one for all seeds
     return {
         "run": run_dir,
         "valid": valid,
@@ -107,6 +80,14 @@ def main() -> None:
             f"{zero['tail_item']:.4f} -> {best['tail_item']:.4f} |",
             flush=True,
         )
+    mean_valid = {b: float(np.mean([r["valid"][b] for r in records])) for b in betas}
+    fixed = max(betas, key=lambda b: (round(mean_valid[b], 6), -b))
+    test_at = {g: float(np.mean([r["test"][fixed][g] for r in records])) for g in ("overall", "tail_item")}
+    per_beta = ", ".join(f"{b:g}: {v:.5f}" for b, v in mean_valid.items())
+    print(
+        f"\none beta for all runs, by mean validation N@10: {fixed:g} ({per_beta}); "
+        f"test N@10 {test_at['overall']:.4f}, tail-item {test_at['tail_item']:.4f}"
+    )
     if args.json:
         atomic_write_text(args.json, json.dumps({"betas": betas, "runs": records}, indent=2) + "\n")
 

@@ -124,13 +124,26 @@ def _all_users(model, output: str, k: int, fmt: str, include_history: bool, quie
     "--all-users and --user are unavailable; --history still works).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
+@click.option(
+    "--neighbour-boost",
+    type=float,
+    help="LLMInit with text neighbours: serve with this model.neighbour_boost instead of the run's (e.g. "
+    "one chosen with `esrkit evaluate RUN --split valid --neighbour-boost X`).",
+)
 @click.option("--device", default="cpu", show_default=True)
-def export(run_dir, output, without_users, overwrite, device) -> None:
+def export(run_dir, output, without_users, overwrite, neighbour_boost, device) -> None:
     """A self-contained folder of a trained run: loads with no dataset, no cache and no LLM call (checked by
     sha256 hashes), with `esrkit.load(DIR)` or `esrkit recommend DIR`."""
     from esrkit.serving import export_run, load  # lazy: the CLI starts fast
 
-    path = export_run(run_dir, output, users=not without_users, overwrite=overwrite, device=device)
+    path = export_run(
+        run_dir,
+        output,
+        users=not without_users,
+        overwrite=overwrite,
+        device=device,
+        neighbour_boost=neighbour_boost,
+    )
     model = load(path)
     size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
     users = "no users" if model.users is None else f"{len(model.users):,} users"

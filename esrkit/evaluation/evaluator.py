@@ -9,6 +9,9 @@
 Both return per-user 0-based ranks (kept for significance tests) and H@K / N@K overall and for every long-tail
 group (tail/head item, tail/head user, the 5 user and item buckets) that has users; an empty group is left out
 rather than reported as NaN. Every output is labelled with its protocol.
+
+A model's ranking bonus (``SequentialRecommender.ranking_bonus``, e.g. LLMInit's ``neighbour_boost``) is part
+of how it ranks, so both protocols apply it, unless ``ranking_bonus`` is off (training's epoch selection).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from esrkit.data.sequences import SequenceData
 from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.metrics import metrics_from_ranks, rank_of_target
 from esrkit.evaluation.negatives import sample_eval_negatives
-from esrkit.models.recommender import SequentialRecommender
+from esrkit.models.recommender import SequentialRecommender, add_ranking_bonus
 
 PROTOCOLS = ("sampled", "full")
 
@@ -82,6 +85,7 @@ class Evaluator:
         self._round = 0
         # evaluate users in length order so each block pads little
         self.order = np.argsort(data.lengths(), kind="stable")
+        self.ranking_bonus = True  # apply the model's ranking bonus (off while training selects epochs)
 
     def negatives(self) -> np.ndarray:
         if self._negatives is None or self.resample:
@@ -161,12 +165,19 @@ class Evaluator:
         users = self.user_vectors(model, rows)
         items = model.all_item_vectors()
         ranks: dict[str, np.ndarray] = {}
+        bonus = model if self.ranking_bonus else None
         if "sampled" in protocols:
-            ranks["sampled"] = self._sampled_ranks(users, items, lo)
+            ranks["sampled"] = self._sampled_ranks(users, items, lo, bonus)
         if "full" in protocols:
-            ranks["full"] = self._full_ranks(users, items, lo)
+            ranks["full"] = self._full_ranks(users, items, lo, bonus)
         model.train(was_training)
         return ranks
+
+    def last_input_items(self, rows: np.ndarray) -> torch.Tensor:
+        """The last item of each user row's input (0 where the input is empty), on the sequences' device."""
+        prefix = self.data.lengths()[rows] - (2 if self.split == "valid" else 1)
+        last = np.where(prefix > 0, self.data.items[self.data.offsets[rows] + np.maximum(prefix, 1) - 1], 0)
+        return torch.as_tensor(last.astype(np.int64), device=self.seqs.device)
 
     def group_metrics(self, ranks: np.ndarray) -> dict[str, dict[str, float]]:
         """Metrics overall and per group; a group without users is left out (no NaN rows)."""
@@ -179,20 +190,38 @@ class Evaluator:
         out["overall"]["users"] = len(ranks)
         return out
 
-    def _sampled_ranks(self, users: torch.Tensor, items: torch.Tensor, lo: int = 0) -> np.ndarray:
-        """``users``: vectors of user rows lo.. (lo > 0 only for a shard)."""
+    def _sampled_ranks(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        lo: int = 0,
+        bonus: SequentialRecommender | None = None,
+    ) -> np.ndarray:
+        """``users``: vectors of user rows lo.. (lo > 0 only for a shard); ``bonus``: the model whose ranking
+        bonus is added."""
         negs = torch.as_tensor(self.negatives()[lo : lo + len(users)], device=users.device)
         targets = torch.as_tensor(self.targets[lo : lo + len(users)], device=users.device)
         gen = torch.Generator(device=users.device).manual_seed(self.seed)
         out = []
         for start in range(0, len(users), self.batch_size):
             u = users[start : start + self.batch_size]
-            t = (u * items[targets[start : start + self.batch_size]]).sum(-1)
-            s = torch.einsum("bd,bnd->bn", u, items[negs[start : start + self.batch_size]])
+            tgt, neg = targets[start : start + self.batch_size], negs[start : start + self.batch_size]
+            t = (u * items[tgt]).sum(-1)
+            s = torch.einsum("bd,bnd->bn", u, items[neg])
+            if bonus is not None:
+                last = self.last_input_items(np.arange(lo + start, lo + start + len(u)))
+                t = add_ranking_bonus(t.unsqueeze(1), bonus, last, tgt.unsqueeze(1)).squeeze(1)
+                s = add_ranking_bonus(s, bonus, last, neg)
             out.append(rank_of_target(t, s, self.ties, gen))
         return torch.cat(out).cpu().numpy()
 
-    def _full_ranks(self, users: torch.Tensor, items: torch.Tensor, lo: int = 0) -> np.ndarray:
+    def _full_ranks(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        lo: int = 0,
+        bonus: SequentialRecommender | None = None,
+    ) -> np.ndarray:
         targets = torch.as_tensor(self.targets[lo : lo + len(users)], device=users.device)
         prefix = self.data.lengths() - (2 if self.split == "valid" else 1)
         gen = torch.Generator(device=users.device).manual_seed(self.seed)
@@ -202,6 +231,8 @@ class Evaluator:
             rows = np.arange(lo + start, lo + min(start + block, len(users)))
             u = users[start : start + len(rows)]
             scores = u @ items.T  # (b, n_items + 1)
+            if bonus is not None:
+                add_ranking_bonus(scores, bonus, self.last_input_items(rows))
             tgt = targets[start : start + len(rows)]
             t = scores.gather(1, tgt.unsqueeze(1)).squeeze(1)
             scores[:, 0] = float("-inf")

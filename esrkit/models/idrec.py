@@ -149,6 +149,7 @@ class LLMInitRecommender(IDRecommender):
             semantic_adapter=cfg.semantic_adapter,
             text_neighbours=cfg.text_neighbours,
             new_item_norm=cfg.new_item_norm,
+            neighbour_boost=cfg.neighbour_boost,
             max_len=max_len,
             **common_options(cfg),
             **score_options(cfg),
@@ -163,6 +164,7 @@ class LLMInitRecommender(IDRecommender):
         semantic_adapter: bool | None = None,
         text_neighbours: int = 0,
         new_item_norm: str = "projection",
+        neighbour_boost: float = 0.0,
         **kwargs,
     ) -> None:
         if init_table is None:
@@ -177,6 +179,9 @@ class LLMInitRecommender(IDRecommender):
         if (self.semantic_adapter or text_neighbours) and llm_items is None:
             raise ValueError("llminit: semantic_adapter and text_neighbours need the LLM item embeddings")
         self.text_neighbours = TextNeighbours(llm_items, text_neighbours) if text_neighbours else None
+        if neighbour_boost and self.text_neighbours is None:
+            raise ValueError("llminit: neighbour_boost needs text_neighbours")
+        self.neighbour_boost = neighbour_boost
         if self.semantic_adapter:
             table = torch.zeros(n_items + 2, llm_items.shape[1])
             table[1 : n_items + 1] = torch.as_tensor(llm_items, dtype=torch.float32)
@@ -208,6 +213,13 @@ class LLMInitRecommender(IDRecommender):
         unique, inverse = torch.unique(ids, return_inverse=True)  # the adapter once per distinct item
         semantic = self.adapter(self.semantic_table[unique])[inverse]
         return vectors + semantic * (ids != 0).unsqueeze(-1)  # padding stays the zero vector
+
+    def ranking_bonus(self, last_items: Tensor) -> tuple[Tensor, float] | None:
+        """``neighbour_boost`` for the text neighbours of the last item: the next item is often one of them
+        (docs/RESULTS.md, "The targets"), a sharp signal a dot product with one user vector only blurs."""
+        if not self.neighbour_boost or self.text_neighbours is None:
+            return None
+        return self.text_neighbours.neighbour_ids[last_items], self.neighbour_boost
 
     def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
         """The new rows start as the trained rows did: the PCA projection of the LLM vectors; with

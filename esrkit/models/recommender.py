@@ -108,6 +108,12 @@ class SequentialRecommender(nn.Module):
     def on_epoch_start(self, ctx: Any) -> None:
         """Called before every training epoch (e.g. to refresh statistics a baseline needs)."""
 
+    def ranking_bonus(self, last_items: Tensor) -> tuple[Tensor, float] | None:
+        """Items that get a score bonus when ranking after histories whose last items are ``last_items``
+        (B,): (B, K) item ids and the bonus, or None. Applied by evaluation (final, not epoch selection) and
+        serving, never in training (``add_ranking_bonus``)."""
+        return None
+
     # -------------------------------------------------------------------- shared helpers
     @property
     def device(self) -> torch.device:
@@ -218,6 +224,24 @@ class SequentialRecommender(nn.Module):
         """Record ``count`` appended items: ``n_items`` grows and [MASK] moves to the new ``n_items + 1``."""
         self.n_items += int(count)
         self.mask_token = self.n_items + 1
+
+
+def add_ranking_bonus(
+    scores: Tensor, model: SequentialRecommender, last_items: Tensor, candidates: Tensor | None = None
+) -> Tensor:
+    """``scores`` plus the model's ranking bonus (``SequentialRecommender.ranking_bonus``), in place: (B,
+    n_items + 1) scores of every item id, or (B, C) scores of the ``candidates`` (B, C) ids. Padding never
+    gets it."""
+    bonus = model.ranking_bonus(last_items)
+    if bonus is None:
+        return scores
+    ids, value = bonus
+    if candidates is None:
+        hits = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, ids, True)
+        hits[:, 0] = False
+    else:
+        hits = (candidates.unsqueeze(-1) == ids.unsqueeze(1)).any(-1) & (candidates != 0)
+    return scores.add_(hits.to(scores.dtype) * value)
 
 
 def insert_item_rows(table: Tensor, rows: Tensor, n_items: int) -> Tensor:

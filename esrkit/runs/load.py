@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import esrkit
-from esrkit.config import ConfigError, RunConfig, config_from_dict
+from esrkit.config import ConfigError, RunConfig, config_from_dict, validate
 from esrkit.data.sequences import SequenceData
 from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.evaluator import Evaluator
@@ -32,16 +32,24 @@ class LoadedRun:
 
 
 def load_run(
-    run_dir: str | Path, device: str = "auto", need_neighbours: bool = False, add_cold: bool = True
+    run_dir: str | Path,
+    device: str = "auto",
+    need_neighbours: bool = False,
+    add_cold: bool = True,
+    neighbour_boost: float | None = None,
 ) -> LoadedRun:
     """Rebuild a trained model from its run directory (config + best checkpoint); no LLM call is made when the
     embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error. A
     cold-item run's held-out items are added as its test added them (``add_cold=False``: the warm model it
-    validated)."""
+    validated). ``neighbour_boost`` replaces the run's ``model.neighbour_boost`` (a ranking-time option that
+    training does not use, so it can be chosen on validation after training)."""
     rd = RunDir(run_dir)
     if not (rd.path / "config.json").exists():
         raise FileNotFoundError(f"{rd.path} is not an esrkit run directory (no config.json)")
     cfg = run_config(rd)
+    if neighbour_boost is not None:
+        cfg.model.neighbour_boost = neighbour_boost
+        validate(cfg)
     if not need_neighbours:
         cfg.model.alpha = 0.0 if model_class(cfg.model.name).uses_distillation else cfg.model.alpha
     # a family with nothing to learn (popularity) saves no checkpoint: it is fitted again from the data

@@ -32,10 +32,16 @@ __all__ = ["ExportError", "export_run", "load", "verify_export", "write_export"]
 
 # ---------------------------------------------------------------------------------------------- writing
 def export_run(
-    run_dir: str | Path, out: str | Path, users: bool = True, overwrite: bool = False, device: str = "cpu"
+    run_dir: str | Path,
+    out: str | Path,
+    users: bool = True,
+    overwrite: bool = False,
+    device: str = "cpu",
+    neighbour_boost: float | None = None,
 ) -> Path:
-    """``esrkit export``: the run's best checkpoint (a cold-item run: with its held-out items added)."""
-    served = ServedModel.from_run(load_run(run_dir, device))
+    """``esrkit export``: the run's best checkpoint (a cold-item run: with its held-out items added);
+    ``neighbour_boost`` replaces the run's (recorded in the export's config)."""
+    served = ServedModel.from_run(load_run(run_dir, device, neighbour_boost=neighbour_boost))
     return write_export(served, out, overwrite=overwrite, users=users)
 
 

@@ -22,7 +22,7 @@ from esrkit.config import RunConfig
 from esrkit.data.batches import history_input
 from esrkit.embedding.pca import projection_from_table
 from esrkit.models import ModelAssets, SequentialRecommender
-from esrkit.models.recommender import NewItemsUnsupported
+from esrkit.models.recommender import NewItemsUnsupported, add_ranking_bonus
 from esrkit.prompts.templates import PromptTemplates, load_templates, render_item
 from esrkit.providers import Provider, build_provider, load_provider
 from esrkit.serving.folder import write_export
@@ -190,19 +190,28 @@ class ServedModel:
 
     @torch.no_grad()
     def scores(self, history: Sequence[str]) -> np.ndarray:
-        """(n_items + 1,) raw scores of every item after ``history`` (index = internal id; 0 is padding)."""
-        user = self.user_vectors([self.item_index(history)])
-        return (user @ self.item_vectors().T)[0].float().cpu().numpy()
+        """(n_items + 1,) scores of every item after ``history`` as the model ranks them (its ranking bonus
+        included; index = internal id; 0 is padding)."""
+        tokens = self.item_index(history)
+        scores = self.user_vectors([tokens]) @ self.item_vectors().T
+        return self._with_bonus(scores, [tokens])[0].float().cpu().numpy()
 
     @torch.no_grad()
     def top_k(self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]) -> TopK:
         """Top-k internal ids after internal-id histories; ``excluded[i]`` is never recommended to user i."""
-        return self._rank(self.user_vectors(histories), k, excluded)
+        return self._rank(self.user_vectors(histories), k, excluded, histories)
 
-    def _rank(self, users: Tensor, k: int, excluded: Sequence[np.ndarray]) -> TopK:
+    def _with_bonus(self, scores: Tensor, histories: Sequence[np.ndarray]) -> Tensor:
+        """The model's ranking bonus after each history's last item (e.g. LLMInit's neighbour_boost)."""
+        last = torch.as_tensor(np.array([h[-1] for h in histories], dtype=np.int64), device=scores.device)
+        return add_ranking_bonus(scores, self.model, last)
+
+    def _rank(
+        self, users: Tensor, k: int, excluded: Sequence[np.ndarray], histories: Sequence[np.ndarray]
+    ) -> TopK:
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
-        scores = users @ self.item_vectors().T  # (b, n_items + 1)
+        scores = self._with_bonus(users @ self.item_vectors().T, histories)  # (b, n_items + 1)
         scores[:, 0] = float("-inf")  # padding is never an item
         counts = np.fromiter((len(e) for e in excluded), dtype=np.int64, count=len(excluded))
         if counts.sum():
@@ -278,8 +287,9 @@ class ServedModel:
             block = max(1, SCORE_BUDGET // (self.n_items + 1))
             for start in range(0, len(rows), block):
                 part = rows[start : start + block]
-                excluded = [users.history(r) if exclude_history else users.items[:0] for r in part]
-                top = self._rank(vectors[start : start + len(part)], k, excluded)
+                histories = [users.history(r) for r in part]
+                excluded = [h if exclude_history else h[:0] for h in histories]
+                top = self._rank(vectors[start : start + len(part)], k, excluded, histories)
                 top.rows = part
                 yield top
                 if progress is not None:

@@ -124,3 +124,37 @@ def test_results_table_shows_a_dash_for_an_absent_group() -> None:
     line = results_table([("run", groups)], "sampled").splitlines()[-1]
     dash = "–"
     assert line.split() == ["run", "0.5000", "0.2500", dash, dash, dash, dash, "0.4000", "0.2000", dash, dash]
+
+
+class BonusScores(FixedScores):
+    """FixedScores plus a ranking bonus: after last item a, the items in ``follow[a]`` get ``value``."""
+
+    def __init__(self, item_scores: list[float], follow: dict[int, list[int]], value: float) -> None:
+        super().__init__(item_scores)
+        self.follow, self.value = follow, value
+
+    def ranking_bonus(self, last_items: torch.Tensor):
+        ids = torch.tensor([self.follow.get(int(a), [0, 0]) for a in last_items])
+        return ids, self.value
+
+
+def test_the_ranking_bonus_is_applied_by_both_protocols_unless_turned_off() -> None:
+    data = _data()  # test inputs end in 3, 6, 10; targets 4, 7, 1
+    scores = [0.0] + [float(i) for i in range(1, 11)]
+    model = BonusScores(scores, {3: [4, 0], 6: [1, 7], 10: [9, 5]}, 5.5)
+    ev = Evaluator(data, "test", DeviceSequences(data), negatives=3, exclude_history=True)
+    # user 0: target 4 + 5.5 = 9.5 beats 5..9 -> only 10 above; user 1: 7 + 5.5 = 12.5 -> first, (1 gets
+    # the bonus too: 6.5, below); user 2: 5 -> 10.5 jumps over the target 1 along with 3,4,6,7 (9 is history)
+    assert ev.evaluate(model, ("full",)).ranks["full"].tolist() == [1, 0, 5]
+    negs = ev.negatives()
+    bonus = {0: {4}, 1: {1, 7}, 2: {9, 5}}
+    boosted = [
+        sum(scores[n] + 5.5 * (n in bonus[u]) > scores[t] + 5.5 * (t in bonus[u]) for n in negs[u])
+        for u, t in enumerate(ev.targets)
+    ]
+    assert ev.evaluate(model, ("sampled",)).ranks["sampled"].tolist() == boosted
+    ev.ranking_bonus = False  # training's epoch selection: the model's own scores
+    assert ev.evaluate(model, ("full",)).ranks["full"].tolist() == [6, 3, 5]
+    # the valid split ranks after its own last input items (2, 5, 8): none of them has a bonus here
+    valid = Evaluator(data, "valid", DeviceSequences(data), negatives=3)
+    assert valid.last_input_items(np.arange(3)).tolist() == [2, 5, 8]

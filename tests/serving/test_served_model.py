@@ -117,3 +117,22 @@ def test_an_id_only_family_cannot_add_items_from_text() -> None:
     with pytest.raises(NewItemsUnsupported, match="'id' scores items by vectors learned in training only"):
         served.add_items([{"id": "N1", "title": "A new serum"}])
     assert served.n_items == catalogue().n_items
+
+
+def test_the_neighbour_boost_lifts_the_last_items_text_neighbours_in_every_serving_path() -> None:
+    plain = served_model("model.name=llminit", "model.text_neighbours=3")
+    boosted = served_model("model.name=llminit", "model.text_neighbours=3", "model.neighbour_boost=0.7")
+    history = ["I000004", "I000011", "I000023"]
+    neighbours = boosted.model.text_neighbours.neighbour_ids[23].tolist()
+    diff = boosted.scores(history) - plain.scores(history)
+    expected = np.zeros_like(diff)
+    expected[neighbours] = 0.7
+    np.testing.assert_allclose(diff, expected, atol=1e-5)  # the same weights: only the bonus differs
+    top = [r.item for r in boosted.recommend(history, k=boosted.n_items)]
+    scores = boosted.scores(history)
+    order = [boosted.item_ids[i - 1] for i in np.argsort(-scores[1:], kind="stable") + 1]
+    assert top == [i for i in order if i not in history]
+    user = boosted.users.row_of(catalogue().user_ids[5])
+    first = next(boosted.top_k_all_users(k=5))
+    known = boosted.recommend_known(catalogue().user_ids[5], k=5)
+    assert [boosted.item_ids[i - 1] for i in first.items[user]] == [r.item for r in known]
