@@ -49,7 +49,12 @@ def load_run(
     cfg = run_config(rd)
     if neighbour_boost is not None:
         cfg.model.neighbour_boost = neighbour_boost
-        validate(cfg)
+        try:
+            validate(cfg)
+        except ConfigError as exc:
+            problem = str(exc).split("\n  ")[-1]
+            where = f"--neighbour-boost {neighbour_boost:g} does not fit {rd.path}"
+            raise ConfigError(f"{where}: {problem}") from None
     if not need_neighbours:
         cfg.model.alpha = 0.0 if model_class(cfg.model.name).uses_distillation else cfg.model.alpha
     # a family with nothing to learn (popularity) saves no checkpoint: it is fitted again from the data
