@@ -65,5 +65,6 @@ def _export(run_dir, out):
 def test_a_boost_for_a_model_without_text_neighbours_is_refused(tmp_path) -> None:
     run_dir = tmp_path / "runs" / "demo" / "seed-42"
     train(config(tmp_path, "model.name=llminit", "train.epochs=1"), progress=False)
-    with pytest.raises(ConfigError, match="--neighbour-boost 0.5 does not fit .*needs model.text_neighbours > 0"):
+    message = "--neighbour-boost 0.5 does not fit .*needs model.text_neighbours > 0"
+    with pytest.raises(ConfigError, match=message):
         load_run(run_dir, "cpu", neighbour_boost=0.5)
