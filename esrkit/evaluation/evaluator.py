@@ -81,6 +81,7 @@ class Evaluator:
         self.resample = resample_negatives
         self.groups = groups or compute_groups(data, split, ts_user, ts_item, group_rule, max_len)
         self.targets = data.targets(split)
+        self.prefix, _ = data.split_lengths(split)  # input length per user: the items before the target
         self._negatives: np.ndarray | None = None
         self._round = 0
         # evaluate users in length order so each block pads little
@@ -101,8 +102,7 @@ class Evaluator:
         """User rows in length order, cut so each batch holds about ``token_budget`` padded tokens
         (``rows=(lo, hi)``: only user rows lo..hi-1, for sharded evaluation)."""
         order = self.order if rows is None else self.order[(self.order >= rows[0]) & (self.order < rows[1])]
-        prefix = self.data.lengths()[order] - (2 if self.split == "valid" else 1)
-        width = np.minimum(prefix, self.max_len) + 1
+        width = np.minimum(self.prefix[order], self.max_len) + 1
         batches, start = [], 0
         while start < len(order):
             # rows are sorted by length, so the batch's width is its last row's width
@@ -175,7 +175,7 @@ class Evaluator:
 
     def last_input_items(self, rows: np.ndarray) -> torch.Tensor:
         """The last item of each user row's input (0 where the input is empty), on the sequences' device."""
-        prefix = self.data.lengths()[rows] - (2 if self.split == "valid" else 1)
+        prefix = self.prefix[rows]
         last = np.where(prefix > 0, self.data.items[self.data.offsets[rows] + np.maximum(prefix, 1) - 1], 0)
         return torch.as_tensor(last.astype(np.int64), device=self.seqs.device)
 
@@ -223,7 +223,6 @@ class Evaluator:
         bonus: SequentialRecommender | None = None,
     ) -> np.ndarray:
         targets = torch.as_tensor(self.targets[lo : lo + len(users)], device=users.device)
-        prefix = self.data.lengths() - (2 if self.split == "valid" else 1)
         gen = torch.Generator(device=users.device).manual_seed(self.seed)
         out = []
         block = max(1, min(self.batch_size, (1 << 26) // max(1, items.shape[0])))  # <= 64M scores per block
@@ -237,7 +236,7 @@ class Evaluator:
             t = scores.gather(1, tgt.unsqueeze(1)).squeeze(1)
             scores[:, 0] = float("-inf")
             if self.exclude_history:
-                r, i = self._history(rows, prefix)
+                r, i = self._history(rows, self.prefix)
                 scores[r, i] = float("-inf")
             scores.scatter_(1, tgt.unsqueeze(1), float("-inf"))
             out.append(rank_of_target(t, scores, self.ties, gen))
