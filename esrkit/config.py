@@ -359,6 +359,7 @@ Rule = Callable[[Any, RunConfig], "str | None"]
 
 LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")  # esrkit/training/losses.py draws them
 GATES = ("none", "popularity", "user")  # esrkit/models/fusion.py
+NEW_ITEM_NORMS = ("projection", "trained")  # esrkit/models/idrec.py (LLMInit.add_items)
 PROTOCOL_NAMES = ("sampled", "full")
 WATCH_METRICS = ("hr", "ndcg")  # what the evaluator computes at every k of eval.ks
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
@@ -534,7 +535,7 @@ RULES: dict[str, Rule] = {
     "model.temperature": above(0.0),
     "model.anchor": at_least(0.0),
     "model.text_neighbours": at_least(0),
-    "model.new_item_norm": all_of(one_of("projection", "trained"), llminit_only(ModelConfig.new_item_norm)),
+    "model.new_item_norm": all_of(one_of(*NEW_ITEM_NORMS), llminit_only(ModelConfig.new_item_norm)),
     "model.neighbour_boost": all_of(
         at_least(0.0), llminit_only(ModelConfig.neighbour_boost), needs_text_neighbours
     ),

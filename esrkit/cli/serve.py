@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from esrkit.config import parse_override
+from esrkit.config import NEW_ITEM_NORMS, parse_override
 from esrkit.utils.errors import quote
 
 
@@ -191,7 +191,7 @@ def items() -> None:
 )
 @click.option(
     "--new-item-norm",
-    type=click.Choice(["projection", "trained"]),
+    type=click.Choice(NEW_ITEM_NORMS),
     help="LLMInit: the new rows' length, the bare PCA projection's or the trained rows' mean (default: the "
     "training config's model.new_item_norm).",
 )

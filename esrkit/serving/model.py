@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from esrkit.config import RunConfig
+from esrkit.config import NEW_ITEM_NORMS, RunConfig
 from esrkit.data.batches import history_input
 from esrkit.embedding.pca import projection_from_table
 from esrkit.models import ModelAssets, SequentialRecommender
@@ -421,9 +421,8 @@ class ServedModel:
         it."""
         if value is None:
             return
-        allowed = ("projection", "trained")
-        if value not in allowed:
-            raise ValueError(f"new_item_norm = {value!r} must be one of {', '.join(allowed)}")
+        if value not in NEW_ITEM_NORMS:
+            raise ValueError(f"new_item_norm = {value!r} must be one of {', '.join(NEW_ITEM_NORMS)}")
         if not hasattr(self.model, "new_item_norm"):
             raise ValueError(
                 f"new_item_norm applies to llminit models only; this one is {self.cfg.model.name!r}"
