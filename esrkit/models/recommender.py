@@ -236,11 +236,12 @@ def add_ranking_bonus(
     if bonus is None:
         return scores
     ids, value = bonus
-    if candidates is None:
-        hits = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, ids, True)
-        hits[:, 0] = False
-    else:
-        hits = (candidates.unsqueeze(-1) == ids.unsqueeze(1)).any(-1) & (candidates != 0)
+    if candidates is None:  # touch the (B, K) boosted scores only, not a (B, n_items + 1) mask
+        padding = scores[:, 0].clone()  # an id list may hold padding (a last item without neighbours)
+        scores.scatter_(1, ids, scores.gather(1, ids) + value)
+        scores[:, 0] = padding
+        return scores
+    hits = (candidates.unsqueeze(-1) == ids.unsqueeze(1)).any(-1) & (candidates != 0)
     return scores.add_(hits.to(scores.dtype) * value)
 
 
