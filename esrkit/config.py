@@ -137,6 +137,10 @@ class ModelConfig:
     # LLMInit with text_neighbours: when ranking (final evaluation and serving; not training, not epoch
     # selection), the text neighbours of the user's last item get this bonus on their scores (0 = off)
     neighbour_boost: float = 0.0
+    neighbour_boost_items: int = 1  # ... to the neighbours of the last M input items (summed where they meet)
+    # ... neighbour j gets neighbour_boost x 2 sigmoid(-s z_j), z_j its standardised log training popularity:
+    # s > 0 gives rare neighbours more (up to 2x) and popular ones less; 0 = the same for every neighbour
+    neighbour_boost_tail: float = 0.0
     semantic_adapter: bool = False  # LLMInit: + a trainable linear map of the frozen LLM vector (starts at 0)
     # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
     null_dim: int = 64  # width of the null space (the last kept coordinates)
@@ -489,6 +493,11 @@ def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
     )
 
 
+# model options that only change how a trained model ranks (evaluation and serving), never training: they can
+# be chosen on validation after training (load_run(ranking=...), `esrkit evaluate/export --neighbour-boost`)
+RANKING_OPTIONS = ("neighbour_boost", "neighbour_boost_items", "neighbour_boost_tail")
+
+
 def all_of(*rules: Rule) -> Rule:
     return lambda v, cfg: next((p for r in rules if (p := r(v, cfg))), None)
 
@@ -539,6 +548,10 @@ RULES: dict[str, Rule] = {
     "model.neighbour_boost": all_of(
         at_least(0.0), llminit_only(ModelConfig.neighbour_boost), needs_text_neighbours
     ),
+    # refinements of the bonus: like gbce_t without gbce, inert while model.neighbour_boost is 0, so that one
+    # option turns a recipe's bonus off
+    "model.neighbour_boost_items": all_of(at_least(1), llminit_only(ModelConfig.neighbour_boost_items)),
+    "model.neighbour_boost_tail": all_of(at_least(0.0), llminit_only(ModelConfig.neighbour_boost_tail)),
     "train.lr": above(0.0),
     "train.weight_decay": at_least(0.0),
     "train.batch_size": at_least(1),

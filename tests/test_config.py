@@ -63,6 +63,8 @@ BAD = [
     ("model.new_item_norm", "trained"),  # an LLMInit option; the recipe's model is another family
     ("model.neighbour_boost", "-1"),
     ("model.neighbour_boost", "0.5"),  # LLMInit with text neighbours only
+    ("model.neighbour_boost_items", "0"),
+    ("model.neighbour_boost_tail", "-1"),
     ("train.lr", "0"),
     ("train.lr", "-1e-3"),
     ("train.weight_decay", "-1"),
@@ -142,6 +144,12 @@ def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
     assert cfg.model.neighbour_boost == 0.5
     with pytest.raises(ConfigError, match="needs model.text_neighbours > 0"):
         resolve_recipe("demo", ["model.name=llminit", "model.neighbour_boost=0.5"])
+    cfg = resolve_recipe("demo", [*boost, "model.neighbour_boost_items=3", "model.neighbour_boost_tail=2"])
+    assert (cfg.model.neighbour_boost_items, cfg.model.neighbour_boost_tail) == (3, 2.0)
+    with pytest.raises(ConfigError, match="neighbour_boost_items.*applies to model.name = llminit only"):
+        resolve_recipe("demo", ["model.neighbour_boost_items=3"])
+    # a recipe's bonus is turned off by neighbour_boost alone (its refinements are inert without it)
+    assert resolve_recipe("beauty5-best", ["model.neighbour_boost=0"]).model.neighbour_boost_items == 3
 
 
 def test_all_problems_are_listed_at_once() -> None:
@@ -151,10 +159,14 @@ def test_all_problems_are_listed_at_once() -> None:
     assert all(k in message for k in ("train.epochs = -1", "train.batch_size = 0", "model.dropout = 2.0"))
 
 
-def test_names_follow_the_registries() -> None:
+def test_names_follow_the_registries(monkeypatch) -> None:
     from torch import nn
 
     from esrkit.models import ENCODERS
+
+    ENCODERS.names()  # the built-ins loaded, then the test's own encoder leaves with the test
+    monkeypatch.setattr(ENCODERS, "_entries", dict(ENCODERS._entries))
+    monkeypatch.setattr(ENCODERS, "_meta", dict(ENCODERS._meta))
 
     with pytest.raises(ConfigError, match="known: .*sasrec"):
         resolve_recipe("demo", ["model.backbone=config-test-encoder"])

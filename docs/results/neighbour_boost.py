@@ -1,20 +1,24 @@
-"""A score bonus for the text neighbours of a user's last item, chosen on validation (docs/RESULTS.md, "Best
+"""A score bonus for the text neighbours of a user's last items, chosen on validation (docs/RESULTS.md, "Best
 under full ranking").
 
-    python docs/results/neighbour_boost.py RUN_DIR [RUN_DIR ...] [--betas 0,0.25,0.5,1,2]
+    python docs/results/neighbour_boost.py RUN_DIR [RUN_DIR ...] [--betas 0,0.25,0.5,1] [--items 1,3]
+        [--tails 0,2] [--json FILE]
 
 For a run of LLMInit with ``model.text_neighbours`` (its best checkpoint holds each item's K nearest items by
-text): every candidate j among the K text neighbours of the user's last input item gets ``beta`` added to its
-score: ``model.neighbour_boost``, which training and epoch selection do not use, so one trained run serves
-every beta. ``beta`` is chosen on the validation split (highest overall full N@10; ties to the smaller beta)
-and reported on test beside beta = 0, overall and on tail items (the same choice as ``esrkit evaluate RUN
---split valid --neighbour-boost BETA`` for each beta); then one beta for all the runs given (a recipe's
-setting), by their mean validation N@10. Makes no LLM call.
+text): every candidate j among the K text neighbours of the user's last M input items gets beta x 2
+sigmoid(-s z_j) added to its score, z_j its standardised log training popularity (summed over the M items
+where their neighbours overlap): ``model.neighbour_boost`` (beta), ``model.neighbour_boost_items`` (M) and
+``model.neighbour_boost_tail`` (s), which training and epoch selection do not use, so one trained run serves
+every setting. Each setting of the grid is evaluated on validation and test (the same numbers as ``esrkit
+evaluate RUN --split valid --neighbour-boost BETA --neighbour-boost-items M --neighbour-boost-tail S``); one
+setting for all the runs given (a recipe's) is the one with the best mean validation full N@10 (ties to the
+smaller bonus), reported on test beside no bonus, overall and on tail items. Makes no LLM call.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -24,14 +28,27 @@ from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.runs.load import load_run, run_evaluator
 from esrkit.utils.io import atomic_write_text
 
+Setting = tuple[float, int, float]  # (beta, M, s)
 
-def ranks_per_beta(ev, model, betas: list[float]) -> dict[float, np.ndarray]:
-    """Full-ranking rank of each user's target with ``model.neighbour_boost`` at each beta (the evaluator
-    applies it, as the reported metrics and serving do)."""
+
+def grid(betas: list[float], items: list[int], tails: list[float]) -> list[Setting]:
+    """Every (beta, M, s), no bonus once, smallest bonus first (the order ties are broken in)."""
+    on = sorted(itertools.product([b for b in betas if b > 0], items, tails))
+    return [(0.0, 1, 0.0), *on]
+
+
+def label(setting: Setting) -> str:
+    beta, m, s = setting
+    return "none" if beta == 0 else f"beta {beta:g}, last {m}, tail {s:g}"
+
+
+def ranks_per_setting(ev, model, settings: list[Setting]) -> dict[Setting, np.ndarray]:
+    """Full-ranking rank of each user's target under each setting (the evaluator applies the bonus, as the
+    reported metrics and serving do)."""
     out = {}
-    for beta in betas:
-        model.neighbour_boost = beta
-        out[beta] = ev.evaluate(model, ("full",)).ranks["full"]
+    for beta, m, s in settings:
+        model.neighbour_boost, model.bonus_history, model.neighbour_boost_tail = beta, m, s
+        out[(beta, m, s)] = ev.evaluate(model, ("full",)).ranks["full"]
     return out
 
 
@@ -39,57 +56,66 @@ def ndcg(ranks: np.ndarray, mask: np.ndarray | None = None) -> float:
     return metrics_from_ranks(ranks if mask is None else ranks[mask], (10,))["ndcg@10"]
 
 
-def analyse(run_dir: str, betas: list[float]) -> dict:
+def analyse(run_dir: str, settings: list[Setting]) -> dict:
     run = load_run(run_dir, device="cpu")
-    tn = run.model.text_neighbours
-    if tn is None:
+    if run.model.text_neighbours is None:
         raise SystemExit(f"{run_dir}: needs a run with model.text_neighbours")
     valid_ev = run_evaluator(run, "valid")
-    valid = {b: ndcg(r) for b, r in ranks_per_beta(valid_ev, run.model, betas).items()}
-    chosen = max(betas, key=lambda b: (round(valid[b], 6), -b))
+    valid = {k: ndcg(r) for k, r in ranks_per_setting(valid_ev, run.model, settings).items()}
     test_ev = run_evaluator(run, "test")
     tail = test_ev.groups.masks()["tail_item"]
-    test = ranks_per_beta(test_ev, run.model, betas)  # every beta: a recipe fixes one for all seeds
+    test = ranks_per_setting(test_ev, run.model, settings)  # every setting: a recipe fixes one for all seeds
     return {
         "run": run_dir,
-        "valid": valid,
-        "beta": chosen,
-        "test": {b: {"overall": ndcg(r), "tail_item": ndcg(r, tail)} for b, r in test.items()},
+        "settings": [
+            {
+                "beta": k[0],
+                "items": k[1],
+                "tail": k[2],
+                "valid": valid[k],
+                "test": {"overall": ndcg(test[k]), "tail_item": ndcg(test[k], tail)},
+            }
+            for k in settings
+        ],
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--betas", default="0,0.25,0.5,1,2")
+    ap.add_argument("--betas", default="0,0.25,0.5,1")
+    ap.add_argument("--items", default="1,3", help="M: the last M items' neighbours")
+    ap.add_argument("--tails", default="0,2", help="s: rarer neighbours get more")
     ap.add_argument("--json", type=Path, help="also write every run's numbers here")
     args = ap.parse_args()
-    betas = sorted({float(x) for x in args.betas.split(",")} | {0.0})
-    print(
-        "| run | validation N@10 per beta | chosen beta | test N@10, beta 0 -> chosen | test tail-item N@10 |"
+    settings = grid(
+        [float(x) for x in args.betas.split(",")],
+        [int(x) for x in args.items.split(",")],
+        [float(x) for x in args.tails.split(",")],
     )
-    print("| --- | --- | ---: | --- | --- |")
-    records = []
-    for path in args.runs:
-        r = analyse(path, betas)
-        records.append(r)
-        per_beta = ", ".join(f"{b:g}: {v:.4f}" for b, v in r["valid"].items())
-        zero, best = r["test"][0.0], r["test"][r["beta"]]
-        print(
-            f"| {path} | {per_beta} | {r['beta']:g} | {zero['overall']:.4f} -> {best['overall']:.4f} | "
-            f"{zero['tail_item']:.4f} -> {best['tail_item']:.4f} |",
-            flush=True,
-        )
-    mean_valid = {b: float(np.mean([r["valid"][b] for r in records])) for b in betas}
-    fixed = max(betas, key=lambda b: (round(mean_valid[b], 6), -b))
-    test_at = {g: float(np.mean([r["test"][fixed][g] for r in records])) for g in ("overall", "tail_item")}
-    per_beta = ", ".join(f"{b:g}: {v:.5f}" for b, v in mean_valid.items())
-    print(
-        f"\none beta for all runs, by mean validation N@10: {fixed:g} ({per_beta}); "
-        f"test N@10 {test_at['overall']:.4f}, tail-item {test_at['tail_item']:.4f}"
-    )
+    records = [analyse(path, settings) for path in args.runs]
+    mean = {
+        k: {
+            "valid": float(np.mean([r["settings"][i]["valid"] for r in records])),
+            **{
+                g: float(np.mean([r["settings"][i]["test"][g] for r in records]))
+                for g in ("overall", "tail_item")
+            },
+        }
+        for i, k in enumerate(settings)
+    }
+    chosen = max(settings, key=lambda k: (round(mean[k]["valid"], 6), -settings.index(k)))
+    print(f"mean of {len(records)} run(s) | validation N@10 | test N@10 | test tail-item N@10")
+    print("| setting | validation | test | test tail-item |")
+    print("| --- | ---: | ---: | ---: |")
+    for k in settings:
+        mark = " (chosen)" if k == chosen else ""
+        m = mean[k]
+        print(f"| {label(k)}{mark} | {m['valid']:.5f} | {m['overall']:.4f} | {m['tail_item']:.4f} |")
     if args.json:
-        atomic_write_text(args.json, json.dumps({"betas": betas, "runs": records}, indent=2) + "\n")
+        chosen_record = {"beta": chosen[0], "items": chosen[1], "tail": chosen[2]}
+        text = json.dumps({"chosen": chosen_record, "runs": records}, indent=2) + "\n"
+        atomic_write_text(args.json, text)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from esrkit.cli.main import ranking_options
 from esrkit.config import NEW_ITEM_NORMS, parse_override
 from esrkit.utils.errors import quote
 
@@ -124,14 +125,9 @@ def _all_users(model, output: str, k: int, fmt: str, include_history: bool, quie
     "--all-users and --user are unavailable; --history still works).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
-@click.option(
-    "--neighbour-boost",
-    type=float,
-    help="LLMInit with text neighbours: serve with this model.neighbour_boost instead of the run's (e.g. "
-    "one chosen with `esrkit evaluate RUN --split valid --neighbour-boost X`).",
-)
+@ranking_options("serve")
 @click.option("--device", default="cpu", show_default=True)
-def export(run_dir, output, without_users, overwrite, neighbour_boost, device) -> None:
+def export(run_dir, output, without_users, overwrite, ranking, device) -> None:
     """A self-contained folder of a trained run: loads with no dataset, no cache and no LLM call (checked by
     sha256 hashes), with `esrkit.load(DIR)` or `esrkit recommend DIR`."""
     from esrkit.serving import export_run, load  # lazy: the CLI starts fast
@@ -142,7 +138,7 @@ def export(run_dir, output, without_users, overwrite, neighbour_boost, device) -
         users=not without_users,
         overwrite=overwrite,
         device=device,
-        neighbour_boost=neighbour_boost,
+        ranking=ranking,
     )
     model = load(path)
     size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from esrkit.cli.main import show_progress_lines
+from esrkit.cli.main import ranking_options, show_progress_lines
 from esrkit.config import name_problem, resolve_recipe
 
 
@@ -129,19 +129,14 @@ def _compare(summary: dict, baseline: Path) -> None:
     help="Protocols to compute (default: both).",
 )
 @click.option("--device", default="auto")
-@click.option(
-    "--neighbour-boost",
-    type=float,
-    help="LLMInit with text neighbours: rank with this model.neighbour_boost instead of the run's (choose it "
-    "with --split valid; training does not use it).",
-)
+@ranking_options("rank")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(run_dir, split, protocols, device, neighbour_boost, as_json) -> None:
+def evaluate(run_dir, split, protocols, device, ranking, as_json) -> None:
     """Re-evaluate a run's best checkpoint (both protocols, every group)."""
     from esrkit.reporting.console import results_table  # lazy: the CLI starts fast
     from esrkit.runs.load import load_run, run_evaluator
 
-    run = load_run(run_dir, device, add_cold=split == "test", neighbour_boost=neighbour_boost)
+    run = load_run(run_dir, device, add_cold=split == "test", ranking=ranking)
     result = run_evaluator(run, split).evaluate(run.model, protocols or ("sampled", "full"))
     if as_json:
         click.echo(json.dumps(result.metrics, indent=2))

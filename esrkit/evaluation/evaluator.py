@@ -173,11 +173,17 @@ class Evaluator:
         model.train(was_training)
         return ranks
 
-    def last_input_items(self, rows: np.ndarray) -> torch.Tensor:
-        """The last item of each user row's input (0 where the input is empty), on the sequences' device."""
+    def recent_input_items(self, rows: np.ndarray, count: int) -> torch.Tensor:
+        """(len(rows), count): the last ``count`` items of each user row's input, most recent first, 0 where
+        the input is shorter, on the sequences' device (what a model's ranking bonus reads)."""
         prefix = self.prefix[rows]
-        last = np.where(prefix > 0, self.data.items[self.data.offsets[rows] + np.maximum(prefix, 1) - 1], 0)
-        return torch.as_tensor(last.astype(np.int64), device=self.seqs.device)
+        out = np.zeros((len(rows), count), dtype=np.int64)
+        for back in range(count):
+            at = prefix - back  # 1-based position in the user's sequence
+            out[:, back] = np.where(
+                at > 0, self.data.items[self.data.offsets[rows] + np.maximum(at, 1) - 1], 0
+            )
+        return torch.as_tensor(out, device=self.seqs.device)
 
     def group_metrics(self, ranks: np.ndarray) -> dict[str, dict[str, float]]:
         """Metrics overall and per group; a group without users is left out (no NaN rows)."""
@@ -209,9 +215,11 @@ class Evaluator:
             t = (u * items[tgt]).sum(-1)
             s = torch.einsum("bd,bnd->bn", u, items[neg])
             if bonus is not None:
-                last = self.last_input_items(np.arange(lo + start, lo + start + len(u)))
-                t = add_ranking_bonus(t.unsqueeze(1), bonus, last, tgt.unsqueeze(1)).squeeze(1)
-                s = add_ranking_bonus(s, bonus, last, neg)
+                recent = self.recent_input_items(
+                    np.arange(lo + start, lo + start + len(u)), bonus.bonus_history
+                )
+                t = add_ranking_bonus(t.unsqueeze(1), bonus, recent, tgt.unsqueeze(1)).squeeze(1)
+                s = add_ranking_bonus(s, bonus, recent, neg)
             out.append(rank_of_target(t, s, self.ties, gen))
         return torch.cat(out).cpu().numpy()
 
@@ -231,7 +239,7 @@ class Evaluator:
             u = users[start : start + len(rows)]
             scores = u @ items.T  # (b, n_items + 1)
             if bonus is not None:
-                add_ranking_bonus(scores, bonus, self.last_input_items(rows))
+                add_ranking_bonus(scores, bonus, self.recent_input_items(rows, bonus.bonus_history))
             tgt = targets[start : start + len(rows)]
             t = scores.gather(1, tgt.unsqueeze(1)).squeeze(1)
             scores[:, 0] = float("-inf")

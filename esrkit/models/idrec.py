@@ -150,6 +150,8 @@ class LLMInitRecommender(IDRecommender):
             text_neighbours=cfg.text_neighbours,
             new_item_norm=cfg.new_item_norm,
             neighbour_boost=cfg.neighbour_boost,
+            neighbour_boost_items=cfg.neighbour_boost_items,
+            neighbour_boost_tail=cfg.neighbour_boost_tail,
             max_len=max_len,
             **common_options(cfg),
             **score_options(cfg),
@@ -165,6 +167,8 @@ class LLMInitRecommender(IDRecommender):
         text_neighbours: int = 0,
         new_item_norm: str = "projection",
         neighbour_boost: float = 0.0,
+        neighbour_boost_items: int = 1,
+        neighbour_boost_tail: float = 0.0,
         **kwargs,
     ) -> None:
         if init_table is None:
@@ -182,6 +186,7 @@ class LLMInitRecommender(IDRecommender):
         if neighbour_boost and self.text_neighbours is None:
             raise ValueError("llminit: neighbour_boost needs text_neighbours")
         self.neighbour_boost = neighbour_boost
+        self.bonus_history, self.neighbour_boost_tail = neighbour_boost_items, neighbour_boost_tail
         if self.semantic_adapter:
             table = torch.zeros(n_items + 2, llm_items.shape[1])
             table[1 : n_items + 1] = torch.as_tensor(llm_items, dtype=torch.float32)
@@ -214,12 +219,21 @@ class LLMInitRecommender(IDRecommender):
         semantic = self.adapter(self.semantic_table[unique])[inverse]
         return vectors + semantic * (ids != 0).unsqueeze(-1)  # padding stays the zero vector
 
-    def ranking_bonus(self, last_items: Tensor) -> tuple[Tensor, float] | None:
-        """``neighbour_boost`` for the text neighbours of the last item: the next item is often one of them
-        (docs/RESULTS.md, "The targets"), a sharp signal a dot product with one user vector only blurs."""
+    def ranking_bonus(self, recent_items: Tensor) -> tuple[Tensor, Tensor | float] | None:
+        """``neighbour_boost`` for the text neighbours of the last ``neighbour_boost_items`` items: the next
+        item is often one of them (docs/RESULTS.md, "The targets"), a sharp signal a dot product with one user
+        vector only blurs. With ``neighbour_boost_tail`` = s, neighbour j gets 2 sigmoid(-s z_j) times the
+        bonus (z_j: its standardised log training popularity): the trained scores already favour popular
+        items, so the text signal is worth most for the rare ones."""
         if not self.neighbour_boost or self.text_neighbours is None:
             return None
-        return self.text_neighbours.neighbour_ids[last_items], self.neighbour_boost
+        tn = self.text_neighbours
+        ids = tn.neighbour_ids[recent_items].flatten(1)  # (B, M K); padding's row lists padding only
+        if not self.neighbour_boost_tail:
+            return ids, self.neighbour_boost
+        return ids, self.neighbour_boost * 2 * torch.sigmoid(
+            -self.neighbour_boost_tail * tn.popularity_z[ids]
+        )
 
     def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
         """The new rows start as the trained rows did: the PCA projection of the LLM vectors; with

@@ -108,10 +108,15 @@ class SequentialRecommender(nn.Module):
     def on_epoch_start(self, ctx: Any) -> None:
         """Called before every training epoch (e.g. to refresh statistics a baseline needs)."""
 
-    def ranking_bonus(self, last_items: Tensor) -> tuple[Tensor, float] | None:
-        """Items that get a score bonus when ranking after histories whose last items are ``last_items``
-        (B,): (B, K) item ids and the bonus, or None. Applied by evaluation (final, not epoch selection) and
-        serving, never in training (``add_ranking_bonus``)."""
+    # how many of a history's last items ``ranking_bonus`` reads
+    bonus_history: int = 1
+
+    def ranking_bonus(self, recent_items: Tensor) -> tuple[Tensor, Tensor | float] | None:
+        """Items that get a score bonus when ranking after histories that end with ``recent_items`` (B,
+        bonus_history): the last input items, most recent first, 0 where a history is shorter. Returns (B, J)
+        item ids and their bonus (one value, or (B, J) values; an id listed twice gets both), or None.
+        Applied by evaluation (final, not epoch selection) and serving, never in training
+        (``add_ranking_bonus``)."""
         return None
 
     # -------------------------------------------------------------------- shared helpers
@@ -227,22 +232,33 @@ class SequentialRecommender(nn.Module):
 
 
 def add_ranking_bonus(
-    scores: Tensor, model: SequentialRecommender, last_items: Tensor, candidates: Tensor | None = None
+    scores: Tensor, model: SequentialRecommender, recent_items: Tensor, candidates: Tensor | None = None
 ) -> Tensor:
-    """``scores`` plus the model's ranking bonus (``SequentialRecommender.ranking_bonus``), in place: (B,
-    n_items + 1) scores of every item id, or (B, C) scores of the ``candidates`` (B, C) ids. Padding never
-    gets it."""
-    bonus = model.ranking_bonus(last_items)
+    """``scores`` plus the model's ranking bonus (``SequentialRecommender.ranking_bonus``) after histories
+    ending with ``recent_items`` (B, model.bonus_history), in place: (B, n_items + 1) scores of every item id,
+    or (B, C) scores of the ``candidates`` (B, C) ids. Padding never gets it."""
+    bonus = model.ranking_bonus(recent_items)
     if bonus is None:
         return scores
     ids, value = bonus
-    if candidates is None:  # touch the (B, K) boosted scores only, not a (B, n_items + 1) mask
-        padding = scores[:, 0].clone()  # an id list may hold padding (a last item without neighbours)
-        scores.scatter_(1, ids, scores.gather(1, ids) + value)
+    value = torch.as_tensor(value, dtype=scores.dtype, device=scores.device).expand(ids.shape)
+    if candidates is None:  # touch the (B, J) boosted scores only, not a (B, n_items + 1) mask
+        padding = scores[:, 0].clone()  # an id list may hold padding (an item without neighbours)
+        scores.scatter_add_(1, ids, value)
         scores[:, 0] = padding
         return scores
-    hits = (candidates.unsqueeze(-1) == ids.unsqueeze(1)).any(-1) & (candidates != 0)
-    return scores.add_(hits.to(scores.dtype) * value)
+    hits = (candidates.unsqueeze(-1) == ids.unsqueeze(1)) & (candidates != 0).unsqueeze(-1)  # (B, C, J)
+    return scores.add_((hits.to(scores.dtype) * value.unsqueeze(1)).sum(-1))
+
+
+def recent_items(histories: Sequence[np.ndarray], count: int) -> np.ndarray:
+    """(B, count) the last ``count`` items of each history, most recent first, 0 where a history is shorter:
+    what ``ranking_bonus`` reads."""
+    out = np.zeros((len(histories), count), dtype=np.int64)
+    for row, history in enumerate(histories):
+        tail = np.asarray(history, dtype=np.int64)[::-1][:count]
+        out[row, : len(tail)] = tail
+    return out
 
 
 def insert_item_rows(table: Tensor, rows: Tensor, n_items: int) -> Tensor:

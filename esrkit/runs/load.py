@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import esrkit
-from esrkit.config import ConfigError, RunConfig, config_from_dict, validate
+from esrkit.config import RANKING_OPTIONS, ConfigError, RunConfig, config_from_dict, validate
 from esrkit.data.sequences import SequenceData
 from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.evaluator import Evaluator
@@ -31,30 +31,43 @@ class LoadedRun:
     data: SequenceData  # the model's users and items (inputs.catalogue once cold items are added)
 
 
+def with_ranking_options(cfg: RunConfig, ranking: dict[str, float], run_path: Path) -> None:
+    """``cfg`` with the ranking-time model options in ``ranking`` replaced, re-validated; an error names the
+    option as the command line spells it and the run."""
+    unknown = sorted(set(ranking) - set(RANKING_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"not ranking-time options: {', '.join(unknown)} (they are {', '.join(RANKING_OPTIONS)})"
+        )
+    for name, value in ranking.items():
+        setattr(cfg.model, name, value)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        problem = str(exc).split("\n  ")[-1]
+        given = " ".join(f"--{name.replace('_', '-')} {value:g}" for name, value in ranking.items())
+        raise ConfigError(f"{given} does not fit {run_path}: {problem}") from None
+
+
 def load_run(
     run_dir: str | Path,
     device: str = "auto",
     need_neighbours: bool = False,
     add_cold: bool = True,
-    neighbour_boost: float | None = None,
+    ranking: dict[str, float] | None = None,
 ) -> LoadedRun:
     """Rebuild a trained model from its run directory (config + best checkpoint); no LLM call is made when the
     embeddings are cached. Fingerprints are checked, so a changed dataset or embedding is an error. A
     cold-item run's held-out items are added as its test added them (``add_cold=False``: the warm model it
-    validated). ``neighbour_boost`` replaces the run's ``model.neighbour_boost`` (a ranking-time option that
-    training does not use, so it can be chosen on validation after training)."""
+    validated). ``ranking`` replaces some of the run's ranking-time model options (``config.RANKING_OPTIONS``,
+    e.g. ``{"neighbour_boost": 0.5}``), which training does not use, so they can be chosen on validation
+    after training."""
     rd = RunDir(run_dir)
     if not (rd.path / "config.json").exists():
         raise FileNotFoundError(f"{rd.path} is not an esrkit run directory (no config.json)")
     cfg = run_config(rd)
-    if neighbour_boost is not None:
-        cfg.model.neighbour_boost = neighbour_boost
-        try:
-            validate(cfg)
-        except ConfigError as exc:
-            problem = str(exc).split("\n  ")[-1]
-            where = f"--neighbour-boost {neighbour_boost:g} does not fit {rd.path}"
-            raise ConfigError(f"{where}: {problem}") from None
+    if ranking:
+        with_ranking_options(cfg, ranking, rd.path)
     if not need_neighbours:
         cfg.model.alpha = 0.0 if model_class(cfg.model.name).uses_distillation else cfg.model.alpha
     # a family with nothing to learn (popularity) saves no checkpoint: it is fitted again from the data

@@ -37,11 +37,12 @@ def export_run(
     users: bool = True,
     overwrite: bool = False,
     device: str = "cpu",
-    neighbour_boost: float | None = None,
+    ranking: dict[str, float] | None = None,
 ) -> Path:
     """``esrkit export``: the run's best checkpoint (a cold-item run: with its held-out items added);
-    ``neighbour_boost`` replaces the run's (recorded in the export's config)."""
-    served = ServedModel.from_run(load_run(run_dir, device, neighbour_boost=neighbour_boost))
+    ``ranking`` replaces some of the run's ranking-time options (e.g. ``{"neighbour_boost": 0.5}``; recorded
+    in the export's config)."""
+    served = ServedModel.from_run(load_run(run_dir, device, ranking=ranking))
     return write_export(served, out, overwrite=overwrite, users=users)
 
 

@@ -22,7 +22,7 @@ from esrkit.config import NEW_ITEM_NORMS, RunConfig
 from esrkit.data.batches import history_input
 from esrkit.embedding.pca import projection_from_table
 from esrkit.models import ModelAssets, SequentialRecommender
-from esrkit.models.recommender import NewItemsUnsupported, add_ranking_bonus
+from esrkit.models.recommender import NewItemsUnsupported, add_ranking_bonus, recent_items
 from esrkit.prompts.templates import PromptTemplates, load_templates, render_item
 from esrkit.providers import Provider, build_provider, load_provider
 from esrkit.serving.folder import write_export
@@ -202,9 +202,9 @@ class ServedModel:
         return self._rank(self.user_vectors(histories), k, excluded, histories)
 
     def _with_bonus(self, scores: Tensor, histories: Sequence[np.ndarray]) -> Tensor:
-        """The model's ranking bonus after each history's last item (e.g. LLMInit's neighbour_boost)."""
-        last = torch.as_tensor(np.array([h[-1] for h in histories], dtype=np.int64), device=scores.device)
-        return add_ranking_bonus(scores, self.model, last)
+        """The model's ranking bonus after each history's last items (e.g. LLMInit's neighbour_boost)."""
+        recent = torch.as_tensor(recent_items(histories, self.model.bonus_history), device=scores.device)
+        return add_ranking_bonus(scores, self.model, recent)
 
     def _rank(
         self, users: Tensor, k: int, excluded: Sequence[np.ndarray], histories: Sequence[np.ndarray]

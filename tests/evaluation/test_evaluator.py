@@ -133,9 +133,21 @@ class BonusScores(FixedScores):
         super().__init__(item_scores)
         self.follow, self.value = follow, value
 
-    def ranking_bonus(self, last_items: torch.Tensor):
-        ids = torch.tensor([self.follow.get(int(a), [0, 0]) for a in last_items])
+    def ranking_bonus(self, recent_items: torch.Tensor):
+        ids = torch.tensor([self.follow.get(int(a), [0, 0]) for a in recent_items[:, 0]])
         return ids, self.value
+
+
+class RecentBonus(FixedScores):
+    """After recent items (a, b), items a % 10 + 1 and b % 10 + 1 get 3.5 and a and b themselves 1.25: a
+    per-id bonus over several recent items, where an id listed twice gets both."""
+
+    bonus_history = 2
+
+    def ranking_bonus(self, recent_items: torch.Tensor):
+        ids = torch.cat([(recent_items % 10) + 1, recent_items], 1)  # (B, 4): the next ids, then the items
+        values = torch.tensor([3.5, 3.5, 1.25, 1.25]).expand(ids.shape)
+        return ids, values
 
 
 def test_the_ranking_bonus_is_applied_by_both_protocols_unless_turned_off() -> None:
@@ -157,4 +169,22 @@ def test_the_ranking_bonus_is_applied_by_both_protocols_unless_turned_off() -> N
     assert ev.evaluate(model, ("full",)).ranks["full"].tolist() == [6, 3, 5]
     # the valid split ranks after its own last input items (2, 5, 8): none of them has a bonus here
     valid = Evaluator(data, "valid", DeviceSequences(data), negatives=3)
-    assert valid.last_input_items(np.arange(3)).tolist() == [2, 5, 8]
+    assert valid.recent_input_items(np.arange(3), 1).tolist() == [[2], [5], [8]]
+
+
+def test_a_bonus_over_several_recent_items_adds_up_per_item_in_both_protocols() -> None:
+    data = _data()  # test inputs 1 2 3 | 5 6 | 2 9 8 10; targets 4, 7, 1
+    ev = Evaluator(data, "test", DeviceSequences(data), negatives=3, exclude_history=False)
+    assert ev.recent_input_items(np.arange(3), 2).tolist() == [[3, 2], [6, 5], [10, 8]]
+    assert ev.recent_input_items(np.arange(3), 5).tolist()[1] == [6, 5, 0, 0, 0]  # shorter: padded with 0
+    scores = [0.0] + [float(i) for i in range(1, 11)]
+    model = RecentBonus(scores)
+    # user 0 (3, 2): 4 -> 7.5, 3 -> 3 + 3.5 + 1.25 = 7.75 (listed twice), 2 -> 3.25: 3, 8, 9, 10 above the
+    # target 4; user 1 (6, 5): 7 -> 10.5, 6 -> 10.75 above it; user 2 (10, 8): 1 -> 4.5, below 5..10
+    bonus = [{4: 3.5, 3: 4.75, 2: 1.25}, {7: 3.5, 6: 4.75, 5: 1.25}, {1: 3.5, 9: 3.5, 10: 1.25, 8: 1.25}]
+    boosted = [[scores[i] + bonus[u].get(i, 0.0) for i in range(11)] for u in range(3)]
+    expected = [sum(s > b[t] for s in b[1:]) for b, t in zip(boosted, ev.targets)]
+    assert ev.evaluate(model, ("full",)).ranks["full"].tolist() == expected == [4, 1, 6]
+    negs = ev.negatives()
+    sampled = [sum(b[n] > b[t] for n in negs[u]) for u, (b, t) in enumerate(zip(boosted, ev.targets))]
+    assert ev.evaluate(model, ("sampled",)).ranks["sampled"].tolist() == sampled

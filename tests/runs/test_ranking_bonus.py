@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import esrkit
@@ -67,4 +68,24 @@ def test_a_boost_for_a_model_without_text_neighbours_is_refused(tmp_path) -> Non
     train(config(tmp_path, "model.name=llminit", "train.epochs=1"), progress=False)
     message = "--neighbour-boost 0.5 does not fit .*needs model.text_neighbours > 0"
     with pytest.raises(ConfigError, match=message):
-        load_run(run_dir, "cpu", neighbour_boost=0.5)
+        load_run(run_dir, "cpu", ranking={"neighbour_boost": 0.5})
+    with pytest.raises(ConfigError, match="not ranking-time options: dropout"):
+        load_run(run_dir, "cpu", ranking={"dropout": 0.1})
+
+
+def test_the_bonus_refinements_can_be_replaced_and_are_checked(tmp_path) -> None:
+    run_dir = tmp_path / "runs" / "demo" / "seed-42"
+    options = ["model.neighbour_boost=0.5", "model.neighbour_boost_items=2", "model.neighbour_boost_tail=1"]
+    train(config(tmp_path, *LLMINIT[:2], "train.epochs=1", *options), progress=False)
+    run = load_run(run_dir, "cpu", ranking={"neighbour_boost_items": 3})
+    assert (run.model.neighbour_boost, run.model.bonus_history, run.model.neighbour_boost_tail) == (
+        0.5,
+        3,
+        1.0,
+    )
+    off = load_run(run_dir, "cpu", ranking={"neighbour_boost": 0})  # off: its refinements are inert
+    assert off.model.ranking_bonus(torch.tensor([[1, 2]])) is None
+    with pytest.raises(ConfigError, match="--neighbour-boost 0.5 --neighbour-boost-tail -1 does not fit"):
+        load_run(run_dir, "cpu", ranking={"neighbour_boost": 0.5, "neighbour_boost_tail": -1})
+    res = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--neighbour-boost-items", "0"])
+    assert res.exit_code == 2 and "--neighbour-boost-items" in res.output

@@ -136,3 +136,25 @@ def test_the_neighbour_boost_lifts_the_last_items_text_neighbours_in_every_servi
     first = next(boosted.top_k_all_users(k=5))
     known = boosted.recommend_known(catalogue().user_ids[5], k=5)
     assert [boosted.item_ids[i - 1] for i in first.items[user]] == [r.item for r in known]
+
+
+def test_the_neighbour_boost_over_the_last_items_favours_rare_neighbours_when_asked() -> None:
+    options = ["model.name=llminit", "model.text_neighbours=3"]
+    plain = served_model(*options)
+    boosted = served_model(
+        *options,
+        "model.neighbour_boost=0.7",
+        "model.neighbour_boost_items=2",
+        "model.neighbour_boost_tail=1.5",
+    )
+    for served in (plain, boosted):
+        served.model.setup(catalogue())  # training popularity, as training sets it
+    history = ["I000004", "I000011", "I000023"]
+    tn = boosted.model.text_neighbours
+    z = tn.popularity_z.numpy()
+    expected = np.zeros(boosted.n_items + 1)
+    for last in (23, 11):  # the two most recent items; a neighbour of both gets both bonuses
+        for j in tn.neighbour_ids[last].tolist():
+            expected[j] += 0.7 * 2 / (1 + np.exp(1.5 * z[j]))
+    np.testing.assert_allclose(boosted.scores(history) - plain.scores(history), expected, atol=1e-5)
+    assert len(set(expected.round(6)) - {0.0}) > 2  # the bonus differs between neighbours
