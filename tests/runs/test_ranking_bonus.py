@@ -89,3 +89,10 @@ def test_the_bonus_refinements_can_be_replaced_and_are_checked(tmp_path) -> None
         load_run(run_dir, "cpu", ranking={"neighbour_boost": 0.5, "neighbour_boost_tail": -1})
     res = CliRunner().invoke(cli, ["evaluate", str(run_dir), "--neighbour-boost-items", "0"])
     assert res.exit_code == 2 and "--neighbour-boost-items" in res.output
+    out = tmp_path / "export"
+    options = ["--neighbour-boost-items", "3", "--neighbour-boost-tail", "2"]
+    res = CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out), *options])
+    assert res.exit_code == 0, res.output
+    served = esrkit.load(out)  # the export ranks with the options it was given, recorded in its config
+    assert (served.model.bonus_history, served.model.neighbour_boost_tail) == (3, 2.0)
+    assert (served.cfg.model.neighbour_boost, served.cfg.model.neighbour_boost_items) == (0.5, 3)
