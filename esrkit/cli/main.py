@@ -94,33 +94,6 @@ def show_progress_lines(show: bool = True) -> None:
     progress.setLevel(logging.INFO if show else logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
-        cli.main(args=argv, prog_name="esrkit", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; finished work is kept and a rerun resumes where it stopped.", err=True)
-        sys.exit(130)
-    except Exception as exc:  # one clear line, the traceback only with --debug
-        if debug:
-            raise
-        click.echo(f"error: {error_text(exc)}", err=True)
-        click.echo("(run with --debug for the full traceback)", err=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
-
-
 def ranking_options(verb: str):
     """The ranking-time model options (``config.RANKING_OPTIONS``) as ``--neighbour-boost`` and friends,
     collected into one ``ranking`` dict of those given (for ``load_run(ranking=...)``)."""
@@ -160,3 +133,30 @@ def ranking_options(verb: str):
         return wrapper
 
     return decorate
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="esrkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; finished work is kept and a rerun resumes where it stopped.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # one clear line, the traceback only with --debug
+        if debug:
+            raise
+        click.echo(f"error: {error_text(exc)}", err=True)
+        click.echo("(run with --debug for the full traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
