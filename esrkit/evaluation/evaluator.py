@@ -176,14 +176,8 @@ class Evaluator:
     def recent_input_items(self, rows: np.ndarray, count: int) -> torch.Tensor:
         """(len(rows), count): the last ``count`` items of each user row's input, most recent first, 0 where
         the input is shorter, on the sequences' device (what a model's ranking bonus reads)."""
-        prefix = self.prefix[rows]
-        out = np.zeros((len(rows), count), dtype=np.int64)
-        for back in range(count):
-            at = prefix - back  # 1-based position in the user's sequence
-            out[:, back] = np.where(
-                at > 0, self.data.items[self.data.offsets[rows] + np.maximum(at, 1) - 1], 0
-            )
-        return torch.as_tensor(out, device=self.seqs.device)
+        users = torch.as_tensor(rows, device=self.seqs.device)
+        return self.seqs.window(users, self.prefix[rows], count, min_width=count).flip(1)
 
     def group_metrics(self, ranks: np.ndarray) -> dict[str, dict[str, float]]:
         """Metrics overall and per group; a group without users is left out (no NaN rows)."""
