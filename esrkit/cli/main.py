@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import sys
@@ -92,47 +91,6 @@ def show_progress_lines(show: bool = True) -> None:
         progress.addHandler(_StderrLines())
     progress.propagate = False
     progress.setLevel(logging.INFO if show else logging.WARNING)
-
-
-def ranking_options(verb: str):
-    """The ranking-time model options (``config.RANKING_OPTIONS``) as ``--neighbour-boost`` and friends,
-    collected into one ``ranking`` dict of those given (for ``load_run(ranking=...)``)."""
-    options = [
-        click.option(
-            "--neighbour-boost",
-            type=click.FloatRange(min=0),
-            help=f"LLMInit with text neighbours: {verb} with this model.neighbour_boost instead of the "
-            "run's (choose it with `esrkit evaluate RUN --split valid`; training does not use it; 0 turns "
-            "the bonus off).",
-        ),
-        click.option(
-            "--neighbour-boost-items",
-            type=click.IntRange(min=1),
-            help="... the bonus goes to the text neighbours of the last M items "
-            "(model.neighbour_boost_items).",
-        ),
-        click.option(
-            "--neighbour-boost-tail",
-            type=click.FloatRange(min=0),
-            help="... rarer neighbours get more of it (model.neighbour_boost_tail).",
-        ),
-    ]
-
-    def decorate(fn):
-        def wrapper(*args, neighbour_boost, neighbour_boost_items, neighbour_boost_tail, **kwargs):
-            given = {
-                "neighbour_boost": neighbour_boost,
-                "neighbour_boost_items": neighbour_boost_items,
-                "neighbour_boost_tail": neighbour_boost_tail,
-            }
-            return fn(*args, ranking={k: v for k, v in given.items() if v is not None}, **kwargs)
-
-        wrapper = functools.update_wrapper(wrapper, fn)
-        for option in reversed(options):
-            wrapper = option(wrapper)
-        return wrapper
-
-    return decorate
 
 
 def main(argv: list[str] | None = None) -> None:

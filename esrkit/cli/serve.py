@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from esrkit.cli.main import ranking_options
+from esrkit.cli.options import ranking_options
 from esrkit.config import NEW_ITEM_NORMS, parse_override
 from esrkit.utils.errors import quote
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from esrkit.cli.main import ranking_options, show_progress_lines
+from esrkit.cli.main import show_progress_lines
+from esrkit.cli.options import ranking_options
 from esrkit.config import name_problem, resolve_recipe
 
 
