@@ -4,8 +4,9 @@
     python benchmarks/ranking_bonus.py --users 3000 --items 4000 --no-write       # a quick look
 
 An LLMInit model with 10 text neighbours (hidden 128, max_len 200; untrained weights: the cost does not depend
-on them) over random 384-d unit item vectors, on the synthetic Beauty-scale sequences of
-benchmarks/train_speed.py, served as ``esrkit recommend --all-users`` and ``recommend(history)`` serve it.
+on them), built as benchmarks/serving.py builds its model (random 384-d unit item vectors, the synthetic
+Beauty-scale sequences of benchmarks/train_speed.py), served as ``esrkit recommend --all-users`` and
+``recommend(history)`` serve it.
 Settings, side by side in one process: no bonus; ``model.neighbour_boost`` on the last item's neighbours; on
 the last 3 items' with the tail weighting (``neighbour_boost_items=3``, ``neighbour_boost_tail=2``).
 
@@ -30,11 +31,9 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np
 import torch
+from serving import served_model
 
-from esrkit.config import resolve_recipe
-from esrkit.embedding.pca import pca_fit
-from esrkit.models import ModelAssets, build_model
-from esrkit.serving import ServedModel, UserHistories
+from esrkit.serving import ServedModel
 
 SETTINGS = {  # label -> (neighbour_boost, neighbour_boost_items, neighbour_boost_tail)
     "no bonus": (0.0, 1, 0.0),
@@ -43,27 +42,7 @@ SETTINGS = {  # label -> (neighbour_boost, neighbour_boost_items, neighbour_boos
 }
 
 
-def served_model(n_users: int, n_items: int, dim: int) -> ServedModel:
-    from train_speed import beauty_scale
-
-    data = beauty_scale(n_users, n_items)
-    rng = np.random.default_rng(0)
-    llm = rng.standard_normal((n_items, dim)).astype(np.float32)
-    llm /= np.linalg.norm(llm, axis=1, keepdims=True)
-    table, projection = pca_fit(llm, 128)
-    options = ["model.name=llminit", "model.hidden=128", "model.text_neighbours=10", "model.causal=true"]
-    cfg = resolve_recipe("demo", [*options, "data.max_len=200"])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, n_items, cfg.data.max_len, ModelAssets(llm, table, projection))
-    model.setup(data)  # training popularity: what the tail weighting reads
-    return ServedModel(
-        model,
-        cfg,
-        data.item_ids,
-        [f"Item {i}" for i in data.item_ids],
-        assets=ModelAssets(pca_projection=projection),
-        users=UserHistories.from_data(data),
-    )
+LLMINIT = ("model.name=llminit", "model.hidden=128", "model.text_neighbours=10", "model.causal=true")
 
 
 def use(served: ServedModel, setting: tuple[float, int, float]) -> None:
@@ -114,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     from _results import machine, replace_section
 
-    served = served_model(args.users, args.items, args.dim)
+    served, data = served_model(args.users, args.items, args.dim, LLMINIT)
+    served.model.setup(data)  # training popularity: what the tail weighting reads
     users = served.require_users()
     rows = np.arange(len(users))
     vectors = served._encode_rows(users, rows, np.diff(users.offsets))

@@ -50,15 +50,19 @@ from esrkit.serving import ServedModel, UserHistories
 GIB = float(1 << 30)
 
 
-def served_model(n_users: int, n_items: int, dim: int) -> tuple[ServedModel, object]:
+def served_model(
+    n_users: int, n_items: int, dim: int, overrides: tuple[str, ...] = ("model.hidden=64",)
+) -> tuple[ServedModel, object]:
+    """An untrained model of the demo recipe with ``overrides`` (default: LLM-ESR, hidden 64 per view) over
+    random unit item vectors, PCA-reduced to its hidden size, with every user's history."""
     from train_speed import beauty_scale
 
     data = beauty_scale(n_users, n_items)
     rng = np.random.default_rng(0)
     llm = rng.standard_normal((n_items, dim)).astype(np.float32)
     llm /= np.linalg.norm(llm, axis=1, keepdims=True)  # unit rows, like the offline provider's
-    table, projection = pca_fit(llm, 64)
-    cfg = resolve_recipe("demo", ["model.hidden=64", "data.max_len=200"])
+    cfg = resolve_recipe("demo", [*overrides, "data.max_len=200"])
+    table, projection = pca_fit(llm, cfg.model.hidden)
     torch.manual_seed(0)
     model = build_model(cfg.model, n_items, cfg.data.max_len, ModelAssets(llm, table, projection))
     provider = load_provider("offline")
