@@ -13,6 +13,10 @@ every setting. Each setting of the grid is evaluated on validation and test (the
 evaluate RUN --split valid --neighbour-boost BETA --neighbour-boost-items M --neighbour-boost-tail S``); one
 setting for all the runs given (a recipe's) is the one with the best mean validation full N@10 (ties to the
 smaller bonus), reported on test beside no bonus, overall and on tail items. Makes no LLM call.
+
+``--tail-first TOL[,TOL...]`` also applies a rule for catalogues that put their tail first, using validation
+only: among the settings whose mean validation N@10 is at least (1 - TOL) x the best setting's, the one with
+the best mean validation tail-item N@10 (the validation split's own tail items).
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ def analyse(run_dir: str, settings: list[Setting]) -> dict:
     if run.model.text_neighbours is None:
         raise SystemExit(f"{run_dir}: needs a run with model.text_neighbours")
     valid_ev = run_evaluator(run, "valid")
-    valid = {k: ndcg(r) for k, r in ranks_per_setting(valid_ev, run.model, settings).items()}
+    valid_tail = valid_ev.groups.masks()["tail_item"]
+    valid_ranks = ranks_per_setting(valid_ev, run.model, settings)
     test_ev = run_evaluator(run, "test")
     tail = test_ev.groups.masks()["tail_item"]
     test = ranks_per_setting(test_ev, run.model, settings)  # every setting: a recipe fixes one for all seeds
@@ -72,12 +77,21 @@ def analyse(run_dir: str, settings: list[Setting]) -> dict:
                 "beta": k[0],
                 "items": k[1],
                 "tail": k[2],
-                "valid": valid[k],
+                "valid": ndcg(valid_ranks[k]),
+                "valid_tail_item": ndcg(valid_ranks[k], valid_tail),
                 "test": {"overall": ndcg(test[k]), "tail_item": ndcg(test[k], tail)},
             }
             for k in settings
         ],
     }
+
+
+def pick_tail_first(settings: list[Setting], mean: dict, tolerance: float) -> Setting:
+    """Best mean validation tail-item N@10 among the settings within ``tolerance`` (relative) of the best mean
+    validation N@10; ties to the smaller bonus."""
+    floor = (1 - tolerance) * max(mean[k]["valid"] for k in settings)
+    near = [k for k in settings if mean[k]["valid"] >= floor]
+    return max(near, key=lambda k: (round(mean[k]["valid_tail_item"], 6), -settings.index(k)))
 
 
 def main() -> None:
@@ -87,6 +101,13 @@ def main() -> None:
     ap.add_argument("--items", default="1,3", help="M: the last M items' neighbours")
     ap.add_argument("--tails", default="0,2", help="s: rarer neighbours get more")
     ap.add_argument("--json", type=Path, help="also write every run's numbers here")
+    ap.add_argument(
+        "--tail-first",
+        default="",
+        metavar="TOL[,TOL...]",
+        help="also pick by the tail-first rule: best validation tail-item N@10 within TOL of the best "
+        "validation N@10 (e.g. 0.01,0.02)",
+    )
     args = ap.parse_args()
     settings = grid(
         [float(x) for x in args.betas.split(",")],
@@ -97,6 +118,7 @@ def main() -> None:
     mean = {
         k: {
             "valid": float(np.mean([r["settings"][i]["valid"] for r in records])),
+            "valid_tail_item": float(np.mean([r["settings"][i]["valid_tail_item"] for r in records])),
             **{
                 g: float(np.mean([r["settings"][i]["test"][g] for r in records]))
                 for g in ("overall", "tail_item")
@@ -105,16 +127,28 @@ def main() -> None:
         for i, k in enumerate(settings)
     }
     chosen = max(settings, key=lambda k: (round(mean[k]["valid"], 6), -settings.index(k)))
-    print(f"mean of {len(records)} run(s) | validation N@10 | test N@10 | test tail-item N@10")
-    print("| setting | validation | test | test tail-item |")
-    print("| --- | ---: | ---: | ---: |")
+    tolerances = [float(x) for x in args.tail_first.split(",") if x]
+    tail_first = {tol: pick_tail_first(settings, mean, tol) for tol in tolerances}
+    print(f"mean of {len(records)} run(s) | validation N@10 (tail items) | test N@10 | test tail-item N@10")
+    print("| setting | validation | validation tail-item | test | test tail-item |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for k in settings:
         mark = " (chosen)" if k == chosen else ""
+        mark += "".join(f" (tail-first {tol:g})" for tol, pick in tail_first.items() if pick == k)
         m = mean[k]
-        print(f"| {label(k)}{mark} | {m['valid']:.5f} | {m['overall']:.4f} | {m['tail_item']:.4f} |")
+        print(
+            f"| {label(k)}{mark} | {m['valid']:.5f} | {m['valid_tail_item']:.5f} | {m['overall']:.4f} "
+            f"| {m['tail_item']:.4f} |"
+        )
     if args.json:
         chosen_record = {"beta": chosen[0], "items": chosen[1], "tail": chosen[2]}
-        text = json.dumps({"chosen": chosen_record, "runs": records}, indent=2) + "\n"
+        record = {"chosen": chosen_record, "runs": records}
+        if tail_first:
+            record["tail_first"] = [
+                {"tolerance": tol, "beta": pick[0], "items": pick[1], "tail": pick[2]}
+                for tol, pick in tail_first.items()
+            ]
+        text = json.dumps(record, indent=2) + "\n"
         atomic_write_text(args.json, text)
 
 
