@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -28,11 +29,23 @@ from esrkit.utils.io import stable_json_hash
 @click.option("--output-dir", default="runs/demo", show_default=True)
 @click.option("--workdir", default=".esrkit", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="CPU threads for torch; 0 = torch's default. Default: 1, unless OMP_NUM_THREADS is set.",
+)
+def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet, threads) -> None:
     """Generate the synthetic catalogue, embed it offline, build the similar-user index, train SASRec, LLMInit
     and LLM-ESR, and print their test results under both protocols."""
-    from esrkit.reporting.console import results_table  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
+    import torch  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
+
+    from esrkit.reporting.console import results_table
     from esrkit.runs.train import train
+
+    chosen = demo_threads(threads, os.environ)
+    if chosen:
+        torch.set_num_threads(chosen)
 
     common = [
         f"train.epochs={epochs}",
@@ -63,3 +76,12 @@ def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet) 
         click.echo(results_table([(label, test[protocol]) for label, test in rows], protocol))
         click.echo("")
     click.echo(f"total {time.perf_counter() - start:.0f} s; run directories under {output_dir}/")
+
+
+def demo_threads(option: int | None, environ) -> int | None:
+    """Threads for the demo's torch work, None = leave torch's choice. The demo's models are small, and small
+    steps pay a thread wake-up per parallel region under esrkit's passive OpenMP policy, so one thread is the
+    fastest default (benchmarks/RESULTS.md, "CPU threads"); a user's OMP_NUM_THREADS or --threads wins."""
+    if option is not None:
+        return option or None
+    return None if environ.get("OMP_NUM_THREADS") else 1

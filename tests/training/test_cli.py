@@ -122,3 +122,14 @@ def test_neighbours_are_matched_by_user_id_not_position() -> None:
     other = SequenceData.from_sequences([[1, 2, 3]] * 2, n_items=3, user_ids=["a", "z"])
     with pytest.raises(ValueError, match="no entry"):
         neighbour_rows(table, other, 2)
+
+
+def test_demo_runs_on_one_thread_unless_the_user_chose() -> None:
+    from esrkit.cli.demo import demo_threads
+
+    assert demo_threads(None, {}) == 1  # small models: one thread is fastest (benchmarks/RESULTS.md)
+    assert demo_threads(None, {"OMP_NUM_THREADS": "4"}) is None  # the user's environment wins
+    assert demo_threads(3, {"OMP_NUM_THREADS": "4"}) == 3  # and the option wins over it
+    assert demo_threads(0, {}) is None  # 0: torch's own default
+    res = CliRunner().invoke(cli, ["demo", "--threads", "-1"])
+    assert res.exit_code != 0 and "--threads" in res.output
