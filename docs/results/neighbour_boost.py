@@ -2,7 +2,7 @@
 under full ranking").
 
     python docs/results/neighbour_boost.py RUN_DIR [RUN_DIR ...] [--betas 0,0.25,0.5,1] [--items 1,3]
-        [--tails 0,2] [--json FILE]
+        [--tails 0,2] [--json FILE] [--tail-first 0.01,0.02]
 
 For a run of LLMInit with ``model.text_neighbours`` (its best checkpoint holds each item's K nearest items by
 text): every candidate j among the K text neighbours of the user's last M input items gets beta x 2
