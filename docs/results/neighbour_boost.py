@@ -86,12 +86,18 @@ def analyse(run_dir: str, settings: list[Setting]) -> dict:
     }
 
 
+def best_by(field: str, candidates: list[Setting], settings: list[Setting], mean: dict) -> Setting:
+    """The candidate with the best mean ``field`` (to 6 decimals); ties to the smaller bonus (earlier in
+    ``settings``)."""
+    return max(candidates, key=lambda k: (round(mean[k][field], 6), -settings.index(k)))
+
+
 def pick_tail_first(settings: list[Setting], mean: dict, tolerance: float) -> Setting:
     """Best mean validation tail-item N@10 among the settings within ``tolerance`` (relative) of the best mean
     validation N@10; ties to the smaller bonus."""
     floor = (1 - tolerance) * max(mean[k]["valid"] for k in settings)
     near = [k for k in settings if mean[k]["valid"] >= floor]
-    return max(near, key=lambda k: (round(mean[k]["valid_tail_item"], 6), -settings.index(k)))
+    return best_by("valid_tail_item", near, settings, mean)
 
 
 def main() -> None:
@@ -126,7 +132,7 @@ def main() -> None:
         }
         for i, k in enumerate(settings)
     }
-    chosen = max(settings, key=lambda k: (round(mean[k]["valid"], 6), -settings.index(k)))
+    chosen = best_by("valid", settings, settings, mean)
     tolerances = [float(x) for x in args.tail_first.split(",") if x]
     tail_first = {tol: pick_tail_first(settings, mean, tol) for tol in tolerances}
     print(f"mean of {len(records)} run(s) | validation N@10 (tail items) | test N@10 | test tail-item N@10")

@@ -38,14 +38,9 @@ from esrkit.utils.io import stable_json_hash
 def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet, threads) -> None:
     """Generate the synthetic catalogue, embed it offline, build the similar-user index, train SASRec, LLMInit
     and LLM-ESR, and print their test results under both protocols."""
-    import torch  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
-
+    from esrkit.index.exact import torch_threads  # lazy: the CLI starts fast (esrkit/cli/__init__.py)
     from esrkit.reporting.console import results_table
     from esrkit.runs.train import train
-
-    chosen = demo_threads(threads, os.environ)
-    if chosen:
-        torch.set_num_threads(chosen)
 
     common = [
         f"train.epochs={epochs}",
@@ -63,15 +58,16 @@ def demo(epochs, patience, users, batch_size, seed, output_dir, workdir, quiet, 
     ]
     rows = []
     start = time.perf_counter()
-    for label, extra in models:
-        cfg = resolve_recipe("demo", common + extra)
-        # the name carries a hash of the settings: a rerun resumes/skips, changed settings start fresh runs
-        cfg.name = f"demo-{label.lower()}-{stable_json_hash(cfg.to_dict())[:8]}"
-        click.echo(f"== {label}: training on {users} synthetic users ...", err=True)
-        t0 = time.perf_counter()
-        summary = train(cfg, resume=True, progress=not quiet)
-        click.echo(f"   done in {time.perf_counter() - t0:.0f} s", err=True)
-        rows.append((label, summary["test"]))
+    with torch_threads(demo_threads(threads, os.environ)):
+        for label, extra in models:
+            cfg = resolve_recipe("demo", common + extra)
+            # a hash of the settings in the name: a rerun resumes/skips, changed settings start fresh runs
+            cfg.name = f"demo-{label.lower()}-{stable_json_hash(cfg.to_dict())[:8]}"
+            click.echo(f"== {label}: training on {users} synthetic users ...", err=True)
+            t0 = time.perf_counter()
+            summary = train(cfg, resume=True, progress=not quiet)
+            click.echo(f"   done in {time.perf_counter() - t0:.0f} s", err=True)
+            rows.append((label, summary["test"]))
     for protocol in ("sampled", "full"):
         click.echo(results_table([(label, test[protocol]) for label, test in rows], protocol))
         click.echo("")
