@@ -9,7 +9,8 @@ per step are the median over ``--batches`` steps after two warm-up steps, the lo
 step. The full-softmax ``ce`` costs m x N x D multiply-adds three times per step (m scored positions, N items)
 plus m x N exponentials, which no implementation avoids; the sampled losses cost m x k x D. The row
 "ce, unfused reference" is torch's cross-entropy on the whole score matrix, what esrkit's ``ce`` ran before it
-was fused.
+was fused; the "row blocks" rows are the fused ``ce`` esrkit ran until 2026-12-06 (rows x items blocks,
+bfloat16 by copying the factors).
 Figures go to the "Ranking losses: step cost" section of RESULTS.md.
 """
 
@@ -44,6 +45,44 @@ def ce_unfused(scorer, hs, pos, neg, ctx):
     return F.cross_entropy(scorer.states(hs) @ scorer.all_real().T, pos - 1)
 
 
+class _RowBlockCE(torch.autograd.Function):
+    """The fused ``ce`` esrkit ran before 2026-12-06, kept as the reference the current one is measured
+    against: (rows x items) score blocks, softmax and its one-hot correction applied to the whole block, and
+    bfloat16 by copying both factors (the current one: items x rows blocks, 1/Z and the one-hot on the small
+    factors, bfloat16 inside oneDNN's products)."""
+
+    @staticmethod
+    def forward(ctx, hs, items, pos, rows, low):
+        grad_hs, grad_items = torch.empty_like(hs), torch.zeros_like(items)
+        hs_f, items_f = (hs.bfloat16(), items.bfloat16()) if low else (hs, items)
+        total = hs.new_zeros(())
+        for start in range(0, hs.shape[0], rows):
+            h, target = hs_f[start : start + rows], pos[start : start + rows]
+            logits = (h @ items_f.T).to(hs.dtype)
+            lse = torch.logsumexp(logits, 1)
+            on_target = (torch.arange(len(h)), target)
+            total += (lse - logits[on_target]).sum()
+            weights = logits.sub_(lse[:, None]).exp_()
+            weights[on_target] -= 1.0
+            weights = weights.to(h.dtype)
+            grad_hs[start : start + rows] = (weights @ items_f).to(hs.dtype)
+            grad_items += (weights.T @ h).to(items.dtype)
+        ctx.save_for_backward(grad_hs, grad_items)
+        ctx.m = hs.shape[0]
+        return total / ctx.m
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_hs, grad_items = ctx.saved_tensors
+        return grad_hs * grad / ctx.m, grad_items * grad / ctx.m, None, None, None
+
+
+@LOSSES_REGISTRY.register("ce_row_blocks")
+def ce_row_blocks(scorer, hs, pos, neg, ctx):
+    low = ctx.spec.ce_precision == "bfloat16"
+    return _RowBlockCE.apply(scorer.states(hs), scorer.all_real(), pos - 1, 64, low)
+
+
 LOSSES = [
     ("bce", LossSpec("bce", negatives=1)),
     ("bpr", LossSpec("bpr", negatives=1)),
@@ -52,6 +91,8 @@ LOSSES = [
     ("sampled_softmax, 1024 popularity", LossSpec("sampled_softmax", negatives=1024, sampler="popularity")),
     ("sampled_softmax, in-batch", LossSpec("sampled_softmax", sampler="in_batch")),
     ("ce, unfused reference", LossSpec("ce_unfused")),
+    ("ce, row blocks (before 2026-12-06)", LossSpec("ce_row_blocks")),
+    ("ce, row blocks, bfloat16 copies (before)", LossSpec("ce_row_blocks", ce_precision="bfloat16")),
     ("ce", LossSpec("ce")),
     ("ce, bfloat16 products", LossSpec("ce", ce_precision="bfloat16")),
 ]
@@ -123,6 +164,7 @@ def main() -> None:
         "items": args.items,
         "hidden": args.hidden,
         "threads": args.threads,
+        "batches": args.batches,
         "mean_length": float(data.lengths().mean()),
         "losses": {},
     }
@@ -147,6 +189,7 @@ def write(out: dict) -> None:
         f"causal), synthetic data with {out['users']:,} users, {out['items']:,} items, mean length "
         f"{out['mean_length']:.2f}, batch 128; median of the timed steps. Command: `python "
         f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}"
+        + (f" --batches {out['batches']}" if out.get("batches", 15) != 15 else "")
         + (f" --block-sizes {','.join(map(str, out['block_sizes']))}" if out.get("block_sizes") else "")
         + "`.",
         "",

@@ -25,6 +25,7 @@ tau x log popularity to each item's training logit (logit adjustment); ``model.c
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,35 +164,40 @@ def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Los
 # ---------------------------------------------------------------------------------------------- softmax
 class _FusedSoftmaxCE(torch.autograd.Function):
     """Mean over rows of logsumexp_j (h_m . e_j + b_j) - (h_m . e_pos + b_pos), with both gradients computed
-    in the forward pass, a block of rows at a time: each block's scores are made once, turned in place into
-    (softmax - onehot) and used for the two gradient products while they are still in cache, so no pass holds
-    more than (rows, n_items) scores and the backward only scales the stored gradients by the upstream one
-    (the fused linear cross-entropy of large-vocabulary language models)."""
+    in the forward pass, a block of rows at a time: each block's scores are made once, as an (items x rows)
+    matrix, turned in place into exp(s - max) and used for the two gradient products while they are still in
+    cache, so no pass holds more than (n_items, rows) scores and the backward only scales the stored gradients
+    by the upstream one (the fused linear cross-entropy of large-vocabulary language models).
+
+    Items run down the block so every product keeps the catalogue as its large, unpacked operand and the
+    block's few rows as the small one (a CPU matmul library re-packs its second operand on every call). The
+    softmax's 1/Z and the target's -1 never touch the block: they are applied to the small factors
+    (h / Z, and -e_pos, -h subtracted after the products), which saves two passes over the scores."""
 
     @staticmethod
     def forward(ctx, hs: Tensor, items: Tensor, pos: Tensor, rows: int, bias: Tensor | None, low: bool):
         want_hs, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hs = torch.empty_like(hs) if want_hs else None
         grad_items = torch.zeros_like(items) if want_items else None
-        hs_f, items_f = (hs.bfloat16(), items.bfloat16()) if low else (hs, items)  # rounded once per step
-        total = hs.new_zeros((), dtype=torch.float32)
-        for start in range(0, hs.shape[0], rows):
-            h, target = hs_f[start : start + rows], pos[start : start + rows]
-            logits = (h @ items_f.T).to(hs.dtype)
-            if bias is not None:
-                logits += bias
-            lse = torch.logsumexp(logits, 1)
-            on_target = (torch.arange(len(h), device=h.device), target)
-            total += (lse - logits[on_target]).sum()
-            if not (want_hs or want_items):
-                continue
-            weights = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-            weights[on_target] -= 1.0
-            weights = weights.to(h.dtype)
-            if want_hs:
-                grad_hs[start : start + rows] = (weights @ items_f).to(hs.dtype)
-            if want_items:
-                grad_items += (weights.T @ h).to(items.dtype)
+        product = _bfloat16_product if low and not _cpu_bfloat16_matmul(hs.device) else torch.mm
+        total = hs.new_zeros(())
+        with _cpu_bfloat16_products(low and hs.device.type == "cpu"):
+            for start in range(0, hs.shape[0], rows):
+                h, target = hs[start : start + rows], pos[start : start + rows]
+                scores = product(items, h.T)  # (n_items, rows)
+                if bias is not None:
+                    scores += bias[:, None]
+                on_target = (target, torch.arange(len(h), device=h.device))
+                target_scores = scores[on_target]
+                top = scores.amax(0)
+                weights = scores.sub_(top).exp_()  # exp(s - max), in place
+                z = weights.sum(0)
+                total += (top + z.log() - target_scores).sum()
+                if want_hs:  # (softmax - onehot)^T E = (weights^T E) / Z - e_pos
+                    grad_hs[start : start + rows] = product(weights.T, items) / z[:, None] - items[target]
+                if want_items:  # (softmax - onehot) h = weights (h / Z) - onehot h
+                    grad_items += product(weights, h / z[:, None])
+                    grad_items.index_add_(0, target, h, alpha=-1.0)
         ctx.save_for_backward(grad_hs, grad_items)
         ctx.m = hs.shape[0]
         return total / ctx.m
@@ -208,6 +214,34 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _bfloat16_product(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b with bfloat16 factors and a float32 result (devices without oneDNN's bfloat16 math mode)."""
+    return (a.bfloat16() @ b.bfloat16()).float()
+
+
+def _cpu_bfloat16_matmul(device: torch.device) -> bool:
+    """Whether float32 products on ``device`` can run with bfloat16 factors inside oneDNN (PyTorch's
+    ``torch.backends.mkldnn.matmul.fp32_precision``, CPU only): that avoids copying each factor to bfloat16,
+    which on a CPU costs about as much as the bfloat16 product saves."""
+    return device.type == "cpu" and hasattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision")
+
+
+@contextlib.contextmanager
+def _cpu_bfloat16_products(on: bool):
+    """Float32 CPU products with bfloat16 factors and float32 accumulation while the block runs (oneDNN uses
+    them on CPUs with bfloat16 instructions and plain float32 elsewhere); the setting is restored after."""
+    if not (on and _cpu_bfloat16_matmul(torch.device("cpu"))):
+        yield
+        return
+    settings = torch.backends.mkldnn.matmul
+    before = settings.fp32_precision
+    settings.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        settings.fp32_precision = before
 
 
 def fused_softmax_ce(

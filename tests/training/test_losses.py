@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esrkit.training import losses as losses_module
 from esrkit.training.losses import (
     LOSSES,
     ItemScorer,
@@ -105,22 +106,57 @@ def test_fused_ce_scales_by_the_upstream_gradient_and_skips_what_needs_none():
     assert value.item() == pytest.approx(F.cross_entropy(hs @ items.T, pos - 1).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("rows", [5, 1000])
-def test_bfloat16_ce_is_float32_ce_to_bfloat16_rounding(rows):
-    """``ce_precision=bfloat16`` rounds the factors of the catalogue products only: the loss and gradients
-    stay within bfloat16's rounding of the float32 ones (and are float32 tensors), in any row blocks."""
-    model = TableModel()
-    hs, pos = _states(6)
+def _bfloat16_ce_against_float32(model: TableModel, hs, pos, rows: int):
     scorer = ItemScorer(model)
     exact = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(LossSpec("ce", chunk_rows=rows)))
     spec = LossSpec("ce", chunk_rows=rows, ce_precision="bfloat16")
     low = LOSSES.get("ce")(scorer, hs, pos, None, LossContext(spec))
     assert low.dtype == torch.float32
     assert low.item() == pytest.approx(exact.item(), rel=2e-2)
-    assert low.item() != exact.item()  # the products really ran in bfloat16
     for x, y in zip(_grads(low, hs, model.table), _grads(exact, hs, model.table)):
         assert x.dtype == torch.float32
         assert F.cosine_similarity(x.flatten(), y.flatten(), 0) > 0.999
+    return low, exact
+
+
+@pytest.mark.parametrize("rows", [5, 1000])
+def test_bfloat16_ce_by_casting_is_float32_ce_to_bfloat16_rounding(rows, monkeypatch):
+    """Where oneDNN's bfloat16 math mode is not there (a GPU, an older PyTorch), ``ce_precision=bfloat16``
+    casts the factors of the catalogue products: the loss and gradients stay within bfloat16's rounding of the
+    float32 ones (and are float32 tensors), in any row blocks."""
+    monkeypatch.setattr(losses_module, "_cpu_bfloat16_matmul", lambda device: False)
+    hs, pos = _states(6)
+    low, exact = _bfloat16_ce_against_float32(TableModel(), hs, pos, rows)
+    assert low.item() != exact.item()  # the products really ran in bfloat16
+
+
+def _cpu_has_bfloat16_products() -> bool:
+    """Whether this CPU's oneDNN runs a float32 product with bfloat16 factors when asked (it needs bfloat16
+    instructions; without them the product stays float32)."""
+    a = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    with losses_module._cpu_bfloat16_products(True):
+        low = a @ a
+    return not torch.equal(low, a @ a)
+
+
+@pytest.mark.parametrize("rows", [16, 1000])
+def test_bfloat16_ce_on_cpu_rounds_inside_the_products_and_restores_the_setting(rows):
+    """On a CPU, ``ce_precision=bfloat16`` asks oneDNN for bfloat16 factors inside float32 products (no
+    copies): within bfloat16's rounding of float32, rounded at all where the CPU has bfloat16 instructions,
+    and the global matmul setting is back to what it was afterwards."""
+    if not losses_module._cpu_bfloat16_matmul(torch.device("cpu")):
+        pytest.skip("this PyTorch has no torch.backends.mkldnn.matmul.fp32_precision")
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    model = TableModel(n=600, d=64)
+    g = torch.Generator().manual_seed(7)
+    hs = torch.randn(80, 64, generator=g, requires_grad=True)
+    pos = torch.randint(1, 601, (80,), generator=g)
+    low, exact = _bfloat16_ce_against_float32(model, hs, pos, rows)
+    assert torch.backends.mkldnn.matmul.fp32_precision == before
+    if _cpu_has_bfloat16_products():
+        assert low.item() != exact.item()
+    else:
+        assert low.item() == pytest.approx(exact.item(), rel=1e-6)
 
 
 def test_fused_ce_is_stable_for_large_scores():
