@@ -182,6 +182,7 @@ class TrainConfig:
     negatives: int = 1  # training negatives per positive
     max_batches_per_epoch: int = 0  # 0 = all (a knob for smoke tests and benchmarks)
     buckets: int = 0  # length buckets per batch (exact); 0 = automatic (4 on CPU, 2 on GPU)
+    ema: float = 0.0  # decay of the weights' moving average that validation and the saved model use; 0 = off
 
 
 @dataclass
@@ -563,6 +564,7 @@ RULES: dict[str, Rule] = {
     "train.negatives": at_least(1),
     "train.max_batches_per_epoch": at_least(0),
     "train.buckets": at_least(0),
+    "train.ema": between(0.0, 1.0, high_open=True),
     "eval.protocols": each(one_of(*PROTOCOL_NAMES)),
     "eval.negatives": at_least(1),
     "eval.validation_negatives": one_of("fixed", "resample"),

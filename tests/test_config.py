@@ -68,6 +68,8 @@ BAD = [
     ("train.lr", "0"),
     ("train.lr", "-1e-3"),
     ("train.weight_decay", "-1"),
+    ("train.ema", "1"),
+    ("train.ema", "-0.5"),
     ("train.batch_size", "0"),
     ("train.epochs", "-1"),
     ("train.epochs", "0"),

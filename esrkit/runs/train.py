@@ -118,6 +118,7 @@ def trainer_options(cfg: RunConfig, seed: int, device: torch.device) -> TrainerO
         max_batches_per_epoch=t.max_batches_per_epoch,
         watch=t.watch.lower(),
         watch_protocol=cfg.eval.valid_protocol,
+        ema=cfg.train.ema,
     )
 
 

@@ -182,18 +182,26 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def save_training_state(
-    path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer, trainer_state: dict[str, Any]
+    path: str | Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """``extra``: more named tensors to resume from (the weight average's, ``ema.*``)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = optimizer_to_tensors(opt)
     tensors.update(opt_tensors)
     tensors.update(rng_tensors())
+    tensors.update(extra or {})
     save_tensors(path, tensors, {"optimizer": opt_meta, "trainer": trainer_state})
 
 
 def load_training_state(
     path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restores the model, optimiser and RNG; returns the trainer's state and every tensor of the checkpoint
+    (for what else was saved beside them)."""
     tensors, meta = load_tensors(path)
     device = next(model.parameters()).device
     model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
@@ -201,7 +209,7 @@ def load_training_state(
         opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optimizer.")}, meta["optimizer"]
     )
     restore_rng(tensors)
-    return meta["trainer"]
+    return meta["trainer"], tensors
 
 
 def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any] | None = None) -> None:

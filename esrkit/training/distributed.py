@@ -316,6 +316,7 @@ class DistributedTrainer(Trainer):
         opt_tensors, opt_meta = ckpt.optimizer_to_tensors(self.optimizer)
         tensors.update(opt_tensors)
         tensors.update(ckpt.rng_tensors())  # rank 0's: a single process resuming this checkpoint uses it
+        tensors.update(self._average_tensors())
         for r, st in enumerate(states):
             tensors.update({f"rng.rank{r}.{k}": v for k, v in st.items()})
         ckpt.save_tensors(
@@ -349,6 +350,7 @@ class DistributedTrainer(Trainer):
         self._restore_state(
             meta["trainer"]
         )  # only rank 0 has a run directory, so only it rewrites metrics.jsonl
+        self._restore_average(tensors)
         s = self.state
         log.info(
             "rank %d resumed at epoch %d (best %.4f @ %d)", self.rt.rank, s.epoch, s.best_score, s.best_epoch

@@ -12,6 +12,7 @@ epoch and reaches the same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from esrkit.data.batches import TrainBatch, cloze_batch, last_item_batch, seq2se
 from esrkit.data.tensors import DeviceSequences, length_buckets
 from esrkit.models.recommender import SequentialRecommender
 from esrkit.training import checkpoint as ckpt
+from esrkit.training.averaging import WeightAverage
 from esrkit.training.losses import LossContext, LossSpec
 from esrkit.training.objectives import SelfDistillation, ranking_loss, ranking_loss_and_student
 from esrkit.training.rundir import RunDir, epoch_line
@@ -62,6 +64,7 @@ class TrainerOptions:
     max_batches_per_epoch: int = TrainConfig.max_batches_per_epoch
     watch: str = TrainConfig.watch
     watch_protocol: str = EvalConfig.valid_protocol
+    ema: float = TrainConfig.ema  # decay of the weight average validation and the best model use; 0 = off
 
 
 @dataclass
@@ -127,6 +130,7 @@ class Trainer:
         self.state = TrainState()
         self.n_users = seqs.n_users
         self.n_samples = 2 * self.n_users if model.objective == "cloze" else self.n_users
+        self.average = WeightAverage(model, options.ema) if options.ema > 0 else None
         needs_popularity = options.loss.sampler != "uniform" or options.loss.popularity_adjust > 0
         self._log_popularity = seqs.train_log_popularity() if needs_popularity else None
 
@@ -201,6 +205,8 @@ class Trainer:
         bar = _progress(n_batches, f"epoch {epoch}", self.progress)
         for b in range(n_batches):
             out = self.step(order[b * bs : (b + 1) * bs], gen, epoch)
+            if self.average is not None:
+                self.average.update(self.model)
             for k, v in out.items():
                 totals[k] = totals.get(k, 0.0) + v
             if bar is not None:
@@ -226,10 +232,11 @@ class Trainer:
                 self._stop_diverged(epoch, stats)
                 break
             t0 = time.perf_counter()
-            valid = self.validate(self.model, epoch)
-            stats["valid_seconds"] = time.perf_counter() - t0
-            score = valid[o.watch_protocol]["overall"][o.watch]
-            self._update_stopper(epoch, score)
+            with self._averaged():  # validated and saved as best with the average, trained on without it
+                valid = self.validate(self.model, epoch)
+                stats["valid_seconds"] = time.perf_counter() - t0
+                score = valid[o.watch_protocol]["overall"][o.watch]
+                self._update_stopper(epoch, score)
             record = {
                 "epoch": epoch,
                 **stats,
@@ -242,6 +249,19 @@ class Trainer:
             self._checkpoint(record)
             self._report(record)
         return self.state
+
+    def _averaged(self) -> contextlib.AbstractContextManager[None]:
+        """The weight average in the model for validation and the best checkpoint (``train.ema``)."""
+        return self.average.applied(self.model) if self.average is not None else contextlib.nullcontext()
+
+    def _average_tensors(self) -> dict[str, torch.Tensor]:
+        return self.average.state_tensors() if self.average is not None else {}
+
+    def _restore_average(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.average is None:
+            return
+        if not self.average.load_state_tensors(tensors, next(self.model.parameters()).device):
+            log.warning("the checkpoint holds no weight average (train.ema was off); it starts again here")
 
     def _stop_diverged(self, epoch: int, stats: dict[str, float]) -> None:
         """A NaN/inf loss: every later epoch would be garbage (and validating a NaN model is meaningless), so
@@ -291,7 +311,9 @@ class Trainer:
         if self.run_dir is None:
             return
         append_jsonl(self.run_dir.metrics, record)
-        ckpt.save_training_state(self.run_dir.last, self.model, self.optimizer, self._state_dict())
+        ckpt.save_training_state(
+            self.run_dir.last, self.model, self.optimizer, self._state_dict(), self._average_tensors()
+        )
 
     def _report(self, record: dict[str, Any]) -> None:
         """The epoch's line in the run folder's train.log and on the progress logger (only the process that
@@ -315,7 +337,9 @@ class Trainer:
 
     def _resume(self) -> None:
         assert self.run_dir is not None
-        self._restore_state(ckpt.load_training_state(self.run_dir.last, self.model, self.optimizer))
+        meta, tensors = ckpt.load_training_state(self.run_dir.last, self.model, self.optimizer)
+        self._restore_state(meta)
+        self._restore_average(tensors)
         s = self.state
         log.info("resumed at epoch %d (best %.4f @ %d)", s.epoch, s.best_score, s.best_epoch)
 

@@ -178,3 +178,47 @@ def test_each_rank_gets_its_own_rng_state_back(tmp_path) -> None:
     resumed = trainer(0, [], files)
     resumed._resume()
     assert torch.equal(torch.get_rng_state(), rank0_state) and resumed.state.epoch == 1
+
+
+def test_every_rank_resumes_the_weight_average(tmp_path) -> None:
+    """``train.ema``: the distributed checkpoint holds the average; every rank gets it back (in-process)."""
+    from esrkit.data.tensors import DeviceSequences
+    from esrkit.models import MODELS
+    from esrkit.training.distributed import DistributedTrainer
+    from esrkit.training.rundir import RunDir
+    from esrkit.training.trainer import TrainerOptions
+    from tests.training.helpers import small_data
+
+    data = small_data()
+    rd = RunDir(tmp_path)
+    rd.checkpoints.mkdir(parents=True)
+
+    def trainer(rank: int, files: dict) -> DistributedTrainer:
+        torch.manual_seed(0)
+        model = MODELS.get("id")(data.n_items, backbone="sasrec", hidden=8, max_len=20)
+        return DistributedTrainer(
+            model,
+            DeviceSequences(data),
+            TrainerOptions(max_len=20, ema=0.9),
+            lambda m, e: {},
+            rd if rank == 0 else None,
+            None,
+            progress=False,
+            runtime=_FakeRuntime(rank, [None, {"torch": torch.get_rng_state()}], files),
+        )
+
+    saver = trainer(0, {})
+    saver.average.update(saver.model)
+    with torch.no_grad():
+        for p in saver.model.parameters():
+            p.add_(1.0)
+    saver.average.update(saver.model)  # the average is now 0.1 away from the weights
+    saver.state.epoch = 1
+    saver._checkpoint({"epoch": 0, "loss": 1.0})
+    files = {"last": rd.last.read_bytes()}
+    for rank in (0, 1):
+        resumed = trainer(rank, files)
+        resumed._resume()
+        assert resumed.average.shadow.keys() == saver.average.shadow.keys()
+        for name, value in saver.average.shadow.items():
+            assert torch.equal(resumed.average.shadow[name], value), name
