@@ -83,6 +83,8 @@ def ce_row_blocks(scorer, hs, pos, neg, ctx):
     return _RowBlockCE.apply(scorer.states(hs), scorer.all_real(), pos - 1, 64, low)
 
 
+DEFAULT_BATCHES = 15  # timed steps per loss; the command in a table names --batches only when it differs
+
 LOSSES = [
     ("bce", LossSpec("bce", negatives=1)),
     ("bpr", LossSpec("bpr", negatives=1)),
@@ -146,7 +148,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=52_204)
     ap.add_argument("--items", type=int, default=57_289)
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=15)
+    ap.add_argument("--batches", type=int, default=DEFAULT_BATCHES)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-write", action="store_true")
@@ -189,7 +191,7 @@ def write(out: dict) -> None:
         f"causal), synthetic data with {out['users']:,} users, {out['items']:,} items, mean length "
         f"{out['mean_length']:.2f}, batch 128; median of the timed steps. Command: `python "
         f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}"
-        + (f" --batches {out['batches']}" if out.get("batches", 15) != 15 else "")
+        + (f" --batches {out['batches']}" if out.get("batches", DEFAULT_BATCHES) != DEFAULT_BATCHES else "")
         + (f" --block-sizes {','.join(map(str, out['block_sizes']))}" if out.get("block_sizes") else "")
         + "`.",
         "",

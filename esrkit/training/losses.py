@@ -179,9 +179,10 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         want_hs, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hs = torch.empty_like(hs) if want_hs else None
         grad_items = torch.zeros_like(items) if want_items else None
-        product = _bfloat16_product if low and not _cpu_bfloat16_matmul(hs.device) else torch.mm
+        inside_onednn = low and _cpu_bfloat16_matmul(hs.device)
+        product = _bfloat16_product if low and not inside_onednn else torch.mm
         total = hs.new_zeros(())
-        with _cpu_bfloat16_products(low and hs.device.type == "cpu"):
+        with _cpu_bfloat16_products(inside_onednn):
             for start in range(0, hs.shape[0], rows):
                 h, target = hs[start : start + rows], pos[start : start + rows]
                 scores = product(items, h.T)  # (n_items, rows)
@@ -231,8 +232,9 @@ def _cpu_bfloat16_matmul(device: torch.device) -> bool:
 @contextlib.contextmanager
 def _cpu_bfloat16_products(on: bool):
     """Float32 CPU products with bfloat16 factors and float32 accumulation while the block runs (oneDNN uses
-    them on CPUs with bfloat16 instructions and plain float32 elsewhere); the setting is restored after."""
-    if not (on and _cpu_bfloat16_matmul(torch.device("cpu"))):
+    them on CPUs with bfloat16 instructions and plain float32 elsewhere); the setting is restored after.
+    ``on`` only where ``_cpu_bfloat16_matmul`` says the setting exists."""
+    if not on:
         yield
         return
     settings = torch.backends.mkldnn.matmul
