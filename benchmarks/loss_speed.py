@@ -9,8 +9,8 @@ per step are the median over ``--batches`` steps after two warm-up steps, the lo
 step. The full-softmax ``ce`` costs m x N x D multiply-adds three times per step (m scored positions, N items)
 plus m x N exponentials, which no implementation avoids; the sampled losses cost m x k x D. The row
 "ce, unfused reference" is torch's cross-entropy on the whole score matrix, what esrkit's ``ce`` ran before it
-was fused; the "row blocks" rows are the fused ``ce`` esrkit ran until 2026-12-06 (rows x items blocks,
-bfloat16 by copying the factors).
+was fused; the "fresh memory" rows are the fused ``ce`` of commit 5658426 (each product into new
+memory, the item gradient summed by a separate ``+=``).
 Figures go to the "Ranking losses: step cost" section of RESULTS.md.
 """
 
@@ -34,6 +34,7 @@ from train_speed import beauty_scale  # noqa: E402
 from esrkit.data.tensors import DeviceSequences  # noqa: E402
 from esrkit.models import MODELS  # noqa: E402
 from esrkit.registry import LOSSES as LOSSES_REGISTRY  # noqa: E402
+from esrkit.training import losses as losses_module  # noqa: E402
 from esrkit.training.losses import LossSpec  # noqa: E402
 from esrkit.training.trainer import Trainer, TrainerOptions  # noqa: E402
 
@@ -45,28 +46,28 @@ def ce_unfused(scorer, hs, pos, neg, ctx):
     return F.cross_entropy(scorer.states(hs) @ scorer.all_real().T, pos - 1)
 
 
-class _RowBlockCE(torch.autograd.Function):
-    """The fused ``ce`` esrkit ran before 2026-12-06, kept as the reference the current one is measured
-    against: (rows x items) score blocks, softmax and its one-hot correction applied to the whole block, and
-    bfloat16 by copying both factors (the current one: items x rows blocks, 1/Z and the one-hot on the small
-    factors, bfloat16 inside oneDNN's products)."""
+class _FreshMemoryCE(torch.autograd.Function):
+    """The fused ``ce`` of commit 5658426, kept as the reference the current one is measured
+    against: the same (items x rows) blocks, but every product's result in newly allocated memory and each
+    block's item gradient added by a separate ``+=`` (the current one writes into memory it holds and
+    accumulates inside the product)."""
 
     @staticmethod
     def forward(ctx, hs, items, pos, rows, low):
         grad_hs, grad_items = torch.empty_like(hs), torch.zeros_like(items)
-        hs_f, items_f = (hs.bfloat16(), items.bfloat16()) if low else (hs, items)
         total = hs.new_zeros(())
-        for start in range(0, hs.shape[0], rows):
-            h, target = hs_f[start : start + rows], pos[start : start + rows]
-            logits = (h @ items_f.T).to(hs.dtype)
-            lse = torch.logsumexp(logits, 1)
-            on_target = (torch.arange(len(h)), target)
-            total += (lse - logits[on_target]).sum()
-            weights = logits.sub_(lse[:, None]).exp_()
-            weights[on_target] -= 1.0
-            weights = weights.to(h.dtype)
-            grad_hs[start : start + rows] = (weights @ items_f).to(hs.dtype)
-            grad_items += (weights.T @ h).to(items.dtype)
+        with losses_module._cpu_bfloat16_products(low):
+            for start in range(0, hs.shape[0], rows):
+                h, target = hs[start : start + rows], pos[start : start + rows]
+                scores = items @ h.T
+                target_scores = scores[target, torch.arange(len(h))]
+                top = scores.amax(0)
+                weights = scores.sub_(top).exp_()
+                z = weights.sum(0)
+                total += (top + z.log() - target_scores).sum()
+                grad_hs[start : start + rows] = (weights.T @ items) / z[:, None] - items[target]
+                grad_items += weights @ (h / z[:, None])
+                grad_items.index_add_(0, target, h, alpha=-1.0)
         ctx.save_for_backward(grad_hs, grad_items)
         ctx.m = hs.shape[0]
         return total / ctx.m
@@ -77,10 +78,10 @@ class _RowBlockCE(torch.autograd.Function):
         return grad_hs * grad / ctx.m, grad_items * grad / ctx.m, None, None, None
 
 
-@LOSSES_REGISTRY.register("ce_row_blocks")
-def ce_row_blocks(scorer, hs, pos, neg, ctx):
-    low = ctx.spec.ce_precision == "bfloat16"
-    return _RowBlockCE.apply(scorer.states(hs), scorer.all_real(), pos - 1, 64, low)
+@LOSSES_REGISTRY.register("ce_fresh_memory")
+def ce_fresh_memory(scorer, hs, pos, neg, ctx):
+    low = ctx.spec.ce_precision == "bfloat16" and losses_module._cpu_bfloat16_matmul(hs.device)
+    return _FreshMemoryCE.apply(scorer.states(hs), scorer.all_real(), pos - 1, 64, low)
 
 
 DEFAULT_BATCHES = 15  # timed steps per loss; the command in a table names --batches only when it differs
@@ -93,8 +94,8 @@ LOSSES = [
     ("sampled_softmax, 1024 popularity", LossSpec("sampled_softmax", negatives=1024, sampler="popularity")),
     ("sampled_softmax, in-batch", LossSpec("sampled_softmax", sampler="in_batch")),
     ("ce, unfused reference", LossSpec("ce_unfused")),
-    ("ce, row blocks (before 2026-12-06)", LossSpec("ce_row_blocks")),
-    ("ce, row blocks, bfloat16 copies (before)", LossSpec("ce_row_blocks", ce_precision="bfloat16")),
+    ("ce, fresh memory (5658426)", LossSpec("ce_fresh_memory")),
+    ("ce, fresh memory, bfloat16 products (5658426)", LossSpec("ce_fresh_memory", ce_precision="bfloat16")),
     ("ce", LossSpec("ce")),
     ("ce, bfloat16 products", LossSpec("ce", ce_precision="bfloat16")),
 ]

@@ -26,6 +26,7 @@ tau x log popularity to each item's training logit (logit adjustment); ``model.c
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class LossSpec:
     sampler: str = "uniform"  # sampled_softmax: uniform | popularity | in_batch
     gbce_t: float = 0.75  # gbce calibration t in [0, 1]
     view_losses: bool = False
-    chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (64 on a CPU, bounded memory)
+    chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (128 on a CPU, bounded memory)
     popularity_adjust: float = 0.0  # ce/sampled_softmax: tau of the logit adjustment (training only)
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (the three catalogue products in bfloat16)
 
@@ -165,7 +166,7 @@ def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Los
 class _FusedSoftmaxCE(torch.autograd.Function):
     """Mean over rows of logsumexp_j (h_m . e_j + b_j) - (h_m . e_pos + b_pos), with both gradients computed
     in the forward pass, a block of rows at a time: each block's scores are made once, as an (items x rows)
-    matrix, turned in place into exp(s - max) and used for the two gradient products while they are still in
+    matrix, turned in place into exp(s - c) and used for the two gradient products while they are still in
     cache, so no pass holds more than (n_items, rows) scores and the backward only scales the stored gradients
     by the upstream one (the fused linear cross-entropy of large-vocabulary language models).
 
@@ -178,26 +179,26 @@ class _FusedSoftmaxCE(torch.autograd.Function):
     def forward(ctx, hs: Tensor, items: Tensor, pos: Tensor, rows: int, bias: Tensor | None, low: bool):
         want_hs, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hs = torch.empty_like(hs) if want_hs else None
-        grad_items = torch.zeros_like(items) if want_items else None
+        grad_items = torch.empty_like(items) if want_items else None  # the first block writes it whole
         inside_onednn = low and _cpu_bfloat16_matmul(hs.device)
-        product = _bfloat16_product if low and not inside_onednn else torch.mm
+        mm = _BlockProducts(copies=low and not inside_onednn)
+        room = items.new_empty(items.shape[0] * min(rows, hs.shape[0]))  # every block's scores, in turn
         total = hs.new_zeros(())
         with _cpu_bfloat16_products(inside_onednn):
             for start in range(0, hs.shape[0], rows):
                 h, target = hs[start : start + rows], pos[start : start + rows]
-                scores = product(items, h.T)  # (n_items, rows)
-                if bias is not None:
-                    scores += bias[:, None]
-                on_target = (target, torch.arange(len(h), device=h.device))
-                target_scores = scores[on_target]
-                top = scores.amax(0)
-                weights = scores.sub_(top).exp_()  # exp(s - max), in place
-                z = weights.sum(0)
-                total += (top + z.log() - target_scores).sum()
+                scores = room[: items.shape[0] * len(h)].view(items.shape[0], len(h))
+                mm.into(scores, items, h.T, bias=bias)  # (n_items, rows)
+                target_scores = scores[target, torch.arange(len(h), device=h.device)]
+                refill = functools.partial(mm.into, scores, items, h.T, bias=bias)
+                weights, z, shift = _softmax_numerators(scores, target_scores, refill)
+                total += (shift + z.log() - target_scores).sum()
                 if want_hs:  # (softmax - onehot)^T E = (weights^T E) / Z - e_pos
-                    grad_hs[start : start + rows] = product(weights.T, items) / z[:, None] - items[target]
+                    block = grad_hs[start : start + rows]
+                    mm.into(block, weights.T, items)
+                    block.div_(z[:, None]).sub_(items[target])
                 if want_items:  # (softmax - onehot) h = weights (h / Z) - onehot h
-                    grad_items += product(weights, h / z[:, None])
+                    (mm.into if start == 0 else mm.add_to)(grad_items, weights, h / z[:, None])
                     grad_items.index_add_(0, target, h, alpha=-1.0)
         ctx.save_for_backward(grad_hs, grad_items)
         ctx.m = hs.shape[0]
@@ -205,16 +206,64 @@ class _FusedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        # scaled in place (a new catalogue-sized tensor would cost as much as the scaling); a second backward
+        # through the same graph is therefore refused by autograd instead of scaling twice
         grad_hs, grad_items = ctx.saved_tensors
         scale = grad / ctx.m
         return (
-            None if grad_hs is None else grad_hs * scale,
-            None if grad_items is None else grad_items * scale,
+            None if grad_hs is None else grad_hs.mul_(scale),
+            None if grad_items is None else grad_items.mul_(scale),
             None,
             None,
             None,
             None,
         )
+
+
+def _softmax_numerators(scores: Tensor, target_scores: Tensor, refill: Callable[[], None]):
+    """Turn a block's scores (n_items, rows) into exp(s - c) in place; return them, their column sums z and
+    the shift c, so that a row's loss is c + log z - s_pos.
+
+    The usual shift, each column's maximum, is a pass over the scores of its own. The target's score costs
+    nothing (it is read off the block anyway) and keeps z >= exp(0) = 1, so z cannot underflow; only scores
+    far above the target's (about 88 in float32) overflow, and then the block is made again (``refill``)
+    and shifted by its maxima."""
+    weights = scores.sub_(target_scores).exp_()
+    z = weights.sum(0)
+    if bool(torch.isfinite(z).all()):
+        return weights, z, target_scores
+    refill()
+    top = scores.amax(0)
+    weights = scores.sub_(top).exp_()
+    return weights, weights.sum(0), top
+
+
+@dataclass(frozen=True)
+class _BlockProducts:
+    """The fused loss's products, written into memory it already holds: on a CPU every fresh block-sized
+    result is a new allocation the kernel must page in, and a separate ``+=`` is one more pass over the whole
+    item gradient per block (benchmarks/RESULTS.md). ``copies``: bfloat16 factors by copying (devices without
+    oneDNN's bfloat16 math mode)."""
+
+    copies: bool
+
+    def into(self, out: Tensor, a: Tensor, b: Tensor, bias: Tensor | None = None) -> None:
+        """out = a @ b (+ bias down the rows)."""
+        if self.copies:
+            out.copy_(_bfloat16_product(a, b))
+            if bias is not None:
+                out += bias[:, None]
+        elif bias is None:
+            torch.mm(a, b, out=out)
+        else:
+            torch.addmm(bias[:, None], a, b, out=out)
+
+    def add_to(self, out: Tensor, a: Tensor, b: Tensor) -> None:
+        """out += a @ b."""
+        if self.copies:
+            out += _bfloat16_product(a, b)
+        else:
+            out.addmm_(a, b)
 
 
 def _bfloat16_product(a: Tensor, b: Tensor) -> Tensor:
@@ -255,12 +304,15 @@ def fused_softmax_ce(
     return _FusedSoftmaxCE.apply(hs, items, pos, rows or _auto_rows(items.shape[0], hs.device), bias, low)
 
 
+CPU_BLOCK_ROWS = 128
+
+
 def _auto_rows(n_items: int, device: torch.device, budget: int = 1 << 25) -> int:
-    """On a CPU, 64 rows keep a block's scores in cache (benchmarks/RESULTS.md); a GPU wants few, large
-    blocks (each block is several kernel launches). Either way a block holds at most ``budget`` scores, or
-    one row, so memory stays bounded for any catalogue."""
+    """On a CPU, 128 rows per block measured fastest (benchmarks/RESULTS.md, "fused ce block size"); a GPU
+    wants few, large blocks (each block is several kernel launches). Either way a block holds at most
+    ``budget`` scores, or one row, so memory stays bounded for any catalogue."""
     most = max(1, budget // max(n_items, 1))
-    return most if device.type != "cpu" else min(64, most)
+    return most if device.type != "cpu" else min(CPU_BLOCK_ROWS, most)
 
 
 @LOSSES.register("ce")
