@@ -210,9 +210,10 @@ class MeanPoolEncoder(nn.Module):
         return self.mlp(mean)
 
 
-def test_custom_encoder_plugs_in_and_learns() -> None:
-    if "meanpool-test" not in ENCODERS:
-        ENCODERS.register("meanpool-test", objective="seq2seq", inputs="plain")(MeanPoolEncoder)
+def test_custom_encoder_plugs_in_and_learns(monkeypatch) -> None:
+    ENCODERS.names()  # the built-ins loaded; the test's own encoder leaves with the test
+    monkeypatch.setattr(ENCODERS, "_entries", dict(ENCODERS._entries))
+    ENCODERS.register("meanpool-test", objective="seq2seq", inputs="plain")(MeanPoolEncoder)
     data = small_data()
     _, _, neighbours = small_assets()
     plain = MODELS.get("id")(data.n_items, backbone="meanpool-test", hidden=32, max_len=MAX_LEN)
