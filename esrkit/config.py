@@ -141,6 +141,10 @@ class ModelConfig:
     # ... neighbour j gets neighbour_boost x 2 sigmoid(-s z_j), z_j its standardised log training popularity:
     # s > 0 gives rare neighbours more (up to 2x) and popular ones less; 0 = the same for every neighbour
     neighbour_boost_tail: float = 0.0
+    # LLMInit with text_neighbours: in training, each item's vector is its text neighbours' mean alone with
+    # this probability (per occurrence, inputs and candidates), as DropoutNet drops a cold item's preference
+    # input, so that the mean a tail item leans on is trained to stand in for an ID vector (0 = off)
+    neighbour_dropout: float = 0.0
     semantic_adapter: bool = False  # LLMInit: + a trainable linear map of the frozen LLM vector (starts at 0)
     # AlphaFuse (model.name = "alphafuse"): ID embeddings in the null space of the LLM item embeddings
     null_dim: int = 64  # width of the null space (the last kept coordinates)
@@ -487,11 +491,10 @@ def softmax_loss_only(v: float, cfg: RunConfig) -> str | None:
 
 
 def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
-    """The bonus goes to the last item's text neighbours: without them it would do nothing."""
+    """The bonus and the neighbour dropout act on the items' text neighbours: without them they would do
+    nothing."""
     ok = v == 0 or cfg.model.text_neighbours > 0
-    return (
-        None if ok else "needs model.text_neighbours > 0 (the bonus goes to the last item's text neighbours)"
-    )
+    return None if ok else "needs model.text_neighbours > 0 (it acts on the items' text neighbours)"
 
 
 # model options that only change how a trained model ranks (evaluation and serving), never training: they can
@@ -553,6 +556,9 @@ RULES: dict[str, Rule] = {
     # option turns a recipe's bonus off
     "model.neighbour_boost_items": all_of(at_least(1), llminit_only(ModelConfig.neighbour_boost_items)),
     "model.neighbour_boost_tail": all_of(at_least(0.0), llminit_only(ModelConfig.neighbour_boost_tail)),
+    "model.neighbour_dropout": all_of(
+        between(0.0, 1.0, high_open=True), llminit_only(ModelConfig.neighbour_dropout), needs_text_neighbours
+    ),
     "train.lr": above(0.0),
     "train.weight_decay": at_least(0.0),
     "train.batch_size": at_least(1),

@@ -65,6 +65,8 @@ BAD = [
     ("model.neighbour_boost", "0.5"),  # LLMInit with text neighbours only
     ("model.neighbour_boost_items", "0"),
     ("model.neighbour_boost_tail", "-1"),
+    ("model.neighbour_dropout", "1"),
+    ("model.neighbour_dropout", "0.2"),  # LLMInit with text neighbours only
     ("train.lr", "0"),
     ("train.lr", "-1e-3"),
     ("train.weight_decay", "-1"),
@@ -148,6 +150,7 @@ def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
         resolve_recipe("demo", ["model.name=llminit", "model.neighbour_boost=0.5"])
     cfg = resolve_recipe("demo", [*boost, "model.neighbour_boost_items=3", "model.neighbour_boost_tail=2"])
     assert (cfg.model.neighbour_boost_items, cfg.model.neighbour_boost_tail) == (3, 2.0)
+    assert resolve_recipe("demo", [*boost, "model.neighbour_dropout=0.2"]).model.neighbour_dropout == 0.2
     with pytest.raises(ConfigError, match="neighbour_boost_items.*applies to model.name = llminit only"):
         resolve_recipe("demo", ["model.neighbour_boost_items=3"])
     # a recipe's bonus is turned off by neighbour_boost alone (its refinements are inert without it)

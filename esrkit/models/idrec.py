@@ -152,6 +152,7 @@ class LLMInitRecommender(IDRecommender):
             neighbour_boost=cfg.neighbour_boost,
             neighbour_boost_items=cfg.neighbour_boost_items,
             neighbour_boost_tail=cfg.neighbour_boost_tail,
+            neighbour_dropout=cfg.neighbour_dropout,
             max_len=max_len,
             **common_options(cfg),
             **score_options(cfg),
@@ -169,6 +170,7 @@ class LLMInitRecommender(IDRecommender):
         neighbour_boost: float = 0.0,
         neighbour_boost_items: int = 1,
         neighbour_boost_tail: float = 0.0,
+        neighbour_dropout: float = 0.0,
         **kwargs,
     ) -> None:
         if init_table is None:
@@ -182,9 +184,11 @@ class LLMInitRecommender(IDRecommender):
         self.semantic_adapter = llm_items is not None if semantic_adapter is None else semantic_adapter
         if (self.semantic_adapter or text_neighbours) and llm_items is None:
             raise ValueError("llminit: semantic_adapter and text_neighbours need the LLM item embeddings")
-        self.text_neighbours = TextNeighbours(llm_items, text_neighbours) if text_neighbours else None
-        if neighbour_boost and self.text_neighbours is None:
-            raise ValueError("llminit: neighbour_boost needs text_neighbours")
+        self.text_neighbours = (
+            TextNeighbours(llm_items, text_neighbours, neighbour_dropout) if text_neighbours else None
+        )
+        if (neighbour_boost or neighbour_dropout) and self.text_neighbours is None:
+            raise ValueError("llminit: neighbour_boost and neighbour_dropout need text_neighbours")
         self.neighbour_boost = neighbour_boost
         self.bonus_history, self.neighbour_boost_tail = neighbour_boost_items, neighbour_boost_tail
         if self.semantic_adapter:

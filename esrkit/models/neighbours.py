@@ -11,6 +11,10 @@ with z_i the item's standardised log(1 + training count) and a, b learned (g = 0
 decides how much an item of a given popularity leans on its neighbours, so a tail item gets the weight tail
 items as a group earned and a brand-new item (count 0) that of popularity 0. Gradients reach the neighbours'
 ID vectors too, so popular items are trained as the prototypes of their rare look-alikes.
+
+``model.neighbour_dropout`` = p (training only): with probability p an item's vector is the neighbours'
+mean alone (g_i = 1), DropoutNet's treatment of cold items (Volkovs et al., NeurIPS 2017), so the mean is
+trained to stand in for the ID vector that tail and new items lack.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from esrkit.index.exact import exact_search, exact_topk, normalise_rows
 
 
 class TextNeighbours(nn.Module):
-    def __init__(self, llm_items: np.ndarray, k: int) -> None:
+    def __init__(self, llm_items: np.ndarray, k: int, dropout: float = 0.0) -> None:
         super().__init__()
         n = llm_items.shape[0]
         if not 1 <= k < n:
             raise ValueError(f"model.text_neighbours = {k} must be between 1 and {n - 1} (items - 1)")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"model.neighbour_dropout = {dropout} must be in [0, 1)")
+        self.dropout = dropout
         rows, _ = exact_topk(np.asarray(llm_items, dtype=np.float32), k)  # 0-based rows, most similar first
         ids = torch.zeros(n + 2, k, dtype=torch.long)
         ids[1 : n + 1] = torch.as_tensor(rows.astype(np.int64) + 1)
@@ -55,6 +62,9 @@ class TextNeighbours(nn.Module):
     def mix(self, own: Tensor, ids: Tensor, table: nn.Embedding) -> Tensor:
         borrowed = table(self.neighbour_ids[ids]).mean(-2)
         g = self.weight(ids)
+        if self.training and self.dropout > 0:  # neighbour dropout: the neighbours' mean alone (g = 1)
+            dropped = torch.rand(g.shape, device=g.device) < self.dropout
+            g = torch.where(dropped, torch.ones_like(g), g)
         return (1 - g) * own + g * borrowed
 
     def add(self, llm_vectors: np.ndarray, n_items: int) -> None:

@@ -58,3 +58,30 @@ def test_a_new_item_borrows_from_the_trained_items_its_text_resembles() -> None:
 def test_k_must_leave_a_neighbour() -> None:
     with pytest.raises(ValueError, match="text_neighbours"):
         TextNeighbours(table(), N)
+
+
+def test_neighbour_dropout_uses_the_neighbours_mean_alone_at_its_rate_in_training_only() -> None:
+    """With probability p an occurrence is the neighbours' mean alone (g = 1), independently per occurrence;
+    evaluation never drops (the mix as without the option)."""
+    torch.manual_seed(0)
+    nb = TextNeighbours(table(), K, dropout=0.3)
+    ids_table = nn.Embedding(N + 2, 4, padding_idx=0)
+    ids = torch.randint(1, N + 1, (20_000,))
+    own, borrowed = ids_table(ids), ids_table(nb.neighbour_ids[ids]).mean(-2)
+    with torch.no_grad():
+        out = nb.mix(own, ids, ids_table)
+        nb.eval()
+        plain = nb.mix(own, ids, ids_table)
+    torch.testing.assert_close(plain, 0.5 * own + 0.5 * borrowed)  # g = 0.5 at the start
+    alone = torch.isclose(out, borrowed, atol=1e-6).all(-1)
+    assert torch.isclose(out[~alone], plain[~alone]).all()  # the rest is the ordinary mix
+    rate = alone.float().mean().item()
+    assert abs(rate - 0.3) < 4 * (0.3 * 0.7 / len(ids)) ** 0.5  # binomial: 4 standard errors
+    first, second = alone[: len(ids) // 2], alone[len(ids) // 2 :]
+    assert abs(first.float().mean() - second.float().mean()) < 0.02  # no drift along the batch
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_neighbour_dropout_must_leave_the_own_vector_a_chance(p: float) -> None:
+    with pytest.raises(ValueError, match="neighbour_dropout"):
+        TextNeighbours(table(), K, dropout=p)
