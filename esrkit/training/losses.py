@@ -240,10 +240,10 @@ def _softmax_numerators(scores: Tensor, target_scores: Tensor, refill: Callable[
 
 @dataclass(frozen=True)
 class _BlockProducts:
-    """The fused loss's products, written into memory it already holds: on a CPU every fresh block-sized
-    result is a new allocation the kernel must page in, and a separate ``+=`` is one more pass over the whole
-    item gradient per block (benchmarks/RESULTS.md). ``copies``: bfloat16 factors by copying (devices without
-    oneDNN's bfloat16 math mode)."""
+    """The fused loss's products, written into memory it already holds: every fresh block-sized result is new
+    memory to allocate and fill, and a separate ``+=`` one more pass over the whole item gradient per block
+    (benchmarks/RESULTS.md). ``copies``: bfloat16 factors by copying (devices without oneDNN's bfloat16 math
+    mode)."""
 
     copies: bool
 
@@ -298,9 +298,10 @@ def _cpu_bfloat16_products(on: bool):
 def fused_softmax_ce(
     hs: Tensor, items: Tensor, pos: Tensor, rows: int = 0, bias: Tensor | None = None, low: bool = False
 ) -> Tensor:
-    """Mean softmax cross-entropy of ``hs`` (m, D) against every row of ``items`` (N, D), the targets ``pos``
-    being 0-based rows of ``items``; ``bias`` (N,) is a constant added to every row's scores (no gradient);
-    ``rows``: rows per block (0 = automatic); ``low``: the products in bfloat16 (``model.ce_precision``)."""
+    """Mean softmax cross-entropy of ``hs`` (m >= 1, D) against every row of ``items`` (N, D), the targets
+    ``pos`` being 0-based rows of ``items``; ``bias`` (N,) is a constant added to every row's scores (no
+    gradient); ``rows``: rows per block (0 = automatic); ``low``: the products in bfloat16
+    (``model.ce_precision``)."""
     return _FusedSoftmaxCE.apply(hs, items, pos, rows or _auto_rows(items.shape[0], hs.device), bias, low)
 
 
