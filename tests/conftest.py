@@ -28,6 +28,18 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture
+def scratch_encoders(monkeypatch):
+    """The encoder registry, its built-ins loaded, as a copy for one test: whatever the test registers leaves
+    with it, so other tests' lists of known encoders hold in any order."""
+    from esrkit.models import ENCODERS
+
+    ENCODERS.names()
+    monkeypatch.setattr(ENCODERS, "_entries", dict(ENCODERS._entries))
+    monkeypatch.setattr(ENCODERS, "_meta", dict(ENCODERS._meta))
+    return ENCODERS
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 

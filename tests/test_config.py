@@ -164,19 +164,13 @@ def test_all_problems_are_listed_at_once() -> None:
     assert all(k in message for k in ("train.epochs = -1", "train.batch_size = 0", "model.dropout = 2.0"))
 
 
-def test_names_follow_the_registries(monkeypatch) -> None:
+def test_names_follow_the_registries(scratch_encoders) -> None:
     from torch import nn
-
-    from esrkit.models import ENCODERS
-
-    ENCODERS.names()  # the built-ins loaded, then the test's own encoder leaves with the test
-    monkeypatch.setattr(ENCODERS, "_entries", dict(ENCODERS._entries))
-    monkeypatch.setattr(ENCODERS, "_meta", dict(ENCODERS._meta))
 
     with pytest.raises(ConfigError, match="known: .*sasrec"):
         resolve_recipe("demo", ["model.backbone=config-test-encoder"])
 
-    @ENCODERS.register("config-test-encoder", objective="seq2seq", inputs="plain")
+    @scratch_encoders.register("config-test-encoder", objective="seq2seq", inputs="plain")
     class Encoder(nn.Module):  # a user's own encoder, registered before the recipe is resolved
         pass
 

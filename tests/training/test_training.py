@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from esrkit.models import ENCODERS, MODELS
+from esrkit.models import MODELS
 from esrkit.runs.train import _epochs_seconds
 from esrkit.training.losses import LossSpec
 from esrkit.training.rundir import RunDir
@@ -210,10 +210,8 @@ class MeanPoolEncoder(nn.Module):
         return self.mlp(mean)
 
 
-def test_custom_encoder_plugs_in_and_learns(monkeypatch) -> None:
-    ENCODERS.names()  # the built-ins loaded; the test's own encoder leaves with the test
-    monkeypatch.setattr(ENCODERS, "_entries", dict(ENCODERS._entries))
-    ENCODERS.register("meanpool-test", objective="seq2seq", inputs="plain")(MeanPoolEncoder)
+def test_custom_encoder_plugs_in_and_learns(scratch_encoders) -> None:
+    scratch_encoders.register("meanpool-test", objective="seq2seq", inputs="plain")(MeanPoolEncoder)
     data = small_data()
     _, _, neighbours = small_assets()
     plain = MODELS.get("id")(data.n_items, backbone="meanpool-test", hidden=32, max_len=MAX_LEN)
