@@ -127,21 +127,30 @@ def trainer_for(data, spec: LossSpec, hidden: int) -> Trainer:
     )
 
 
-def time_losses(data, specs: list[tuple[str, LossSpec]], batches: int, hidden: int) -> dict[str, float]:
-    """Median seconds per step of each loss. The losses take turns step by step (round robin), so a change of
-    load on a shared machine hits every loss alike instead of whichever ran at that moment."""
+def time_losses(
+    data, specs: list[tuple[str, LossSpec]], batches: int, hidden: int, consecutive: int = 1
+) -> dict[str, float]:
+    """Median seconds per step of each loss. The losses take turns (round robin), so a change of load on a
+    shared machine hits every loss alike instead of whichever ran at that moment. A turn is ``consecutive``
+    steps of one loss, of which the first only warms up: with 1 (every step timed) each step starts with
+    caches the other losses' models filled; with more, the timed steps follow a step of the same model, as in
+    training."""
     trainers = {label: trainer_for(data, spec, hidden) for label, spec in specs}
     order = next(iter(trainers.values())).epoch_order(0)
     gens = {label: torch.Generator().manual_seed(0) for label in trainers}
     times: dict[str, list[float]] = {label: [] for label in trainers}
-    for b in range(batches + 2):  # the first two steps of each are warm-up
-        rows = order[b * 128 : (b + 1) * 128]
+    warm = 2 if consecutive == 1 else 0  # round robin of single steps: the first two rounds warm up
+    b = 0
+    while min(len(t) for t in times.values()) < batches:
         for label, trainer in trainers.items():
-            t0 = time.perf_counter()
-            trainer.step(rows, gens[label])
-            if b >= 2:
-                times[label].append(time.perf_counter() - t0)
-    return {label: statistics.median(t) for label, t in times.items()}
+            for k in range(consecutive):
+                rows = order[((b + k) * 128) % len(order) :][:128]
+                t0 = time.perf_counter()
+                trainer.step(rows, gens[label])
+                if (consecutive == 1 and b >= warm) or k > 0:
+                    times[label].append(time.perf_counter() - t0)
+        b += consecutive
+    return {label: statistics.median(t[:batches]) for label, t in times.items()}
 
 
 def main() -> None:
@@ -151,6 +160,12 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--batches", type=int, default=DEFAULT_BATCHES)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--consecutive",
+        type=int,
+        default=1,
+        help="steps of one loss per turn, the first untimed (1: single steps in turn, every one timed)",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument(
@@ -173,7 +188,8 @@ def main() -> None:
     }
     sizes = [int(x) for x in args.block_sizes.split(",")] if args.block_sizes else []
     specs = block_size_specs(sizes) if sizes else LOSSES
-    out["losses"] = time_losses(data, specs, args.batches, args.hidden)
+    out["consecutive"] = args.consecutive
+    out["losses"] = time_losses(data, specs, args.batches, args.hidden, args.consecutive)
     out["block_sizes"] = sizes
     for label, sec in out["losses"].items():
         print(f"{label}: {sec * 1000:.1f} ms/step", flush=True)
@@ -194,6 +210,7 @@ def write(out: dict) -> None:
         f"benchmarks/loss_speed.py --users {out['users']} --items {out['items']}"
         + (f" --batches {out['batches']}" if out.get("batches", DEFAULT_BATCHES) != DEFAULT_BATCHES else "")
         + (f" --block-sizes {','.join(map(str, out['block_sizes']))}" if out.get("block_sizes") else "")
+        + (f" --consecutive {out['consecutive']}" if out.get("consecutive", 1) != 1 else "")
         + "`.",
         "",
         "| loss (`model.loss`) | ms per step | vs `bce` |",
@@ -202,7 +219,8 @@ def write(out: dict) -> None:
     for label, sec in out["losses"].items():
         lines.append(f"| {label} | {sec * 1000:.1f} | {sec / bce:.2f}x |")
     kind = "fused ce block size" if out.get("block_sizes") else "step cost"
-    replace_section(f"Ranking losses: {kind} ({out['items']:,} items)", "\n".join(lines))
+    turns = f", {out['consecutive']} steps a turn" if out.get("consecutive", 1) != 1 else ""
+    replace_section(f"Ranking losses: {kind} ({out['items']:,} items{turns})", "\n".join(lines))
 
 
 if __name__ == "__main__":

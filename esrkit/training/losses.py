@@ -191,7 +191,7 @@ class _FusedSoftmaxCE(torch.autograd.Function):
                 mm.into(scores, items, h.T, bias=bias)  # (n_items, rows)
                 target_scores = scores[target, torch.arange(len(h), device=h.device)]
                 refill = functools.partial(mm.into, scores, items, h.T, bias=bias)
-                weights, z, shift = _softmax_numerators(scores, target_scores, refill)
+                weights, z, shift = _softmax_numerators(scores, refill)
                 total += (shift + z.log() - target_scores).sum()
                 if want_hs:  # (softmax - onehot)^T E = (weights^T E) / Z - e_pos
                     block = grad_hs[start : start + rows]
@@ -220,18 +220,22 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         )
 
 
-def _softmax_numerators(scores: Tensor, target_scores: Tensor, refill: Callable[[], None]):
+UNSHIFTED_SUMS = (2.0**-60, 2.0**60)  # column sums of exp(s) that need no shift (no overflow, no denormals)
+
+
+def _softmax_numerators(scores: Tensor, refill: Callable[[], None]):
     """Turn a block's scores (n_items, rows) into exp(s - c) in place; return them, their column sums z and
     the shift c, so that a row's loss is c + log z - s_pos.
 
-    The usual shift, each column's maximum, is a pass over the scores of its own. The target's score costs
-    nothing (it is read off the block anyway) and keeps z >= exp(0) = 1, so z cannot underflow; only scores
-    far above the target's (about 88 in float32) overflow, and then the block is made again (``refill``)
-    and shifted by its maxima."""
-    weights = scores.sub_(target_scores).exp_()
+    Any c gives the same softmax, and trained models' scores lie far inside float32's exponent range, so the
+    block is exponentiated as it is (c = 0): a shift costs a pass over the scores. Where a column's sum leaves
+    [2^-60, 2^60] (a score beyond about +-40: the products could overflow, or the sum lose precision to
+    denormals), the block is made again (``refill``) and shifted by its column maxima, so that z >= 1."""
+    weights = scores.exp_()
     z = weights.sum(0)
-    if bool(torch.isfinite(z).all()):
-        return weights, z, target_scores
+    low, high = UNSHIFTED_SUMS
+    if bool(((z >= low) & (z <= high)).all()):  # false for nan and inf as well
+        return weights, z, 0.0
     refill()
     top = scores.amax(0)
     weights = scores.sub_(top).exp_()
@@ -306,14 +310,19 @@ def fused_softmax_ce(
 
 
 CPU_BLOCK_ROWS = 128
+CPU_WIDE_BLOCK = (256, 1 << 23)  # rows, and the most scores (32 MB) a block of that many may hold
 
 
 def _auto_rows(n_items: int, device: torch.device, budget: int = 1 << 25) -> int:
-    """On a CPU, 128 rows per block measured fastest (benchmarks/RESULTS.md, "fused ce block size"); a GPU
-    wants few, large blocks (each block is several kernel launches). Either way a block holds at most
-    ``budget`` scores, or one row, so memory stays bounded for any catalogue."""
+    """On a CPU, 256 rows per block measured fastest while such a block stays within 8M scores (catalogues of
+    up to 32,768 items), 128 beyond (benchmarks/RESULTS.md, "fused ce block size"); a GPU wants few, large
+    blocks (each block is several kernel launches). Either way a block holds at most ``budget`` scores, or one
+    row, so memory stays bounded for any catalogue."""
     most = max(1, budget // max(n_items, 1))
-    return most if device.type != "cpu" else min(CPU_BLOCK_ROWS, most)
+    if device.type != "cpu":
+        return most
+    wide, wide_budget = CPU_WIDE_BLOCK
+    return wide if wide * n_items <= wide_budget else min(CPU_BLOCK_ROWS, most)
 
 
 @LOSSES.register("ce")

@@ -179,9 +179,8 @@ def test_a_second_backward_through_the_fused_ce_is_refused_not_scaled_twice():
 
 
 def test_fused_ce_survives_scores_far_above_the_target():
-    """The block is shifted by the target's score (no pass for the maxima); a score ~200 above it overflows
-    exp, and that block must fall back to the maxima: the loss is still logsumexp - s_pos, the gradient
-    finite and torch's."""
+    """The block is exponentiated unshifted; a score of 200 overflows exp, and that block must fall back to
+    the maxima: the loss is still logsumexp - s_pos, the gradient finite and torch's."""
     g = torch.Generator().manual_seed(3)
     items = torch.randn(40, 3, generator=g)
     items[5] = torch.tensor([20.0, 0.0, 0.0])  # scores 200 for the first row, whose target is item 0
@@ -193,6 +192,30 @@ def test_fused_ce_survives_scores_far_above_the_target():
     (g1,) = torch.autograd.grad(out, hs)
     (g2,) = torch.autograd.grad(F.cross_entropy(hs @ items.T, pos), hs)
     torch.testing.assert_close(g1, g2)
+
+
+def test_fused_ce_shifts_blocks_whose_products_would_overflow():
+    """Scores of 80 leave exp's sum finite (2 x 5.5e34) but a gradient product (5.5e34 x 1e4 per item)
+    beyond float32: the sum's window must send the block to the shifted path."""
+    hs = torch.tensor([[8.0, 0.0]], requires_grad=True)
+    items = torch.tensor([[10.0, 1e4], [10.0, -1e4], [0.0, 0.0]])
+    pos = torch.tensor([0])
+    out = fused_softmax_ce(hs, items, pos, 1)
+    (g1,) = torch.autograd.grad(out, hs)
+    (g2,) = torch.autograd.grad(F.cross_entropy(hs @ items.T, pos), hs)
+    assert out.item() == pytest.approx(math.log(2), abs=1e-5)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_fused_ce_shifts_blocks_of_very_low_scores():
+    """Scores of -100 exponentiate to float32 denormals (3.7e-44, a few bits of precision): unshifted the loss
+    of 50 equal scores would miss log(50) by about 1e-2."""
+    hs = torch.full((2, 3), -50.0, requires_grad=True)
+    items = torch.full((50, 3), 2.0 / 3.0)
+    out = fused_softmax_ce(hs, items, torch.tensor([0, 7]), 1)  # every score -100
+    assert out.item() == pytest.approx(math.log(50), abs=1e-4)
+    (g,) = torch.autograd.grad(out, hs)
+    torch.testing.assert_close(g, torch.zeros_like(g), atol=1e-5, rtol=0)
 
 
 def test_sampled_softmax_with_every_item_as_negative_is_ce():
@@ -398,7 +421,9 @@ def test_fused_ce_blocks_stay_bounded():
     from esrkit.training.losses import _auto_rows
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert _auto_rows(12_101, cpu) == 128  # the fastest measured on a CPU
+    # the fastest measured on a CPU: 256 rows while a block holds at most 8M scores, 128 beyond
+    assert _auto_rows(12_101, cpu) == _auto_rows(32_768, cpu) == 256
+    assert _auto_rows(32_769, cpu) == _auto_rows(57_289, cpu) == 128
     assert _auto_rows(12_101, gpu) == (1 << 25) // 12_101  # few large blocks on a GPU
     for n in (2_000_000, 50_000_000):
         for device in (cpu, gpu):
