@@ -187,6 +187,7 @@ class TrainConfig:
     max_batches_per_epoch: int = 0  # 0 = all (a knob for smoke tests and benchmarks)
     buckets: int = 0  # length buckets per batch (exact); 0 = automatic (4 on CPU, 2 on GPU)
     ema: float = 0.0  # decay of the weights' moving average that validation and the saved model use; 0 = off
+    item_lr: float = 0.0  # learning rate of the model's item tables (its item_tables()); 0 = train.lr
 
 
 @dataclass
@@ -571,6 +572,7 @@ RULES: dict[str, Rule] = {
     "train.max_batches_per_epoch": at_least(0),
     "train.buckets": at_least(0),
     "train.ema": between(0.0, 1.0, high_open=True),
+    "train.item_lr": at_least(0.0),
     "eval.protocols": each(one_of(*PROTOCOL_NAMES)),
     "eval.negatives": at_least(1),
     "eval.validation_negatives": one_of("fixed", "resample"),

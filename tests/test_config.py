@@ -72,6 +72,7 @@ BAD = [
     ("train.weight_decay", "-1"),
     ("train.ema", "1"),
     ("train.ema", "-0.5"),
+    ("train.item_lr", "-1e-3"),
     ("train.batch_size", "0"),
     ("train.epochs", "-1"),
     ("train.epochs", "0"),

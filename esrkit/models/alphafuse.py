@@ -151,6 +151,9 @@ class AlphaFuseRecommender(SequentialRecommender):
             nn.init.normal_(self.ids.weight, 0.0, std)
             self.ids.weight[0].zero_()
 
+    def item_tables(self) -> list[nn.Parameter]:
+        return [self.ids.weight]
+
     def item_vectors(self, ids: Tensor) -> Tensor:
         vectors = self.input_vectors(ids)
         return vectors if self.score_norm is None else self.score_norm.items(vectors)

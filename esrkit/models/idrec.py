@@ -106,6 +106,9 @@ class IDRecommender(SequentialRecommender):
             out = self.score_norm.users(out)
         return out[:, 1:] if added and not last else out
 
+    def item_tables(self) -> list[nn.Parameter]:
+        return [self.items.weight]
+
     def input_vectors(self, ids: Tensor) -> Tensor:
         """What an item is as an input of the sequence (and, unnormalised, as a candidate)."""
         return self.items(ids)

@@ -291,6 +291,15 @@ class LLMESR(SequentialRecommender):
             parts.append(self.semantic_vectors(ids))
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
+    def item_tables(self) -> list[nn.Parameter]:
+        """E_co, and where trained, the semantic view's per-item offset or the fine-tuned E_se."""
+        tables = [self.collab.weight]
+        if hasattr(self, "semantic_offset"):
+            tables.append(self.semantic_offset.weight)
+        if isinstance(self.semantic_table, nn.Parameter):
+            tables.append(self.semantic_table)
+        return tables
+
     def item_vectors(self, ids: Tensor) -> Tensor:
         """[e_co : e_se], the item half of Eq. (5) (esrkit's view fusion on top when it is switched on)."""
         vectors = self._view_vectors(ids)

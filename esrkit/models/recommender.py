@@ -82,6 +82,11 @@ class SequentialRecommender(nn.Module):
         self.emulate_padding = emulate_padding
 
     # -------------------------------------------------------------------- to implement
+    def item_tables(self) -> list[nn.Parameter]:
+        """The trainable per-item embedding tables, which ``train.item_lr`` trains at their own rate; a model
+        without them cannot take that option."""
+        return []
+
     def encode(self, inp: SeqInput) -> Tensor:
         raise NotImplementedError
 

@@ -117,6 +117,7 @@ def trainer_options(cfg: RunConfig, seed: int, device: torch.device) -> TrainerO
         buckets=t.buckets or auto_buckets(device),
         max_batches_per_epoch=t.max_batches_per_epoch,
         watch=t.watch.lower(),
+        item_lr=t.item_lr,
         watch_protocol=cfg.eval.valid_protocol,
         ema=cfg.train.ema,
     )

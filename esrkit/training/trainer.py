@@ -65,6 +65,7 @@ class TrainerOptions:
     watch: str = TrainConfig.watch
     watch_protocol: str = EvalConfig.valid_protocol
     ema: float = TrainConfig.ema  # decay of the weight average validation and the best model use; 0 = off
+    item_lr: float = TrainConfig.item_lr  # learning rate of the model's item tables; 0 = lr
 
 
 @dataclass
@@ -106,6 +107,23 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def parameter_groups(model: SequentialRecommender, item_lr: float) -> list:
+    """The trainable parameters for Adam: one group at ``train.lr``, or with ``train.item_lr`` the model's
+    item tables in a group of their own at that rate (how far tail items move from their text initialisation
+    is set by it; every other weight keeps ``train.lr``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not item_lr:
+        return params
+    tables = [p for p in model.item_tables() if p.requires_grad]
+    if not tables:
+        raise ValueError(
+            f"train.item_lr: {type(model).__name__} has no trainable item tables (item_tables()); "
+            "unset train.item_lr"
+        )
+    ids = {id(p) for p in tables}
+    return [{"params": tables, "lr": item_lr}, {"params": [p for p in params if id(p) not in ids]}]
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite before any epoch could be kept as the best."""
 
@@ -123,9 +141,10 @@ class Trainer:
     ) -> None:
         self.model, self.seqs, self.opt_cfg = model, seqs, options
         self.validate, self.run_dir, self.sd, self.progress = validate, run_dir, distillation, progress
-        params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
-            params or [torch.zeros(1, requires_grad=True)], lr=options.lr, weight_decay=options.weight_decay
+            parameter_groups(model, options.item_lr) or [torch.zeros(1, requires_grad=True)],
+            lr=options.lr,
+            weight_decay=options.weight_decay,
         )
         self.state = TrainState()
         self.n_users = seqs.n_users

@@ -113,3 +113,16 @@ def test_esrkit_additions_are_off_by_default_and_start_at_the_official_model() -
     ids = torch.arange(N_ITEMS + 1)
     torch.testing.assert_close(residual.semantic_vectors(ids), residual.adapter(residual.semantic_table[ids]))
     assert build(view_norm=True).fusion.active and build(gate="user").fusion.active
+
+
+def test_the_item_tables_are_the_per_item_parameters_that_train() -> None:
+    """``train.item_lr`` trains these at their own rate: E_co always, the semantic offset and a fine-tuned
+    E_se only where they are trained."""
+
+    def names(model) -> set[str]:
+        by_id = {id(p): n for n, p in model.named_parameters()}
+        return {by_id[id(p)] for p in model.item_tables()}
+
+    assert names(build()) == {"collab.weight"}
+    assert names(build(semantic_residual=True)) == {"collab.weight", "semantic_offset.weight"}
+    assert names(build(freeze_semantic=False)) == {"collab.weight", "semantic_table"}
