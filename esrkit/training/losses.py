@@ -227,10 +227,11 @@ def _softmax_numerators(scores: Tensor, refill: Callable[[], None]):
     """Turn a block's scores (n_items, rows) into exp(s - c) in place; return them, their column sums z and
     the shift c, so that a row's loss is c + log z - s_pos.
 
-    Any c gives the same softmax, and trained models' scores lie far inside float32's exponent range, so the
-    block is exponentiated as it is (c = 0): a shift costs a pass over the scores. Where a column's sum leaves
-    [2^-60, 2^60] (a score beyond about +-40: the products could overflow, or the sum lose precision to
-    denormals), the block is made again (``refill``) and shifted by its column maxima, so that z >= 1."""
+    Any c gives the same softmax, and trained models' scores lie far inside float32's exponent range
+    (benchmarks/RESULTS.md, "score range"), so the block is exponentiated as it is (c = 0): a shift costs a
+    pass over the scores. Where a column's sum leaves [2^-60, 2^60] (a score beyond about +-40: the products
+    could overflow, or the sum lose precision to denormals), the block is made again (``refill``) and shifted
+    by its column maxima, so that z >= 1."""
     weights = scores.exp_()
     z = weights.sum(0)
     low, high = UNSHIFTED_SUMS
