@@ -2,6 +2,8 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/loss_speed.py                 # synthetic Beauty scale, CPU
     OMP_WAIT_POLICY=PASSIVE python benchmarks/loss_speed.py --items 12101 --users 22363   # Beauty 5-core size
+    ... --consecutive 5        # five steps of a loss per turn, the last four timed (warm caches)
+    ... --block-sizes 128,256  # the fused ce at these rows per block instead of the losses
 
 SASRec (hidden 64, causal, the plain ID model) on synthetic data with Beauty's length distribution (see
 train_speed.py), batch 128. Every loss trains the same model from the same seed on the same batches; seconds
