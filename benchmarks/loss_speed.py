@@ -134,14 +134,13 @@ def time_losses(
 ) -> dict[str, float]:
     """Median seconds per step of each loss. The losses take turns (round robin), so a change of load on a
     shared machine hits every loss alike instead of whichever ran at that moment. A turn is ``consecutive``
-    steps of one loss, of which the first only warms up: with 1 (every step timed) each step starts with
-    caches the other losses' models filled; with more, the timed steps follow a step of the same model, as in
-    training."""
+    steps of one loss, of which the first only warms up: with 1 (every step timed after two warm-up rounds)
+    each step starts with caches the other losses' models filled; with more, the timed steps follow a step of
+    the same model, as in training."""
     trainers = {label: trainer_for(data, spec, hidden) for label, spec in specs}
     order = next(iter(trainers.values())).epoch_order(0)
     gens = {label: torch.Generator().manual_seed(0) for label in trainers}
     times: dict[str, list[float]] = {label: [] for label in trainers}
-    warm = 2 if consecutive == 1 else 0  # round robin of single steps: the first two rounds warm up
     b = 0
     while min(len(t) for t in times.values()) < batches:
         for label, trainer in trainers.items():
@@ -149,7 +148,8 @@ def time_losses(
                 rows = order[((b + k) * 128) % len(order) :][:128]
                 t0 = time.perf_counter()
                 trainer.step(rows, gens[label])
-                if (consecutive == 1 and b >= warm) or k > 0:
+                warming = b < 2 if consecutive == 1 else k == 0  # single steps: the first two rounds warm up
+                if not warming:
                     times[label].append(time.perf_counter() - t0)
         b += consecutive
     return {label: statistics.median(t[:batches]) for label, t in times.items()}

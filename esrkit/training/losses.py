@@ -50,7 +50,7 @@ class LossSpec:
     sampler: str = "uniform"  # sampled_softmax: uniform | popularity | in_batch
     gbce_t: float = 0.75  # gbce calibration t in [0, 1]
     view_losses: bool = False
-    chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (128 on a CPU, bounded memory)
+    chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (_auto_rows: bounded memory)
     popularity_adjust: float = 0.0  # ce/sampled_softmax: tau of the logit adjustment (training only)
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (the three catalogue products in bfloat16)
 
