@@ -170,6 +170,8 @@ class ModelConfig:
     # without it, so the learned scores need not encode popularity (logit adjustment; 0 = off)
     popularity_adjust: float = 0.0
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (catalogue products in bfloat16: faster on CPU)
+    # ce: this share of every target's mass spread evenly over all items (torch's label_smoothing; 0 = off)
+    label_smoothing: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # options of custom encoders and baselines
 
 
@@ -491,6 +493,12 @@ def softmax_loss_only(v: float, cfg: RunConfig) -> str | None:
     return None if ok else f"needs model.loss = ce or sampled_softmax (it is {cfg.model.loss})"
 
 
+def ce_only(v: float, cfg: RunConfig) -> str | None:
+    """Label smoothing spreads target mass over every item: only the full softmax has every item."""
+    ok = v == 0 or cfg.model.loss == "ce"
+    return None if ok else f"needs model.loss = ce (it is {cfg.model.loss})"
+
+
 def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
     """The bonus and the neighbour dropout act on the items' text neighbours: without them they would do
     nothing."""
@@ -542,6 +550,7 @@ RULES: dict[str, Rule] = {
     "model.gbce_t": between(0.0, 1.0),
     "model.popularity_adjust": all_of(at_least(0.0), softmax_loss_only),
     "model.ce_precision": one_of("float32", "bfloat16"),
+    "model.label_smoothing": all_of(between(0.0, 1.0, high_open=True), ce_only),
     "model.gate": one_of(*GATES),
     "model.null_dim": at_least(1),
     "model.null_threshold": at_least(0.0),

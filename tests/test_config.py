@@ -52,6 +52,8 @@ BAD = [
     ("model.popularity_adjust", "-1"),
     ("model.popularity_adjust", "0.5"),  # with the default loss (bce): a softmax loss is needed
     ("model.ce_precision", "float16"),
+    ("model.label_smoothing", "1.0"),
+    ("model.label_smoothing", "0.1"),  # with the default loss (bce): only ce has every item
     ("model.gate", "item"),
     ("model.null_dim", "0"),
     ("model.null_threshold", "-1"),
@@ -141,9 +143,16 @@ def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
     cfg = resolve_recipe("demo", ["model.name=llminit", "model.new_item_norm=trained"])
     assert cfg.model.new_item_norm == "trained"
     cfg = resolve_recipe(
-        "demo", ["model.loss=ce", "model.popularity_adjust=0.5", "model.ce_precision=bfloat16"]
+        "demo",
+        [
+            "model.loss=ce",
+            "model.popularity_adjust=0.5",
+            "model.ce_precision=bfloat16",
+            "model.label_smoothing=0.1",
+        ],
     )
     assert cfg.model.popularity_adjust == 0.5 and cfg.model.ce_precision == "bfloat16"
+    assert cfg.model.label_smoothing == 0.1
     boost = ["model.name=llminit", "model.text_neighbours=3", "model.neighbour_boost=0.5"]
     cfg = resolve_recipe("demo", boost)
     assert cfg.model.neighbour_boost == 0.5

@@ -99,6 +99,7 @@ def loss_spec(cfg: RunConfig) -> LossSpec:
         view_losses=m.view_losses,
         popularity_adjust=m.popularity_adjust,
         ce_precision=m.ce_precision,
+        label_smoothing=m.label_smoothing,
     )
 
 

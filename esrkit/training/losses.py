@@ -20,7 +20,8 @@ vectors, so a loss works for every model family and backbone.
 ``model.view_losses`` (models with several score views, i.e. LLM-ESR) adds the same loss on each view's own
 logits beside the loss on the fused logits. ``model.popularity_adjust`` (``ce``, ``sampled_softmax``) adds
 tau x log popularity to each item's training logit (logit adjustment); ``model.ce_precision=bfloat16`` runs
-``ce``'s catalogue products with bfloat16 factors.
+``ce``'s catalogue products with bfloat16 factors; ``model.label_smoothing`` spreads that share of every
+target's mass evenly over the catalogue (``ce``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class LossSpec:
     chunk_rows: int = 0  # ce: scored rows per fused block; 0 = automatic (_auto_rows: bounded memory)
     popularity_adjust: float = 0.0  # ce/sampled_softmax: tau of the logit adjustment (training only)
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (the three catalogue products in bfloat16)
+    label_smoothing: float = 0.0  # ce: share of each target's mass spread evenly over every item
 
     @property
     def batch_negatives(self) -> int:
@@ -164,10 +166,11 @@ def gbce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: Los
 
 # ---------------------------------------------------------------------------------------------- softmax
 class _FusedSoftmaxCE(torch.autograd.Function):
-    """Mean over rows of logsumexp_j (h_m . e_j + b_j) - (h_m . e_pos + b_pos), with both gradients computed
-    in the forward pass, a block of rows at a time: each block's scores are made once, as an (items x rows)
-    matrix, turned in place into exp(s - c) and used for the two gradient products while they are still in
-    cache, so no pass holds more than (n_items, rows) scores and the backward only scales the stored gradients
+    """Mean over rows of logsumexp_j (h_m . e_j + b_j) - (h_m . e_pos + b_pos) (label-smoothed: the target
+    term is (1 - eps) s_pos + eps mean_j s_j), with both gradients computed in the forward pass, a block of
+    rows at a time: each block's scores are made once, as an (items x rows) matrix, turned in place into
+    exp(s - c) and used for the two gradient products while they are still in cache, so no pass holds more
+    than (n_items, rows) scores and the backward only scales the stored gradients
     by the upstream one (the fused linear cross-entropy of large-vocabulary language models).
 
     Items run down the block so every product keeps the catalogue as its large, unpacked operand and the
@@ -176,7 +179,16 @@ class _FusedSoftmaxCE(torch.autograd.Function):
     (h / Z, and -e_pos, -h subtracted after the products), which saves two passes over the scores."""
 
     @staticmethod
-    def forward(ctx, hs: Tensor, items: Tensor, pos: Tensor, rows: int, bias: Tensor | None, low: bool):
+    def forward(
+        ctx,
+        hs: Tensor,
+        items: Tensor,
+        pos: Tensor,
+        rows: int,
+        bias: Tensor | None,
+        low: bool,
+        smoothing: float,
+    ):
         want_hs, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hs = torch.empty_like(hs) if want_hs else None
         grad_items = torch.empty_like(items) if want_items else None  # the first block writes it whole
@@ -184,6 +196,11 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         mm = _BlockProducts(copies=low and not inside_onednn)
         room = items.new_empty(items.shape[0] * min(rows, hs.shape[0]))  # every block's scores, in turn
         total = hs.new_zeros(())
+        # label smoothing: the target is (1 - eps) onehot + eps / N, so the row's loss loses eps x its mean
+        # score (h . mean_j e_j + mean_j b_j) and its gradients eps x that mean's
+        keep = 1.0 - smoothing
+        mean_item = items.mean(0) if smoothing else None
+        mean_bias = bias.mean() if smoothing and bias is not None else 0.0
         with _cpu_bfloat16_products(inside_onednn):
             for start in range(0, hs.shape[0], rows):
                 h, target = hs[start : start + rows], pos[start : start + rows]
@@ -192,14 +209,20 @@ class _FusedSoftmaxCE(torch.autograd.Function):
                 target_scores = scores[target, torch.arange(len(h), device=h.device)]
                 refill = functools.partial(mm.into, scores, items, h.T, bias=bias)
                 weights, z, shift = _softmax_numerators(scores, refill)
-                total += (shift + z.log() - target_scores).sum()
-                if want_hs:  # (softmax - onehot)^T E = (weights^T E) / Z - e_pos
+                total += (shift + z.log() - keep * target_scores).sum()
+                if smoothing:
+                    total -= smoothing * ((h @ mean_item).sum() + len(h) * mean_bias)
+                if want_hs:  # (softmax - target)^T E = (weights^T E) / Z - (1 - eps) e_pos - eps mean(E)
                     block = grad_hs[start : start + rows]
                     mm.into(block, weights.T, items)
-                    block.div_(z[:, None]).sub_(items[target])
-                if want_items:  # (softmax - onehot) h = weights (h / Z) - onehot h
+                    block.div_(z[:, None]).sub_(items[target], alpha=keep)
+                    if smoothing:
+                        block.sub_(mean_item, alpha=smoothing)
+                if want_items:  # (softmax - target) h = weights (h / Z) - (1 - eps) onehot h - eps / N h
                     (mm.into if start == 0 else mm.add_to)(grad_items, weights, h / z[:, None])
-                    grad_items.index_add_(0, target, h, alpha=-1.0)
+                    grad_items.index_add_(0, target, h, alpha=-keep)
+        if want_items and smoothing:
+            grad_items.sub_(hs.sum(0), alpha=smoothing / items.shape[0])
         ctx.save_for_backward(grad_hs, grad_items)
         ctx.m = hs.shape[0]
         return total / ctx.m
@@ -213,6 +236,7 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         return (
             None if grad_hs is None else grad_hs.mul_(scale),
             None if grad_items is None else grad_items.mul_(scale),
+            None,
             None,
             None,
             None,
@@ -301,13 +325,21 @@ def _cpu_bfloat16_products(on: bool):
 
 
 def fused_softmax_ce(
-    hs: Tensor, items: Tensor, pos: Tensor, rows: int = 0, bias: Tensor | None = None, low: bool = False
+    hs: Tensor,
+    items: Tensor,
+    pos: Tensor,
+    rows: int = 0,
+    bias: Tensor | None = None,
+    low: bool = False,
+    smoothing: float = 0.0,
 ) -> Tensor:
     """Mean softmax cross-entropy of ``hs`` (m >= 1, D) against every row of ``items`` (N, D), the targets
     ``pos`` being 0-based rows of ``items``; ``bias`` (N,) is a constant added to every row's scores (no
     gradient); ``rows``: rows per block (0 = automatic); ``low``: the products in bfloat16
-    (``model.ce_precision``)."""
-    return _FusedSoftmaxCE.apply(hs, items, pos, rows or _auto_rows(items.shape[0], hs.device), bias, low)
+    (``model.ce_precision``); ``smoothing``: label smoothing as in ``F.cross_entropy`` (target mass
+    ``smoothing / N`` on every item, ``model.label_smoothing``)."""
+    rows = rows or _auto_rows(items.shape[0], hs.device)
+    return _FusedSoftmaxCE.apply(hs, items, pos, rows, bias, low, float(smoothing))
 
 
 CPU_BLOCK_ROWS = 128
@@ -329,10 +361,10 @@ def _auto_rows(n_items: int, device: torch.device, budget: int = 1 << 25) -> int
 @LOSSES.register("ce")
 def ce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossContext) -> Tensor:
     """Full softmax: mean over rows of logsumexp_j s_j - s_pos, fused (``fused_softmax_ce``)."""
-    low = ctx.spec.ce_precision == "bfloat16"
-    return fused_softmax_ce(
-        scorer.states(hs), scorer.all_real(), pos - 1, ctx.spec.chunk_rows, ctx.logit_adjustment(), low
-    )
+    spec = ctx.spec
+    low, smoothing = spec.ce_precision == "bfloat16", spec.label_smoothing
+    states, items, bias = scorer.states(hs), scorer.all_real(), ctx.logit_adjustment()
+    return fused_softmax_ce(states, items, pos - 1, spec.chunk_rows, bias, low, smoothing)
 
 
 def _uniform(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:

@@ -247,6 +247,40 @@ def test_popularity_adjusted_ce_is_softmax_over_shifted_logits(rows):
         assert torch.allclose(x, y, atol=1e-6)
 
 
+@pytest.mark.parametrize("rows", [5, 1000])
+@pytest.mark.parametrize("tau", [0.0, 0.7])
+def test_label_smoothed_ce_is_torchs_label_smoothing(rows, tau):
+    """model.label_smoothing = eps: the target is (1 - eps) onehot + eps / N, as torch's cross_entropy has it,
+    in any row blocks and with the logit adjustment (whose mean enters the loss, not the gradients)."""
+    model, log_pop, eps = TableModel(), _popularity(), 0.2
+    hs, pos = _states(6)
+    spec = LossSpec("ce", chunk_rows=rows, popularity_adjust=tau, label_smoothing=eps)
+    loss = LOSSES.get("ce")(ItemScorer(model), hs, pos, None, LossContext(spec, None, log_pop))
+    logits = hs @ model.table[1 : N + 1].T + tau * log_pop
+    reference = F.cross_entropy(logits, pos - 1, label_smoothing=eps)
+    plain = F.cross_entropy(logits, pos - 1)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert abs(loss.item() - plain.item()) > 1e-2  # smoothing changes the objective
+    mine = _grads(loss, hs, model.table)
+    for x, y in zip(mine, _grads(reference, hs, model.table)):
+        assert torch.allclose(x, y, atol=1e-6)
+    assert (
+        mine[1][[0, N + 1]].abs().sum() == 0
+    )  # smoothed mass goes to real items only, not padding or [MASK]
+
+
+def test_label_smoothing_zero_is_the_plain_fused_ce_bit_for_bit():
+    """The default path is untouched: eps = 0 gives exactly the unsmoothed loss and gradients."""
+    model = TableModel()
+    hs, pos = _states(7)
+    items = model.table[1 : N + 1]
+    a = fused_softmax_ce(hs, items, pos - 1, 4, smoothing=0.0)
+    b = fused_softmax_ce(hs, items, pos - 1, 4)
+    assert a.item() == b.item()
+    for x, y in zip(_grads(a, hs, model.table), _grads(b, hs, model.table)):
+        assert torch.equal(x, y)
+
+
 def test_popularity_adjusted_sampled_softmax_shifts_positive_and_negatives():
     """The registered loss adds tau x log p to the positive and to each shared negative, on top of logQ."""
     model, log_pop, tau = TableModel(), _popularity(), 0.5
