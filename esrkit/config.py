@@ -487,16 +487,16 @@ def llminit_only(default: Any) -> Rule:
     return rule
 
 
-def softmax_loss_only(v: float, cfg: RunConfig) -> str | None:
-    """Logit adjustment shifts a softmax over items; a pairwise or binary loss has no such normaliser."""
-    ok = v == 0 or cfg.model.loss in ("ce", "sampled_softmax")
-    return None if ok else f"needs model.loss = ce or sampled_softmax (it is {cfg.model.loss})"
+def losses_only(*losses: str) -> Rule:
+    """An option of some losses only (0 = off): logit adjustment shifts a softmax over items, which a pairwise
+    or binary loss does not have; label smoothing spreads target mass over every item, which only the full
+    softmax scores."""
 
+    def rule(v: float, cfg: RunConfig) -> str | None:
+        ok = v == 0 or cfg.model.loss in losses
+        return None if ok else f"needs model.loss = {' or '.join(losses)} (it is {cfg.model.loss})"
 
-def ce_only(v: float, cfg: RunConfig) -> str | None:
-    """Label smoothing spreads target mass over every item: only the full softmax has every item."""
-    ok = v == 0 or cfg.model.loss == "ce"
-    return None if ok else f"needs model.loss = ce (it is {cfg.model.loss})"
+    return rule
 
 
 def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
@@ -548,9 +548,9 @@ RULES: dict[str, Rule] = {
     "model.loss": registered(LOSSES),
     "model.loss_sampler": one_of(*LOSS_SAMPLERS),
     "model.gbce_t": between(0.0, 1.0),
-    "model.popularity_adjust": all_of(at_least(0.0), softmax_loss_only),
+    "model.popularity_adjust": all_of(at_least(0.0), losses_only("ce", "sampled_softmax")),
     "model.ce_precision": one_of("float32", "bfloat16"),
-    "model.label_smoothing": all_of(between(0.0, 1.0, high_open=True), ce_only),
+    "model.label_smoothing": all_of(between(0.0, 1.0, high_open=True), losses_only("ce")),
     "model.gate": one_of(*GATES),
     "model.null_dim": at_least(1),
     "model.null_threshold": at_least(0.0),

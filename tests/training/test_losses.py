@@ -264,9 +264,8 @@ def test_label_smoothed_ce_is_torchs_label_smoothing(rows, tau):
     mine = _grads(loss, hs, model.table)
     for x, y in zip(mine, _grads(reference, hs, model.table)):
         assert torch.allclose(x, y, atol=1e-6)
-    assert (
-        mine[1][[0, N + 1]].abs().sum() == 0
-    )  # smoothed mass goes to real items only, not padding or [MASK]
+    # smoothed mass goes to real items only, not padding or [MASK]
+    assert mine[1][[0, N + 1]].abs().sum() == 0
 
 
 def test_label_smoothing_zero_is_the_plain_fused_ce_bit_for_bit():
