@@ -8,26 +8,17 @@ import platform
 import re
 from pathlib import Path
 
+from esrkit.utils.machine import cpu_model, memory_gib
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def machine(modules: tuple[str, ...] = ("torch", "numpy")) -> str:
     """CPU model, cores, RAM, GPU, Python and library versions, and the load average (CPU timings on a shared
     2-core machine depend on it)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        mem = f", {kb / 2**20:.1f} GiB RAM"
-    except (OSError, AttributeError):
-        pass
+    cpu = cpu_model()
+    gib = memory_gib()
+    mem = f", {gib:.1f} GiB RAM" if gib is not None else ""
     gpu = ", no GPU"
     try:
         import torch

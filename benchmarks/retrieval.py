@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from esrkit.utils.machine import cpu_model, memory_gib
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Similar-user retrieval"
@@ -35,24 +37,14 @@ GIB = float(1 << 30)
 
 # ---------------------------------------------------------------------------------------------- machine
 def machine_description() -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with open("/proc/meminfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("MemTotal"):
-                mem_kib = int(line.split()[1])
+    model, gib = cpu_model(), memory_gib() or 0.0
     from importlib.metadata import version
 
     import hnswlib  # noqa: F401
     import torch
 
     return (
-        f"{model}, {os.cpu_count()} cores, {mem_kib / (1 << 20):.1f} GiB RAM, no GPU; Python "
+        f"{model}, {os.cpu_count()} cores, {gib:.1f} GiB RAM, no GPU; Python "
         f"{platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
         f"hnswlib {version('hnswlib')}; every method runs with OMP_WAIT_POLICY=PASSIVE"

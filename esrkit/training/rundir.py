@@ -1,13 +1,13 @@
 """Run directories: everything needed to tell what produced a number.
 
 ``<output_dir>/<name>/seed-<seed>/`` holds ``config.json`` (the resolved RunConfig), ``provenance.json``
-(versions, device, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one line per
-epoch), ``train.log`` (one readable line per epoch as it finishes, also sent to the ``esrkit.progress``
-logger, which the CLI prints on stderr), ``checkpoints/best.safetensors`` and ``checkpoints/last.safetensors``
-(resumable) with their SHA-256 in ``checkpoints/hashes.json``, ``results.json`` (test and validation metrics
-under both protocols and every group) and ``ranks/*.npy`` (per-user ranks for significance tests). A folder
-whose start failed before its first epoch is replaced by the next start (``check_start``); one with a trained
-epoch needs ``--resume``.
+(versions, device, CPU model, git commit, data / embedding / neighbour fingerprints), ``metrics.jsonl`` (one
+line per epoch), ``train.log`` (one readable line per epoch as it finishes, also sent to the
+``esrkit.progress`` logger, which the CLI prints on stderr), ``checkpoints/best.safetensors`` and
+``checkpoints/last.safetensors`` (resumable) with their SHA-256 in ``checkpoints/hashes.json``,
+``results.json`` (test and validation metrics under both protocols and every group) and ``ranks/*.npy``
+(per-user ranks for significance tests). A folder whose start failed before its first epoch is replaced by the
+next start (``check_start``); one with a trained epoch needs ``--resume``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import importlib.metadata
 import logging
 import math
+import os
 import platform
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ import esrkit
 from esrkit.config import ConfigError, config_from_dict
 from esrkit.training import checkpoint as ckpt
 from esrkit.utils.io import atomic_save_npy, atomic_write_json, read_json
+from esrkit.utils.machine import cpu_model
 
 
 def environment() -> dict[str, Any]:
@@ -48,6 +50,8 @@ def environment() -> dict[str, Any]:
         "versions": versions,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
