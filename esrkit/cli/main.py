@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "index": "esrkit.cli.index:index",
     "train": "esrkit.cli.train:train",
     "evaluate": "esrkit.cli.train:evaluate",
+    "tune-bonus": "esrkit.cli.bonus:tune_bonus",
     "recommend": "esrkit.cli.serve:recommend",
     "export": "esrkit.cli.serve:export",
     "items": "esrkit.cli.serve:items",

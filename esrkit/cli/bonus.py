@@ -1,0 +1,85 @@
+"""``esrkit tune-bonus``: choose the ranking-time text-neighbour bonus of trained runs on validation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import click
+
+
+def number_list(kind: type, low: float, empty: bool = False) -> Callable:
+    """A click callback: a comma-separated list of numbers of ``kind``, each at least ``low`` (``empty``: no
+    number is a valid answer)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, text: str) -> list:
+        try:
+            values = [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            values = None
+        if values is None or (not values and not empty) or any(v < low for v in values):
+            what = "integers" if kind is int else "numbers"
+            raise click.BadParameter(f"comma-separated {what} >= {low:g}, not {text!r}")
+        return values
+
+    return parse
+
+
+@click.command("tune-bonus")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--betas", default="0,0.25,0.5,1", callback=number_list(float, 0), help="Values of β.")
+@click.option(
+    "--items", default="1,3", callback=number_list(int, 1), help="M: the neighbours of the last M items."
+)
+@click.option(
+    "--tails", default="0,1,2", callback=number_list(float, 0), help="s: rarer neighbours get more of β."
+)
+@click.option(
+    "--tail-first",
+    default="",
+    callback=number_list(float, 0, empty=True),
+    metavar="TOL[,TOL...]",
+    help="Also choose by the tail-first rule: the best validation tail-item N@10 among the settings within "
+    "TOL (relative) of the best validation N@10, e.g. 0.02.",
+)
+@click.option("--with-test", is_flag=True, help="Also report the test split (never used to choose).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every run's numbers here.")
+@click.option("--device", default="cpu")
+def tune_bonus(run_dirs, betas, items, tails, tail_first, with_test, json_path, device) -> None:
+    """Choose model.neighbour_boost and its refinements on validation for RUN_DIRS (the seeds of one trained
+    configuration with model.text_neighbours; docs/FULL_RANKING.md). Nothing is trained again: the bonus
+    changes how a run ranks, not what it learnt. Prints every setting's mean over the runs and the options
+    that ship the choice with `esrkit export`."""
+    from esrkit.runs.bonus import Setting, bonus_grid, tune_bonus  # lazy: the CLI starts fast
+    from esrkit.utils.io import atomic_write_text
+
+    record = tune_bonus(
+        list(run_dirs), bonus_grid(betas, items, tails), tail_first, with_test, device, click.echo
+    )
+    click.echo(bonus_table(record["mean"], with_test))
+    chosen = Setting(**record["chosen"])
+    click.echo(f"\nchosen on validation (best mean N@10 of {len(run_dirs)} run(s)): {chosen.label()}")
+    click.echo(f"  esrkit export {run_dirs[0]} -o EXPORT {chosen.options()}")
+    for pick in record.get("tail_first", []):
+        setting = Setting(pick["beta"], pick["items"], pick["tail"])
+        click.echo(f"tail-first within {pick['tolerance']:g}: {setting.label()} ({setting.options()})")
+    if json_path:
+        atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+
+
+def bonus_table(mean: list[dict], with_test: bool) -> str:
+    """One row per setting: its mean validation (and test) N@10, overall and on tail items."""
+    from esrkit.runs.bonus import Setting  # lazy: the CLI starts fast
+
+    head, rule = "| setting | validation N@10 | validation tail-item N@10 |", "| --- | ---: | ---: |"
+    if with_test:
+        head, rule = head + " test N@10 | test tail-item N@10 |", rule + " ---: | ---: |"
+    lines = [head, rule]
+    for row in mean:
+        line = f"| {Setting(row['beta'], row['items'], row['tail']).label()} | {row['valid']:.5f} "
+        line += f"| {row['valid_tail_item']:.5f} |"
+        if with_test:
+            line += f" {row['overall']:.4f} | {row['tail_item']:.4f} |"
+        lines.append(line)
+    return "\n".join(lines)

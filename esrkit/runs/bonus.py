@@ -1,0 +1,178 @@
+"""Choose the ranking-time text-neighbour bonus of trained runs on validation (``esrkit tune-bonus``).
+
+``model.neighbour_boost`` (β), ``neighbour_boost_items`` (M) and ``neighbour_boost_tail`` (s) change how a
+trained LLMInit-with-text-neighbours model ranks, not what it learns, so one trained run serves every setting:
+each setting of a grid is evaluated on the validation split (full ranking, as ``esrkit evaluate RUN --split
+valid --neighbour-boost β ...``), and the one with the best mean validation N@10 over the runs given (a
+recipe's seeds) is chosen, ties to the smaller bonus. The test split is read only when asked, to report the
+choice beside no bonus; it never takes part in choosing.
+
+A catalogue that puts its tail first can choose by the tail-first rule instead: among the settings within a
+relative tolerance of the best mean validation N@10, the best mean validation tail-item N@10.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from esrkit.config import RANKING_OPTIONS, ConfigError
+from esrkit.evaluation.metrics import metrics_from_ranks
+from esrkit.reporting.records import differences
+from esrkit.runs.load import load_run, run_evaluator
+from esrkit.utils.io import read_json
+
+
+class Setting(NamedTuple):
+    beta: float  # model.neighbour_boost
+    items: int  # model.neighbour_boost_items: the neighbours of the last M items
+    tail: float  # model.neighbour_boost_tail: rarer neighbours get more
+
+    def label(self) -> str:
+        return "none" if self.beta == 0 else f"beta {self.beta:g}, last {self.items}, tail {self.tail:g}"
+
+    def options(self) -> str:
+        """The same setting as command-line options of ``esrkit evaluate`` / ``export`` / ``recommend``."""
+        return (
+            f"--neighbour-boost {self.beta:g} --neighbour-boost-items {self.items} "
+            f"--neighbour-boost-tail {self.tail:g}"
+        )
+
+
+NO_BONUS = Setting(0.0, 1, 0.0)
+
+
+def bonus_grid(betas: Sequence[float], items: Sequence[int], tails: Sequence[float]) -> list[Setting]:
+    """No bonus once, then every (β > 0, M, s), smallest first: the order ties are broken in."""
+    if any(b < 0 for b in betas) or any(m < 1 for m in items) or any(s < 0 for s in tails):
+        raise ConfigError("the bonus grid needs betas >= 0, items >= 1 and tails >= 0")
+    if not items or not tails:
+        raise ConfigError("the bonus grid needs at least one value of items and of tails")
+    return [
+        NO_BONUS,
+        *sorted(Setting(b, m, s) for b, m, s in itertools.product(set(betas) - {0}, items, tails)),
+    ]
+
+
+def check_runs(run_dirs: Sequence[str | Path]) -> None:
+    """Before any evaluation: every folder a finished run with text neighbours, and all of them one
+    experiment (seeds of one configuration), since one setting is chosen for all."""
+    configs = []
+    for path in run_dirs:
+        if not (Path(path) / "results.json").is_file():
+            raise ConfigError(f"{path}: not a finished esrkit run (no results.json); train it first")
+        cfg = read_json(Path(path) / "config.json")
+        if not (cfg.get("model", {}).get("text_neighbours") or 0) > 0:
+            raise ConfigError(
+                f"{path}: the bonus needs a run trained with model.text_neighbours > 0 (model.name=llminit)"
+            )
+        configs.append({"config": cfg, "provenance": read_json(Path(path) / "provenance.json")})
+    ranking = {f"model.{name}" for name in RANKING_OPTIONS}  # what is being chosen may differ
+    for path, other in zip(run_dirs[1:], configs[1:], strict=True):
+        differ = [k for k in differences(configs[0], other) if k not in ranking]
+        if differ:
+            raise ConfigError(
+                f"{path} trained another experiment than {run_dirs[0]} ({', '.join(differ)}); choose the "
+                "bonus for the seeds of one configuration at a time"
+            )
+
+
+def _ndcg(ranks: np.ndarray, mask: np.ndarray | None = None) -> float:
+    return float(metrics_from_ranks(ranks if mask is None else ranks[mask], (10,))["ndcg@10"])
+
+
+def _rank_settings(run, split: str, settings: Sequence[Setting]) -> dict[str, list[float]]:
+    """N@10 overall and on the split's tail items under every setting, as the evaluator ranks (the bonus
+    applied as reported metrics and serving apply it)."""
+    evaluator = run_evaluator(run, split)
+    tail = evaluator.groups.masks()["tail_item"]
+    overall, tail_item = [], []
+    for beta, items, s in settings:
+        # the three ranking-time attributes ``load_run(ranking=...)`` would set, without a reload per setting
+        run.model.neighbour_boost, run.model.bonus_history, run.model.neighbour_boost_tail = beta, items, s
+        ranks = evaluator.evaluate(run.model, ("full",)).ranks["full"]
+        overall.append(_ndcg(ranks))
+        tail_item.append(_ndcg(ranks, tail))
+    return {"overall": overall, "tail_item": tail_item}
+
+
+def evaluate_run(
+    run_dir: str | Path, settings: Sequence[Setting], with_test: bool = False, device: str = "cpu"
+) -> dict[str, Any]:
+    """One run's validation (and, with ``with_test``, test) full N@10, overall and on tail items, under every
+    setting: ``{"run", "settings": [{"beta", "items", "tail", "valid", "valid_tail_item"[, "test"]}]}``."""
+    valid = _rank_settings(load_run(run_dir, device, add_cold=False), "valid", settings)
+    test = _rank_settings(load_run(run_dir, device), "test", settings) if with_test else None
+    rows = []
+    for i, (beta, items, tail) in enumerate(settings):
+        row = {"beta": beta, "items": items, "tail": tail}
+        row.update(valid=valid["overall"][i], valid_tail_item=valid["tail_item"][i])
+        if test is not None:
+            row["test"] = {"overall": test["overall"][i], "tail_item": test["tail_item"][i]}
+        rows.append(row)
+    return {"run": str(run_dir), "settings": rows}
+
+
+def mean_over_runs(records: Sequence[dict[str, Any]], settings: Sequence[Setting]) -> dict[Setting, dict]:
+    """Each setting's mean over the runs of every number recorded (validation; test where present)."""
+    out = {}
+    for i, setting in enumerate(settings):
+        rows = [r["settings"][i] for r in records]
+        mean = {k: float(np.mean([row[k] for row in rows])) for k in ("valid", "valid_tail_item")}
+        if all("test" in row for row in rows):
+            mean.update(
+                {g: float(np.mean([row["test"][g] for row in rows])) for g in ("overall", "tail_item")}
+            )
+        out[setting] = mean
+    return out
+
+
+def best_by(field: str, candidates: Sequence[Setting], settings: Sequence[Setting], mean: dict) -> Setting:
+    """The candidate with the best mean ``field`` (to 6 decimals); ties to the smaller bonus (earlier in
+    ``settings``)."""
+    return max(candidates, key=lambda k: (round(mean[k][field], 6), -settings.index(k)))
+
+
+def pick_best(settings: Sequence[Setting], mean: dict) -> Setting:
+    """The best mean validation N@10."""
+    return best_by("valid", settings, settings, mean)
+
+
+def pick_tail_first(settings: Sequence[Setting], mean: dict, tolerance: float) -> Setting:
+    """Best mean validation tail-item N@10 among the settings within ``tolerance`` (relative) of the best mean
+    validation N@10; ties to the smaller bonus."""
+    floor = (1 - tolerance) * max(mean[k]["valid"] for k in settings)
+    near = [k for k in settings if mean[k]["valid"] >= floor]
+    return best_by("valid_tail_item", near, settings, mean)
+
+
+def tune_bonus(
+    run_dirs: Sequence[str | Path],
+    settings: Sequence[Setting],
+    tail_first: Sequence[float] = (),
+    with_test: bool = False,
+    device: str = "cpu",
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Evaluate the grid on every run and choose on validation: the record ``{"chosen", "tail_first"?,
+    "runs"}`` (``docs/results/neighbour-boost-*.json`` are such records)."""
+    if any(not 0 <= tol < 1 for tol in tail_first):
+        raise ConfigError("--tail-first tolerances are fractions in [0, 1), e.g. 0.01,0.02")
+    check_runs(run_dirs)
+    records = []
+    for path in run_dirs:
+        log(f"{path}: {len(settings)} settings")
+        records.append(evaluate_run(path, settings, with_test, device))
+    mean = mean_over_runs(records, settings)
+    chosen = pick_best(settings, mean)
+    record: dict[str, Any] = {"chosen": chosen._asdict(), "runs": records}
+    if tail_first:
+        record["tail_first"] = [
+            {"tolerance": tol, **pick_tail_first(settings, mean, tol)._asdict()} for tol in tail_first
+        ]
+    record["mean"] = [{**s._asdict(), **mean[s]} for s in settings]
+    return record

@@ -1,0 +1,144 @@
+"""``esrkit tune-bonus`` (esrkit/runs/bonus.py): the ranking-time bonus chosen on validation, the same numbers
+as ``esrkit evaluate --neighbour-boost``, the test split read only when asked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from esrkit.cli.main import cli
+from esrkit.config import ConfigError
+from esrkit.runs.bonus import NO_BONUS, Setting, bonus_grid, check_runs, pick_best, pick_tail_first
+from esrkit.runs.train import train
+from tests.runs.test_cold_protocol import config
+from tests.runs.test_ranking_bonus import LLMINIT
+
+
+def means(*rows):
+    return {setting: {"valid": v, "valid_tail_item": t} for setting, v, t in rows}
+
+
+def test_the_grid_has_no_bonus_once_then_every_setting_smallest_first():
+    grid = bonus_grid([0, 0.5, 0.25, 0.5], [3, 1], [0])
+    assert grid == [
+        NO_BONUS,
+        Setting(0.25, 1, 0),
+        Setting(0.25, 3, 0),
+        Setting(0.5, 1, 0),
+        Setting(0.5, 3, 0),
+    ]
+    assert (
+        Setting(0.25, 3, 1).options()
+        == "--neighbour-boost 0.25 --neighbour-boost-items 3 --neighbour-boost-tail 1"
+    )
+    for bad in ([[-1], [1], [0]], [[1], [0], [0]], [[1], [1], [-0.5]], [[1], [], [0]]):
+        with pytest.raises(ConfigError, match="bonus grid"):
+            bonus_grid(*bad)
+
+
+def test_tail_first_picks_the_best_tail_within_the_tolerance_and_never_below_it():
+    none, small, large, huge = NO_BONUS, Setting(0.25, 1, 2.0), Setting(0.5, 3, 3.0), Setting(1.0, 3, 3.0)
+    mean = means((none, 0.100, 0.050), (small, 0.101, 0.055), (large, 0.1002, 0.060), (huge, 0.095, 0.070))
+    settings = [none, small, large, huge]
+    # floor 0.99 x 0.101 = 0.09999: `large` is above it, `huge` (the best tail) below
+    assert pick_tail_first(settings, mean, 0.01) == large
+    assert pick_tail_first(settings, mean, 0.10) == huge
+    assert pick_tail_first(settings, mean, 0.0) == small == pick_best(settings, mean)
+
+
+def test_ties_go_to_the_smaller_bonus():
+    a, b = Setting(0.25, 1, 0.0), Setting(0.5, 1, 0.0)
+    mean = means((a, 0.1, 0.06), (b, 0.1, 0.06))
+    assert pick_tail_first([a, b], mean, 0.01) == a == pick_best([a, b], mean)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two seeds of LLMInit with text neighbours, and one run without them."""
+    root = tmp_path_factory.mktemp("bonus")
+    for seed in (42, 43):
+        train(config(root, *LLMINIT, f"train.seed={seed}"), progress=False)
+    train(config(root / "plain", "model.name=llminit", "train.epochs=1"), progress=False)
+    base = root / "runs" / "demo"
+    return base / "seed-42", base / "seed-43", root / "plain" / "runs" / "demo" / "seed-42"
+
+
+def evaluate(run_dir, split, beta):
+    out = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(run_dir),
+            "--split",
+            split,
+            "--json",
+            "--protocol",
+            "full",
+            "--neighbour-boost",
+            str(beta),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    return json.loads(out.output)["full"]
+
+
+def test_the_choice_is_made_on_validation_with_evaluates_numbers(runs, tmp_path):
+    a, b, _ = runs
+    path = tmp_path / "choice.json"
+    out = CliRunner().invoke(
+        cli,
+        ["tune-bonus", str(a), str(b), "--betas", "0,3", "--items", "1", "--tails", "0", "--json", str(path)],
+    )
+    assert out.exit_code == 0, out.output
+    record = json.loads(path.read_text())
+    for run, row in zip((a, b), record["runs"], strict=True):
+        assert [s["beta"] for s in row["settings"]] == [0.0, 3.0]
+        for setting in row["settings"]:
+            assert "test" not in setting  # the test split is not read unless asked
+            valid = evaluate(run, "valid", setting["beta"])
+            assert setting["valid"] == pytest.approx(valid["overall"]["ndcg@10"], abs=1e-9)
+            assert setting["valid_tail_item"] == pytest.approx(valid["tail_item"]["ndcg@10"], abs=1e-9)
+    means_ = [(m["valid"], -i) for i, m in enumerate(record["mean"])]
+    best = record["mean"][max(range(2), key=lambda i: means_[i])]
+    assert record["chosen"] == {k: best[k] for k in ("beta", "items", "tail")}
+    assert record["mean"][1]["valid"] == pytest.approx(
+        (record["runs"][0]["settings"][1]["valid"] + record["runs"][1]["settings"][1]["valid"]) / 2
+    )
+    assert "chosen on validation" in out.output and "esrkit export" in out.output
+
+    out = CliRunner().invoke(
+        cli,
+        [
+            "tune-bonus",
+            str(a),
+            "--betas",
+            "3",
+            "--items",
+            "1",
+            "--tails",
+            "0",
+            "--with-test",
+            "--json",
+            str(path),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    test = json.loads(path.read_text())["runs"][0]["settings"][1]["test"]
+    assert test["overall"] == pytest.approx(evaluate(a, "test", 3)["overall"]["ndcg@10"], abs=1e-9)
+
+
+def test_bad_runs_and_options_are_refused_before_any_evaluation(runs):
+    a, b, plain = runs
+    with pytest.raises(ConfigError, match="needs a run trained with model.text_neighbours"):
+        check_runs([a, plain])
+    other = config(a.parent.parent.parent.parent / "other", *LLMINIT, "model.hidden=32")
+    train(other, progress=False)
+    with pytest.raises(ConfigError, match=r"another experiment .*model\.hidden"):
+        check_runs([a, a.parents[3] / "other" / "runs" / "demo" / "seed-42"])
+    with pytest.raises(ConfigError, match="not a finished esrkit run"):
+        check_runs([a.parent])
+    for option in (["--items", "0"], ["--betas", "x"], ["--tail-first", "-1"]):
+        out = CliRunner().invoke(cli, ["tune-bonus", str(a), *option])
+        assert out.exit_code == 2 and option[0] in out.output, out.output
