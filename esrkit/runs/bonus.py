@@ -52,10 +52,8 @@ def bonus_grid(betas: Sequence[float], items: Sequence[int], tails: Sequence[flo
         raise ConfigError("the bonus grid needs betas >= 0, items >= 1 and tails >= 0")
     if not items or not tails:
         raise ConfigError("the bonus grid needs at least one value of items and of tails")
-    return [
-        NO_BONUS,
-        *sorted(Setting(b, m, s) for b, m, s in itertools.product(set(betas) - {0}, items, tails)),
-    ]
+    on = set(itertools.product([float(b) for b in betas if b > 0], map(int, items), map(float, tails)))
+    return [NO_BONUS, *sorted(Setting(*setting) for setting in on)]
 
 
 def check_runs(run_dirs: Sequence[str | Path]) -> None:

@@ -21,7 +21,7 @@ def means(*rows):
 
 
 def test_the_grid_has_no_bonus_once_then_every_setting_smallest_first():
-    grid = bonus_grid([0, 0.5, 0.25, 0.5], [3, 1], [0])
+    grid = bonus_grid([0, 0.5, 0.25, 0.5], [3, 1, 3], [0, 0])
     assert grid == [
         NO_BONUS,
         Setting(0.25, 1, 0),
