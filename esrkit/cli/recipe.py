@@ -38,14 +38,24 @@ def recipe() -> None:
     help="Writes OUT/recipes/NAME.toml and OUT/recipes/prompts/NAME.toml (esrkit finds recipes in "
     "the current folder's recipes/).",
 )
+@click.option(
+    "--preset",
+    type=click.Choice(["llmesr", "best"]),
+    default="llmesr",
+    show_default=True,
+    help="llmesr: the paper's model with the official settings, beside its baselines; best: esrkit's "
+    "recommended configuration for deploying (LLMInit-CE with text neighbours, docs/FULL_RANKING.md).",
+)
 @click.option("--force", is_flag=True, help="Replace files this command wrote before.")
-def new(name, dataset, provider, backbone, out, force) -> None:
+def new(name, dataset, provider, backbone, preset, out, force) -> None:
     """Write a commented recipe and a prompt template for DATASET, from its own item fields.
 
-    The recipe trains LLM-ESR with the official settings; its comments give the commands that train the SASRec
-    and LLMInit baselines and compare the three. The template names the fields it found and joins list fields
-    (e.g. RecBole token_seq titles) as text. Long-tail groups: the official rule unless it leaves a group
-    empty or tiny on this data, then the paper's 20% rule (the reason is a comment in the recipe).
+    The recipe trains LLM-ESR with the official settings (--preset best: esrkit's recommended full-ranking
+    configuration); its comments give the commands that train the SASRec and LLMInit baselines and compare
+    them, and with --preset best the ones that choose its ranking bonus and ship it. The template names the
+    fields it found and joins list fields (e.g. RecBole token_seq titles) as text. Long-tail groups: the
+    official rule unless it leaves a group empty or tiny on this data, then the paper's 20% rule (the reason
+    is a comment in the recipe).
 
     \b
     Example:
@@ -60,7 +70,7 @@ def new(name, dataset, provider, backbone, out, force) -> None:
     )
 
     try:
-        s = scaffold(name, dataset, provider, backbone, out, force)
+        s = scaffold(name, dataset, provider, backbone, out, force, preset=preset)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     write(s)

@@ -205,6 +205,12 @@ def pca_for(cfg: RunConfig, items: np.ndarray, dim: int) -> tuple[np.ndarray, An
                 f"{cfg.embedding.pca_table}: expected ({items.shape[0]}, {dim}), got {table.shape}"
             )
         return table, None
+    if dim > min(items.shape):
+        option = "embedding.pca_dim" if cfg.embedding.pca_dim else "model.hidden"
+        raise ConfigError(
+            f"{option} = {dim}, but the item table starts from a PCA of the item embeddings, which has at "
+            f"most min(items, embedding dimensions) = {min(items.shape)} components here: lower {option}"
+        )
     return pca_fit(items, dim=dim)
 
 

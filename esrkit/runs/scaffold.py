@@ -1,10 +1,11 @@
 """``esrkit recipe new``: a commented recipe and prompt template for a processed dataset nobody wrote one for.
 
-The recipe trains LLM-ESR with the official settings on the dataset, with the long-tail group rule chosen for
-the data (the official thresholds, unless they leave a group empty or tiny; then the paper's 20% rule or
-thresholds fitted to the data, with the reason in a comment), and says how to train the SASRec and LLMInit
-baselines next to it and compare them. The template comes from the dataset's own item fields
-(esrkit/prompts/scaffold.py). Both files are checked by loading them back before anything is written.
+The recipe trains LLM-ESR with the official settings on the dataset (or, with ``preset="best"``, esrkit's
+recommended full-ranking configuration), with the long-tail group rule chosen for the data (the official
+thresholds, unless they leave a group empty or tiny; then the paper's 20% rule or thresholds fitted to the
+data, with the reason in a comment), and says how to train the SASRec and LLMInit baselines next to it and
+compare them. The template comes from the dataset's own item fields (esrkit/prompts/scaffold.py). Both files
+are checked by loading them back before anything is written.
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ def check_targets(name: str, targets: dict[str, Path], force: bool) -> None:
             raise FileExistsError(f"{target} exists (pass --force to replace it)")
 
 
-def check_choices(provider: str, backbone: str) -> None:
+def check_choices(provider: str, backbone: str, preset: str = "llmesr") -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; there are {', '.join(PRESETS)}")
+    if preset == "best" and provider == "none":
+        raise ValueError("--preset best starts from the LLM embeddings: it needs a provider, not none")
     if provider != "none":
         find_resource("provider", provider)  # names the known providers when it is not one of them
     if backbone not in ENCODERS:
@@ -107,6 +112,8 @@ def choose_groups(data: SequenceData, max_len: int) -> tuple[dict[str, object], 
 
 
 def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     return f'"{v}"' if isinstance(v, str) else str(v)
 
 
@@ -117,7 +124,24 @@ def _line(key: str, value: object, comment: str = "") -> str:
 
 
 def _comment(text: str) -> list[str]:
-    return [f"# {part}" for part in textwrap.wrap(text, 106)]
+    return [f"# {part}" for part in textwrap.wrap(text, 106, break_on_hyphens=False)]
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
+def _command(args: list[str]) -> list[str]:
+    """A command as indented comment lines, continued with a backslash, each ``--set`` kept with its value."""
+    words = [" ".join(args[i : i + 2]) if args[i] == "--set" else args[i] for i in range(len(args))]
+    words = [w for i, w in enumerate(words) if i == 0 or args[i - 1] != "--set"]
+    lines, line = [], "#  "
+    for word in words:
+        if len(line) + len(word) > 104:
+            lines.append(line + " \\")
+            line = "#     "
+        line += " " + word
+    return [*lines, line]
 
 
 def recipe_text(
@@ -129,31 +153,26 @@ def recipe_text(
     groups: dict[str, object],
     group_note: str,
     max_len: int = 200,
+    preset: str = "llmesr",
 ) -> str:
     lengths = data.lengths()
     mean = float(lengths.mean()) if lengths.size else 0.0
     longest = int(lengths.max()) if lengths.size else 0
-    objective = {"sasrec": "", "bert4rec": " (cloze objective)", "gru4rec": " (last-item objective)"}
+    flag = "" if preset == "llmesr" else f" --preset {preset}"
+    description, intro, sections = PRESETS[preset](name, data, backbone, mean)
     lines = [
         *_comment(
-            f"Recipe {name!r}, written by `esrkit recipe new {name} --dataset {dataset}` on "
+            f"Recipe {name!r}, written by `esrkit recipe new {name} --dataset {dataset}{flag}` on "
             f"{time.strftime('%Y-%m-%d')}. Dataset {data.name!r}: {data.n_users:,} users, "
             f"{data.n_items:,} items, {data.n_interactions:,} interactions, history length mean "
             f"{mean:.1f} / max {longest}."
         ),
         "#",
-        f"# Train LLM-ESR:  esrkit train -r {name}          (run folders: runs/{name}/seed-<seed>/)",
-        "# The baselines it is compared with (the paper's single-view models use 128 dimensions):",
-        (
-            f"#   esrkit train -r {name} --name {name}-sasrec --set model.name=id --set model.hidden=128 "
-            "--set embedding.provider=none"
-        ),
-        f"#   esrkit train -r {name} --name {name}-llminit --set model.name=llminit --set model.hidden=128",
-        f"#   esrkit report runs/ --out reports/{name}    (Table 1: overall and long-tail groups)",
+        *intro,
         "# Every key and its default: esrkit/config.py (unknown keys are errors). --set section.key=value",
         "# overrides anything for one run; --seeds 42,43,44 trains several seeds.",
         "",
-        _line("description", f"LLM-ESR ({backbone}) on {data.name}"),
+        _line("description", description),
         _line("output_dir", "runs"),
         "",
         "[data]",
@@ -171,6 +190,27 @@ def recipe_text(
         _line("provider", provider, "esrkit providers: offline (no download), minilm, openai, llama, ..."),
         _line("templates", name, f"recipes/prompts/{name}.toml, written with this recipe: edit the wording"),
         "",
+        *sections,
+    ]
+    return "\n".join(lines)
+
+
+def llmesr_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tuple[str, list, list]:
+    """LLM-ESR with the official settings, and the paper's two baselines beside it."""
+    objective = {"sasrec": "", "bert4rec": " (cloze objective)", "gru4rec": " (last-item objective)"}
+    intro = [
+        f"# Train LLM-ESR:  esrkit train -r {name}          (run folders: runs/{name}/seed-<seed>/)",
+        "# The baselines it is compared with (the paper's single-view models use 128 dimensions):",
+        (
+            f"#   esrkit train -r {name} --name {name}-sasrec --set model.name=id --set model.hidden=128 "
+            "--set embedding.provider=none"
+        ),
+        f"#   esrkit train -r {name} --name {name}-llminit --set model.name=llminit --set model.hidden=128",
+        f"#   esrkit report runs/ --out reports/{name}    (Table 1: overall and long-tail groups)",
+        "# For deploying, `esrkit recipe new ... --preset best` writes esrkit's recommended configuration",
+        "# (LLMInit-CE with text neighbours: docs/FULL_RANKING.md).",
+    ]
+    sections = [
         "[model]",
         _line("name", "llmesr", "llmesr | id (the plain backbone) | llminit | cities | melt | rlmrec"),
         _line("backbone", backbone, f"sasrec | bert4rec | gru4rec{objective.get(backbone, '')}"),
@@ -178,12 +218,12 @@ def recipe_text(
         _line("alpha", 0.1, "weight of the retrieval-augmented self-distillation"),
     ]
     if mean > LONG_HISTORY:
-        lines += _comment(
+        sections += _comment(
             'teacher_refresh = "epoch"  (long histories make the 10 teachers per user the '
             "largest cost of a step; per-epoch teachers are cheaper but not the official "
             "schedule: benchmarks/RESULTS.md)"
         )
-    lines += [
+    sections += [
         "",
         "[retrieval]",
         _line("n_similar", 10, "similar users that teach each user (found from the user prompts)"),
@@ -199,7 +239,81 @@ def recipe_text(
         _line("batch_size", 128),
         "",
     ]
-    return "\n".join(lines)
+    return f"LLM-ESR ({backbone}) on {data.name}", intro, sections
+
+
+def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tuple[str, list, list]:
+    """esrkit's recommended configuration (the settings recipes/beauty5-best.toml and scientific-best.toml
+    share), the baselines it was measured against, and the steps that choose its ranking bonus and ship it."""
+    neighbours = min(10, data.n_items - 1)
+    # the table starts from a PCA of the item embeddings, which has at most n_items components
+    hidden = next(h for h in (256, 128, 64, 32, 16, 8) if h <= data.n_items)
+    shared = [
+        "model.loss=ce",
+        "eval.valid_protocol=full",
+        "model.hidden=128",
+        "train.ema=0",
+        "train.lr=0.001",
+    ]
+    shared += ["model.causal=true"] if backbone == "sasrec" else []
+    sasrec = [
+        "model.name=id",
+        "embedding.provider=none",
+        "model.text_neighbours=0",
+        "model.new_item_norm=projection",
+    ]
+    llminit = ["model.text_neighbours=0"]
+    intro = [
+        *_comment(
+            "esrkit's recommended configuration for deploying (docs/FULL_RANKING.md; the recipes "
+            "beauty5-best and scientific-best): LLMInit trained with softmax cross-entropy over every item, "
+            "each item's vector mixed with its nearest items' by text, a moving average of the weights, "
+            "epochs selected on validation full-ranking N@10 (a deployed recommender ranks the whole "
+            "catalogue)."
+        ),
+        "# Train it (run folders: runs/NAME/seed-<seed>/), choose its ranking bonus on validation, ship it:",
+        f"#   esrkit train -r {name} --seeds 42,43,44",
+        f"#   esrkit tune-bonus runs/{name}/seed-*",
+        f"#   esrkit export runs/{name}/seed-42 -o exports/{name}    (with the options tune-bonus prints)",
+        "# The baselines it is measured against: SASRec-CE (no LLM) and LLMInit-CE (no text neighbours):",
+        *_command(["esrkit", "train", "-r", name, "--name", f"{name}-sasrec-ce", *_sets(sasrec + shared)]),
+        *_command(["esrkit", "train", "-r", name, "--name", f"{name}-llminit-ce", *_sets(llminit + shared)]),
+        f"#   esrkit report runs/ --out reports/{name}    (both protocols, long-tail groups)",
+    ]
+    sections = [
+        "[model]",
+        _line("name", "llminit", "the item table starts from the LLM embeddings' PCA"),
+        _line("backbone", backbone, "sasrec is the measured one; bert4rec | gru4rec take the same options"),
+        _line(
+            "hidden",
+            hidden,
+            "validation chose 256 over 128 on both datasets measured"
+            if hidden == 256
+            else f"at most the {data.n_items} items' PCA components (256 where the catalogue allows)",
+        ),
+        _line("loss", "ce", "softmax cross-entropy over every item (fused: bounded memory)"),
+        *([_line("causal", True, "textbook SASRec attention")] if backbone == "sasrec" else []),
+        _line(
+            "text_neighbours", neighbours, "nearest items by text mixed into each item (10 and 5 measured)"
+        ),
+        _line("new_item_norm", "trained", "items added later from their text get the trained rows' length"),
+        _line("neighbour_boost", 0.0, "ranking only: choose it after training with esrkit tune-bonus"),
+        "",
+        "[train]",
+        _line("epochs", 200, "up to 200 epochs, early stopping on validation"),
+        _line("patience", 20, "full-ranking N@10, the official patience; lower both for a first look"),
+        _line("batch_size", 128),
+        _line("ema", 0.998, "validate and keep a moving average of the weights"),
+        _line("lr", 0.0003, "the rate validation chose with the average"),
+        "",
+        "[eval]",
+        _line("valid_protocol", "full", "epochs selected on full-ranking N@10"),
+        "",
+    ]
+    return f"LLMInit-CE with text neighbours ({backbone}) on {data.name}", intro, sections
+
+
+PRESETS = {"llmesr": llmesr_preset, "best": best_preset}  # --preset of esrkit recipe new
 
 
 def scaffold(
@@ -210,6 +324,7 @@ def scaffold(
     out: str | Path = ".",
     force: bool = False,
     max_len: int = 200,
+    preset: str = "llmesr",
 ) -> Scaffold:
     """Build (and check) the recipe and template texts; nothing is written (see ``write``). Every option is
     checked before the dataset is read."""
@@ -217,11 +332,11 @@ def scaffold(
     recipe_path = out / KIND_DIRS["recipe"] / f"{name}.toml"
     templates_path = out / KIND_DIRS["prompt"] / f"{name}.toml"
     check_targets(name, {"recipe": recipe_path, "prompt": templates_path}, force)
-    check_choices(provider, backbone)
+    check_choices(provider, backbone, preset)
     data = SequenceData.load(dataset)
     templates = scaffold_templates(data, name)
     groups, note = choose_groups(data, max_len)
-    recipe = recipe_text(name, str(dataset), data, provider, backbone, groups, note, max_len)
+    recipe = recipe_text(name, str(dataset), data, provider, backbone, groups, note, max_len, preset)
     # a text that does not load back is a bug here, not the user's problem: fail before writing anything
     parsed = templates_from_dict(tomllib.loads(templates), name=name)
     tree = tomllib.loads(recipe)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from esrkit.config import resolve_recipe
+from esrkit.config import ConfigError, resolve_recipe
 from esrkit.data.synthetic import SyntheticOptions, generate
 from esrkit.runs.inputs import load_embeddings
+from esrkit.runs.train import train
+from tests.runs.test_cold_protocol import config
 
 
 def _table(tmp_path, n_items: int) -> str:
@@ -43,3 +46,11 @@ def test_center_items_removes_the_shared_direction_and_nothing_else(tmp_path) ->
     assert (
         centred["meta"]["items"]["fingerprint"] == raw["meta"]["items"]["fingerprint"]
     )  # the source table's
+
+
+def test_a_hidden_size_beyond_the_item_pca_names_the_option(tmp_path) -> None:
+    cfg = config(tmp_path, "model.name=llminit", "model.hidden=512", "train.epochs=1")
+    message = r"model.hidden = 512, .* = \d+ components here: lower model.hidden"
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made

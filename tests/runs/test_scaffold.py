@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ def test_bad_options_write_nothing_and_files_are_not_replaced(project) -> None:
     for args, message in (
         (["--provider", "nope"], "no provider named 'nope'"),
         (["--backbone", "nope"], "unknown backbone 'nope'"),
+        (["--preset", "best", "--provider", "none"], "--preset best starts from the LLM embeddings"),
     ):
         res = runner.invoke(cli, ["recipe", "new", "mine", "--dataset", "data/mine", *args])
         assert res.exit_code != 0 and message in res.output
@@ -89,3 +91,65 @@ def test_bad_options_write_nothing_and_files_are_not_replaced(project) -> None:
         ).exit_code
         == 0
     )
+
+
+def commented_commands(text: str) -> list[list[str]]:
+    """The ``esrkit train`` / ``tune-bonus`` / ``export`` commands a recipe's comments give, as arguments."""
+    commands, current = [], ""
+    for line in text.splitlines():
+        body = line.lstrip("# ").rstrip()
+        if not line.startswith("#") or not (current or body.startswith("esrkit ")):
+            continue
+        current += " " + body.removesuffix("\\")
+        if not body.endswith("\\"):
+            command = current.split("(")[0]  # a remark in brackets follows some commands
+            commands.append(shlex.split(command)[1:])
+            current = ""
+    return commands
+
+
+def test_the_best_preset_writes_the_recommended_configuration_and_its_baselines(project) -> None:
+    args = ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline", "--preset", "best"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    cfg = resolve_recipe("mine")
+    m, t = cfg.model, cfg.train
+    assert (m.name, m.loss, m.causal, m.text_neighbours, m.new_item_norm, m.neighbour_boost) == (
+        "llminit",
+        "ce",
+        True,
+        10,
+        "trained",
+        0.0,
+    )
+    assert (t.ema, t.lr, t.patience, cfg.eval.valid_protocol) == (0.998, 0.0003, 20, "full")
+    assert m.hidden == 128  # 142 items: the PCA that starts the table has at most 142 components
+    text = (project / "recipes" / "mine.toml").read_text()
+    commands = {
+        tuple(c[:2]) if c[0] != "train" else ("train", c[c.index("--name") + 1] if "--name" in c else ""): c
+        for c in commented_commands(text)
+    }
+    assert set(commands) == {
+        ("train", ""),
+        ("train", "mine-sasrec-ce"),
+        ("train", "mine-llminit-ce"),
+        ("tune-bonus", "runs/mine/seed-*"),
+        ("export", "runs/mine/seed-42"),
+        ("report", "runs/"),
+    }
+    baselines = {}
+    for name in ("mine-sasrec-ce", "mine-llminit-ce"):
+        c = commands[("train", name)]
+        sets = [c[i + 1] for i, a in enumerate(c) if a == "--set"]
+        baselines[name] = resolve_recipe("mine", sets)  # every override is valid on this recipe
+    sasrec, llminit = baselines["mine-sasrec-ce"].model, baselines["mine-llminit-ce"].model
+    assert (sasrec.name, baselines["mine-sasrec-ce"].embedding.provider) == ("id", "none")
+    assert (llminit.name, llminit.text_neighbours) == ("llminit", 0)
+    for cfg_ in baselines.values():  # the study's baselines: CE, hidden 128, the official rate, no average
+        assert (cfg_.model.loss, cfg_.model.hidden, cfg_.train.lr, cfg_.train.ema) == ("ce", 128, 0.001, 0.0)
+        assert cfg_.eval.valid_protocol == "full" and cfg_.model.causal
+
+    # it trains as written (one short epoch here)
+    train = CliRunner().invoke(cli, ["train", "-r", "mine", "-q", "--set", "train.epochs=1"])
+    assert train.exit_code == 0, train.output
+    assert (project / "runs" / "mine" / "seed-42" / "results.json").is_file()
