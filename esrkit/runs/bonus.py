@@ -157,7 +157,7 @@ def tune_bonus(
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Evaluate the grid on every run and choose on validation: the record ``{"chosen", "tail_first"?,
-    "runs"}`` (``docs/results/neighbour-boost-*.json`` are such records)."""
+    "runs", "mean"}`` (``docs/results/neighbour-boost-*.json`` are such records, written before "mean")."""
     if any(not 0 <= tol < 1 for tol in tail_first):
         raise ConfigError("--tail-first tolerances are fractions in [0, 1), e.g. 0.01,0.02")
     check_runs(run_dirs)
