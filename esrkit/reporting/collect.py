@@ -190,13 +190,21 @@ def folder_records(run_folder: Path, only_seed: int | None = None) -> RunRecords
         return out
     for seed_dir in _seed_dirs(run_folder):
         seed = SEED_DIR.match(seed_dir.name).group(1)
-        if (only_seed is not None and int(seed) != only_seed) or not (seed_dir / "results.json").exists():
+        if only_seed is not None and int(seed) != only_seed:
             continue
-        out[seed] = {
-            part: _read_json(seed_dir / f"{part}.json") if (seed_dir / f"{part}.json").exists() else {}
-            for part in ("results", "config", "provenance")
-        }
+        if (record := seed_record(seed_dir)) is not None:
+            out[seed] = record
     return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def seed_record(seed_dir: Path) -> SeedRecord | None:
+    """One seed folder's three small files, or None while it has no ``results.json`` (still training)."""
+    if not (seed_dir / "results.json").exists():
+        return None
+    return {
+        part: _read_json(seed_dir / f"{part}.json") if (seed_dir / f"{part}.json").exists() else {}
+        for part in ("results", "config", "provenance")
+    }
 
 
 def run_from_records(name: str, path: Path, records: RunRecords) -> Run | None:

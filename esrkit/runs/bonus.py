@@ -22,9 +22,9 @@ import numpy as np
 
 from esrkit.config import RANKING_OPTIONS, ConfigError
 from esrkit.evaluation.metrics import metrics_from_ranks
+from esrkit.reporting.collect import seed_record
 from esrkit.reporting.records import differences
 from esrkit.runs.load import load_run, run_evaluator
-from esrkit.utils.io import read_json
 
 
 class Setting(NamedTuple):
@@ -61,14 +61,14 @@ def check_runs(run_dirs: Sequence[str | Path]) -> None:
     experiment (seeds of one configuration), since one setting is chosen for all."""
     configs = []
     for path in run_dirs:
-        if not (Path(path) / "results.json").is_file():
+        record = seed_record(Path(path))
+        if record is None:
             raise ConfigError(f"{path}: not a finished esrkit run (no results.json); train it first")
-        cfg = read_json(Path(path) / "config.json")
-        if not (cfg.get("model", {}).get("text_neighbours") or 0) > 0:
+        if not (record["config"].get("model", {}).get("text_neighbours") or 0) > 0:
             raise ConfigError(
                 f"{path}: the bonus needs a run trained with model.text_neighbours > 0 (model.name=llminit)"
             )
-        configs.append({"config": cfg, "provenance": read_json(Path(path) / "provenance.json")})
+        configs.append(record)
     ranking = {f"model.{name}" for name in RANKING_OPTIONS}  # what is being chosen may differ
     for path, other in zip(run_dirs[1:], configs[1:], strict=True):
         differ = [k for k in differences(configs[0], other) if k not in ranking]
