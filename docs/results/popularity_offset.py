@@ -22,12 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.models.popularity import training_items
-from esrkit.runs.bonus import _ndcg
 from esrkit.runs.load import load_run, run_evaluator
 
 BONUSES = [(0.0, 1, 0.0), (0.25, 3, 1.0), (0.5, 1, 2.0), (0.75, 3, 3.0), (1.0, 1, 2.0)]  # beta, last M, s
 TAUS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4]
+
+
+def ndcg10(ranks: np.ndarray) -> float:
+    return float(metrics_from_ranks(ranks, (10,))["ndcg@10"])
 
 
 def popularity_z(run) -> torch.Tensor:
@@ -85,8 +89,8 @@ def grid(run_dir: str) -> tuple[dict, dict, dict]:
             evaluator.user_vectors, model.all_item_vectors = with_offset_column(users, items, -tau * z)
             ranks = evaluator.evaluate(model, ("full",)).ranks["full"]
             out.setdefault(f"beta {beta:g}, last {last}, s {s:g}, tau {tau:g}", {})[split] = {
-                "overall": _ndcg(ranks),
-                "tail_item": _ndcg(ranks, tail),
+                "overall": ndcg10(ranks),
+                "tail_item": ndcg10(ranks[tail]),
             }
     return out, lengths, targets
 
