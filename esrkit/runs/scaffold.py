@@ -127,14 +127,10 @@ def _comment(text: str) -> list[str]:
     return [f"# {part}" for part in textwrap.wrap(text, 106, break_on_hyphens=False)]
 
 
-def _sets(overrides: list[str]) -> list[str]:
-    return [arg for override in overrides for arg in ("--set", override)]
-
-
-def _command(args: list[str]) -> list[str]:
-    """A command as indented comment lines, continued with a backslash, each ``--set`` kept with its value."""
-    words = [" ".join(args[i : i + 2]) if args[i] == "--set" else args[i] for i in range(len(args))]
-    words = [w for i, w in enumerate(words) if i == 0 or args[i - 1] != "--set"]
+def _command(args: list[str], overrides: list[str]) -> list[str]:
+    """``args`` then ``--set`` each override, as indented comment lines continued with a backslash, each
+    ``--set`` kept on the line of its value."""
+    words = [*args, *(f"--set {override}" for override in overrides)]
     lines, line = [], "#  "
     for word in words:
         if len(line) + len(word) > 104:
@@ -276,8 +272,8 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
         f"#   esrkit tune-bonus runs/{name}/seed-*",
         f"#   esrkit export runs/{name}/seed-42 -o exports/{name}    (with the options tune-bonus prints)",
         "# The baselines it is measured against: SASRec-CE (no LLM) and LLMInit-CE (no text neighbours):",
-        *_command(["esrkit", "train", "-r", name, "--name", f"{name}-sasrec-ce", *_sets(sasrec + shared)]),
-        *_command(["esrkit", "train", "-r", name, "--name", f"{name}-llminit-ce", *_sets(llminit + shared)]),
+        *_command(["esrkit", "train", "-r", name, "--name", f"{name}-sasrec-ce"], sasrec + shared),
+        *_command(["esrkit", "train", "-r", name, "--name", f"{name}-llminit-ce"], llminit + shared),
         f"#   esrkit report runs/ --out reports/{name}    (both protocols, long-tail groups)",
     ]
     sections = [
