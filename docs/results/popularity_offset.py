@@ -34,14 +34,6 @@ def ndcg10(ranks: np.ndarray) -> float:
     return float(metrics_from_ranks(ranks, (10,))["ndcg@10"])
 
 
-def popularity_z(run) -> torch.Tensor:
-    counts = np.bincount(training_items(run.inputs.data), minlength=run.model.n_items + 1)
-    logs = np.log1p(counts[1:].astype(np.float64))
-    z = torch.zeros(run.model.n_items + 1)
-    z[1:] = torch.as_tensor((logs - logs.mean()) / logs.std(), dtype=torch.float32)
-    return z
-
-
 def lengths_by_band(vectors: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
     cuts = torch.quantile(z[1:], torch.tensor([0.2, 0.5, 0.8]))
     band = torch.bucketize(z[1:], cuts)
@@ -60,29 +52,27 @@ def with_offset_column(users, items: torch.Tensor, offset: torch.Tensor):
     return user_vectors, lambda: torch.cat([items, offset[:, None]], 1)
 
 
-def target_popularity(run, evaluator) -> dict[str, float]:
+def target_popularity(counts: np.ndarray, evaluator) -> dict[str, float]:
     """How popular in training a split's targets were (test's come later in time than validation's)."""
-    counts = np.bincount(training_items(run.inputs.data), minlength=run.model.n_items + 1)
-    targets = counts[np.asarray(evaluator.targets)]
     return {
-        "median_training_count": float(np.median(targets)),
+        "median_training_count": float(np.median(counts[np.asarray(evaluator.targets)])),
         "tail_item_share": float(evaluator.groups.masks()["tail_item"].mean()),
     }
 
 
 def grid(run_dir: str) -> tuple[dict, dict, dict]:
+    run = load_run(run_dir, "cpu", add_cold=False)
+    model = run.model
+    counts = np.bincount(training_items(run.inputs.data), minlength=model.n_items + 1)
+    z = model.text_neighbours.popularity_z[: model.n_items + 1]  # what the bonus's tail weighting reads
+    with torch.no_grad():
+        items = model.all_item_vectors()
     out: dict[str, dict] = {}
-    lengths: dict[str, float] = {}
     targets: dict[str, dict] = {}
     for split in ("valid", "test"):
-        run = load_run(run_dir, "cpu", add_cold=False)
-        model, evaluator = run.model, run_evaluator(run, split)
+        evaluator = run_evaluator(run, split)
         tail = evaluator.groups.masks()["tail_item"]
-        targets[split] = target_popularity(run, evaluator)
-        z = popularity_z(run)
-        with torch.no_grad():
-            items = model.all_item_vectors()
-        lengths = lengths_by_band(items, z)
+        targets[split] = target_popularity(counts, evaluator)
         users = evaluator.user_vectors
         for (beta, last, s), tau in itertools.product(BONUSES, TAUS):
             model.neighbour_boost, model.bonus_history, model.neighbour_boost_tail = beta, last, s
@@ -92,7 +82,7 @@ def grid(run_dir: str) -> tuple[dict, dict, dict]:
                 "overall": ndcg10(ranks),
                 "tail_item": ndcg10(ranks[tail]),
             }
-    return out, lengths, targets
+    return out, lengths_by_band(items, z), targets
 
 
 def print_table(record: dict) -> None:
