@@ -141,6 +141,14 @@ class ModelConfig:
     # ... neighbour j gets neighbour_boost x 2 sigmoid(-s z_j), z_j its standardised log training popularity:
     # s > 0 gives rare neighbours more (up to 2x) and popular ones less; 0 = the same for every neighbour
     neighbour_boost_tail: float = 0.0
+    # LLMInit with text_neighbours: when ranking (as neighbour_boost), every item gets this times the cosine
+    # of its LLM vector with the sum of the user's last M items' (the bonus's signal over the whole catalogue;
+    # 0 = off) ...
+    text_boost: float = 0.0
+    text_boost_items: int = 1  # ... M
+    # ... item i's share is multiplied by 1 + s max(0, -z_i): items rarer than average get more, popular the
+    # plain cosine (z_i as for neighbour_boost_tail)
+    text_boost_tail: float = 0.0
     # LLMInit with text_neighbours: in training, each item's vector is its text neighbours' mean alone with
     # this probability (per occurrence, inputs and candidates), as DropoutNet drops a cold item's preference
     # input, so that the mean a tail item leans on is trained to stand in for an ID vector (0 = off)
@@ -500,15 +508,22 @@ def losses_only(*losses: str) -> Rule:
 
 
 def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
-    """The bonus and the neighbour dropout act on the items' text neighbours: without them they would do
-    nothing."""
+    """The bonus, the text term and the neighbour dropout act on the items' text neighbours (the text term on
+    the unit LLM vectors they are found with): without them they would do nothing."""
     ok = v == 0 or cfg.model.text_neighbours > 0
     return None if ok else "needs model.text_neighbours > 0 (it acts on the items' text neighbours)"
 
 
 # model options that only change how a trained model ranks (evaluation and serving), never training: they can
 # be chosen on validation after training (load_run(ranking=...), `esrkit evaluate/export --neighbour-boost`)
-RANKING_OPTIONS = ("neighbour_boost", "neighbour_boost_items", "neighbour_boost_tail")
+RANKING_OPTIONS = (
+    "neighbour_boost",
+    "neighbour_boost_items",
+    "neighbour_boost_tail",
+    "text_boost",
+    "text_boost_items",
+    "text_boost_tail",
+)
 
 
 def all_of(*rules: Rule) -> Rule:
@@ -566,6 +581,9 @@ RULES: dict[str, Rule] = {
     # option turns a recipe's bonus off
     "model.neighbour_boost_items": all_of(at_least(1), llminit_only(ModelConfig.neighbour_boost_items)),
     "model.neighbour_boost_tail": all_of(at_least(0.0), llminit_only(ModelConfig.neighbour_boost_tail)),
+    "model.text_boost": all_of(at_least(0.0), llminit_only(ModelConfig.text_boost), needs_text_neighbours),
+    "model.text_boost_items": all_of(at_least(1), llminit_only(ModelConfig.text_boost_items)),
+    "model.text_boost_tail": all_of(at_least(0.0), llminit_only(ModelConfig.text_boost_tail)),
     "model.neighbour_dropout": all_of(
         between(0.0, 1.0, high_open=True), llminit_only(ModelConfig.neighbour_dropout), needs_text_neighbours
     ),

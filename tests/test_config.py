@@ -67,6 +67,10 @@ BAD = [
     ("model.neighbour_boost", "0.5"),  # LLMInit with text neighbours only
     ("model.neighbour_boost_items", "0"),
     ("model.neighbour_boost_tail", "-1"),
+    ("model.text_boost", "-1"),
+    ("model.text_boost", "0.5"),  # LLMInit with text neighbours only
+    ("model.text_boost_items", "0"),
+    ("model.text_boost_tail", "-1"),
     ("model.neighbour_dropout", "1"),
     ("model.neighbour_dropout", "0.2"),  # LLMInit with text neighbours only
     ("train.lr", "0"),

@@ -6,7 +6,8 @@ in the plans stated before their seeds ran (tail-first-plan*.md) run as written.
         [--tails 0,1,2] [--json FILE] [--tail-first 0.01,0.02]
 
 Every setting is evaluated on validation and test; the choice (and the tail-first rule's) reads validation
-only. Makes no LLM call.
+only. Makes no LLM call. The text term (``model.text_boost``, added to ``tune-bonus``'s grid later) stays off
+unless ``--text-boosts`` is given, so those commands choose from the grid they chose from then.
 """
 
 from __future__ import annotations
@@ -16,4 +17,4 @@ import sys
 from esrkit.cli.main import main
 
 if __name__ == "__main__":
-    main(["tune-bonus", "--with-test", *sys.argv[1:]])
+    main(["tune-bonus", "--with-test", "--text-boosts", "0", *sys.argv[1:]])

@@ -75,7 +75,7 @@ def grid(run_dir: str) -> tuple[dict, dict, dict]:
         targets[split] = target_popularity(counts, evaluator)
         users = evaluator.user_vectors
         for (beta, last, s), tau in itertools.product(BONUSES, TAUS):
-            model.neighbour_boost, model.bonus_history, model.neighbour_boost_tail = beta, last, s
+            model.neighbour_boost, model.neighbour_boost_items, model.neighbour_boost_tail = beta, last, s
             evaluator.user_vectors, model.all_item_vectors = with_offset_column(users, items, -tau * z)
             ranks = evaluator.evaluate(model, ("full",)).ranks["full"]
             out.setdefault(f"beta {beta:g}, last {last}, s {s:g}, tau {tau:g}", {})[split] = {

@@ -1,13 +1,15 @@
-"""A tail-first plan's confirmation: a `tune-bonus` record's settings against a study record's baselines.
+"""A plan's confirmation: a `tune-bonus` record's settings against a study record's baselines.
 
     python docs/results/tail_first_confirmation.py BONUS_JSON STUDY_JSON [--recipe-bonus 0.25,3,1]
+        [--also 0,1,0,1,3,1 ...]
 
 BONUS_JSON is what `esrkit tune-bonus --with-test --tail-first TOL --json` (or neighbour_boost.py) wrote for
 the confirmation seeds; STUDY_JSON the study record holding the baselines `sasrec-ce` and `llminit-ce` on the
 same seeds (docs/results/confirm-scientific-45-47.json). For the configuration as trained, with the recipe's
 bonus, with validation's choice and with each tail-first pick it prints test full N@10 overall and on tail
 items, the change against each baseline with a two-sided t-test over seeds, and the plans' test
-(results/tail-first-plan*.md): above both baselines with p < 0.05, tail items at least 1.5x SASRec-CE's.
+(results/tail-first-plan*.md, results/text-boost-plan.md): above both baselines with p < 0.05, tail items at
+least 1.5x SASRec-CE's. Records written before the text term (model.text_boost) read as having it off.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from esrkit.evaluation.significance import seed_ttest
+from esrkit.runs.bonus import NO_BONUS, Setting
 
 BASELINES = ("sasrec-ce", "llminit-ce")
 
@@ -34,10 +37,10 @@ def baseline_scores(study: dict, seeds: list[str], group: str) -> dict[str, list
     }
 
 
-def setting_scores(bonus: dict, key: tuple[float, int, float]) -> tuple[list[float], list[float]]:
+def setting_scores(bonus: dict, key: Setting) -> tuple[list[float], list[float]]:
     overall, tail = [], []
     for run in bonus["runs"]:
-        row = next(r for r in run["settings"] if (r["beta"], r["items"], r["tail"]) == key)
+        row = next(r for r in run["settings"] if Setting.from_record(r) == key)
         overall.append(row["test"]["overall"])
         tail.append(row["test"]["tail_item"])
     return overall, tail
@@ -46,7 +49,7 @@ def setting_scores(bonus: dict, key: tuple[float, int, float]) -> tuple[list[flo
 def describe(label: str, key, overall, tail, base, base_tail) -> str:
     mean, mean_tail = statistics.mean(overall), statistics.mean(tail)
     ratio = mean_tail / statistics.mean(base_tail["sasrec-ce"])
-    parts = [f"{label} (beta {key[0]:g}, last {key[1]}, tail {key[2]:g}): N@10 {mean:.4f}"]
+    parts = [f"{label} ({key.label()}): N@10 {mean:.4f}"]
     passed = ratio >= 1.5
     for name in BASELINES:
         gain, p = mean / statistics.mean(base[name]) - 1, seed_ttest(overall, base[name])
@@ -65,6 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("bonus_json")
     parser.add_argument("study_json")
     parser.add_argument("--recipe-bonus", default="0.25,3,1", help="beta,items,tail of the recipe's bonus")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="B,M,S[,G,m,T]",
+        help="one more setting to print (the bonus's three numbers, then the text term's), repeatable",
+    )
     args = parser.parse_args(argv)
     bonus = json.loads(Path(args.bonus_json).read_text())
     study = json.loads(Path(args.study_json).read_text())
@@ -73,10 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [seed_of(run["run"]) for run in bonus["runs"]]
     base, base_tail = baseline_scores(study, seeds, "overall"), baseline_scores(study, seeds, "tail_item")
     beta, items, tail = args.recipe_bonus.split(",")
-    rows = [("as trained", (0.0, 1, 0.0)), ("recipe bonus", (float(beta), int(items), float(tail)))]
-    rows.append(("validation's choice", tuple(bonus["chosen"].values())))
+    rows = [("as trained", NO_BONUS), ("recipe bonus", Setting(float(beta), int(items), float(tail)))]
+    rows.append(("validation's choice", Setting.from_record(bonus["chosen"])))
     for pick in bonus.get("tail_first", []):
-        rows.append((f"tail-first {pick['tolerance']:g}", (pick["beta"], pick["items"], pick["tail"])))
+        rows.append((f"tail-first {pick['tolerance']:g}", Setting.from_record(pick)))
+    for text in args.also:
+        values = text.split(",")
+        kinds = (float, int, float, float, int, float)
+        rows.append(("also", Setting(*(kind(v) for kind, v in zip(kinds, values, strict=False)))))
     levels = [
         f"{name} {statistics.mean(base[name]):.4f}, tail items {statistics.mean(base_tail[name]):.4f}"
         for name in BASELINES

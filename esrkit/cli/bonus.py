@@ -1,4 +1,4 @@
-"""``esrkit tune-bonus``: choose the ranking-time text-neighbour bonus of trained runs on validation."""
+"""``esrkit tune-bonus``: choose the ranking-time text terms of trained runs on validation."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def number_list(kind: type, low: float, empty: bool = False) -> Callable:
     "--tails", default="0,1,2", callback=number_list(float, 0), help="s: rarer neighbours get more of β."
 )
 @click.option(
+    "--text-boosts",
+    default="0,0.5,1",
+    callback=number_list(float, 0),
+    help="Values of γ, the dense text term (model.text_boost; 0 alone: not tuned).",
+)
+@click.option("--text-items", default="3", callback=number_list(int, 1), help="m: the last m items' text.")
+@click.option(
+    "--text-tails",
+    default="0,1",
+    callback=number_list(float, 0),
+    help="t: items rarer than average get up to 1 + t |z| times γ.",
+)
+@click.option(
     "--tail-first",
     default="",
     callback=number_list(float, 0, empty=True),
@@ -45,23 +58,34 @@ def number_list(kind: type, low: float, empty: bool = False) -> Callable:
 @click.option("--with-test", is_flag=True, help="Also report the test split (never used to choose).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every run's numbers here.")
 @click.option("--device", default="cpu")
-def tune_bonus(run_dirs, betas, items, tails, tail_first, with_test, json_path, device) -> None:
-    """Choose model.neighbour_boost and its refinements on validation for RUN_DIRS (the seeds of one trained
-    configuration with model.text_neighbours; docs/FULL_RANKING.md). Nothing is trained again: the bonus
-    changes how a run ranks, not what it learnt. Prints every setting's mean over the runs and the options
-    that ship the choice with `esrkit export`."""
+def tune_bonus(
+    run_dirs,
+    betas,
+    items,
+    tails,
+    text_boosts,
+    text_items,
+    text_tails,
+    tail_first,
+    with_test,
+    json_path,
+    device,
+) -> None:
+    """Choose model.neighbour_boost, model.text_boost and their refinements on validation for RUN_DIRS (the
+    seeds of one trained configuration with model.text_neighbours; docs/FULL_RANKING.md). Nothing is trained
+    again: both change how a run ranks, not what it learnt. Prints every setting's mean over the runs and the
+    options that ship the choice with `esrkit export`."""
     from esrkit.runs.bonus import Setting, bonus_grid, tune_bonus  # lazy: the CLI starts fast
     from esrkit.utils.io import atomic_write_text
 
-    record = tune_bonus(
-        list(run_dirs), bonus_grid(betas, items, tails), tail_first, with_test, device, click.echo
-    )
+    grid = bonus_grid(betas, items, tails, text_boosts, text_items, text_tails)
+    record = tune_bonus(list(run_dirs), grid, tail_first, with_test, device, click.echo)
     click.echo(bonus_table(record["mean"], with_test))
-    chosen = Setting(**record["chosen"])
+    chosen = Setting.from_record(record["chosen"])
     click.echo(f"\nchosen on validation (best mean N@10 of {len(run_dirs)} run(s)): {chosen.label()}")
     click.echo(f"  esrkit export {run_dirs[0]} -o EXPORT {chosen.options()}")
     for pick in record.get("tail_first", []):
-        setting = Setting(pick["beta"], pick["items"], pick["tail"])
+        setting = Setting.from_record(pick)
         click.echo(f"tail-first within {pick['tolerance']:g}: {setting.label()} ({setting.options()})")
     if json_path:
         atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
@@ -77,7 +101,7 @@ def bonus_table(mean: list[dict], with_test: bool) -> str:
         head, rule = head + " test N@10 | test tail-item N@10 |", rule + " ---: | ---: |"
     lines = [head, rule]
     for row in mean:
-        line = f"| {Setting(row['beta'], row['items'], row['tail']).label()} | {row['valid']:.5f} "
+        line = f"| {Setting.from_record(row).label()} | {row['valid']:.5f} "
         line += f"| {row['valid_tail_item']:.5f} |"
         if with_test:
             line += f" {row['overall']:.4f} | {row['tail_item']:.4f} |"

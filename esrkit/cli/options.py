@@ -10,8 +10,9 @@ from esrkit.config import RANKING_OPTIONS
 
 
 def ranking_options(verb: str):
-    """The ranking-time model options (``config.RANKING_OPTIONS``) as ``--neighbour-boost`` and friends,
-    collected into one ``ranking`` dict of those given (for ``load_run(ranking=...)``)."""
+    """The ranking-time model options (``config.RANKING_OPTIONS``) as ``--neighbour-boost``, ``--text-boost``
+    and their refinements, collected into one ``ranking`` dict of those given (for
+    ``load_run(ranking=...)``)."""
     options = [
         click.option(
             "--neighbour-boost",
@@ -30,6 +31,22 @@ def ranking_options(verb: str):
             "--neighbour-boost-tail",
             type=click.FloatRange(min=0),
             help="... rarer neighbours get more of it (model.neighbour_boost_tail).",
+        ),
+        click.option(
+            "--text-boost",
+            type=click.FloatRange(min=0),
+            help=f"LLMInit with text neighbours: {verb} with this model.text_boost instead of the run's: "
+            "every item gets it times its cosine by text with the user's last items (0 turns it off).",
+        ),
+        click.option(
+            "--text-boost-items",
+            type=click.IntRange(min=1),
+            help="... the last M items (model.text_boost_items).",
+        ),
+        click.option(
+            "--text-boost-tail",
+            type=click.FloatRange(min=0),
+            help="... items rarer than average get more of it (model.text_boost_tail).",
         ),
     ]
 

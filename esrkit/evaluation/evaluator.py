@@ -139,12 +139,17 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(
-        self, model: SequentialRecommender, protocols: tuple[str, ...] | list[str] = PROTOCOLS
+        self,
+        model: SequentialRecommender,
+        protocols: tuple[str, ...] | list[str] = PROTOCOLS,
+        users: torch.Tensor | None = None,
     ) -> EvalResult:
+        """``users``: the model's ``user_vectors`` computed before, for callers that rank one model several
+        ways (ranking-time options) without encoding every user again."""
         for p in protocols:
             if p not in PROTOCOLS:
                 raise ValueError(f"unknown protocol {p!r}; use {PROTOCOLS}")
-        ranks = self.compute_ranks(model, protocols)
+        ranks = self.compute_ranks(model, protocols, users=users)
         result = EvalResult(self.split, ranks)
         for p, r in ranks.items():
             result.metrics[p] = self.group_metrics(r)
@@ -156,13 +161,15 @@ class Evaluator:
         model: SequentialRecommender,
         protocols: tuple[str, ...] | list[str],
         rows: tuple[int, int] | None = None,
+        users: torch.Tensor | None = None,
     ) -> dict[str, np.ndarray]:
-        """protocol -> 0-based rank of every user (``rows=(lo, hi)``: of user rows lo..hi-1 only). The hook a
-        sharded evaluator (esrkit/training/distributed.py) overrides to split users over processes."""
+        """protocol -> 0-based rank of every user (``rows=(lo, hi)``: of user rows lo..hi-1 only; ``users``:
+        their user vectors if already computed). The hook a sharded evaluator (esrkit/training/distributed.py)
+        overrides to split users over processes."""
         lo = rows[0] if rows is not None else 0
         was_training = model.training
         model.eval()
-        users = self.user_vectors(model, rows)
+        users = self.user_vectors(model, rows) if users is None else users
         items = model.all_item_vectors()
         ranks: dict[str, np.ndarray] = {}
         bonus = model if self.ranking_bonus else None

@@ -155,6 +155,9 @@ class LLMInitRecommender(IDRecommender):
             neighbour_boost=cfg.neighbour_boost,
             neighbour_boost_items=cfg.neighbour_boost_items,
             neighbour_boost_tail=cfg.neighbour_boost_tail,
+            text_boost=cfg.text_boost,
+            text_boost_items=cfg.text_boost_items,
+            text_boost_tail=cfg.text_boost_tail,
             neighbour_dropout=cfg.neighbour_dropout,
             max_len=max_len,
             **common_options(cfg),
@@ -173,6 +176,9 @@ class LLMInitRecommender(IDRecommender):
         neighbour_boost: float = 0.0,
         neighbour_boost_items: int = 1,
         neighbour_boost_tail: float = 0.0,
+        text_boost: float = 0.0,
+        text_boost_items: int = 1,
+        text_boost_tail: float = 0.0,
         neighbour_dropout: float = 0.0,
         **kwargs,
     ) -> None:
@@ -190,10 +196,14 @@ class LLMInitRecommender(IDRecommender):
         self.text_neighbours = (
             TextNeighbours(llm_items, text_neighbours, neighbour_dropout) if text_neighbours else None
         )
-        if (neighbour_boost or neighbour_dropout) and self.text_neighbours is None:
-            raise ValueError("llminit: neighbour_boost and neighbour_dropout need text_neighbours")
-        self.neighbour_boost = neighbour_boost
-        self.bonus_history, self.neighbour_boost_tail = neighbour_boost_items, neighbour_boost_tail
+        if (neighbour_boost or text_boost or neighbour_dropout) and self.text_neighbours is None:
+            raise ValueError(
+                "llminit: neighbour_boost, text_boost and neighbour_dropout need text_neighbours"
+            )
+        self.neighbour_boost, self.neighbour_boost_items = neighbour_boost, neighbour_boost_items
+        self.neighbour_boost_tail = neighbour_boost_tail
+        self.text_boost, self.text_boost_items = text_boost, text_boost_items
+        self.text_boost_tail = text_boost_tail
         if self.semantic_adapter:
             table = torch.zeros(n_items + 2, llm_items.shape[1])
             table[1 : n_items + 1] = torch.as_tensor(llm_items, dtype=torch.float32)
@@ -226,6 +236,12 @@ class LLMInitRecommender(IDRecommender):
         semantic = self.adapter(self.semantic_table[unique])[inverse]
         return vectors + semantic * (ids != 0).unsqueeze(-1)  # padding stays the zero vector
 
+    @property
+    def bonus_history(self) -> int:
+        """The last items the ranking-time terms read: as many as the longer of the two that are on."""
+        reads = [self.neighbour_boost_items if self.neighbour_boost else 1]
+        return max(reads + [self.text_boost_items] if self.text_boost else reads)
+
     def ranking_bonus(self, recent_items: Tensor) -> tuple[Tensor, Tensor | float] | None:
         """``neighbour_boost`` for the text neighbours of the last ``neighbour_boost_items`` items: the next
         item is often one of them (docs/RESULTS.md, "The targets"), a sharp signal a dot product with one user
@@ -235,12 +251,24 @@ class LLMInitRecommender(IDRecommender):
         if not self.neighbour_boost or self.text_neighbours is None:
             return None
         tn = self.text_neighbours
-        ids = tn.neighbour_ids[recent_items].flatten(1)  # (B, M K); padding's row lists padding only
+        recent = recent_items[:, : self.neighbour_boost_items]
+        ids = tn.neighbour_ids[recent].flatten(1)  # (B, M K); padding's row lists padding only
         if not self.neighbour_boost_tail:
             return ids, self.neighbour_boost
         return ids, self.neighbour_boost * 2 * torch.sigmoid(
             -self.neighbour_boost_tail * tn.popularity_z[ids]
         )
+
+    def ranking_similarity(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
+        """``text_boost`` x the cosine, by text, of every item with the user's last ``text_boost_items``
+        items (their unit LLM vectors summed), items rarer than average weighted up by ``text_boost_tail``
+        (``TextNeighbours.text_similarity``): the bonus's signal spent on the whole catalogue instead of K
+        neighbours, so a tail item that resembles the history gains even where it is no one's neighbour."""
+        if not self.text_boost or self.text_neighbours is None:
+            return None
+        recent = recent_items[:, : self.text_boost_items]
+        query, table = self.text_neighbours.text_similarity(recent, n_rows, self.text_boost_tail)
+        return query * self.text_boost, table
 
     def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
         """The new rows start as the trained rows did: the PCA projection of the LLM vectors; with

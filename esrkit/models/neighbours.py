@@ -15,6 +15,9 @@ ID vectors too, so popular items are trained as the prototypes of their rare loo
 ``model.neighbour_dropout`` = p (training only): with probability p an item's vector is the neighbours'
 mean alone (g_i = 1), DropoutNet's treatment of cold items (Volkovs et al., NeurIPS 2017), so the mean is
 trained to stand in for the ID vector that tail and new items lack.
+
+The same unit LLM vectors give the ranking-time text term (``text_similarity``, LLMInit's ``text_boost``): the
+cosine of every item with the user's last items, which reaches every item rather than K neighbours.
 """
 
 from __future__ import annotations
@@ -39,12 +42,17 @@ class TextNeighbours(nn.Module):
         ids = torch.zeros(n + 2, k, dtype=torch.long)
         ids[1 : n + 1] = torch.as_tensor(rows.astype(np.int64) + 1)
         self.register_buffer("neighbour_ids", ids)  # row 0 (padding) and [MASK]: padding neighbours, vector 0
-        # unit LLM vectors of the trained items: where an item added later looks for its neighbours
+        # unit LLM vectors of every item, row i-1 = item i: the first ``trained`` rows are where an item added
+        # later looks for its neighbours; added items append theirs (the ranking-time text term reads all)
         self.register_buffer("keys", torch.as_tensor(normalise_rows(np.asarray(llm_items, dtype=np.float32))))
+        # not in checkpoints (runs written before it existed load as they are; a run adds no items), but in
+        # exports, which save every buffer and may hold added items
+        self.register_buffer("trained", torch.tensor(n), persistent=False)
         self.gate_bias = nn.Parameter(torch.zeros(()))
         self.gate_slope = nn.Parameter(torch.zeros(()))
         self.register_buffer("popularity_z", torch.zeros(n + 2))
         self.register_buffer("unseen_z", torch.zeros(()))
+        self._tables: dict[tuple, Tensor] = {}  # the text term's item tables (_item_table)
 
     def set_popularity(self, counts: np.ndarray) -> None:
         """``counts`` (n_items + 1,): training interactions per item id (row 0 = padding)."""
@@ -70,10 +78,38 @@ class TextNeighbours(nn.Module):
     def add(self, llm_vectors: np.ndarray, n_items: int) -> None:
         """New items (ids n_items+1..): neighbours among the trained items by text, popularity 0."""
         k = self.neighbour_ids.shape[1]
-        trained = self.keys.cpu().numpy()
-        rows, _ = exact_search(normalise_rows(np.asarray(llm_vectors, dtype=np.float32)), trained, k)
+        units = normalise_rows(np.asarray(llm_vectors, dtype=np.float32))
+        rows, _ = exact_search(units, self.keys[: int(self.trained)].cpu().numpy(), k)
+        self.keys = torch.cat([self.keys[:n_items], torch.as_tensor(units, device=self.keys.device)])
         new = torch.as_tensor(rows.astype(np.int64) + 1, device=self.neighbour_ids.device)
         nb = self.neighbour_ids
         self.neighbour_ids = torch.cat([nb[: n_items + 1], new, nb[n_items + 1 :]])
         z = self.popularity_z
         self.popularity_z = torch.cat([z[: n_items + 1], self.unseen_z.expand(len(new)), z[n_items + 1 :]])
+
+    def text_similarity(self, recent_items: Tensor, n_rows: int, tail: float = 0.0) -> tuple[Tensor, Tensor]:
+        """The dense text term as two factors whose product is added to the scores: (B, E) the unit sum of the
+        unit LLM vectors of ``recent_items`` (B, m; id 0 = none), and (n_rows, E) every item id's unit LLM
+        vector times w_i = 1 + ``tail`` max(0, -z_i): items rarer than average get more, popular ones the
+        plain cosine. Padding, [MASK] and a history without items get 0."""
+        unit = self._item_table(n_rows, 0.0)
+        query = torch.nn.functional.normalize(unit[recent_items].sum(1), dim=-1)
+        return query, self._item_table(n_rows, tail) if tail else unit
+
+    def _item_table(self, n_rows: int, tail: float) -> Tensor:
+        """(n_rows, E) unit LLM vectors by item id, weighted for ``tail``; kept until the keys, the popularity
+        or the request change, since building it costs more than the product it serves (a catalogue-sized
+        copy for every history ranked; benchmarks/RESULTS.md, "Ranking bonus: serving cost")."""
+        key = (n_rows, tail, *((t.data_ptr(), t._version, t.device) for t in (self.keys, self.popularity_z)))
+        cached = self._tables.get(key)
+        if cached is not None:
+            return cached
+        known = min(len(self.keys), n_rows - 1)
+        table = self.keys.new_zeros(n_rows, self.keys.shape[1])
+        table[1 : known + 1] = self.keys[:known]
+        if tail:
+            table *= (1 + tail * torch.clamp(-self.popularity_z[:n_rows], min=0)).unsqueeze(-1)
+        if len(self._tables) >= 4:  # a few settings at once (tune-bonus, tests), not one per setting tried
+            self._tables.clear()
+        self._tables[key] = table
+        return table

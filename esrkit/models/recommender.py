@@ -5,7 +5,10 @@ A recommender scores ``<user representation, item representation>``:
 * ``encode(inp) -> (B, L, D)``: a representation at every position of a right-aligned sequence batch;
 * ``item_vectors(ids) -> (..., D)`` and ``all_item_vectors() -> (n_items + 1, D)`` (row 0 = padding);
 * ``objective``: how the backbone trains (``seq2seq``, ``cloze`` or ``last``);
-* ``auxiliary_loss(ctx)``: an extra training loss (LLM-ESR's self-distillation), or None.
+* ``auxiliary_loss(ctx)``: an extra training loss (LLM-ESR's self-distillation), or None;
+* ``ranking_bonus(recent_items)`` and ``ranking_similarity(recent_items, n_rows)``: ranking-time terms after a
+  history's last items (LLMInit's text-neighbour bonus and dense text term), added by ``add_ranking_bonus``
+  wherever a model ranks (evaluation and serving, never training), or None.
 
 Training and evaluation code only use this contract, so a new model family is one class.
 
@@ -113,7 +116,7 @@ class SequentialRecommender(nn.Module):
     def on_epoch_start(self, ctx: Any) -> None:
         """Called before every training epoch (e.g. to refresh statistics a baseline needs)."""
 
-    # how many of a history's last items ``ranking_bonus`` reads
+    # how many of a history's last items ``ranking_bonus`` and ``ranking_similarity`` read
     bonus_history: int = 1
 
     def ranking_bonus(self, recent_items: Tensor) -> tuple[Tensor, Tensor | float] | None:
@@ -122,6 +125,12 @@ class SequentialRecommender(nn.Module):
         item ids and their bonus (one value, or (B, J) values; an id listed twice gets both), or None.
         Applied by evaluation (final, not epoch selection) and serving, never in training
         (``add_ranking_bonus``)."""
+        return None
+
+    def ranking_similarity(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
+        """A dense ranking-time term after histories that end with ``recent_items`` (as ``ranking_bonus``):
+        (B, E) user factors and (n_rows, E) factors of every item id, whose product is added to the scores
+        (``add_ranking_bonus``), or None. Applied where ``ranking_bonus`` is."""
         return None
 
     # -------------------------------------------------------------------- shared helpers
@@ -239,9 +248,18 @@ class SequentialRecommender(nn.Module):
 def add_ranking_bonus(
     scores: Tensor, model: SequentialRecommender, recent_items: Tensor, candidates: Tensor | None = None
 ) -> Tensor:
-    """``scores`` plus the model's ranking bonus (``SequentialRecommender.ranking_bonus``) after histories
-    ending with ``recent_items`` (B, model.bonus_history), in place: (B, n_items + 1) scores of every item id,
-    or (B, C) scores of the ``candidates`` (B, C) ids. Padding never gets it."""
+    """``scores`` plus the model's ranking bonus (``SequentialRecommender.ranking_bonus``) and dense term
+    (``ranking_similarity``) after histories ending with ``recent_items`` (B, model.bonus_history), in place:
+    (B, n_items + 1) scores of every item id, or (B, C) scores of the ``candidates`` (B, C) ids. Padding never
+    gets either."""
+    n_rows = scores.shape[1] if candidates is None else model.n_items + 1
+    dense = model.ranking_similarity(recent_items, n_rows)
+    if dense is not None:
+        query, table = dense
+        if candidates is None:
+            scores.addmm_(query.to(scores.dtype), table.to(scores.dtype).T)
+        else:
+            scores.add_((table[candidates] * query.unsqueeze(1)).sum(-1).to(scores.dtype))
     bonus = model.ranking_bonus(recent_items)
     if bonus is None:
         return scores

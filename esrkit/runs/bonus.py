@@ -1,11 +1,13 @@
-"""Choose the ranking-time text-neighbour bonus of trained runs on validation (``esrkit tune-bonus``).
+"""Choose the ranking-time text terms of trained runs on validation (``esrkit tune-bonus``).
 
-``model.neighbour_boost`` (β), ``neighbour_boost_items`` (M) and ``neighbour_boost_tail`` (s) change how a
-trained LLMInit-with-text-neighbours model ranks, not what it learns, so one trained run serves every setting:
-each setting of a grid is evaluated on the validation split (full ranking, as ``esrkit evaluate RUN --split
-valid --neighbour-boost β ...``), and the one with the best mean validation N@10 over the runs given (a
-recipe's seeds) is chosen, ties to the smaller bonus. The test split is read only when asked, to report the
-choice beside no bonus; it never takes part in choosing.
+The text-neighbour bonus (``model.neighbour_boost`` β, ``neighbour_boost_items`` M,
+``neighbour_boost_tail`` s) and the dense text term (``model.text_boost`` γ, ``text_boost_items`` m,
+``text_boost_tail`` t) change how a trained LLMInit-with-text-neighbours model ranks, not what it learns, so
+one trained run serves every setting: each setting of a grid (the two terms' grids combined) is evaluated on
+the validation split (full ranking, as ``esrkit evaluate RUN --split valid --neighbour-boost β ...``), and
+the one with the best mean validation N@10 over the runs given (a recipe's seeds) is chosen, ties to the
+smaller setting. The test split is read only when asked, to report the choice beside no bonus; it never
+takes part in choosing.
 
 A catalogue that puts its tail first can choose by the tail-first rule instead: among the settings within a
 relative tolerance of the best mean validation N@10, the best mean validation tail-item N@10.
@@ -31,29 +33,61 @@ class Setting(NamedTuple):
     beta: float  # model.neighbour_boost
     items: int  # model.neighbour_boost_items: the neighbours of the last M items
     tail: float  # model.neighbour_boost_tail: rarer neighbours get more
+    text: float = 0.0  # model.text_boost: the cosine by text with the last items, for every item
+    text_items: int = 1  # model.text_boost_items
+    text_tail: float = 0.0  # model.text_boost_tail: items rarer than average get more
 
     def label(self) -> str:
-        return "none" if self.beta == 0 else f"beta {self.beta:g}, last {self.items}, tail {self.tail:g}"
+        parts = [] if self.beta == 0 else [f"beta {self.beta:g}, last {self.items}, tail {self.tail:g}"]
+        if self.text:
+            parts.append(f"text {self.text:g}, last {self.text_items}, tail {self.text_tail:g}")
+        return "; ".join(parts) or "none"
 
     def options(self) -> str:
         """The same setting as command-line options of ``esrkit evaluate`` / ``export`` / ``recommend``."""
         return (
             f"--neighbour-boost {self.beta:g} --neighbour-boost-items {self.items} "
-            f"--neighbour-boost-tail {self.tail:g}"
+            f"--neighbour-boost-tail {self.tail:g} --text-boost {self.text:g} "
+            f"--text-boost-items {self.text_items} --text-boost-tail {self.text_tail:g}"
         )
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Setting:
+        """The setting of a record's row (records written before the text term lack its fields: off)."""
+        return cls(**{name: record[name] for name in cls._fields if name in record})
+
+    def apply(self, model) -> None:
+        """Set the six ranking-time attributes ``load_run(ranking=...)`` would, without a reload."""
+        model.neighbour_boost, model.neighbour_boost_items, model.neighbour_boost_tail = self[:3]
+        model.text_boost, model.text_boost_items, model.text_boost_tail = self[3:]
 
 
 NO_BONUS = Setting(0.0, 1, 0.0)
 
 
-def bonus_grid(betas: Sequence[float], items: Sequence[int], tails: Sequence[float]) -> list[Setting]:
-    """No bonus once, then every (β > 0, M, s), smallest first: the order ties are broken in."""
-    if any(b < 0 for b in betas) or any(m < 1 for m in items) or any(s < 0 for s in tails):
-        raise ConfigError("the bonus grid needs betas >= 0, items >= 1 and tails >= 0")
+def _part(values: Sequence[float], items: Sequence[int], tails: Sequence[float], name: str) -> list[tuple]:
+    """Off once, then every (value > 0, M, s) of one ranking-time term, smallest first."""
+    if any(v < 0 for v in values) or any(m < 1 for m in items) or any(s < 0 for s in tails):
+        raise ConfigError(f"the {name} grid needs values >= 0, items >= 1 and tails >= 0")
     if not items or not tails:
-        raise ConfigError("the bonus grid needs at least one value of items and of tails")
-    on = set(itertools.product([float(b) for b in betas if b > 0], map(int, items), map(float, tails)))
-    return [NO_BONUS, *sorted(Setting(*setting) for setting in on)]
+        raise ConfigError(f"the {name} grid needs at least one value of items and of tails")
+    on = set(itertools.product([float(v) for v in values if v > 0], map(int, items), map(float, tails)))
+    return [(0.0, 1, 0.0), *sorted(on)]
+
+
+def bonus_grid(
+    betas: Sequence[float],
+    items: Sequence[int],
+    tails: Sequence[float],
+    texts: Sequence[float] = (0.0,),
+    text_items: Sequence[int] = (1,),
+    text_tails: Sequence[float] = (0.0,),
+) -> list[Setting]:
+    """Every combination of the bonus's grid (β, M, s) and the text term's (γ, m, t), each off once, then
+    smallest first: the order ties are broken in (no bonus and no text term first)."""
+    bonus = _part(betas, items, tails, "bonus")
+    text = _part(texts, text_items, text_tails, "text term")
+    return [Setting(*b, *t) for b, t in itertools.product(bonus, text)]
 
 
 def check_runs(run_dirs: Sequence[str | Path]) -> None:
@@ -84,15 +118,16 @@ def _ndcg(ranks: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def _rank_settings(run, split: str, settings: Sequence[Setting]) -> dict[str, list[float]]:
-    """N@10 overall and on the split's tail items under every setting, as the evaluator ranks (the bonus
-    applied as reported metrics and serving apply it)."""
+    """N@10 overall and on the split's tail items under every setting, as the evaluator ranks (the terms
+    applied as reported metrics and serving apply them). The settings change ranking only, so the users are
+    encoded once."""
     evaluator = run_evaluator(run, split)
     tail = evaluator.groups.masks()["tail_item"]
+    users = evaluator.user_vectors(run.model)
     overall, tail_item = [], []
-    for beta, items, s in settings:
-        # the three ranking-time attributes ``load_run(ranking=...)`` would set, without a reload per setting
-        run.model.neighbour_boost, run.model.bonus_history, run.model.neighbour_boost_tail = beta, items, s
-        ranks = evaluator.evaluate(run.model, ("full",)).ranks["full"]
+    for setting in settings:
+        setting.apply(run.model)
+        ranks = evaluator.evaluate(run.model, ("full",), users=users).ranks["full"]
         overall.append(_ndcg(ranks))
         tail_item.append(_ndcg(ranks, tail))
     return {"overall": overall, "tail_item": tail_item}
@@ -102,12 +137,13 @@ def evaluate_run(
     run_dir: str | Path, settings: Sequence[Setting], with_test: bool = False, device: str = "cpu"
 ) -> dict[str, Any]:
     """One run's validation (and, with ``with_test``, test) full N@10, overall and on tail items, under every
-    setting: ``{"run", "settings": [{"beta", "items", "tail", "valid", "valid_tail_item"[, "test"]}]}``."""
+    setting: ``{"run", "settings": [{"beta", "items", "tail", "text", "text_items", "text_tail", "valid",
+    "valid_tail_item"[, "test"]}]}``."""
     valid = _rank_settings(load_run(run_dir, device, add_cold=False), "valid", settings)
     test = _rank_settings(load_run(run_dir, device), "test", settings) if with_test else None
     rows = []
-    for i, (beta, items, tail) in enumerate(settings):
-        row = {"beta": beta, "items": items, "tail": tail}
+    for i, setting in enumerate(settings):
+        row = setting._asdict()
         row.update(valid=valid["overall"][i], valid_tail_item=valid["tail_item"][i])
         if test is not None:
             row["test"] = {"overall": test["overall"][i], "tail_item": test["tail_item"][i]}

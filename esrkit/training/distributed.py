@@ -153,13 +153,15 @@ class ShardedEvaluator(Evaluator):
     single-process ranks and metrics. (``ties="random"`` draws its tie-breaking numbers per shard, so those
     ranks are not the single-process ones; the default ``pessimistic`` ties need no randomness.)"""
 
-    def compute_ranks(self, model: SequentialRecommender, protocols, rows=None) -> dict[str, np.ndarray]:
+    def compute_ranks(
+        self, model: SequentialRecommender, protocols, rows=None, users=None
+    ) -> dict[str, np.ndarray]:
         rt = runtime()
         if rows is not None or not isinstance(rt, DistributedRuntime):
-            return super().compute_ranks(model, protocols, rows)
+            return super().compute_ranks(model, protocols, rows, users)
         lo, hi = shard_range(self.data.n_users, rt.rank, rt.world_size)
         if hi > lo:
-            mine = super().compute_ranks(model, protocols, (lo, hi))
+            mine = super().compute_ranks(model, protocols, (lo, hi), None if users is None else users[lo:hi])
         else:  # more ranks than users: nothing to rank, but keep the negatives' resampling rounds in step
             if "sampled" in protocols:
                 self.negatives()

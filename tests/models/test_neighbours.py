@@ -52,7 +52,9 @@ def test_a_new_item_borrows_from_the_trained_items_its_text_resembles() -> None:
     assert nb.neighbour_ids[N + 1, 0].item() == 5  # its twin is its nearest trained item
     assert nb.neighbour_ids[N + 2].eq(0).all()  # [MASK] moved to the end, unchanged
     assert nb.popularity_z[N + 1].item() == pytest.approx(nb.unseen_z.item())
-    assert nb.keys.shape[0] == N  # added items are never neighbours: their ID vectors are untrained
+    assert nb.keys.shape[0] == N + 1 and int(nb.trained) == N  # its text is kept (the text term reads it)
+    nb.add(llm[[4]] * 3.0, N + 1)  # a second twin finds trained items only: added items' IDs are untrained
+    assert nb.neighbour_ids[N + 2, 0].item() == 5 and nb.neighbour_ids[N + 2].max().item() <= N
 
 
 def test_k_must_leave_a_neighbour() -> None:

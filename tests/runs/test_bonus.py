@@ -29,13 +29,31 @@ def test_the_grid_has_no_bonus_once_then_every_setting_smallest_first():
         Setting(0.5, 1, 0),
         Setting(0.5, 3, 0),
     ]
-    assert (
-        Setting(0.25, 3, 1).options()
-        == "--neighbour-boost 0.25 --neighbour-boost-items 3 --neighbour-boost-tail 1"
+    assert Setting(0.25, 3, 1).options() == (
+        "--neighbour-boost 0.25 --neighbour-boost-items 3 --neighbour-boost-tail 1 "
+        "--text-boost 0 --text-boost-items 1 --text-boost-tail 0"
     )
     for bad in ([[-1], [1], [0]], [[1], [0], [0]], [[1], [1], [-0.5]], [[1], [], [0]]):
         with pytest.raises(ConfigError, match="bonus grid"):
             bonus_grid(*bad)
+    for bad in ([[-1], [1], [0]], [[1], [0], [0]], [[1], [1], [-1]]):
+        with pytest.raises(ConfigError, match="text term grid"):
+            bonus_grid([0], [1], [0], *bad)
+
+
+def test_the_two_terms_grids_combine_each_off_once_and_off_first():
+    grid = bonus_grid([0, 0.5], [1], [0], [0, 1], [3], [0, 1])
+    assert grid == [
+        NO_BONUS,
+        Setting(0, 1, 0, 1, 3, 0),
+        Setting(0, 1, 0, 1, 3, 1),
+        Setting(0.5, 1, 0),
+        Setting(0.5, 1, 0, 1, 3, 0),
+        Setting(0.5, 1, 0, 1, 3, 1),
+    ]
+    assert [s.label() for s in grid[:2]] == ["none", "text 1, last 3, tail 0"]
+    assert grid[4].label() == "beta 0.5, last 1, tail 0; text 1, last 3, tail 0"
+    assert Setting.from_record({"beta": 0.5, "items": 1, "tail": 0.0}) == grid[3]  # a record from before
 
 
 def test_tail_first_picks_the_best_tail_within_the_tolerance_and_never_below_it():
@@ -89,7 +107,12 @@ def test_the_choice_is_made_on_validation_with_evaluates_numbers(runs, tmp_path)
     path = tmp_path / "choice.json"
     out = CliRunner().invoke(
         cli,
-        ["tune-bonus", str(a), str(b), "--betas", "0,3", "--items", "1", "--tails", "0", "--json", str(path)],
+        [
+            "tune-bonus",
+            *(str(a), str(b)),
+            *("--betas", "0,3", "--items", "1", "--tails", "0", "--text-boosts", "0"),
+            *("--json", str(path)),
+        ],
     )
     assert out.exit_code == 0, out.output
     record = json.loads(path.read_text())
@@ -102,7 +125,7 @@ def test_the_choice_is_made_on_validation_with_evaluates_numbers(runs, tmp_path)
             assert setting["valid_tail_item"] == pytest.approx(valid["tail_item"]["ndcg@10"], abs=1e-9)
     means_ = [(m["valid"], -i) for i, m in enumerate(record["mean"])]
     best = record["mean"][max(range(2), key=lambda i: means_[i])]
-    assert record["chosen"] == {k: best[k] for k in ("beta", "items", "tail")}
+    assert record["chosen"] == {k: best[k] for k in Setting._fields}
     assert record["mean"][1]["valid"] == pytest.approx(
         (record["runs"][0]["settings"][1]["valid"] + record["runs"][1]["settings"][1]["valid"]) / 2
     )
@@ -119,6 +142,8 @@ def test_the_choice_is_made_on_validation_with_evaluates_numbers(runs, tmp_path)
             "1",
             "--tails",
             "0",
+            "--text-boosts",
+            "0",
             "--with-test",
             "--json",
             str(path),
@@ -127,6 +152,26 @@ def test_the_choice_is_made_on_validation_with_evaluates_numbers(runs, tmp_path)
     assert out.exit_code == 0, out.output
     test = json.loads(path.read_text())["runs"][0]["settings"][1]["test"]
     assert test["overall"] == pytest.approx(evaluate(a, "test", 3)["overall"]["ndcg@10"], abs=1e-9)
+
+
+def test_the_text_term_is_tuned_with_evaluates_numbers(runs, tmp_path):
+    a, _, _ = runs
+    path = tmp_path / "text.json"
+    grid = ("--betas", "0", "--text-boosts", "0,2", "--text-items", "2", "--text-tails", "1")
+    out = CliRunner().invoke(cli, ["tune-bonus", str(a), *grid, "--json", str(path)])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(path.read_text())["runs"][0]["settings"]
+    assert [(r["text"], r["text_items"], r["text_tail"]) for r in rows] == [(0.0, 1, 0.0), (2.0, 2, 1.0)]
+    options = ["--text-boost", "2", "--text-boost-items", "2", "--text-boost-tail", "1"]
+    res = CliRunner().invoke(
+        cli, ["evaluate", str(a), "--split", "valid", "--json", "--protocol", "full", *options]
+    )
+    assert res.exit_code == 0, res.output
+    valid = json.loads(res.output)["full"]
+    assert rows[1]["valid"] == pytest.approx(valid["overall"]["ndcg@10"], abs=1e-9)
+    assert rows[1]["valid_tail_item"] == pytest.approx(valid["tail_item"]["ndcg@10"], abs=1e-9)
+    assert rows[1]["valid"] != rows[0]["valid"]
+    assert "--text-boost 0 " in out.output or "--text-boost 2 " in out.output  # the export line
 
 
 def test_bad_runs_and_options_are_refused_before_any_evaluation(runs):
@@ -139,6 +184,6 @@ def test_bad_runs_and_options_are_refused_before_any_evaluation(runs):
         check_runs([a, a.parents[3] / "other" / "runs" / "demo" / "seed-42"])
     with pytest.raises(ConfigError, match="not a finished esrkit run"):
         check_runs([a.parent])
-    for option in (["--items", "0"], ["--betas", "x"], ["--tail-first", "-1"]):
+    for option in (["--items", "0"], ["--betas", "x"], ["--tail-first", "-1"], ["--text-items", "0"]):
         out = CliRunner().invoke(cli, ["tune-bonus", str(a), *option])
         assert out.exit_code == 2 and option[0] in out.output, out.output
