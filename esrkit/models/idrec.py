@@ -239,8 +239,12 @@ class LLMInitRecommender(IDRecommender):
     @property
     def bonus_history(self) -> int:
         """The last items the ranking-time terms read: as many as the longer of the two that are on."""
-        reads = [self.neighbour_boost_items if self.neighbour_boost else 1]
-        return max(reads + [self.text_boost_items] if self.text_boost else reads)
+        reads = [1]
+        if self.neighbour_boost:
+            reads.append(self.neighbour_boost_items)
+        if self.text_boost:
+            reads.append(self.text_boost_items)
+        return max(reads)
 
     def ranking_bonus(self, recent_items: Tensor) -> tuple[Tensor, Tensor | float] | None:
         """``neighbour_boost`` for the text neighbours of the last ``neighbour_boost_items`` items: the next

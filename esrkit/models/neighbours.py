@@ -100,6 +100,8 @@ class TextNeighbours(nn.Module):
         """(n_rows, E) unit LLM vectors by item id, weighted for ``tail``; kept until the keys, the popularity
         or the request change, since building it costs more than the product it serves (a catalogue-sized
         copy for every history ranked; benchmarks/RESULTS.md, "Ranking bonus: serving cost")."""
+        # a buffer replaced (add, .to) has new storage; one written in place (set_popularity, loading a state)
+        # a new version count (autograd's counter of in-place writes)
         key = (n_rows, tail, *((t.data_ptr(), t._version, t.device) for t in (self.keys, self.popularity_z)))
         cached = self._tables.get(key)
         if cached is not None:
