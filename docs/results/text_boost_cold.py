@@ -1,0 +1,65 @@
+"""New items under the ranking-time text terms: runs trained with held-out items (``data.cold_items``), ranked
+on their test split with the recipe's settings and with each term turned off (no retraining).
+
+    python docs/results/text_boost_cold.py OUT_JSON RUN/seed-42 RUN/seed-43 RUN/seed-44
+    python docs/results/text_boost_cold.py --record OUT_JSON      # print the table of a written record
+
+The runs' own ranking options are "the recipe"; the other rows change only the options named. Prints full
+N@10 overall, on tail items and on the held-out items added from their text ("cold_item"), mean over the runs,
+for docs/RESULTS.md ("Cold items").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from esrkit.runs.load import load_run, run_evaluator
+
+SETTINGS = {  # label -> ranking options replaced
+    "the recipe's ranking terms": {},
+    "without the text term's tail weighting": {"text_boost_tail": 0.0},
+    "the bonus alone": {"text_boost": 0.0},
+    "the text term alone": {"neighbour_boost": 0.0},
+    "neither": {"neighbour_boost": 0.0, "text_boost": 0.0},
+}
+GROUPS = ("overall", "tail_item", "cold_item")
+
+
+def evaluate(run_dir: str) -> dict[str, dict[str, float]]:
+    run = load_run(run_dir, "cpu")  # held-out items added from their text, as serving adds them
+    evaluator = run_evaluator(run, "test")
+    users = evaluator.user_vectors(run.model)
+    recipe = {name: getattr(run.model, name) for name in {k for o in SETTINGS.values() for k in o}}
+    out = {}
+    for label, options in SETTINGS.items():
+        for name, value in {**recipe, **options}.items():
+            setattr(run.model, name, value)
+        metrics = evaluator.evaluate(run.model, ("full",), users=users).metrics["full"]
+        out[label] = {g: float(metrics[g]["ndcg@10"]) for g in GROUPS}
+    return out
+
+
+def print_table(record: dict) -> None:
+    runs = list(record)
+    print(f"| ranking ({len(runs)} runs) | full N@10 | tail-item N@10 | cold-item N@10 |")
+    print("| --- | ---: | ---: | ---: |")
+    for label in SETTINGS:
+        cells = [np.mean([record[r][label][g] for r in runs]) for g in GROUPS]
+        print(f"| {label} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "--record":
+        print_table(json.loads(Path(argv[1]).read_text()))
+        return
+    record = {run_dir: evaluate(run_dir) for run_dir in argv[1:]}
+    Path(argv[0]).write_text(json.dumps(record, indent=1) + "\n")
+    print_table(record)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
