@@ -22,6 +22,7 @@ from esrkit.runs.load import load_run, run_evaluator
 SETTINGS = {  # label -> ranking options replaced
     "the recipe's ranking terms": {},
     "without the text term's tail weighting": {"text_boost_tail": 0.0},
+    "with the text term's tail weighting 1": {"text_boost_tail": 1.0},  # for recipes that chose 0
     "the bonus alone": {"text_boost": 0.0},
     "the text term alone": {"neighbour_boost": 0.0},
     "neither": {"neighbour_boost": 0.0, "text_boost": 0.0},
@@ -47,7 +48,7 @@ def print_table(record: dict) -> None:
     runs = list(record)
     print(f"| ranking ({len(runs)} runs) | full N@10 | tail-item N@10 | cold-item N@10 |")
     print("| --- | ---: | ---: | ---: |")
-    for label in SETTINGS:
+    for label in (label for label in SETTINGS if label in record[runs[0]]):  # records may predate a row
         cells = [np.mean([record[r][label][g] for r in runs]) for g in GROUPS]
         print(f"| {label} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
 
