@@ -10,8 +10,9 @@ Both return per-user 0-based ranks (kept for significance tests) and H@K / N@K o
 group (tail/head item, tail/head user, the 5 user and item buckets) that has users; an empty group is left out
 rather than reported as NaN. Every output is labelled with its protocol.
 
-A model's ranking bonus (``SequentialRecommender.ranking_bonus``, e.g. LLMInit's ``neighbour_boost``) is part
-of how it ranks, so both protocols apply it, unless ``ranking_bonus`` is off (training's epoch selection).
+A model's ranking-time terms (``SequentialRecommender.ranking_bonus`` and ``ranking_similarity``, e.g.
+LLMInit's ``neighbour_boost`` and ``text_boost``) are part of how it ranks, so both protocols apply them,
+unless ``ranking_bonus`` is off (training's epoch selection).
 """
 
 from __future__ import annotations
