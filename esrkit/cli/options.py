@@ -9,44 +9,36 @@ import click
 from esrkit.config import RANKING_OPTIONS
 
 
+def _term_options(name: str, value_help: str, items_help: str, tail_help: str) -> list:
+    """One ranking-time term as three options: ``--NAME`` (its weight), ``--NAME-items`` (how many of the last
+    items it reads) and ``--NAME-tail`` (how much more rarer items get), named as the config fields."""
+    flag, weight, count = name.replace("_", "-"), click.FloatRange(min=0), click.IntRange(min=1)
+    return [
+        click.option(f"--{flag}", type=weight, help=value_help),
+        click.option(f"--{flag}-items", type=count, help=f"{items_help} (model.{name}_items)."),
+        click.option(f"--{flag}-tail", type=weight, help=f"{tail_help} (model.{name}_tail)."),
+    ]
+
+
 def ranking_options(verb: str):
     """The ranking-time model options (``config.RANKING_OPTIONS``) as ``--neighbour-boost``, ``--text-boost``
     and their refinements, collected into one ``ranking`` dict of those given (for
     ``load_run(ranking=...)``)."""
     options = [
-        click.option(
-            "--neighbour-boost",
-            type=click.FloatRange(min=0),
-            help=f"LLMInit with text neighbours: {verb} with this model.neighbour_boost instead of the "
-            "run's (choose it with `esrkit evaluate RUN --split valid`; training does not use it; 0 turns "
-            "the bonus off).",
+        *_term_options(
+            "neighbour_boost",
+            f"LLMInit with text neighbours: {verb} with this model.neighbour_boost instead of the run's "
+            "(choose it with `esrkit evaluate RUN --split valid`; training does not use it; 0 turns the "
+            "bonus off).",
+            "... the bonus goes to the text neighbours of the last M items",
+            "... rarer neighbours get more of it",
         ),
-        click.option(
-            "--neighbour-boost-items",
-            type=click.IntRange(min=1),
-            help="... the bonus goes to the text neighbours of the last M items "
-            "(model.neighbour_boost_items).",
-        ),
-        click.option(
-            "--neighbour-boost-tail",
-            type=click.FloatRange(min=0),
-            help="... rarer neighbours get more of it (model.neighbour_boost_tail).",
-        ),
-        click.option(
-            "--text-boost",
-            type=click.FloatRange(min=0),
-            help=f"LLMInit with text neighbours: {verb} with this model.text_boost instead of the run's: "
-            "every item gets it times its cosine by text with the user's last items (0 turns it off).",
-        ),
-        click.option(
-            "--text-boost-items",
-            type=click.IntRange(min=1),
-            help="... the last M items (model.text_boost_items).",
-        ),
-        click.option(
-            "--text-boost-tail",
-            type=click.FloatRange(min=0),
-            help="... items rarer than average get more of it (model.text_boost_tail).",
+        *_term_options(
+            "text_boost",
+            f"LLMInit with text neighbours: {verb} with this model.text_boost instead of the run's: every "
+            "item gets it times its cosine by text with the user's last items (0 turns it off).",
+            "... the last M items",
+            "... items rarer than average get more of it",
         ),
     ]
 
