@@ -92,9 +92,11 @@ class TextNeighbours(nn.Module):
         unit LLM vectors of ``recent_items`` (B, m; id 0 = none), and (n_rows, E) every item id's unit LLM
         vector times w_i = 1 + ``tail`` max(0, -z_i): items rarer than average get more, popular ones the
         plain cosine. Padding, [MASK] and a history without items get 0."""
-        unit = self._item_table(n_rows, 0.0)
-        query = torch.nn.functional.normalize(unit[recent_items].sum(1), dim=-1)
-        return query, self._item_table(n_rows, tail) if tail else unit
+        # the few recent items' vectors straight from the keys (row id-1; id 0 = none), not from a second
+        # catalogue-sized table
+        recent = self.keys[(recent_items - 1).clamp(min=0)] * (recent_items > 0).unsqueeze(-1)
+        query = torch.nn.functional.normalize(recent.sum(1), dim=-1)
+        return query, self._item_table(n_rows, tail)
 
     def _item_table(self, n_rows: int, tail: float) -> Tensor:
         """(n_rows, E) unit LLM vectors by item id, weighted for ``tail``; kept until the keys, the popularity
