@@ -51,10 +51,6 @@ SETTINGS = {
 LLMINIT = ("model.name=llminit", "model.hidden=128", "model.text_neighbours=10", "model.causal=true")
 
 
-def use(served: ServedModel, setting: Setting) -> None:
-    setting.apply(served.model)
-
-
 @torch.no_grad()
 def rank_everyone(served: ServedModel, vectors: torch.Tensor, k: int) -> float:
     """Seconds to rank every stored user's top k from ``vectors`` (the all-users path after encoding)."""
@@ -106,11 +102,11 @@ def main() -> None:
     best = {label: float("inf") for label in SETTINGS}
     for _ in range(args.repeats):
         for label, setting in SETTINGS.items():
-            use(served, setting)
+            setting.apply(served.model)
             best[label] = min(best[label], rank_everyone(served, vectors, args.k))
     single = {}
     for label, setting in SETTINGS.items():
-        use(served, setting)
+        setting.apply(served.model)
         single[label] = latency(served, args.calls)
     base, base_ms = best["no bonus"], single["no bonus"]["median_ms"]
     lines = [

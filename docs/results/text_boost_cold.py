@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from esrkit.runs.bonus import Setting
 from esrkit.runs.load import load_run, run_evaluator
 
-SETTINGS = {  # label -> ranking options replaced
+SETTINGS = {  # label -> fields of the run's own Setting replaced
     "the recipe's ranking terms": {},
-    "without the text term's tail weighting": {"text_boost_tail": 0.0},
-    "with the text term's tail weighting 1": {"text_boost_tail": 1.0},  # for recipes that chose 0
-    "the bonus alone": {"text_boost": 0.0},
-    "the text term alone": {"neighbour_boost": 0.0},
-    "neither": {"neighbour_boost": 0.0, "text_boost": 0.0},
+    "without the text term's tail weighting": {"text_tail": 0.0},
+    "with the text term's tail weighting 1": {"text_tail": 1.0},  # for recipes that chose 0
+    "the bonus alone": {"text": 0.0},
+    "the text term alone": {"beta": 0.0},
+    "neither": {"beta": 0.0, "text": 0.0},
 }
 GROUPS = ("overall", "tail_item", "cold_item")
 
@@ -34,11 +35,10 @@ def evaluate(run_dir: str) -> dict[str, dict[str, float]]:
     run = load_run(run_dir, "cpu")  # held-out items added from their text, as serving adds them
     evaluator = run_evaluator(run, "test")
     users = evaluator.user_vectors(run.model)
-    recipe = {name: getattr(run.model, name) for name in {k for o in SETTINGS.values() for k in o}}
+    recipe = Setting.of(run.model)
     out = {}
-    for label, options in SETTINGS.items():
-        for name, value in {**recipe, **options}.items():
-            setattr(run.model, name, value)
+    for label, changes in SETTINGS.items():
+        recipe._replace(**changes).apply(run.model)
         metrics = evaluator.evaluate(run.model, ("full",), users=users).metrics["full"]
         out[label] = {g: float(metrics[g]["ndcg@10"]) for g in GROUPS}
     return out

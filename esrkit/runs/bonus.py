@@ -56,6 +56,18 @@ class Setting(NamedTuple):
         """The setting of a record's row (records written before the text term lack its fields: off)."""
         return cls(**{name: record[name] for name in cls._fields if name in record})
 
+    @classmethod
+    def of(cls, model) -> Setting:
+        """The setting a model ranks with now (the inverse of ``apply``)."""
+        return cls(
+            model.neighbour_boost,
+            model.neighbour_boost_items,
+            model.neighbour_boost_tail,
+            model.text_boost,
+            model.text_boost_items,
+            model.text_boost_tail,
+        )
+
     def apply(self, model) -> None:
         """Set the six ranking-time attributes ``load_run(ranking=...)`` would, without a reload."""
         model.neighbour_boost, model.neighbour_boost_items, model.neighbour_boost_tail = self[:3]

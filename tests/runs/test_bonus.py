@@ -4,6 +4,7 @@ as ``esrkit evaluate --neighbour-boost``, the test split read only when asked.""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 from click.testing import CliRunner
@@ -54,6 +55,10 @@ def test_the_two_terms_grids_combine_each_off_once_and_off_first():
     assert [s.label() for s in grid[:2]] == ["none", "text 1, last 3, tail 0"]
     assert grid[4].label() == "beta 0.5, last 1, tail 0; text 1, last 3, tail 0"
     assert Setting.from_record({"beta": 0.5, "items": 1, "tail": 0.0}) == grid[3]  # a record from before
+    model = types.SimpleNamespace()
+    grid[5].apply(model)
+    assert (model.neighbour_boost, model.text_boost, model.text_boost_tail) == (0.5, 1.0, 1.0)
+    assert Setting.of(model) == grid[5]
 
 
 def test_tail_first_picks_the_best_tail_within_the_tolerance_and_never_below_it():
