@@ -24,6 +24,7 @@ import torch
 
 from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.models.popularity import training_items
+from esrkit.runs.bonus import Setting
 from esrkit.runs.load import load_run, run_evaluator
 
 BONUSES = [(0.0, 1, 0.0), (0.25, 3, 1.0), (0.5, 1, 2.0), (0.75, 3, 3.0), (1.0, 1, 2.0)]  # beta, last M, s
@@ -42,14 +43,10 @@ def lengths_by_band(vectors: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
     return {names[b]: float(lengths[band == b].mean()) for b in range(4)}
 
 
-def with_offset_column(users, items: torch.Tensor, offset: torch.Tensor):
-    """The evaluator's user-vector function and the model's item vectors with one more coordinate (users 1,
-    items ``offset``), so every score gains the item's offset."""
-
-    def user_vectors(model, rows=None):
-        return torch.nn.functional.pad(users(model, rows), (0, 1), value=1.0)
-
-    return user_vectors, lambda: torch.cat([items, offset[:, None]], 1)
+def with_offset_column(users: torch.Tensor, items: torch.Tensor, offset: torch.Tensor):
+    """User and item vectors with one more coordinate (users 1, items ``offset``), so every score gains the
+    item's offset."""
+    return torch.nn.functional.pad(users, (0, 1), value=1.0), torch.cat([items, offset[:, None]], 1)
 
 
 def target_popularity(counts: np.ndarray, evaluator) -> dict[str, float]:
@@ -73,11 +70,12 @@ def grid(run_dir: str) -> tuple[dict, dict, dict]:
         evaluator = run_evaluator(run, split)
         tail = evaluator.groups.masks()["tail_item"]
         targets[split] = target_popularity(counts, evaluator)
-        users = evaluator.user_vectors
+        users = evaluator.user_vectors(model)  # the settings change ranking only: encode once
         for (beta, last, s), tau in itertools.product(BONUSES, TAUS):
-            model.neighbour_boost, model.neighbour_boost_items, model.neighbour_boost_tail = beta, last, s
-            evaluator.user_vectors, model.all_item_vectors = with_offset_column(users, items, -tau * z)
-            ranks = evaluator.evaluate(model, ("full",)).ranks["full"]
+            Setting(beta, last, s).apply(model)
+            shifted_users, shifted_items = with_offset_column(users, items, -tau * z)
+            model.all_item_vectors = lambda shifted=shifted_items: shifted
+            ranks = evaluator.evaluate(model, ("full",), users=shifted_users).ranks["full"]
             out.setdefault(f"beta {beta:g}, last {last}, s {s:g}, tau {tau:g}", {})[split] = {
                 "overall": ndcg10(ranks),
                 "tail_item": ndcg10(ranks[tail]),
