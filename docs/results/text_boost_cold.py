@@ -6,7 +6,9 @@ on their test split with the recipe's settings and with each term turned off (no
 
 The runs' own ranking options are "the recipe"; the other rows change only the options named. Prints full
 N@10 overall, on tail items and on the held-out items added from their text ("cold_item"), mean over the runs,
-for docs/RESULTS.md ("Cold items").
+and with two runs or more each row's two-sided t-test over seeds against the recipe's row, for docs/RESULTS.md
+("Cold items"). An OUT_JSON that exists keeps its runs (a seed trained later is added to the seeds already
+measured); a run named again is measured again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from esrkit.evaluation.significance import seed_ttest
 from esrkit.runs.bonus import Setting
 from esrkit.runs.load import load_run, run_evaluator
+from esrkit.utils.io import atomic_write_text
 
 SETTINGS = {  # label -> fields of the run's own Setting replaced
     "the recipe's ranking terms": {},
@@ -46,19 +50,28 @@ def evaluate(run_dir: str) -> dict[str, dict[str, float]]:
 
 def print_table(record: dict) -> None:
     runs = list(record)
-    print(f"| ranking ({len(runs)} runs) | full N@10 | tail-item N@10 | cold-item N@10 |")
-    print("| --- | ---: | ---: | ---: |")
+    tested = len(runs) >= 2
+    header = " | ".join(f"{g} N@10" + (" (p)" if tested else "") for g in ("full", "tail-item", "cold-item"))
+    print(f"| ranking ({len(runs)} runs) | {header} |")
+    print("| --- |" + " ---: |" * len(GROUPS))
+    recipe = next(iter(SETTINGS))
     for label in (label for label in SETTINGS if label in record[runs[0]]):  # records may predate a row
-        cells = [np.mean([record[r][label][g] for r in runs]) for g in GROUPS]
-        print(f"| {label} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        cells = []
+        for g in GROUPS:
+            values, base = [record[r][label][g] for r in runs], [record[r][recipe][g] for r in runs]
+            p = f" ({seed_ttest(values, base):.3f})" if tested and label != recipe else ""
+            cells.append(f"{np.mean(values):.4f}{p}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def main(argv: list[str]) -> None:
     if argv[0] == "--record":
         print_table(json.loads(Path(argv[1]).read_text()))
         return
-    record = {run_dir: evaluate(run_dir) for run_dir in argv[1:]}
-    Path(argv[0]).write_text(json.dumps(record, indent=1) + "\n")
+    out = Path(argv[0])
+    record = json.loads(out.read_text()) if out.exists() else {}
+    record.update({run_dir: evaluate(run_dir) for run_dir in argv[1:]})
+    atomic_write_text(out, json.dumps(record, indent=1) + "\n")  # the record's format so far
     print_table(record)
 
 
