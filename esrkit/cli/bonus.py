@@ -55,6 +55,12 @@ def number_list(kind: type, low: float, empty: bool = False) -> Callable:
     help="Also choose by the tail-first rule: the best validation tail-item N@10 among the settings within "
     "TOL (relative) of the best validation N@10, e.g. 0.02.",
 )
+@click.option(
+    "--new-items",
+    is_flag=True,
+    help="Validate with the held-out items of runs trained with data.cold_items > 0 added, as at test: for "
+    "a catalogue that adds items between retrains (prints their N@10 too).",
+)
 @click.option("--with-test", is_flag=True, help="Also report the test split (never used to choose).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every run's numbers here.")
 @click.option("--device", default="cpu")
@@ -67,6 +73,7 @@ def tune_bonus(
     text_items,
     text_tails,
     tail_first,
+    new_items,
     with_test,
     json_path,
     device,
@@ -79,7 +86,7 @@ def tune_bonus(
     from esrkit.utils.io import atomic_write_text
 
     grid = bonus_grid(betas, items, tails, text_boosts, text_items, text_tails)
-    record = tune_bonus(list(run_dirs), grid, tail_first, with_test, device, click.echo)
+    record = tune_bonus(list(run_dirs), grid, tail_first, with_test, device, click.echo, new_items)
     click.echo(bonus_table(record["mean"], with_test))
     chosen = Setting.from_record(record["chosen"])
     click.echo(f"\nchosen on validation (best mean N@10 of {len(run_dirs)} run(s)): {chosen.label()}")
@@ -92,18 +99,26 @@ def tune_bonus(
         click.echo(f"wrote {json_path}")
 
 
+TABLE_COLUMNS = (  # record field, heading, digits; a column only where every row has the field
+    ("valid", "validation N@10", 5),
+    ("valid_tail_item", "validation tail-item N@10", 5),
+    ("valid_cold_item", "validation new-item N@10", 5),
+    ("overall", "test N@10", 4),
+    ("tail_item", "test tail-item N@10", 4),
+    ("cold_item", "test new-item N@10", 4),
+)
+
+
 def bonus_table(mean: list[dict], with_test: bool) -> str:
-    """One row per setting: its mean validation (and test) N@10, overall and on tail items."""
+    """One row per setting: its mean validation (and test) N@10, overall, on tail items and, where the split
+    holds items added after training, on those."""
     from esrkit.runs.bonus import Setting  # lazy: the CLI starts fast
 
-    head, rule = "| setting | validation N@10 | validation tail-item N@10 |", "| --- | ---: | ---: |"
-    if with_test:
-        head, rule = head + " test N@10 | test tail-item N@10 |", rule + " ---: | ---: |"
-    lines = [head, rule]
+    columns = [c for c in TABLE_COLUMNS if all(c[0] in row for row in mean)]
+    if not with_test:
+        columns = [c for c in columns if not c[1].startswith("test")]
+    lines = ["| setting | " + " | ".join(c[1] for c in columns) + " |", "| --- |" + " ---: |" * len(columns)]
     for row in mean:
-        line = f"| {Setting.from_record(row).label()} | {row['valid']:.5f} "
-        line += f"| {row['valid_tail_item']:.5f} |"
-        if with_test:
-            line += f" {row['overall']:.4f} | {row['tail_item']:.4f} |"
-        lines.append(line)
+        cells = [f"{row[field]:.{digits}f}" for field, _, digits in columns]
+        lines.append(f"| {Setting.from_record(row).label()} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

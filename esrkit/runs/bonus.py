@@ -102,9 +102,10 @@ def bonus_grid(
     return [Setting(*b, *t) for b, t in itertools.product(bonus, text)]
 
 
-def check_runs(run_dirs: Sequence[str | Path]) -> None:
-    """Before any evaluation: every folder a finished run with text neighbours, and all of them one
-    experiment (seeds of one configuration), since one setting is chosen for all."""
+def check_runs(run_dirs: Sequence[str | Path], new_items: bool = False) -> None:
+    """Before any evaluation: every folder a finished run with text neighbours (with ``new_items``, trained
+    with held-out items), and all of them one experiment (seeds of one configuration), since one setting is
+    chosen for all."""
     configs = []
     for path in run_dirs:
         record = seed_record(Path(path))
@@ -113,6 +114,11 @@ def check_runs(run_dirs: Sequence[str | Path]) -> None:
         if not (record["config"].get("model", {}).get("text_neighbours") or 0) > 0:
             raise ConfigError(
                 f"{path}: the bonus needs a run trained with model.text_neighbours > 0 (model.name=llminit)"
+            )
+        if new_items and not (record["config"].get("data", {}).get("cold_items") or 0) > 0:
+            raise ConfigError(
+                f"{path}: --new-items validates with the run's held-out items added, so it needs a run "
+                "trained with data.cold_items > 0 (e.g. --set data.cold_items=0.1)"
             )
         configs.append(record)
     ranking = {f"model.{name}" for name in RANKING_OPTIONS}  # what is being chosen may differ
@@ -129,36 +135,43 @@ def _ndcg(ranks: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(metrics_from_ranks(ranks if mask is None else ranks[mask], (10,))["ndcg@10"])
 
 
-def _rank_settings(run, split: str, settings: Sequence[Setting]) -> dict[str, list[float]]:
-    """N@10 overall and on the split's tail items under every setting, as the evaluator ranks (the terms
-    applied as reported metrics and serving apply them). The settings change ranking only, so the users are
-    encoded once."""
-    evaluator = run_evaluator(run, split)
-    tail = evaluator.groups.masks()["tail_item"]
+def _rank_settings(run, split: str, settings: Sequence[Setting], new_items: bool = False) -> dict[str, list]:
+    """N@10 overall, on the split's tail items and, where the split holds items added after training, on
+    those ("cold_item"), under every setting, as the evaluator ranks (the terms applied as reported metrics
+    and serving apply them). The settings change ranking only, so the users are encoded once."""
+    evaluator = run_evaluator(run, split, new_items)
+    masks = evaluator.groups.masks()
+    groups = {g: masks[g] for g in ("tail_item", "cold_item") if g in masks}
     users = evaluator.user_vectors(run.model)
-    overall, tail_item = [], []
+    out: dict[str, list] = {"overall": [], **{g: [] for g in groups}}
     for setting in settings:
         setting.apply(run.model)
         ranks = evaluator.evaluate(run.model, ("full",), users=users).ranks["full"]
-        overall.append(_ndcg(ranks))
-        tail_item.append(_ndcg(ranks, tail))
-    return {"overall": overall, "tail_item": tail_item}
+        out["overall"].append(_ndcg(ranks))
+        for g, mask in groups.items():
+            out[g].append(_ndcg(ranks, mask))
+    return out
 
 
 def evaluate_run(
-    run_dir: str | Path, settings: Sequence[Setting], with_test: bool = False, device: str = "cpu"
+    run_dir: str | Path,
+    settings: Sequence[Setting],
+    with_test: bool = False,
+    device: str = "cpu",
+    new_items: bool = False,
 ) -> dict[str, Any]:
     """One run's validation (and, with ``with_test``, test) full N@10, overall and on tail items, under every
     setting: ``{"run", "settings": [{"beta", "items", "tail", "text", "text_items", "text_tail", "valid",
-    "valid_tail_item"[, "test"]}]}``."""
-    valid = _rank_settings(load_run(run_dir, device, add_cold=False), "valid", settings)
+    "valid_tail_item"[, "valid_cold_item"][, "test"]}]}``. ``new_items``: a cold-item run validated with its
+    held-out items added, as at test (its warm validation otherwise, the one its epochs were chosen on)."""
+    valid = _rank_settings(load_run(run_dir, device, add_cold=new_items), "valid", settings, new_items)
     test = _rank_settings(load_run(run_dir, device), "test", settings) if with_test else None
     rows = []
     for i, setting in enumerate(settings):
         row = setting._asdict()
-        row.update(valid=valid["overall"][i], valid_tail_item=valid["tail_item"][i])
+        row.update({"valid" if g == "overall" else f"valid_{g}": values[i] for g, values in valid.items()})
         if test is not None:
-            row["test"] = {"overall": test["overall"][i], "tail_item": test["tail_item"][i]}
+            row["test"] = {g: values[i] for g, values in test.items()}
         rows.append(row)
     return {"run": str(run_dir), "settings": rows}
 
@@ -168,11 +181,12 @@ def mean_over_runs(records: Sequence[dict[str, Any]], settings: Sequence[Setting
     out = {}
     for i, setting in enumerate(settings):
         rows = [r["settings"][i] for r in records]
-        mean = {k: float(np.mean([row[k] for row in rows])) for k in ("valid", "valid_tail_item")}
+        fields = [k for k in ("valid", "valid_tail_item", "valid_cold_item") if all(k in row for row in rows)]
+        mean = {k: float(np.mean([row[k] for row in rows])) for k in fields}
         if all("test" in row for row in rows):
-            mean.update(
-                {g: float(np.mean([row["test"][g] for row in rows])) for g in ("overall", "tail_item")}
-            )
+            tests = [row["test"] for row in rows]
+            groups = [g for g in ("overall", "tail_item", "cold_item") if all(g in t for t in tests)]
+            mean.update({g: float(np.mean([t[g] for t in tests])) for g in groups})
         out[setting] = mean
     return out
 
@@ -203,16 +217,18 @@ def tune_bonus(
     with_test: bool = False,
     device: str = "cpu",
     log: Callable[[str], None] = lambda message: None,
+    new_items: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the grid on every run and choose on validation: the record ``{"chosen", "tail_first"?,
-    "runs", "mean"}`` (``docs/results/neighbour-boost-*.json`` are such records, written before "mean")."""
+    "runs", "mean"}`` (``docs/results/neighbour-boost-*.json`` are such records, written before "mean");
+    ``new_items``: validation with a cold-item run's held-out items added (``evaluate_run``)."""
     if any(not 0 <= tol < 1 for tol in tail_first):
         raise ConfigError("--tail-first tolerances are fractions in [0, 1), e.g. 0.01,0.02")
-    check_runs(run_dirs)
+    check_runs(run_dirs, new_items)
     records = []
     for path in run_dirs:
         log(f"{path}: {len(settings)} settings")
-        records.append(evaluate_run(path, settings, with_test, device))
+        records.append(evaluate_run(path, settings, with_test, device, new_items))
     mean = mean_over_runs(records, settings)
     chosen = pick_best(settings, mean)
     record: dict[str, Any] = {"chosen": chosen._asdict(), "runs": records}

@@ -14,7 +14,7 @@ from esrkit.data.tensors import DeviceSequences
 from esrkit.evaluation.evaluator import Evaluator
 from esrkit.models import build_model, model_class
 from esrkit.runs.inputs import RunInputs, prepare_inputs
-from esrkit.runs.train import add_cold_items, cold_test_evaluator, evaluators
+from esrkit.runs.train import add_cold_items, cold_evaluator, evaluators
 from esrkit.training import checkpoint as ckpt
 from esrkit.training.rundir import RunDir, git_commit
 from esrkit.utils.io import read_json
@@ -118,14 +118,18 @@ def _written_by(rd: RunDir) -> str:
     )
 
 
-def run_evaluator(run: LoadedRun, split: str) -> Evaluator:
+def run_evaluator(run: LoadedRun, split: str, new_items: bool = False) -> Evaluator:
     """The evaluator ``esrkit train`` used for ``split`` of this run (a cold-item run's test: the full
-    data)."""
+    data). ``new_items``: a cold-item run's validation with its held-out items added, as at test."""
     seed = run.cfg.train.seed
-    if split == "test" and run.inputs.cold is not None:
+    if new_items and run.inputs.cold is None:
+        raise ConfigError(
+            f"{run.run_dir.path}: validating with new items needs a run trained with data.cold_items > 0"
+        )
+    if (split == "test" or new_items) and run.inputs.cold is not None:
         if run.data is not run.inputs.catalogue:
-            raise ValueError("the cold-item test needs the held-out items added (load_run(add_cold=True))")
-        return cold_test_evaluator(run.cfg, run.inputs.cold, run.seqs.device, seed)
+            raise ValueError(f"cold-item {split}: add the held-out items first (load_run(add_cold=True))")
+        return cold_evaluator(run.cfg, run.inputs.cold, run.seqs.device, seed, split=split)
     if run.inputs.cold is not None and run.data is not run.inputs.data:
         raise ValueError("validation of a cold-item run uses the warm model (load_run(add_cold=False))")
     valid, test = evaluators(run.cfg, run.inputs.data, run.seqs, seed)

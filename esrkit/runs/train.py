@@ -51,16 +51,23 @@ def _evaluator_options(cfg: RunConfig, seed: int) -> dict[str, Any]:
     }
 
 
-def cold_test_evaluator(
-    cfg: RunConfig, cold: ColdItems, device: torch.device, seed: int, cls: type[Evaluator] = Evaluator
+def cold_evaluator(
+    cfg: RunConfig,
+    cold: ColdItems,
+    device: torch.device,
+    seed: int,
+    cls: type[Evaluator] = Evaluator,
+    split: str = "test",
 ) -> Evaluator:
-    """The test of the cold-item protocol: every user of the full dataset, every item (the cold ones added),
-    the usual groups plus ``cold_item`` (the target is a held-out item) and ``warm_item``."""
+    """The cold-item protocol's ``split`` with the held-out items added: every user of the full dataset, every
+    item, the usual groups plus ``cold_item`` (the target is a held-out item) and ``warm_item``. "test" is the
+    protocol's test; "valid" (the full data's validation targets, which training never saw either) is where
+    ranking-time options for a catalogue that adds items are chosen (``esrkit tune-bonus --new-items``)."""
     full, d = cold.split.full, cfg.data
-    groups = compute_groups(full, "test", d.ts_user, d.ts_item, d.group_rule, d.max_len)
-    is_cold = cold.split.cold_target("test")
+    groups = compute_groups(full, split, d.ts_user, d.ts_item, d.group_rule, d.max_len)
+    is_cold = cold.split.cold_target(split)
     groups = dataclasses.replace(groups, extra={"cold_item": is_cold, "warm_item": ~is_cold})
-    return cls(full, "test", DeviceSequences(full, device), groups=groups, **_evaluator_options(cfg, seed))
+    return cls(full, split, DeviceSequences(full, device), groups=groups, **_evaluator_options(cfg, seed))
 
 
 def add_cold_items(model: SequentialRecommender, cfg: RunConfig, inputs: RunInputs, seed: int) -> str:
@@ -196,7 +203,7 @@ def run_seed(
     else:  # validate on the warm catalogue the model was selected on, then add the held-out items and test
         valid = valid_eval.evaluate(model, cfg.eval.protocols)
         support = add_cold_items(model, cfg, inputs, seed)
-        test_eval = cold_test_evaluator(cfg, inputs.cold, device, seed, rt.evaluator_class())
+        test_eval = cold_evaluator(cfg, inputs.cold, device, seed, rt.evaluator_class())
         test = test_eval.evaluate(model, cfg.eval.protocols)
         cold = {
             "cold_items": {

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import types
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 from esrkit.config import ConfigError
 from esrkit.runs.bonus import NO_BONUS, Setting, bonus_grid, check_runs, pick_best, pick_tail_first
+from esrkit.runs.load import load_run, run_evaluator
 from esrkit.runs.train import train
 from tests.runs.test_cold_protocol import config
 from tests.runs.test_ranking_bonus import LLMINIT
@@ -192,3 +194,38 @@ def test_bad_runs_and_options_are_refused_before_any_evaluation(runs):
     for option in (["--items", "0"], ["--betas", "x"], ["--tail-first", "-1"], ["--text-items", "0"]):
         out = CliRunner().invoke(cli, ["tune-bonus", str(a), *option])
         assert out.exit_code == 2 and option[0] in out.output, out.output
+
+
+def test_new_items_validate_with_the_held_out_items_added(runs, tmp_path):
+    a, _, _ = runs
+    train(config(tmp_path, *LLMINIT, "data.cold_items=0.2", "data.cold_seed=7"), progress=False)
+    run, path = tmp_path / "runs" / "demo" / "seed-42", tmp_path / "new.json"
+    grid = ("--betas", "0", "--text-boosts", "0,2", "--text-items", "2", "--text-tails", "1")
+    out = CliRunner().invoke(cli, ["tune-bonus", str(run), *grid, "--new-items", "--json", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "validation new-item N@10" in out.output
+    rows = json.loads(path.read_text())["runs"][0]["settings"]
+    # the numbers are the full data's validation split, ranked with the held-out items added as at test
+    loaded = load_run(run, "cpu")
+    evaluator = run_evaluator(loaded, "valid", new_items=True)
+    full = loaded.inputs.cold.split.full
+    assert evaluator.data is loaded.data is not loaded.inputs.data  # every item, the held-out ones added
+    assert np.array_equal(evaluator.targets, full.targets("valid"))
+    assert not np.array_equal(evaluator.targets, full.targets("test"))
+    new_target = full.targets("valid") > loaded.inputs.cold.split.n_warm
+    assert new_target.any() and np.array_equal(evaluator.groups.masks()["cold_item"], new_target)
+    for row in rows:
+        Setting.from_record(row).apply(loaded.model)
+        metrics = evaluator.evaluate(loaded.model, ("full",)).metrics["full"]
+        assert row["valid"] == pytest.approx(metrics["overall"]["ndcg@10"], abs=1e-9)
+        assert row["valid_cold_item"] == pytest.approx(metrics["cold_item"]["ndcg@10"], abs=1e-9)
+    assert rows[1]["valid_cold_item"] != rows[0]["valid_cold_item"]  # the tail-weighted term moves new items
+    # without the flag: the warm validation the epochs were chosen on, which holds no new item
+    warm = CliRunner().invoke(cli, ["tune-bonus", str(run), *grid, "--json", str(path)])
+    assert warm.exit_code == 0, warm.output
+    warm_rows = json.loads(path.read_text())["runs"][0]["settings"]
+    assert "valid_cold_item" not in warm_rows[0] and warm_rows[0]["valid"] != rows[0]["valid"]
+    with pytest.raises(ConfigError, match=r"--new-items .* data\.cold_items > 0"):
+        check_runs([a], new_items=True)  # a run trained without held-out items, refused before any work
+    with pytest.raises(ConfigError, match=r"data\.cold_items > 0"):
+        run_evaluator(load_run(a, "cpu"), "valid", new_items=True)
