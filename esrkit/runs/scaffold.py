@@ -271,6 +271,13 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
         f"#   esrkit train -r {name} --seeds 42,43,44",
         f"#   esrkit tune-bonus runs/{name}/seed-*",
         f"#   esrkit export runs/{name}/seed-42 -o exports/{name}    (with the options tune-bonus prints)",
+        "# If items join between retrains, choose the ranking terms on a validation split that holds new",
+        "# items (10% of the items held out of training and added from their text, as serving adds them):",
+        *_command(
+            ["esrkit", "train", "-r", name, "--name", f"{name}-new-items", "--seeds", "42,43,44"],
+            ["data.cold_items=0.1"],
+        ),
+        f"#   esrkit tune-bonus runs/{name}-new-items/seed-* --new-items",
         "# The baselines it is measured against: SASRec-CE (no LLM) and LLMInit-CE (no text neighbours):",
         *_command(["esrkit", "train", "-r", name, "--name", f"{name}-sasrec-ce"], sasrec + shared),
         *_command(["esrkit", "train", "-r", name, "--name", f"{name}-llminit-ce"], llminit + shared),

@@ -133,10 +133,16 @@ def test_the_best_preset_writes_the_recommended_configuration_and_its_baselines(
         ("train", ""),
         ("train", "mine-sasrec-ce"),
         ("train", "mine-llminit-ce"),
+        ("train", "mine-new-items"),
         ("tune-bonus", "runs/mine/seed-*"),
+        ("tune-bonus", "runs/mine-new-items/seed-*"),
         ("export", "runs/mine/seed-42"),
         ("report", "runs/"),
     }
+    new_items = commands[("train", "mine-new-items")]
+    held_out = resolve_recipe("mine", [new_items[i + 1] for i, a in enumerate(new_items) if a == "--set"])
+    assert held_out.data.cold_items == 0.1 and held_out.model == cfg.model  # the recipe, items held out
+    assert commands[("tune-bonus", "runs/mine-new-items/seed-*")][2:] == ["--new-items"]
     baselines = {}
     for name in ("mine-sasrec-ce", "mine-llminit-ce"):
         c = commands[("train", name)]
