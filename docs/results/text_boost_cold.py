@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from esrkit.evaluation.significance import seed_ttest
-from esrkit.runs.bonus import Setting
-from esrkit.runs.load import load_run, run_evaluator
+from esrkit.runs.bonus import Setting, rank_settings
+from esrkit.runs.load import load_run
 from esrkit.utils.io import atomic_write_text
 
 SETTINGS = {  # label -> fields of the run's own Setting replaced
@@ -37,15 +37,9 @@ GROUPS = ("overall", "tail_item", "cold_item")
 
 def evaluate(run_dir: str) -> dict[str, dict[str, float]]:
     run = load_run(run_dir, "cpu")  # held-out items added from their text, as serving adds them
-    evaluator = run_evaluator(run, "test")
-    users = evaluator.user_vectors(run.model)
     recipe = Setting.of(run.model)
-    out = {}
-    for label, changes in SETTINGS.items():
-        recipe._replace(**changes).apply(run.model)
-        metrics = evaluator.evaluate(run.model, ("full",), users=users).metrics["full"]
-        out[label] = {g: float(metrics[g]["ndcg@10"]) for g in GROUPS}
-    return out
+    ranked = rank_settings(run, "test", [recipe._replace(**changes) for changes in SETTINGS.values()])
+    return {label: {g: ranked[g][i] for g in GROUPS} for i, label in enumerate(SETTINGS)}
 
 
 def print_table(record: dict) -> None:

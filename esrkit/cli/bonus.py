@@ -87,7 +87,7 @@ def tune_bonus(
 
     grid = bonus_grid(betas, items, tails, text_boosts, text_items, text_tails)
     record = tune_bonus(list(run_dirs), grid, tail_first, with_test, device, click.echo, new_items)
-    click.echo(bonus_table(record["mean"], with_test))
+    click.echo(bonus_table(record["mean"]))
     chosen = Setting.from_record(record["chosen"])
     click.echo(f"\nchosen on validation (best mean N@10 of {len(run_dirs)} run(s)): {chosen.label()}")
     click.echo(f"  esrkit export {run_dirs[0]} -o EXPORT {chosen.options()}")
@@ -99,7 +99,7 @@ def tune_bonus(
         click.echo(f"wrote {json_path}")
 
 
-TABLE_COLUMNS = (  # record field, heading, digits; a column only where every row has the field
+TABLE_COLUMNS = (  # record field, heading, digits; a column only where every row has it (test: --with-test)
     ("valid", "validation N@10", 5),
     ("valid_tail_item", "validation tail-item N@10", 5),
     ("valid_cold_item", "validation new-item N@10", 5),
@@ -109,14 +109,12 @@ TABLE_COLUMNS = (  # record field, heading, digits; a column only where every ro
 )
 
 
-def bonus_table(mean: list[dict], with_test: bool) -> str:
-    """One row per setting: its mean validation (and test) N@10, overall, on tail items and, where the split
-    holds items added after training, on those."""
+def bonus_table(mean: list[dict]) -> str:
+    """One row per setting: its mean validation (and, where measured, test) N@10, overall, on tail items and,
+    where the split holds items added after training, on those."""
     from esrkit.runs.bonus import Setting  # lazy: the CLI starts fast
 
     columns = [c for c in TABLE_COLUMNS if all(c[0] in row for row in mean)]
-    if not with_test:
-        columns = [c for c in columns if not c[1].startswith("test")]
     lines = ["| setting | " + " | ".join(c[1] for c in columns) + " |", "| --- |" + " ---: |" * len(columns)]
     for row in mean:
         cells = [f"{row[field]:.{digits}f}" for field, _, digits in columns]

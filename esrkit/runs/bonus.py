@@ -59,19 +59,13 @@ class Setting(NamedTuple):
     @classmethod
     def of(cls, model) -> Setting:
         """The setting a model ranks with now (the inverse of ``apply``)."""
-        return cls(
-            model.neighbour_boost,
-            model.neighbour_boost_items,
-            model.neighbour_boost_tail,
-            model.text_boost,
-            model.text_boost_items,
-            model.text_boost_tail,
-        )
+        return cls(*(getattr(model, name) for name in RANKING_OPTIONS))
 
     def apply(self, model) -> None:
-        """Set the six ranking-time attributes ``load_run(ranking=...)`` would, without a reload."""
-        model.neighbour_boost, model.neighbour_boost_items, model.neighbour_boost_tail = self[:3]
-        model.text_boost, model.text_boost_items, model.text_boost_tail = self[3:]
+        """Set the six ranking-time attributes ``load_run(ranking=...)`` would (``config.RANKING_OPTIONS``, in
+        this tuple's order), without a reload."""
+        for name, value in zip(RANKING_OPTIONS, self, strict=True):
+            setattr(model, name, value)
 
 
 NO_BONUS = Setting(0.0, 1, 0.0)
@@ -135,7 +129,7 @@ def _ndcg(ranks: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(metrics_from_ranks(ranks if mask is None else ranks[mask], (10,))["ndcg@10"])
 
 
-def _rank_settings(run, split: str, settings: Sequence[Setting], new_items: bool = False) -> dict[str, list]:
+def rank_settings(run, split: str, settings: Sequence[Setting], new_items: bool = False) -> dict[str, list]:
     """N@10 overall, on the split's tail items and, where the split holds items added after training, on
     those ("cold_item"), under every setting, as the evaluator ranks (the terms applied as reported metrics
     and serving apply them). The settings change ranking only, so the users are encoded once."""
@@ -164,8 +158,8 @@ def evaluate_run(
     setting: ``{"run", "settings": [{"beta", "items", "tail", "text", "text_items", "text_tail", "valid",
     "valid_tail_item"[, "valid_cold_item"][, "test"]}]}``. ``new_items``: a cold-item run validated with its
     held-out items added, as at test (its warm validation otherwise, the one its epochs were chosen on)."""
-    valid = _rank_settings(load_run(run_dir, device, add_cold=new_items), "valid", settings, new_items)
-    test = _rank_settings(load_run(run_dir, device), "test", settings) if with_test else None
+    valid = rank_settings(load_run(run_dir, device, add_cold=new_items), "valid", settings, new_items)
+    test = rank_settings(load_run(run_dir, device), "test", settings) if with_test else None
     rows = []
     for i, setting in enumerate(settings):
         row = setting._asdict()
