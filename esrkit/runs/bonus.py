@@ -158,8 +158,12 @@ def evaluate_run(
     setting: ``{"run", "settings": [{"beta", "items", "tail", "text", "text_items", "text_tail", "valid",
     "valid_tail_item"[, "valid_cold_item"][, "test"]}]}``. ``new_items``: a cold-item run validated with its
     held-out items added, as at test (its warm validation otherwise, the one its epochs were chosen on)."""
-    valid = rank_settings(load_run(run_dir, device, add_cold=new_items), "valid", settings, new_items)
-    test = rank_settings(load_run(run_dir, device), "test", settings) if with_test else None
+    run = load_run(run_dir, device, add_cold=new_items)
+    valid = rank_settings(run, "valid", settings, new_items)
+    test = None
+    if with_test:  # the test ranks a cold-item run with its held-out items added: reload only if they are not
+        tested = run if new_items or run.inputs.cold is None else load_run(run_dir, device)
+        test = rank_settings(tested, "test", settings)
     rows = []
     for i, setting in enumerate(settings):
         row = setting._asdict()
