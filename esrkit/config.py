@@ -237,7 +237,60 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}: expected true/false, got {quote(value)}")
+
+
+def _as_int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ConfigError(f"{where}: expected an integer, got {quote(value)}")
+
+
+def _as_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {quote(value)}")
+    return float(value)
+
+
+def _as_str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {quote(value)}")
+    return value
+
+
+_SCALARS = {
+    bool: _as_bool,
+    int: _as_int,
+    float: _as_float,
+    str: _as_str,
+}  # TOML booleans are not numbers here
+
+
+def _as_list(value: Any, hint: Any, where: str) -> list:
+    (inner,) = typing.get_args(hint) or (Any,)
+    if isinstance(value, str):  # "5,10,20" from the command line
+        value = [_parse_scalar(v.strip()) for v in value.split(",") if v.strip()]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list, got {quote(value)}")
+    return [_coerce(v, inner, f"{where}[{i}]") if inner is not Any else v for i, v in enumerate(value)]
+
+
+def _as_dict(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {quote(value)}")
+    return dict(value)
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the type ``hint`` names (a scalar, ``X | None``, a list, a table or a nested dataclass),
+    or a ConfigError naming ``where``."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):  # ``float | None``: None, or a value of the other type
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -248,37 +301,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
         return build_dataclass(hint, value, where)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {quote(value)}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {quote(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {quote(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {quote(value)}")
-        return value
+    if hint in _SCALARS:
+        return _SCALARS[hint](value, where)
     if origin is list:
-        (inner,) = typing.get_args(hint) or (Any,)
-        if isinstance(value, str):  # "5,10,20" from the command line
-            value = [_parse_scalar(v.strip()) for v in value.split(",") if v.strip()]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {quote(value)}")
-        return [_coerce(v, inner, f"{where}[{i}]") if inner is not Any else v for i, v in enumerate(value)]
+        return _as_list(value, hint, where)
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {quote(value)}")
-        return dict(value)
+        return _as_dict(value, where)
     return value
 
 
