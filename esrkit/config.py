@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import sys
 import types
@@ -310,6 +311,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def _suggestions(unknown: set[str], names: set[str]) -> str:
+    """ " (did you mean 'hidden'?)" for misspelt keys that are close to exactly one known name each."""
+    close = {k: difflib.get_close_matches(k, sorted(names), n=1, cutoff=0.8) for k in sorted(unknown)}
+    found = [f"{k!r} -> {m[0]!r}" for k, m in close.items() if m]
+    return f" (did you mean {', '.join(found)}?)" if found else ""
+
+
 def build_dataclass(cls: type, values: dict[str, Any], where: str = "", what: str = "key") -> Any:
     """``cls(**values)`` with every value checked and coerced to its field's type (ConfigError otherwise): the
     one path from a table (a recipe section, a baseline's ``model.extra`` options) to a typed dataclass."""
@@ -318,7 +326,8 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str = "", what: st
     unknown = set(values) - names
     if unknown:
         raise ConfigError(
-            f"{where or cls.__name__}: unknown {what}(s) {sorted(unknown)}; allowed: {sorted(names)}"
+            f"{where or cls.__name__}: unknown {what}(s) {sorted(unknown)}{_suggestions(unknown, names)}; "
+            f"allowed: {sorted(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in values.items()}
     return cls(**kwargs)

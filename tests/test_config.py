@@ -206,3 +206,15 @@ def test_a_run_config_is_validated_too() -> None:
     tree["train"]["epochs"] = -1
     with pytest.raises(ConfigError, match="train.epochs"):
         config_from_dict(tree)
+
+
+def test_a_misspelt_key_gets_the_close_name_suggested_and_a_far_one_none():
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) \['hiden'\] \(did you mean 'hiden' -> 'hidden'\?\)"
+    ):
+        config_from_dict({"model": {"hiden": 64}})
+    with pytest.raises(ConfigError, match=r"\['modle'\] \(did you mean 'modle' -> 'model'\?\)"):
+        config_from_dict({"modle": {"hidden": 64}})
+    with pytest.raises(ConfigError) as far:
+        config_from_dict({"model": {"zzz": 1}})
+    assert "did you mean" not in str(far.value) and "allowed:" in str(far.value)
