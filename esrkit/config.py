@@ -312,7 +312,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def _suggestions(unknown: set[str], names: set[str]) -> str:
-    """ " (did you mean 'hidden'?)" for misspelt keys that are close to exactly one known name each."""
+    """The error's hint, e.g. " (did you mean 'hiden' -> 'hidden'?)": each misspelt key's closest known name,
+    where one is close."""
     close = {k: difflib.get_close_matches(k, sorted(names), n=1, cutoff=0.8) for k in sorted(unknown)}
     found = [f"{k!r} -> {m[0]!r}" for k, m in close.items() if m]
     return f" (did you mean {', '.join(found)}?)" if found else ""
