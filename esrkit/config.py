@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import re
 import sys
 import types
@@ -24,7 +23,7 @@ from typing import Any
 
 from esrkit.registry import ENCODERS, LOSSES, MODELS, Registry
 from esrkit.resources import find_resource, list_resources, load_toml
-from esrkit.utils.errors import quote
+from esrkit.utils.errors import did_you_mean, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -311,14 +310,6 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _suggestions(unknown: set[str], names: set[str]) -> str:
-    """The error's hint, e.g. " (did you mean 'hiden' -> 'hidden'?)": each misspelt key's closest known name,
-    where one is close."""
-    close = {k: difflib.get_close_matches(k, sorted(names), n=1, cutoff=0.8) for k in sorted(unknown)}
-    found = [f"{k!r} -> {m[0]!r}" for k, m in close.items() if m]
-    return f" (did you mean {', '.join(found)}?)" if found else ""
-
-
 def build_dataclass(cls: type, values: dict[str, Any], where: str = "", what: str = "key") -> Any:
     """``cls(**values)`` with every value checked and coerced to its field's type (ConfigError otherwise): the
     one path from a table (a recipe section, a baseline's ``model.extra`` options) to a typed dataclass."""
@@ -327,7 +318,7 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str = "", what: st
     unknown = set(values) - names
     if unknown:
         raise ConfigError(
-            f"{where or cls.__name__}: unknown {what}(s) {sorted(unknown)}{_suggestions(unknown, names)}; "
+            f"{where or cls.__name__}: unknown {what}(s) {sorted(unknown)}{did_you_mean(unknown, names)}; "
             f"allowed: {sorted(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in values.items()}
@@ -465,7 +456,8 @@ def registered(registry: Registry) -> Rule:
                 registry.get(v)
             except KeyError as exc:
                 return str(exc.args[0])
-        return f"is not a registered {registry.kind}; known: {', '.join(registry.names())}"
+        names = registry.names()
+        return f"is not a registered {registry.kind}{did_you_mean([v], names)}; known: {', '.join(names)}"
 
     return rule
 
@@ -479,7 +471,8 @@ def resource(kind: str, *also: str) -> Rule:
         try:
             find_resource(kind, v)
         except FileNotFoundError:
-            return f"is not a {kind} definition; known: {', '.join([*also, *list_resources(kind)])}"
+            names = [*also, *list_resources(kind)]
+            return f"is not a {kind} definition{did_you_mean([v], names)}; known: {', '.join(names)}"
         return None
 
     return rule

@@ -18,7 +18,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from esrkit.utils.errors import quote
+from esrkit.utils.errors import did_you_mean, quote
 
 if TYPE_CHECKING:  # the registered types, for annotations only
     from torch import nn
@@ -63,7 +63,8 @@ class Registry(Generic[T]):
         if key not in self._entries:
             known = ", ".join(sorted(self._entries)) or "(none)"
             also = " (or package.module:Class for your own)" if self.plugins else ""
-            raise KeyError(f"unknown {self.kind} {quote(name)}; known: {known}{also}")
+            hint = did_you_mean([key], self._entries)
+            raise KeyError(f"unknown {self.kind} {quote(name)}{hint}; known: {known}{also}")
         return self._entries[key]
 
     def meta(self, name: str) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from esrkit.utils.errors import did_you_mean
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -55,9 +57,11 @@ def find_resource(kind: str, name: str) -> Path:
         path = root / KIND_DIRS[kind] / f"{name}.toml"
         if path.is_file():
             return path
-    known = ", ".join(list_resources(kind)) or "(none)"
+    names = list_resources(kind)
+    searched = ", ".join(map(str, search_roots()))
     raise FileNotFoundError(
-        f"no {kind} named {name!r} (searched {', '.join(map(str, search_roots()))}); known: {known}"
+        f"no {kind} named {name!r}{did_you_mean([name], names)} (searched {searched}); "
+        f"known: {', '.join(names) or '(none)'}"
     )
 
 

@@ -210,11 +210,36 @@ def test_a_run_config_is_validated_too() -> None:
 
 def test_a_misspelt_key_gets_the_close_name_suggested_and_a_far_one_none():
     with pytest.raises(
-        ConfigError, match=r"unknown key\(s\) \['hiden'\] \(did you mean 'hiden' -> 'hidden'\?\)"
+        ConfigError, match=r"unknown key\(s\) \['hiden'\] \(did you mean 'hidden'\?\); allowed"
     ):
         config_from_dict({"model": {"hiden": 64}})
-    with pytest.raises(ConfigError, match=r"\['modle'\] \(did you mean 'modle' -> 'model'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"\['hiden', 'lossx'\] \(did you mean 'hiden' -> 'hidden', 'lossx' -> 'loss'\?\)"
+    ):
+        config_from_dict({"model": {"hiden": 64, "lossx": "ce"}})
+    with pytest.raises(ConfigError, match=r"\['modle'\] \(did you mean 'model'\?\)"):
         config_from_dict({"modle": {"hidden": 64}})
     with pytest.raises(ConfigError) as far:
         config_from_dict({"model": {"zzz": 1}})
     assert "did you mean" not in str(far.value) and "allowed:" in str(far.value)
+
+
+@pytest.mark.parametrize(
+    "option, hint",
+    [
+        ("model.loss=cee", "is not a registered loss (did you mean 'ce'?)"),
+        ("model.name=llmesrr", "is not a registered model (did you mean 'llmesr'?)"),
+        ("embedding.provider=minlm", "is not a provider definition (did you mean 'minilm'?)"),
+    ],
+)
+def test_a_misspelt_name_gets_the_close_one_suggested(option, hint):
+    with pytest.raises(ConfigError) as err:
+        resolve_recipe("demo", [option])
+    assert hint in str(err.value)
+
+
+def test_a_misspelt_recipe_gets_the_close_one_suggested():
+    with pytest.raises(
+        FileNotFoundError, match=r"no recipe named 'beauty5-bset' \(did you mean 'beauty5-best'\?\)"
+    ):
+        resolve_recipe("beauty5-bset", [])

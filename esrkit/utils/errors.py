@@ -7,7 +7,9 @@ closing quote of every "got '...'" in it.
 
 from __future__ import annotations
 
+import difflib
 import errno
+from collections.abc import Iterable
 from typing import Any
 
 QUOTE_LIMIT = 80  # characters of a user's token shown in an error message
@@ -20,6 +22,19 @@ def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
         return text
     size = f" ({len(value):,} characters)" if isinstance(value, (str, bytes)) else ""
     return f"{text[: limit - 1]}…{size}"
+
+
+def did_you_mean(names: Iterable[str], known: Iterable[str]) -> str:
+    """ " (did you mean 'hidden'?)" naming, for each misspelt name, the known one closest to it where one is
+    close ("'hiden' -> 'hidden'" when there are several); "" when none is close."""
+    names, known = sorted(names), sorted(known)
+    close = {n: difflib.get_close_matches(n, known, n=1, cutoff=0.8) for n in names}
+    found = {n: m[0] for n, m in close.items() if m}
+    if not found:
+        return ""
+    if len(names) == 1:
+        return f" (did you mean {found[names[0]]!r}?)"
+    return f" (did you mean {', '.join(f'{n!r} -> {m!r}' for n, m in found.items())}?)"
 
 
 def error_text(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ import pytest
 
 from esrkit.config import ConfigError, resolve_recipe
 from esrkit.models import build_model, encoder_meta
+from esrkit.registry import ENCODERS
 from esrkit.runs.train import train
 from esrkit.training import checkpoint as ckpt
 from tests.conftest import TINY_RUN
@@ -50,3 +51,13 @@ def test_a_plugged_in_family_trains_and_tests_end_to_end(tmp_path) -> None:
     )
     assert "scale" in tensors and "encoder.mlp.0.weight" in tensors  # the plug-ins' own weights were trained
     assert float(tensors["scale"]) != 1.0
+
+
+def test_a_misspelt_registry_name_gets_the_close_one_suggested():
+    with pytest.raises(
+        KeyError, match=r"unknown encoder 'sasrecc' \(did you mean 'sasrec'\?\); known: bert4rec"
+    ):
+        ENCODERS.get("sasrecc")
+    with pytest.raises(KeyError) as far:
+        ENCODERS.get("transformer-xl")
+    assert "did you mean" not in str(far.value)
