@@ -388,6 +388,12 @@ CASES = [
         True,
     ),
     Case(
+        "study-only-misspelt",
+        lambda ws: ["study", "compare", "cold-scientific", "--only", "sasrec-cee", "--dry-run"],
+        ("--only", "'sasrec-cee'", "did you mean 'sasrec-ce'?", "its runs: pop, sasrec-ce"),
+        True,
+    ),
+    Case(
         "sweep-bad-grid-value",
         lambda ws: ["sweep", "--recipe", "demo", "--grid", "model.alpha=0.5,-1", "--dry-run"],
         ("model.alpha = -1",),

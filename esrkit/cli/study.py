@@ -9,6 +9,7 @@ import click
 
 from esrkit.cli.train import folder_name, parse_seeds
 from esrkit.config import ConfigError
+from esrkit.utils.errors import did_you_mean
 
 
 @click.group()
@@ -167,9 +168,13 @@ def compare(plan, seeds, sets, only, output_dir, name, report_only, records, dry
     study_plan.overrides += list(sets)
     if only:
         wanted = [n for n in only.split(",") if n]
-        unknown = [n for n in wanted if n not in {r.name for r in study_plan.runs_}]
+        names = [r.name for r in study_plan.runs_]
+        unknown = [n for n in wanted if n not in names]
         if unknown:
-            raise click.ClickException(f"--only: {unknown} are not runs of {study_plan.source}")
+            raise click.ClickException(
+                f"--only: {unknown} are not runs of {study_plan.source}{did_you_mean(unknown, names)}; "
+                f"its runs: {', '.join(names)}"
+            )
         training = dataclasses.replace(study_plan, runs_=[r for r in study_plan.runs_ if r.name in wanted])
     else:
         training = study_plan
