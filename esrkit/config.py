@@ -263,12 +263,8 @@ def _as_str(value: Any, where: str) -> str:
     return value
 
 
-_SCALARS = {
-    bool: _as_bool,
-    int: _as_int,
-    float: _as_float,
-    str: _as_str,
-}  # TOML booleans are not numbers here
+# a field's scalar type -> its converter (TOML booleans are not numbers here, nor numbers booleans)
+_SCALARS = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
 
 
 def _as_list(value: Any, hint: Any, where: str) -> list:
