@@ -25,8 +25,9 @@ def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
 
 
 def did_you_mean(names: Iterable[str], known: Iterable[str]) -> str:
-    """ " (did you mean 'hidden'?)" naming, for each misspelt name, the known one closest to it where one is
-    close ("'hiden' -> 'hidden'" when there are several); "" when none is close."""
+    """An error's hint naming, for each misspelt name, the known one closest to it where one is close:
+    `` (did you mean 'hidden'?)``, or `` (did you mean 'hiden' -> 'hidden', ...?)`` for several; "" if none
+    is."""
     names, known = sorted(names), sorted(known)
     close = {n: difflib.get_close_matches(n, known, n=1, cutoff=0.8) for n in names}
     found = {n: m[0] for n, m in close.items() if m}
