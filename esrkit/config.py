@@ -108,6 +108,10 @@ class ModelConfig:
     causal: bool = False  # the official SASRec is bidirectional (author-confirmed); True = textbook SASRec,
     # and LLM-ESR's cross-attention causal too (any backbone)
     mask_prob: float = 0.6  # BERT4Rec cloze probability (official scripts)
+    # what the backbone trains to predict: "" = its own (SASRec: the next item at every position, BERT4Rec:
+    # masked items, GRU4Rec: the item after the sequence only, as the official code); seq2seq = the next
+    # item at every position (GRU4Rec as Hidasi et al. train it: every position of a sequence is an example)
+    objective: str = ""
     emulate_padding: bool = True  # attend to max_len-padding exactly as the official fixed-length code does
     # LLM-ESR switches (Table 2 / Table 6 ablations)
     co_view: bool = True
@@ -405,6 +409,7 @@ Rule = Callable[[Any, RunConfig], "str | None"]
 LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")  # esrkit/training/losses.py draws them
 GATES = ("none", "popularity", "user")  # esrkit/models/fusion.py
 NEW_ITEM_NORMS = ("projection", "trained")  # esrkit/models/idrec.py (LLMInit.add_items)
+OBJECTIVE_OVERRIDES = ("seq2seq", "last")  # esrkit/models/__init__.py (build_model)
 PROTOCOL_NAMES = ("sampled", "full")
 WATCH_METRICS = ("hr", "ndcg")  # what the evaluator computes at every k of eval.ks
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
@@ -534,6 +539,20 @@ def losses_only(*losses: str) -> Rule:
     return rule
 
 
+def objective_fits_backbone(v: str, cfg: RunConfig) -> str | None:
+    """Next-item training at every position needs an encoder whose output at a position has not seen the
+    items after it; a cloze encoder attends both ways, so every position would see its own target."""
+    if v != "seq2seq" or cfg.model.backbone not in ENCODERS:
+        return None
+    own = ENCODERS.meta(cfg.model.backbone)["objective"]
+    if own != "cloze":
+        return None
+    return (
+        f"backbone {cfg.model.backbone} attends both ways (its own objective is {own}): at every position "
+        "it would see the item it is to predict; leave model.objective empty or use last"
+    )
+
+
 def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
     """The bonus, the text term and the neighbour dropout act on the items' text neighbours (the text term on
     the unit LLM vectors they are found with): without them they would do nothing."""
@@ -581,6 +600,7 @@ RULES: dict[str, Rule] = {
     "model.heads": at_least(1),
     "model.dropout": between(0.0, 1.0, high_open=True),
     "model.mask_prob": all_of(above(0.0), between(0.0, 1.0)),
+    "model.objective": all_of(one_of("", *OBJECTIVE_OVERRIDES), objective_fits_backbone),
     "model.cross_heads": at_least(1),
     "model.adapter_layers": one_of(1, 2),
     "model.id_init": one_of("pca", "random"),

@@ -40,6 +40,7 @@ BAD = [
     ("model.dropout", "-0.1"),
     ("model.mask_prob", "1.5"),
     ("model.mask_prob", "0"),
+    ("model.objective", "every"),
     ("model.cross_heads", "0"),
     ("model.adapter_layers", "3"),
     ("model.id_init", "zeros"),
@@ -169,6 +170,16 @@ def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
         resolve_recipe("demo", ["model.neighbour_boost_items=3"])
     # a recipe's bonus is turned off by neighbour_boost alone (its refinements are inert without it)
     assert resolve_recipe("beauty5-best", ["model.neighbour_boost=0"]).model.neighbour_boost_items == 3
+
+
+def test_an_objective_override_fits_its_backbone() -> None:
+    cfg = resolve_recipe("demo", ["model.backbone=gru4rec", "model.objective=seq2seq"])
+    assert cfg.model.objective == "seq2seq"
+    last = resolve_recipe("demo", ["model.backbone=bert4rec", "model.objective=last"])
+    assert last.model.objective == "last"
+    # a cloze encoder attends both ways: at every position it would see the item it is to predict
+    with pytest.raises(ConfigError, match="model.objective = 'seq2seq': backbone bert4rec attends both ways"):
+        resolve_recipe("demo", ["model.backbone=bert4rec", "model.objective=seq2seq"])
 
 
 def test_all_problems_are_listed_at_once() -> None:

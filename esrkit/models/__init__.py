@@ -32,5 +32,9 @@ def model_class(name: str) -> type[SequentialRecommender]:
 
 
 def build_model(cfg, n_items: int, max_len: int, assets: ModelAssets | None = None) -> SequentialRecommender:
-    """The one place a ModelConfig becomes a model: ``MODELS[cfg.name].from_config(...)``."""
-    return model_class(cfg.name).from_config(cfg, n_items, max_len, assets or ModelAssets())
+    """The one place a ModelConfig becomes a model: ``MODELS[cfg.name].from_config(...)``, training to
+    ``cfg.objective`` where it names one instead of the backbone's own."""
+    model = model_class(cfg.name).from_config(cfg, n_items, max_len, assets or ModelAssets())
+    if cfg.objective:
+        model.objective = cfg.objective
+    return model

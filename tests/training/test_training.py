@@ -297,3 +297,52 @@ def test_a_nan_loss_stops_training_and_keeps_the_best_epoch_before_it(tmp_path, 
     fresh = MODELS.get("id")(data.n_items, backbone="gru4rec", hidden=16, max_len=MAX_LEN)
     with pytest.raises(TrainingDiverged, match="diverged at epoch 0 .* lower train.lr"):
         train_and_score(fresh, data, epochs=6, max_batches_per_epoch=3, batch_size=32)
+
+
+def _gru4rec(objective: str):
+    from esrkit.config import ModelConfig
+    from esrkit.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="id", backbone="gru4rec", hidden=HIDDEN_ID["gru4rec"], objective=objective)
+    return build_model(cfg, small_data().n_items, MAX_LEN)
+
+
+def test_an_objective_override_scores_every_position_of_a_gru4rec_sequence(monkeypatch) -> None:
+    """``model.objective=seq2seq``: every training item after the first is a target, where the official
+    GRU4Rec objective scores only the item after the sequence (one per user)."""
+    from esrkit.data.batches import last_item_batch, seq2seq_batch
+    from esrkit.data.tensors import DeviceSequences
+    from esrkit.training import objectives
+    from esrkit.training.losses import LossContext
+
+    data = small_data()
+    seqs = DeviceSequences(data)
+    users = np.arange(32)
+    seen = {}
+
+    def count(model, h, pos, neg, loss):
+        seen[model.objective] = (h.shape[0], pos.tolist())
+        return h.sum() * 0
+
+    monkeypatch.setattr(objectives, "ranking_loss_from_states", count)
+    for objective in ("", "seq2seq"):
+        model = _gru4rec(objective)
+        make_batch = seq2seq_batch if objective else last_item_batch
+        batch = make_batch(seqs, users, MAX_LEN, 1, torch.Generator().manual_seed(0))
+        objectives.ranking_loss(model, batch, LossContext(LossSpec()))
+    lengths = np.minimum(seqs.train_lengths(users) - 1, MAX_LEN)
+    assert seen["last"][0] == users.size
+    assert seen["seq2seq"][0] == lengths.sum() > 3 * users.size
+    # the last item of each user's training part is a target under both
+    assert set(seen["last"][1]) <= set(seen["seq2seq"][1])
+
+
+@pytest.mark.slow
+def test_gru4rec_trained_on_every_position_learns_faster() -> None:
+    data = small_data()
+    short = dict(epochs=8, batch_size=16, lr=3e-3)
+    official, _ = train_and_score(_gru4rec(""), data, **short)
+    every, _ = train_and_score(_gru4rec("seq2seq"), data, **short)
+    assert every > popularity_score(data) + 0.01
+    assert every > official + 0.02, (every, official)
