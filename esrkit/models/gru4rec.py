@@ -8,6 +8,12 @@ the trimmed batch keeps at least one padding column on the left (its input is th
 ``max_len - L`` padding steps that were cut are run once — for a single sequence when every row shares the
 padding vector (``shared_pad``), otherwise per row. Without ``pad_count`` the GRU starts from zeros at the
 first real item.
+
+Where the padding input is the zero vector (every ID and LLMInit table), the bias-free GRU's zero state stays
+exactly zero through any number of padding steps, so the cut steps are not run: the same states, and the same
+gradients wherever the official run's are finite (every padding step contributes zero). Run, their backward
+multiplies by the recurrence's Jacobian at zero, 0.5 I + 0.25 W_hn, once per step; once training has grown it
+past 1, some 190 steps overflow, and inf x 0 turned the weights to NaN (docs/RESULTS.md, "Another backbone").
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ class GRU4RecEncoder(nn.Module):
         # padding steps that were trimmed away: the same for every row (= max_len - L) unless a row is full
         cut = pad_count + lengths - L
         steps = int(cut.max()) if B else 0
-        if steps <= 0:
+        if steps <= 0 or not bool(x[cut > 0, 0].any()):  # no steps cut, or every one leaves the state at 0
             out, _ = self.gru(x)
             return out
         if shared_pad:

@@ -17,6 +17,7 @@ from torch import nn
 
 from esrkit.data.tensors import make_input
 from esrkit.models import MODELS
+from esrkit.models.gru4rec import GRU4RecEncoder
 from esrkit.models.sasrec import PaddedSelfAttention, SASRecEncoder
 
 MAX_LEN = 24
@@ -272,6 +273,51 @@ def test_gru_padding_cache_keeps_gradients_exact() -> None:
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def _amplifying_gru(seed: int = 0) -> GRU4RecEncoder:
+    """A GRU4Rec encoder whose recurrence amplifies at the zero state (Jacobian 0.5 I + 0.25 W_hn = 2.5 I), as
+    training can make it: 190 padding steps' backward then overflows float32."""
+    torch.manual_seed(seed)
+    encoder = GRU4RecEncoder(8)
+    with torch.no_grad():
+        encoder.gru.weight_hh_l0[16:] = 8 * torch.eye(8)
+    return encoder
+
+
+def test_gru_zero_padding_is_not_run_and_its_gradients_stay_finite() -> None:
+    """A zero padding input leaves the zero state at zero: the trimmed encoder skips the cut padding steps and
+    gives the full-length GRU's output, with finite gradients where the full-length run's backward overflows
+    (inf x 0 = NaN in the weights' gradients)."""
+    max_len, lengths = 200, torch.tensor([5, 2])
+    real = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
+    full = torch.zeros(2, max_len, 8)
+    full[0, -5:], full[1, -2:] = real[0], real[1, -2:]
+    trimmed = full[:, -6:].clone()  # one padding column kept, as the model's trimmed batch
+    mask = torch.arange(6) >= 6 - lengths[:, None]
+    ours_encoder, official = _amplifying_gru(), _amplifying_gru()
+    ours = ours_encoder(trimmed, mask, pad_count=max_len - lengths, shared_pad=True)[:, -1]
+    ours.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in ours_encoder.parameters())
+    ref = official.gru(full)[0][:, -1]
+    torch.testing.assert_close(ours.detach(), ref.detach(), atol=2e-5, rtol=1e-4)
+    ref.sum().backward()
+    assert not torch.isfinite(official.gru.weight_hh_l0.grad).all()  # what the skipped steps did
+
+
+def test_gru_nonzero_padding_is_still_run() -> None:
+    """The padding steps are skipped only for a zero padding input: any other one moves the state, and the
+    trimmed model still reproduces the full-length run."""
+    full = _right_aligned(_random_sequences(np.random.default_rng(7), 30, [5, 2]), MAX_LEN)
+    torch.manual_seed(0)
+    model = MODELS.get("id")(30, backbone="gru4rec", hidden=8, max_len=MAX_LEN).eval()
+    with torch.no_grad():
+        model.items.weight[0] = 0.5
+        ref = model.encoder.gru(model.items(full))[0][:, -1]
+        ours = model.last_hidden(make_input(full[:, -5:], MAX_LEN))
+        from_zero = model.encoder.gru(model.items(full[:, -5:]))[0][:, -1]
+    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(ours, from_zero, atol=1e-3)
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
