@@ -159,3 +159,30 @@ def test_the_best_preset_writes_the_recommended_configuration_and_its_baselines(
     train = CliRunner().invoke(cli, ["train", "-r", "mine", "-q", "--set", "train.epochs=1"])
     assert train.exit_code == 0, train.output
     assert (project / "runs" / "mine" / "seed-42" / "results.json").is_file()
+
+
+def test_the_best_preset_for_gru4rec_trains_on_every_position_with_its_own_settings(project) -> None:
+    args = ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline", "--preset", "best"]
+    res = CliRunner().invoke(cli, [*args, "--backbone", "gru4rec"])
+    assert res.exit_code == 0, res.output
+    cfg = resolve_recipe("mine")
+    m, t = cfg.model, cfg.train
+    assert (m.name, m.backbone, m.objective, m.loss, m.text_neighbours) == (
+        "llminit",
+        "gru4rec",
+        "seq2seq",
+        "ce",
+        5,
+    )
+    assert (m.hidden, t.ema, t.lr) == (128, 0.0, 0.001)  # the GRU4Rec study's choice, not SASRec's
+    text = (project / "recipes" / "mine.toml").read_text()
+    commands = {c[c.index("--name") + 1]: c for c in commented_commands(text) if "--name" in c}
+    assert set(commands) == {"mine-gru4rec-ce", "mine-llminit-ce", "mine-new-items"}
+    for name in ("mine-gru4rec-ce", "mine-llminit-ce"):  # the baselines train on every position too
+        c = commands[name]
+        baseline = resolve_recipe("mine", [c[i + 1] for i, a in enumerate(c) if a == "--set"])
+        assert (baseline.model.objective, baseline.model.hidden, baseline.model.causal) == (
+            "seq2seq",
+            128,
+            False,
+        )
