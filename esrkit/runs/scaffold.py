@@ -248,6 +248,7 @@ class BestSettings:
     lr: float
     objective: str  # "" = the backbone's own
     why: str  # the comment on the measured choices
+    tune_grid: str = ""  # esrkit tune-bonus options beyond its default grid
 
 
 BEST_SETTINGS = {
@@ -267,6 +268,7 @@ BEST_SETTINGS = {
         0.001,
         "seq2seq",
         "GRU4Rec on Scientific: 256 with the average at 3e-4 ranked lower",
+        "--betas 0,0.5,1,2 --text-boosts 0,0.5,1,2",  # its choice sat on the default grid's edge
     ),
 }
 
@@ -306,7 +308,7 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
         ),
         "# Train it (run folders: runs/NAME/seed-<seed>/), choose its ranking bonus on validation, ship it:",
         f"#   esrkit train -r {name} --seeds 42,43,44",
-        f"#   esrkit tune-bonus runs/{name}/seed-*",
+        f"#   esrkit tune-bonus runs/{name}/seed-* {best.tune_grid}".rstrip(),
         f"#   esrkit export runs/{name}/seed-42 -o exports/{name}    (with the options tune-bonus prints)",
         "# If items join between retrains, choose the ranking terms on a validation split that holds new",
         "# items (10% of the items held out of training and added from their text, as serving adds them):",

@@ -176,6 +176,8 @@ def test_the_best_preset_for_gru4rec_trains_on_every_position_with_its_own_setti
     )
     assert (m.hidden, t.ema, t.lr) == (128, 0.0, 0.001)  # the GRU4Rec study's choice, not SASRec's
     text = (project / "recipes" / "mine.toml").read_text()
+    tune = [c for c in commented_commands(text) if c[0] == "tune-bonus" and "--new-items" not in c]
+    assert tune == [["tune-bonus", "runs/mine/seed-*", "--betas", "0,0.5,1,2", "--text-boosts", "0,0.5,1,2"]]
     commands = {c[c.index("--name") + 1]: c for c in commented_commands(text) if "--name" in c}
     assert set(commands) == {"mine-gru4rec-ce", "mine-llminit-ce", "mine-new-items"}
     for name in ("mine-gru4rec-ce", "mine-llminit-ce"):  # the baselines train on every position too
