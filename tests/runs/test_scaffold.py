@@ -188,3 +188,18 @@ def test_the_best_preset_for_gru4rec_trains_on_every_position_with_its_own_setti
             128,
             False,
         )
+
+
+def test_the_best_preset_for_bert4rec_takes_the_settings_measured_on_bert4rec(project) -> None:
+    args = ["recipe", "new", "mine", "--dataset", "data/mine", "-p", "offline", "--preset", "best"]
+    res = CliRunner().invoke(cli, [*args, "--backbone", "bert4rec"])
+    assert res.exit_code == 0, res.output
+    m, t = resolve_recipe("mine").model, resolve_recipe("mine").train
+    assert (m.backbone, m.objective, m.hidden, m.text_neighbours, t.ema, t.lr) == (
+        "bert4rec",
+        "",
+        128,
+        5,
+        0.0,
+        0.001,
+    )
