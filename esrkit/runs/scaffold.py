@@ -365,7 +365,7 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
             best.ema,
             "validate and keep a moving average of the weights"
             if best.ema
-            else "no average (it did not raise validation N@10 here)",
+            else "no average: the setting measured on this backbone",
         ),
         _line(
             "lr", best.lr, "the rate validation chose with the average" if best.ema else "the official rate"
