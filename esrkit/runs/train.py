@@ -247,6 +247,7 @@ def run_seed(
     }
     rt.on_main(lambda: rd.save_results(results, ranks))
     rt.on_main(lambda: rd.log(_test_line(results)))
+    rt.on_main(rd.unlock)
     return results
 
 

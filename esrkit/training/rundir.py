@@ -126,6 +126,13 @@ class RunDir:
         _HELD_LOCKS[str(self.path.resolve())] = fh
         return self
 
+    def unlock(self) -> None:
+        """Let the lock go once the run is finished (its results written): a process that trains many runs (a
+        study, a sweep) would otherwise hold one open file per run until it exits."""
+        fh = _HELD_LOCKS.pop(str(self.path.resolve()), None)
+        if fh is not None:
+            fh.close()  # closing the file releases its flock
+
     @property
     def has_trained_epoch(self) -> bool:
         """A finished epoch leaves ``last``; a run that failed before its first epoch has none to resume."""

@@ -34,6 +34,10 @@ def test_train_evaluate_recommend(tmp_path, monkeypatch) -> None:
     assert (run / "checkpoints" / "best.safetensors").exists() and (run / "ranks" / "test_full.npy").exists()
     provenance = json.loads((run / "provenance.json").read_text())
     assert {"data", "embeddings", "pca", "neighbours"} <= set(provenance["fingerprints"])
+    from esrkit.training.rundir import RunDir
+
+    finished = RunDir(run).lock()  # the training let its finished run go (a study holds no lock per run)
+    finished.unlock()
 
     res = runner.invoke(cli, ["evaluate", str(run), "--json"])
     assert res.exit_code == 0, res.output
@@ -99,7 +103,8 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path) -> None:
     finally:
         holder.kill()
         holder.wait()
-    RunDir(path).lock()  # free again once the holder is gone
+        holder.stdout.close()
+    RunDir(path).lock().unlock()  # free again once the holder is gone
 
 
 def test_neighbours_are_matched_by_user_id_not_position() -> None:
