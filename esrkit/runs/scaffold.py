@@ -29,6 +29,7 @@ from esrkit.prompts.templates import (
     load_templates,
     templates_from_dict,
 )
+from esrkit.reporting.collect import BACKBONE_LABELS
 from esrkit.resources import KIND_DIRS, find_resource, list_resources
 from esrkit.utils.io import atomic_write_text
 
@@ -290,7 +291,7 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
     best = BEST_SETTINGS.get(backbone, BEST_SETTINGS["sasrec"])
     neighbours = min(best.text_neighbours, data.n_items - 1)
     # the table starts from a PCA of the item embeddings, which has at most n_items components
-    hidden = next(h for h in (best.hidden, 128, 64, 32, 16, 8) if h <= min(best.hidden, data.n_items))
+    hidden = next(h for h in (256, 128, 64, 32, 16, 8) if h <= min(best.hidden, data.n_items))
     shared = [
         "model.loss=ce",
         "eval.valid_protocol=full",
@@ -306,7 +307,7 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
         "model.new_item_norm=projection",
     ]
     llminit = ["model.text_neighbours=0"]
-    baseline = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "bert4rec": "BERT4Rec"}.get(backbone, backbone)
+    baseline = BACKBONE_LABELS.get(backbone, backbone)
     intro = [
         *_comment(
             "esrkit's recommended configuration for deploying (docs/FULL_RANKING.md; the recipes "
