@@ -311,10 +311,10 @@ def _gru4rec(objective: str):
 def test_an_objective_override_scores_every_position_of_a_gru4rec_sequence(monkeypatch) -> None:
     """``model.objective=seq2seq``: every training item after the first is a target, where the official
     GRU4Rec objective scores only the item after the sequence (one per user)."""
-    from esrkit.data.batches import last_item_batch, seq2seq_batch
     from esrkit.data.tensors import DeviceSequences
     from esrkit.training import objectives
     from esrkit.training.losses import LossContext
+    from esrkit.training.trainer import Trainer, TrainerOptions
 
     data = small_data()
     seqs = DeviceSequences(data)
@@ -328,8 +328,8 @@ def test_an_objective_override_scores_every_position_of_a_gru4rec_sequence(monke
     monkeypatch.setattr(objectives, "ranking_loss_from_states", count)
     for objective in ("", "seq2seq"):
         model = _gru4rec(objective)
-        make_batch = seq2seq_batch if objective else last_item_batch
-        batch = make_batch(seqs, users, MAX_LEN, 1, torch.Generator().manual_seed(0))
+        trainer = Trainer(model, seqs, TrainerOptions(max_len=MAX_LEN), lambda m, e: {}, progress=False)
+        batch = trainer.make_batch(users, torch.Generator().manual_seed(0))  # the trainer's own dispatch
         objectives.ranking_loss(model, batch, LossContext(LossSpec()))
     lengths = np.minimum(seqs.train_lengths(users) - 1, MAX_LEN)
     assert seen["last"][0] == users.size
