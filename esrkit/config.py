@@ -23,7 +23,7 @@ from typing import Any
 
 from esrkit.registry import ENCODERS, LOSSES, MODELS, Registry
 from esrkit.resources import find_resource, list_resources, load_toml
-from esrkit.utils.errors import did_you_mean, quote
+from esrkit.utils.errors import choices, did_you_mean, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -457,8 +457,7 @@ def registered(registry: Registry) -> Rule:
                 registry.get(v)
             except KeyError as exc:
                 return str(exc.args[0])
-        names = registry.names()
-        return f"is not a registered {registry.kind}{did_you_mean([v], names)}; known: {', '.join(names)}"
+        return f"is not a registered {registry.kind}{choices(v, registry.names())}"
 
     return rule
 
@@ -472,8 +471,7 @@ def resource(kind: str, *also: str) -> Rule:
         try:
             find_resource(kind, v)
         except FileNotFoundError:
-            names = [*also, *list_resources(kind)]
-            return f"is not a {kind} definition{did_you_mean([v], names)}; known: {', '.join(names)}"
+            return f"is not a {kind} definition{choices(v, [*also, *list_resources(kind)])}"
         return None
 
     return rule

@@ -18,7 +18,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from esrkit.utils.errors import did_you_mean, quote
+from esrkit.utils.errors import choices, quote
 
 if TYPE_CHECKING:  # the registered types, for annotations only
     from torch import nn
@@ -61,10 +61,8 @@ class Registry(Generic[T]):
         self._load_builtins()
         key = name.lower()
         if key not in self._entries:
-            known = ", ".join(sorted(self._entries)) or "(none)"
             also = " (or package.module:Class for your own)" if self.plugins else ""
-            hint = did_you_mean([key], self._entries)
-            raise KeyError(f"unknown {self.kind} {quote(name)}{hint}; known: {known}{also}")
+            raise KeyError(f"unknown {self.kind} {quote(name)}{choices(key, self._entries)}{also}")
         return self._entries[key]
 
     def meta(self, name: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from esrkit.utils.errors import did_you_mean
+from esrkit.utils.errors import choices, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,12 +57,9 @@ def find_resource(kind: str, name: str) -> Path:
         path = root / KIND_DIRS[kind] / f"{name}.toml"
         if path.is_file():
             return path
-    names = list_resources(kind)
     searched = ", ".join(map(str, search_roots()))
-    raise FileNotFoundError(
-        f"no {kind} named {name!r}{did_you_mean([name], names)} (searched {searched}); "
-        f"known: {', '.join(names) or '(none)'}"
-    )
+    known = choices(name, list_resources(kind))
+    raise FileNotFoundError(f"no {kind} named {quote(name)}{known}; searched: {searched}")
 
 
 def list_resources(kind: str) -> list[str]:

@@ -38,6 +38,13 @@ def did_you_mean(names: Iterable[str], known: Iterable[str]) -> str:
     return f" (did you mean {', '.join(f'{n!r} -> {m!r}' for n, m in found.items())}?)"
 
 
+def choices(name: str, known: Iterable[str]) -> str:
+    """The tail of an "unknown name" error: the close match if there is one, then every known name
+    (`` (did you mean 'sasrec'?); known: bert4rec, gru4rec, sasrec``)."""
+    known = sorted(known)
+    return f"{did_you_mean([name], known)}; known: {', '.join(known) or '(none)'}"
+
+
 def error_text(exc: BaseException) -> str:
     """The message of ``exc`` for a person: ``KeyError`` keeps its text without the repr quotes around it."""
     if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
