@@ -9,11 +9,15 @@ the trimmed batch keeps at least one padding column on the left (its input is th
 padding vector (``shared_pad``), otherwise per row. Without ``pad_count`` the GRU starts from zeros at the
 first real item.
 
-Where the padding input is the zero vector (every ID and LLMInit table), the bias-free GRU's zero state stays
-exactly zero through any number of padding steps, so the cut steps are not run: the same states, and the same
-gradients wherever the official run's are finite (every padding step contributes zero). Run, their backward
-multiplies by the recurrence's Jacobian at zero, 0.5 I + 0.25 W_hn, once per step; once training has grown it
-past 1, some 190 steps overflow, and inf x 0 turned the weights to NaN (docs/RESULTS.md, "Another backbone").
+Where the padding input is the zero vector (every LLMInit table; the official ID table's padding row is
+xavier-initialised like the rest, so not the ID model), the bias-free GRU's zero state stays exactly zero
+through any number of padding steps, so no gradient needs to run back through them: each row is run over its
+real items first, from the zero state, with its padding after them, where the states are dropped. The same
+states, and the same gradients wherever the official run's are finite (every padding step contributes zero).
+Run first, the padding's backward multiplies by the recurrence's Jacobian at zero, 0.5 I + 0.25 W_hn, once per
+step; once training has grown it past 1, some 190 steps overflow, and inf x 0 turns the weights to NaN
+(docs/RESULTS.md, "Another backbone"): through the padding steps cut from the batch, and on Beauty 5-core,
+whose batches mix long and short histories, through a short row's padding inside the batch.
 """
 
 from __future__ import annotations
@@ -37,14 +41,14 @@ class GRU4RecEncoder(nn.Module):
     def forward(
         self, x: Tensor, mask: Tensor, pad_count: Tensor | None = None, shared_pad: bool = False, **_: object
     ) -> Tensor:
-        if pad_count is None:
+        if pad_count is None or not bool(x[~mask].any()):  # no emulation, or padding that leaves h at 0
             return self._forward_unpadded(x, mask)
         B, L, _ = x.shape
         lengths = mask.sum(1)
         # padding steps that were trimmed away: the same for every row (= max_len - L) unless a row is full
         cut = pad_count + lengths - L
         steps = int(cut.max()) if B else 0
-        if steps <= 0 or not bool(x[cut > 0, 0].any()):  # no steps cut, or every one leaves the state at 0
+        if steps <= 0:
             out, _ = self.gru(x)
             return out
         if shared_pad:
@@ -123,17 +127,31 @@ class GRU4RecEncoder(nn.Module):
         return h.unsqueeze(0)
 
     def _forward_unpadded(self, x: Tensor, mask: Tensor) -> Tensor:
-        """Run each sequence from a zero state over its real items only (right-aligned output)."""
+        """Run each sequence from a zero state over its real items first: the rows are left-aligned, so their
+        padding comes after the last real item, where the states are dropped and no gradient reaches them
+        (zero x a finite Jacobian), instead of before the first, where the backward runs through every padding
+        step (benchmarks/RESULTS.md, "GRU4Rec: padding steps")."""
         B, L, d = x.shape
-        lengths = mask.sum(1)
-        shift = (L - lengths).view(B, 1)
-        idx = (torch.arange(L, device=x.device).view(1, L) + shift) % L  # left-align
-        left = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
-        packed = nn.utils.rnn.pack_padded_sequence(
-            left, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        out, _ = self.gru(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=L)
-        back = (torch.arange(L, device=x.device).view(1, L) - shift) % L  # right-align again
-        out = out.gather(1, back.unsqueeze(-1).expand(-1, -1, d))
+        shift = (L - mask.sum(1)).view(B, 1)
+        rows = torch.arange(B, device=x.device).view(B, 1) * L
+        steps = torch.arange(L, device=x.device).view(1, L)
+        left = ((steps + shift) % L + rows).view(-1)  # flat index of each left-aligned position's vector
+        right = ((steps - shift) % L + rows).view(-1)  # and back: the inverse permutation
+        out, _ = self.gru(_PermuteRows.apply(x.reshape(B * L, d), left, right).view(B, L, d))
+        out = _PermuteRows.apply(out.reshape(B * L, -1), right, left).view(B, L, -1)
         return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+class _PermuteRows(torch.autograd.Function):
+    """rows[order], whose gradient is the gradient's rows in the inverse order: a gather both ways, where
+    autograd's index_select would scatter-add into a zero-filled buffer."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return rows.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None

@@ -305,6 +305,42 @@ def test_gru_zero_padding_is_not_run_and_its_gradients_stay_finite() -> None:
     assert not torch.isfinite(official.gru.weight_hh_l0.grad).all()  # what the skipped steps did
 
 
+def test_gru_padding_inside_the_batch_is_not_run_either() -> None:
+    """A short history batched with a full-length one has its padding inside the batch (none is cut): with a
+    zero padding input those steps are not run either, so their backward cannot overflow (what made LLMInit
+    on GRU4Rec diverge on Beauty 5-core), and the outputs are the full run's."""
+    max_len, lengths = 200, torch.tensor([200, 2])
+    g = torch.Generator().manual_seed(2)
+    x = torch.zeros(2, max_len, 8)
+    x[0], x[1, -2:] = torch.randn(max_len, 8, generator=g), torch.randn(2, 8, generator=g)
+    mask = torch.arange(max_len) >= max_len - lengths[:, None]
+    ours_encoder, official = _amplifying_gru(), _amplifying_gru()
+    ours = ours_encoder(x, mask, pad_count=max_len - lengths, shared_pad=True)
+    ours[1, -1].sum().backward()  # the short row's last state
+    assert all(torch.isfinite(p.grad).all() for p in ours_encoder.parameters())
+    ref = official.gru(x)[0]
+    torch.testing.assert_close(ours.detach(), ref.detach(), atol=2e-5, rtol=1e-4)
+    ref[1, -1].sum().backward()
+    assert not torch.isfinite(official.gru.weight_hh_l0.grad).all()  # what the skipped steps did
+
+
+def test_gru_left_aligned_rows_give_the_padded_runs_gradients() -> None:
+    """Where the padded run's backward stays finite, running each row's items first changes no gradient: not
+    the weights', not the inputs' (which pass through the row re-ordering and back)."""
+    max_len, lengths = 12, torch.tensor([12, 5, 1])
+    mask = torch.arange(max_len) >= max_len - lengths[:, None]
+    x = torch.randn(3, max_len, 8, generator=torch.Generator().manual_seed(3)) * mask[..., None]
+    ours_encoder, official = GRU4RecEncoder(8), GRU4RecEncoder(8)
+    official.load_state_dict(ours_encoder.state_dict())
+    weights = torch.randn(3, max_len, 8, generator=torch.Generator().manual_seed(4)) * mask[..., None]
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (ours_encoder(x_ours, mask, pad_count=max_len - lengths) * weights).sum().backward()
+    (official.gru(x_ref)[0] * weights).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad * mask[..., None], atol=1e-6, rtol=1e-5)
+    for name, p in ours_encoder.named_parameters():
+        torch.testing.assert_close(p.grad, dict(official.named_parameters())[name].grad, atol=1e-6, rtol=1e-5)
+
+
 def test_gru_nonzero_padding_is_still_run() -> None:
     """The padding steps are skipped only for a zero padding input: any other one moves the state, and the
     trimmed model still reproduces the full-length run."""
