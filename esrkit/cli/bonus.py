@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 import click
+from click.core import ParameterSource
 
 
 def number_list(kind: type, low: float, empty: bool = False) -> Callable:
@@ -26,7 +27,7 @@ def number_list(kind: type, low: float, empty: bool = False) -> Callable:
 
 
 @click.command("tune-bonus")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @click.option("--betas", default="0,0.25,0.5,1", callback=number_list(float, 0), help="Values of β.")
 @click.option(
     "--items", default="1,3", callback=number_list(int, 1), help="M: the neighbours of the last M items."
@@ -62,6 +63,13 @@ def number_list(kind: type, low: float, empty: bool = False) -> Callable:
     "a catalogue that adds items between retrains (prints their N@10 too).",
 )
 @click.option("--with-test", is_flag=True, help="Also report the test split (never used to choose).")
+@click.option(
+    "--records",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Instead of RUN_DIRS: choose from records that --json wrote for some runs each (e.g. one process "
+    "per seed at once), as one invocation over all of them would; the grid is the records'. Repeat per file.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every run's numbers here.")
 @click.option("--device", default="cpu")
 def tune_bonus(
@@ -75,6 +83,7 @@ def tune_bonus(
     tail_first,
     new_items,
     with_test,
+    records,
     json_path,
     device,
 ) -> None:
@@ -82,21 +91,50 @@ def tune_bonus(
     seeds of one trained configuration with model.text_neighbours; docs/FULL_RANKING.md). Nothing is trained
     again: both change how a run ranks, not what it learnt. Prints every setting's mean over the runs and the
     options that ship the choice with `esrkit export`."""
-    from esrkit.runs.bonus import Setting, bonus_grid, tune_bonus  # lazy: the CLI starts fast
+    from esrkit.runs import bonus  # lazy: the CLI starts fast
     from esrkit.utils.io import atomic_write_text
 
-    grid = bonus_grid(betas, items, tails, text_boosts, text_items, text_tails)
-    record = tune_bonus(list(run_dirs), grid, tail_first, with_test, device, click.echo, new_items)
+    if bool(run_dirs) == bool(records):
+        raise click.UsageError("give run folders to evaluate or --records to combine, not both or neither")
+    if records:
+        given = _options_given(*EVALUATION_OPTIONS)
+        if given:
+            raise click.UsageError(f"--records holds the runs' evaluation already; drop {', '.join(given)}")
+        record = bonus.combine_records(records, tail_first)
+    else:
+        grid = bonus.bonus_grid(betas, items, tails, text_boosts, text_items, text_tails)
+        record = bonus.tune_bonus(list(run_dirs), grid, tail_first, with_test, device, click.echo, new_items)
+    runs = [run["run"] for run in record["runs"]]
     click.echo(bonus_table(record["mean"]))
-    chosen = Setting.from_record(record["chosen"])
-    click.echo(f"\nchosen on validation (best mean N@10 of {len(run_dirs)} run(s)): {chosen.label()}")
-    click.echo(f"  esrkit export {run_dirs[0]} -o EXPORT {chosen.options()}")
+    chosen = bonus.Setting.from_record(record["chosen"])
+    click.echo(f"\nchosen on validation (best mean N@10 of {len(runs)} run(s)): {chosen.label()}")
+    click.echo(f"  esrkit export {runs[0]} -o EXPORT {chosen.options()}")
     for pick in record.get("tail_first", []):
-        setting = Setting.from_record(pick)
+        setting = bonus.Setting.from_record(pick)
         click.echo(f"tail-first within {pick['tolerance']:g}: {setting.label()} ({setting.options()})")
     if json_path:
         atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
+
+
+# what evaluating a run takes, and a record of the evaluation holds
+EVALUATION_OPTIONS = (
+    "betas",
+    "items",
+    "tails",
+    "text_boosts",
+    "text_items",
+    "text_tails",
+    "new_items",
+    "with_test",
+)
+
+
+def _options_given(*names: str) -> list[str]:
+    """The options among ``names`` that the command line set (not left at their defaults)."""
+    ctx = click.get_current_context()
+    given = [n for n in names if ctx.get_parameter_source(n) != ParameterSource.DEFAULT]
+    return [f"--{n.replace('_', '-')}" for n in given]
 
 
 TABLE_COLUMNS = (  # record field, heading, digits; a column only where every row has it (test: --with-test)

@@ -16,6 +16,7 @@ relative tolerance of the best mean validation N@10, the best mean validation ta
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ from esrkit.evaluation.metrics import metrics_from_ranks
 from esrkit.reporting.collect import seed_record
 from esrkit.reporting.records import differences
 from esrkit.runs.load import load_run, run_evaluator
+from esrkit.utils.errors import error_text
 
 
 class Setting(NamedTuple):
@@ -220,19 +222,64 @@ def tune_bonus(
     """Evaluate the grid on every run and choose on validation: the record ``{"chosen", "tail_first"?,
     "runs", "mean"}`` (``docs/results/neighbour-boost-*.json`` are such records, written before "mean");
     ``new_items``: validation with a cold-item run's held-out items added (``evaluate_run``)."""
-    if any(not 0 <= tol < 1 for tol in tail_first):
-        raise ConfigError("--tail-first tolerances are fractions in [0, 1), e.g. 0.01,0.02")
+    check_tolerances(tail_first)
     check_runs(run_dirs, new_items)
     records = []
     for path in run_dirs:
         log(f"{path}: {len(settings)} settings")
         records.append(evaluate_run(path, settings, with_test, device, new_items))
+    return choose(records, settings, tail_first)
+
+
+def check_tolerances(tail_first: Sequence[float]) -> None:
+    if any(not 0 <= tol < 1 for tol in tail_first):
+        raise ConfigError("--tail-first tolerances are fractions in [0, 1), e.g. 0.01,0.02")
+
+
+def choose(records: Sequence[dict[str, Any]], settings: Sequence[Setting], tail_first=()) -> dict[str, Any]:
+    """The tune-bonus record of per-run records (``evaluate_run``'s) evaluated on ``settings``."""
     mean = mean_over_runs(records, settings)
     chosen = pick_best(settings, mean)
-    record: dict[str, Any] = {"chosen": chosen._asdict(), "runs": records}
+    record: dict[str, Any] = {"chosen": chosen._asdict(), "runs": list(records)}
     if tail_first:
         record["tail_first"] = [
             {"tolerance": tol, **pick_tail_first(settings, mean, tol)._asdict()} for tol in tail_first
         ]
     record["mean"] = [{**s._asdict(), **mean[s]} for s in settings]
     return record
+
+
+def combine_records(paths: Sequence[str | Path], tail_first: Sequence[float] = ()) -> dict[str, Any]:
+    """Choose from records that ``tune-bonus --json`` wrote for some of the runs each (the seeds evaluated by
+    separate processes or machines at once): the same choice as one invocation over every run. Refused,
+    naming the file: a file that is not such a record, records of different grids, a run in two records, or
+    runs of different experiments (``check_runs``)."""
+    check_tolerances(tail_first)
+    runs: list[dict[str, Any]] = []
+    grid: list[Setting] | None = None
+    first = ""
+    for path in paths:
+        try:
+            record = json.loads(Path(path).read_text())
+            found = record["runs"]
+            grids = [[Setting.from_record(row) for row in run["settings"]] for run in found]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{path}: not a record of esrkit tune-bonus --json ({error_text(exc)}); write one per run "
+                "with `esrkit tune-bonus RUN --json FILE`"
+            ) from None
+        for run, settings in zip(found, grids, strict=True):
+            if grid is None:
+                grid, first = settings, str(path)
+            elif settings != grid:
+                raise ConfigError(
+                    f"{path}: {run['run']} was evaluated on another grid than {first}; evaluate every run "
+                    "with the same grid options"
+                )
+            if any(run["run"] == seen["run"] for seen in runs):
+                raise ConfigError(f"{path}: {run['run']} is in two of the records; give each run once")
+            runs.append(run)
+    if grid is None:
+        raise ConfigError("--records: the records hold no run")
+    check_runs([run["run"] for run in runs])
+    return choose(runs, grid, tail_first)

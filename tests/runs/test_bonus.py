@@ -12,7 +12,15 @@ from click.testing import CliRunner
 
 from esrkit.cli.main import cli
 from esrkit.config import ConfigError
-from esrkit.runs.bonus import NO_BONUS, Setting, bonus_grid, check_runs, pick_best, pick_tail_first
+from esrkit.runs.bonus import (
+    NO_BONUS,
+    Setting,
+    bonus_grid,
+    check_runs,
+    combine_records,
+    pick_best,
+    pick_tail_first,
+)
 from esrkit.runs.load import load_run, run_evaluator
 from esrkit.runs.train import train
 from tests.runs.test_cold_protocol import config
@@ -179,6 +187,49 @@ def test_the_text_term_is_tuned_with_evaluates_numbers(runs, tmp_path):
     assert rows[1]["valid_tail_item"] == pytest.approx(valid["tail_item"]["ndcg@10"], abs=1e-9)
     assert rows[1]["valid"] != rows[0]["valid"]
     assert "--text-boost 0 " in out.output or "--text-boost 2 " in out.output  # the export line
+
+
+def test_records_of_runs_evaluated_apart_give_the_choice_of_one_invocation(runs, tmp_path):
+    """--records: each seed evaluated by its own process, then combined, is the same record as one
+    invocation over both; a different grid, a run given twice or a file that is no record is refused."""
+    a, b, _ = runs
+    grid = ("--betas", "0,3", "--items", "1", "--tails", "0", "--text-boosts", "0")
+
+    def tune(*args):
+        out = CliRunner().invoke(cli, ["tune-bonus", *map(str, args)])
+        assert out.exit_code == 0, out.output
+        return out
+
+    for run, name in ((a, "a"), (b, "b"), (b, "b2")):
+        tune(
+            run,
+            *(grid if name != "b2" else (*grid[:1], "0,2", *grid[2:])),
+            "--json",
+            tmp_path / f"{name}.json",
+        )
+    tune(a, b, *grid, "--json", tmp_path / "both.json")
+    out = tune(
+        "--records", tmp_path / "a.json", "--records", tmp_path / "b.json", "--json", tmp_path / "ab.json"
+    )
+    both, combined = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("both", "ab"))
+    assert combined == both
+    assert "chosen on validation (best mean N@10 of 2 run(s))" in out.output
+
+    with pytest.raises(ConfigError, match="another grid"):
+        combine_records([tmp_path / "a.json", tmp_path / "b2.json"])
+    with pytest.raises(ConfigError, match="in two of the records"):
+        combine_records([tmp_path / "both.json", tmp_path / "b.json"])
+    (tmp_path / "other.json").write_text('{"plan": "x"}')
+    with pytest.raises(ConfigError, match=r"other\.json: not a record of esrkit tune-bonus"):
+        combine_records([tmp_path / "a.json", tmp_path / "other.json"])
+    for args in (
+        [],
+        [a, "--records", tmp_path / "b.json"],
+        ["--records", tmp_path / "a.json", "--betas", "1"],
+    ):
+        out = CliRunner().invoke(cli, ["tune-bonus", *map(str, args)])
+        assert out.exit_code == 2, out.output
+    assert "drop --betas" in out.output
 
 
 def test_bad_runs_and_options_are_refused_before_any_evaluation(runs):
