@@ -190,6 +190,8 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         smoothing: float,
     ):
         want_hs, want_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        m = hs.shape[0]
+        hs, pos = _pad_rows(hs, pos, rows)
         grad_hs = torch.empty_like(hs) if want_hs else None
         grad_items = torch.empty_like(items) if want_items else None  # the first block writes it whole
         inside_onednn = low and _cpu_bfloat16_matmul(hs.device)
@@ -209,9 +211,10 @@ class _FusedSoftmaxCE(torch.autograd.Function):
                 target_scores = scores[target, torch.arange(len(h), device=h.device)]
                 refill = functools.partial(mm.into, scores, items, h.T, bias=bias)
                 weights, z, shift = _softmax_numerators(scores, refill)
-                total += (shift + z.log() - keep * target_scores).sum()
+                real = min(len(h), m - start)  # the rest are _pad_rows's zero rows: no loss, no gradient
+                total += (shift + z.log() - keep * target_scores)[:real].sum()
                 if smoothing:
-                    total -= smoothing * ((h @ mean_item).sum() + len(h) * mean_bias)
+                    total -= smoothing * ((h @ mean_item).sum() + real * mean_bias)
                 if want_hs:  # (softmax - target)^T E = (weights^T E) / Z - (1 - eps) e_pos - eps mean(E)
                     block = grad_hs[start : start + rows]
                     mm.into(block, weights.T, items)
@@ -223,9 +226,9 @@ class _FusedSoftmaxCE(torch.autograd.Function):
                     grad_items.index_add_(0, target, h, alpha=-keep)
         if want_items and smoothing:
             grad_items.sub_(hs.sum(0), alpha=smoothing / items.shape[0])
-        ctx.save_for_backward(grad_hs, grad_items)
-        ctx.m = hs.shape[0]
-        return total / ctx.m
+        ctx.save_for_backward(None if grad_hs is None else grad_hs[:m], grad_items)
+        ctx.m = m
+        return total / m
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -242,6 +245,20 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             None,
             None,
         )
+
+
+ROW_QUANTUM = 16  # CPU blocks hold a multiple of this many rows
+
+
+def _pad_rows(hs: Tensor, pos: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """On a CPU, zero rows after the last, so that the last block's size is a multiple of ``ROW_QUANTUM``:
+    oneDNN builds a kernel for every new product shape, which cost more than the product itself when each
+    batch's last block had a size of its own (benchmarks/RESULTS.md, "block shapes"). A zero row adds nothing
+    to the item gradient; the loss leaves those rows out."""
+    extra = -hs.shape[0] % ROW_QUANTUM
+    if hs.device.type != "cpu" or rows % ROW_QUANTUM or not extra:
+        return hs, pos
+    return F.pad(hs, (0, 0, 0, extra)), F.pad(pos, (0, extra))
 
 
 UNSHIFTED_SUMS = (2.0**-60, 2.0**60)  # column sums of exp(s) that need no shift (no overflow, no denormals)

@@ -89,6 +89,31 @@ def test_fused_ce_matches_torch_in_any_row_blocks(rows):
     )  # padding and [MASK] are never candidates
 
 
+def test_cpu_blocks_have_a_multiple_of_16_rows_and_the_padding_rows_count_nowhere(monkeypatch):
+    """oneDNN builds a kernel per product shape, so on a CPU every block (the last one of a batch too) holds a
+    multiple of 16 rows; the zero rows that fill the last block add nothing to the loss or the gradients (the
+    reference is torch's, for 37 rows in blocks of 32: 32 + 5 real rows)."""
+    block_rows = []
+    numerators = losses_module._softmax_numerators
+
+    def spy(scores, refill):
+        block_rows.append(scores.shape[1])  # (items, rows): every product of the block has this many rows
+        return numerators(scores, refill)
+
+    monkeypatch.setattr(losses_module, "_softmax_numerators", spy)
+    model = TableModel(n=50, d=8)
+    g = torch.Generator().manual_seed(2)
+    hs = torch.randn(37, 8, generator=g, requires_grad=True)
+    pos = torch.randint(1, 51, (37,), generator=g)
+    items = model.table[1:51]
+    loss = fused_softmax_ce(hs, items, pos - 1, 32, smoothing=0.1)
+    reference = F.cross_entropy(hs @ items.T, pos - 1, label_smoothing=0.1)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    for x, y in zip(_grads(loss, hs, model.table), _grads(reference, hs, model.table)):
+        assert x.shape == y.shape and torch.allclose(x, y, atol=1e-6)
+    assert block_rows == [32, 16]
+
+
 def test_fused_ce_scales_by_the_upstream_gradient_and_skips_what_needs_none():
     """The stored gradients are multiplied by the upstream one (a weighted loss trains as it should), and an
     input without requires_grad gets none."""
@@ -232,7 +257,7 @@ def test_sampled_softmax_with_every_item_as_negative_is_ce():
         assert torch.allclose(x, y, atol=1e-6)
 
 
-@pytest.mark.parametrize("rows", [5, 1000])
+@pytest.mark.parametrize("rows", [5, 16, 1000])
 def test_popularity_adjusted_ce_is_softmax_over_shifted_logits(rows):
     """Logit adjustment: tau x log p_j is added to every item's training logit, in any row blocks."""
     model, log_pop, tau = TableModel(), _popularity(), 0.7
@@ -247,7 +272,7 @@ def test_popularity_adjusted_ce_is_softmax_over_shifted_logits(rows):
         assert torch.allclose(x, y, atol=1e-6)
 
 
-@pytest.mark.parametrize("rows", [5, 1000])
+@pytest.mark.parametrize("rows", [5, 16, 1000])
 @pytest.mark.parametrize("tau", [0.0, 0.7])
 def test_label_smoothed_ce_is_torchs_label_smoothing(rows, tau):
     """model.label_smoothing = eps: the target is (1 - eps) onehot + eps / N, as torch's cross_entropy has it,
