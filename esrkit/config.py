@@ -23,7 +23,7 @@ from typing import Any
 
 from esrkit.registry import ENCODERS, LOSSES, MODELS, Registry
 from esrkit.resources import find_resource, list_resources, load_toml
-from esrkit.utils.errors import choices, did_you_mean, quote
+from esrkit.utils.errors import choices, did_you_mean, error_text, quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -456,7 +456,7 @@ def registered(registry: Registry) -> Rule:
             try:
                 registry.get(v)
             except KeyError as exc:
-                return str(exc.args[0])
+                return error_text(exc)
         return f"is not a registered {registry.kind}{choices(v, registry.names())}"
 
     return rule

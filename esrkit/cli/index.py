@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from esrkit.utils.errors import error_text
 from esrkit.utils.io import load_npy, read_json
 
 
@@ -216,7 +217,7 @@ def query(table_dir: Path, user_id: str, k: int, as_json: bool) -> None:
     try:
         hits = table.lookup_scored(user_id, min(k, table.k))
     except KeyError as exc:
-        raise click.ClickException(str(exc.args[0])) from None
+        raise click.ClickException(error_text(exc)) from None
     if k > table.k:
         click.echo(f"note: the table holds {table.k} neighbours per user; showing {table.k}", err=True)
     if as_json:

@@ -9,7 +9,7 @@ import click
 
 from esrkit.cli.options import ranking_options
 from esrkit.config import NEW_ITEM_NORMS, parse_override
-from esrkit.utils.errors import quote
+from esrkit.utils.errors import error_text, quote
 
 
 def _open(path: str, device: str):
@@ -94,7 +94,7 @@ def recommend(
         try:
             row = users.row_of(user)
         except KeyError as exc:
-            raise click.BadParameter(str(exc.args[0]), param_hint="--user") from None
+            raise click.BadParameter(error_text(exc), param_hint="--user") from None
         recs = model.recommend_known(user, k, exclude_history=not include_history)
         _print(model, recs, f"user {user} (row {row}), {len(users.history(row))} interactions", k)
 

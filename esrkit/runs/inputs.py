@@ -33,6 +33,7 @@ from esrkit.models import ModelAssets, model_class
 from esrkit.prompts import load_templates
 from esrkit.providers import load_provider
 from esrkit.resources import expand_path
+from esrkit.utils.errors import error_text
 from esrkit.utils.io import fingerprint_array, load_npy, stable_json_hash
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,7 @@ def check_cold_config(cfg: RunConfig) -> None:
     try:
         check_cold_options(d.cold_items, d.cold_mode)
     except KeyError as exc:
-        raise ConfigError(f"data.cold_mode: {exc.args[0]}") from None
+        raise ConfigError(f"data.cold_mode: {error_text(exc)}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if not d.cold_items:
