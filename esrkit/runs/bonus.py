@@ -16,7 +16,6 @@ relative tolerance of the best mean validation N@10, the best mean validation ta
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ from esrkit.reporting.collect import seed_record
 from esrkit.reporting.records import differences
 from esrkit.runs.load import load_run, run_evaluator
 from esrkit.utils.errors import error_text
+from esrkit.utils.io import read_json
 
 
 class Setting(NamedTuple):
@@ -260,7 +260,7 @@ def combine_records(paths: Sequence[str | Path], tail_first: Sequence[float] = (
     first = ""
     for path in paths:
         try:
-            record = json.loads(Path(path).read_text())
+            record = read_json(path)
             found = record["runs"]
             grids = [[Setting.from_record(row) for row in run["settings"]] for run in found]
         except (OSError, ValueError, KeyError, TypeError) as exc:
