@@ -13,7 +13,8 @@ plus m x N exponentials, which no implementation avoids; the sampled losses cost
 "ce, unfused reference" is torch's cross-entropy on the whole score matrix, what esrkit's ``ce`` ran before it
 was fused; the "fresh memory" rows are the fused ``ce`` of commit 5658426 (each product into new
 memory, the item gradient summed by a separate ``+=``); the "b9d3a04" rows that of commit b9d3a04
-(a batch's last block as many rows as were left, each a new product shape for oneDNN).
+(a batch's last block as many rows as were left, each a new product shape for oneDNN); the "55ca0dd" row that
+of commit 55ca0dd (with bfloat16 products, the softmax sums by torch's sum down each block).
 Figures go to the "Ranking losses: step cost" section of RESULTS.md.
 """
 
@@ -99,6 +100,18 @@ def ce_b9d3a04(scorer, hs, pos, neg, ctx):
         losses_module._pad_rows = pad_rows
 
 
+@LOSSES_REGISTRY.register("ce_55ca0dd")
+def ce_55ca0dd(scorer, hs, pos, neg, ctx):
+    """The fused ``ce`` of commit 55ca0dd, whose softmax sums were torch's sum down each block with bfloat16
+    products too (now a float32 product with a row of ones there)."""
+    before = losses_module.SUMS_BY_PRODUCT
+    losses_module.SUMS_BY_PRODUCT = False
+    try:
+        return LOSSES_REGISTRY.get("ce")(scorer, hs, pos, neg, ctx)
+    finally:
+        losses_module.SUMS_BY_PRODUCT = before
+
+
 DEFAULT_BATCHES = 15  # timed steps per loss; the command in a table names --batches only when it differs
 
 LOSSES = [
@@ -113,6 +126,7 @@ LOSSES = [
     ("ce, fresh memory, bfloat16 products (5658426)", LossSpec("ce_fresh_memory", ce_precision="bfloat16")),
     ("ce of b9d3a04", LossSpec("ce_b9d3a04")),
     ("ce of b9d3a04, bfloat16 products", LossSpec("ce_b9d3a04", ce_precision="bfloat16")),
+    ("ce of 55ca0dd, bfloat16 products", LossSpec("ce_55ca0dd", ce_precision="bfloat16")),
     ("ce", LossSpec("ce")),
     ("ce, bfloat16 products", LossSpec("ce", ce_precision="bfloat16")),
 ]

@@ -197,6 +197,7 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         inside_onednn = low and _cpu_bfloat16_matmul(hs.device)
         mm = _BlockProducts(copies=low and not inside_onednn)
         room = items.new_empty(items.shape[0] * min(rows, hs.shape[0]))  # every block's scores, in turn
+        sums = _column_sums_by_product(items) if inside_onednn and SUMS_BY_PRODUCT else _column_sums
         total = hs.new_zeros(())
         # label smoothing: the target is (1 - eps) onehot + eps / N, so the row's loss loses eps x its mean
         # score (h . mean_j e_j + mean_j b_j) and its gradients eps x that mean's
@@ -210,7 +211,7 @@ class _FusedSoftmaxCE(torch.autograd.Function):
                 mm.into(scores, items, h.T, bias=bias)  # (n_items, rows)
                 target_scores = scores[target, torch.arange(len(h), device=h.device)]
                 refill = functools.partial(mm.into, scores, items, h.T, bias=bias)
-                weights, z, shift = _softmax_numerators(scores, refill)
+                weights, z, shift = _softmax_numerators(scores, refill, sums)
                 real = min(len(h), m - start)  # the rest are _pad_rows's zero rows: no loss, no gradient
                 total += (shift + z.log() - keep * target_scores)[:real].sum()
                 if smoothing:
@@ -264,9 +265,32 @@ def _pad_rows(hs: Tensor, pos: Tensor, rows: int) -> tuple[Tensor, Tensor]:
 UNSHIFTED_SUMS = (2.0**-60, 2.0**60)  # column sums of exp(s) that need no shift (no overflow, no denormals)
 
 
-def _softmax_numerators(scores: Tensor, refill: Callable[[], None]):
-    """Turn a block's scores (n_items, rows) into exp(s - c) in place; return them, their column sums z and
-    the shift c, so that a row's loss is c + log z - s_pos.
+def _column_sums(block: Tensor) -> Tensor:
+    return block.sum(0)
+
+
+SUMS_BY_PRODUCT = True  # False: torch's sum down the block, as in 55ca0dd (benchmarks/loss_speed.py's row)
+
+
+def _column_sums_by_product(items: Tensor) -> Callable[[Tensor], Tensor]:
+    """Column sums of an (n_items, rows) block as a float32 product with a row of ones. With the other
+    products in bfloat16 inside oneDNN, torch's reduction down the block's first dimension measured slower
+    than this product, which stays float32 (no bfloat16 rounding of the sums; benchmarks/RESULTS.md, "reading
+    the step costs")."""
+    ones = items.new_ones(1, items.shape[0])
+
+    def sums(block: Tensor) -> Tensor:
+        with _cpu_matmul_precision("ieee"):
+            return torch.mm(ones, block)[0]
+
+    return sums
+
+
+def _softmax_numerators(
+    scores: Tensor, refill: Callable[[], None], sums: Callable[[Tensor], Tensor] = _column_sums
+):
+    """Turn a block's scores (n_items, rows) into exp(s - c) in place; return them, their column sums z
+    (``sums``) and the shift c, so that a row's loss is c + log z - s_pos.
 
     Any c gives the same softmax, and trained models' scores lie far inside float32's exponent range
     (benchmarks/RESULTS.md, "score range"), so the block is exponentiated as it is (c = 0): a shift costs a
@@ -274,14 +298,14 @@ def _softmax_numerators(scores: Tensor, refill: Callable[[], None]):
     could overflow, or the sum lose precision to denormals), the block is made again (``refill``) and shifted
     by its column maxima, so that z >= 1."""
     weights = scores.exp_()
-    z = weights.sum(0)
+    z = sums(weights)
     low, high = UNSHIFTED_SUMS
     if bool(((z >= low) & (z <= high)).all()):  # false for nan and inf as well
         return weights, z, 0.0
     refill()
     top = scores.amax(0)
     weights = scores.sub_(top).exp_()
-    return weights, weights.sum(0), top
+    return weights, sums(weights), top
 
 
 @dataclass(frozen=True)
@@ -324,17 +348,20 @@ def _cpu_bfloat16_matmul(device: torch.device) -> bool:
     return device.type == "cpu" and hasattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision")
 
 
-@contextlib.contextmanager
 def _cpu_bfloat16_products(on: bool):
     """Float32 CPU products with bfloat16 factors and float32 accumulation while the block runs (oneDNN uses
     them on CPUs with bfloat16 instructions and plain float32 elsewhere); the setting is restored after.
     ``on`` only where ``_cpu_bfloat16_matmul`` says the setting exists."""
-    if not on:
-        yield
-        return
+    return _cpu_matmul_precision("bf16") if on else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _cpu_matmul_precision(value: str):
+    """oneDNN's precision for float32 CPU products (``"bf16"`` or ``"ieee"``) while the block runs, restored
+    after."""
     settings = torch.backends.mkldnn.matmul
     before = settings.fp32_precision
-    settings.fp32_precision = "bf16"
+    settings.fp32_precision = value
     try:
         yield
     finally:
