@@ -266,6 +266,7 @@ UNSHIFTED_SUMS = (2.0**-60, 2.0**60)  # column sums of exp(s) that need no shift
 
 
 def _column_sums(block: Tensor) -> Tensor:
+    """torch's sum down the block: float32 products (pinned to torch's loss by the tests) and GPUs."""
     return block.sum(0)
 
 
