@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -92,24 +93,17 @@ def ce_fresh_memory(scorer, hs, pos, neg, ctx):
 def ce_b9d3a04(scorer, hs, pos, neg, ctx):
     """The fused ``ce`` of commit b9d3a04, whose last block of a batch had as many rows as were left (now a
     multiple of ``ROW_QUANTUM`` on a CPU)."""
-    pad_rows = losses_module._pad_rows
-    losses_module._pad_rows = lambda hs, pos, rows: (hs, pos)
-    try:
+    with mock.patch.object(losses_module, "_pad_rows", lambda hs, pos, rows: (hs, pos)):
         return LOSSES_REGISTRY.get("ce")(scorer, hs, pos, neg, ctx)
-    finally:
-        losses_module._pad_rows = pad_rows
 
 
 @LOSSES_REGISTRY.register("ce_55ca0dd")
 def ce_55ca0dd(scorer, hs, pos, neg, ctx):
     """The fused ``ce`` of commit 55ca0dd, whose softmax sums were torch's sum down each block with bfloat16
     products too (now a float32 product with a row of ones there)."""
-    before = losses_module.SUMS_BY_PRODUCT
-    losses_module.SUMS_BY_PRODUCT = False
-    try:
+    torch_sums = lambda items: losses_module._column_sums  # noqa: E731
+    with mock.patch.object(losses_module, "_column_sums_by_product", torch_sums):
         return LOSSES_REGISTRY.get("ce")(scorer, hs, pos, neg, ctx)
-    finally:
-        losses_module.SUMS_BY_PRODUCT = before
 
 
 DEFAULT_BATCHES = 15  # timed steps per loss; the command in a table names --batches only when it differs

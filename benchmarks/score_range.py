@@ -43,10 +43,10 @@ class BlockRecorder:
         self.log_z: list[Tensor] = []
         self.blocks = self.shifted = 0
 
-    def __call__(self, scores, refill, *sums):
+    def __call__(self, scores, refill, sums):
         self.lo, self.hi = min(self.lo, scores.min().item()), max(self.hi, scores.max().item())
         self.log_z.append(torch.logsumexp(scores, 0))
-        weights, z, shift = self.original(scores, refill, *sums)
+        weights, z, shift = self.original(scores, refill, sums)
         self.blocks += 1
         self.shifted += not isinstance(shift, float)
         return weights, z, shift

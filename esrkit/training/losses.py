@@ -197,7 +197,7 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         inside_onednn = low and _cpu_bfloat16_matmul(hs.device)
         mm = _BlockProducts(copies=low and not inside_onednn)
         room = items.new_empty(items.shape[0] * min(rows, hs.shape[0]))  # every block's scores, in turn
-        sums = _column_sums_by_product(items) if inside_onednn and SUMS_BY_PRODUCT else _column_sums
+        sums = _column_sums_by_product(items) if inside_onednn else _column_sums
         total = hs.new_zeros(())
         # label smoothing: the target is (1 - eps) onehot + eps / N, so the row's loss loses eps x its mean
         # score (h . mean_j e_j + mean_j b_j) and its gradients eps x that mean's
@@ -270,9 +270,6 @@ def _column_sums(block: Tensor) -> Tensor:
     return block.sum(0)
 
 
-SUMS_BY_PRODUCT = True  # False: torch's sum down the block, as in 55ca0dd (benchmarks/loss_speed.py's row)
-
-
 def _column_sums_by_product(items: Tensor) -> Callable[[Tensor], Tensor]:
     """Column sums of an (n_items, rows) block as a float32 product with a row of ones. With the other
     products in bfloat16 inside oneDNN, torch's reduction down the block's first dimension measured slower
@@ -287,9 +284,7 @@ def _column_sums_by_product(items: Tensor) -> Callable[[Tensor], Tensor]:
     return sums
 
 
-def _softmax_numerators(
-    scores: Tensor, refill: Callable[[], None], sums: Callable[[Tensor], Tensor] = _column_sums
-):
+def _softmax_numerators(scores: Tensor, refill: Callable[[], None], sums: Callable[[Tensor], Tensor]):
     """Turn a block's scores (n_items, rows) into exp(s - c) in place; return them, their column sums z
     (``sums``) and the shift c, so that a row's loss is c + log z - s_pos.
 

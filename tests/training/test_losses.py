@@ -96,9 +96,9 @@ def test_cpu_blocks_have_a_multiple_of_16_rows_and_the_padding_rows_count_nowher
     block_rows = []
     numerators = losses_module._softmax_numerators
 
-    def spy(scores, refill, *sums):
+    def spy(scores, refill, sums):
         block_rows.append(scores.shape[1])  # (items, rows): every product of the block has this many rows
-        return numerators(scores, refill, *sums)
+        return numerators(scores, refill, sums)
 
     monkeypatch.setattr(losses_module, "_softmax_numerators", spy)
     model = TableModel(n=50, d=8)
@@ -193,8 +193,8 @@ def test_bfloat16_ce_on_cpu_sums_each_block_in_float32(monkeypatch):
     errors = []
     numerators = losses_module._softmax_numerators
 
-    def spy(scores, refill, *sums):
-        weights, z, shift = numerators(scores, refill, *sums)
+    def spy(scores, refill, sums):
+        weights, z, shift = numerators(scores, refill, sums)
         exact = weights.double().sum(0)
         errors.append(((z.double() - exact) / exact).abs().max().item())
         return weights, z, shift
