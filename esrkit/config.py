@@ -138,6 +138,10 @@ class ModelConfig:
     # LLMInit: a new item's row (add_items) is its PCA projection as is (projection) or rescaled to the mean
     # length of the trained rows (trained), so items added after training are not scored low for being short
     new_item_norm: str = "projection"
+    # LLMInit: the PCA start at its own scale (pca) or rescaled to the scale of the backbone's own
+    # initialisation (backbone: xavier-normal's for the item table), directions kept, so text that carries no
+    # signal starts the model exactly as the ID backbone starts, a random table at the usual scale
+    init_norm: str = "pca"
     # LLMInit with text_neighbours: when ranking (final evaluation and serving; not training, not epoch
     # selection), the text neighbours of the user's last item get this bonus on their scores (0 = off)
     neighbour_boost: float = 0.0
@@ -409,6 +413,7 @@ Rule = Callable[[Any, RunConfig], "str | None"]
 LOSS_SAMPLERS = ("uniform", "popularity", "in_batch")  # esrkit/training/losses.py draws them
 GATES = ("none", "popularity", "user")  # esrkit/models/fusion.py
 NEW_ITEM_NORMS = ("projection", "trained")  # esrkit/models/idrec.py (LLMInit.add_items)
+INIT_NORMS = ("pca", "backbone")  # esrkit/models/idrec.py (LLMInit's start)
 OBJECTIVE_OVERRIDES = ("seq2seq", "last")  # esrkit/models/__init__.py (build_model)
 PROTOCOL_NAMES = ("sampled", "full")
 WATCH_METRICS = ("hr", "ndcg")  # what the evaluator computes at every k of eval.ks
@@ -619,6 +624,7 @@ RULES: dict[str, Rule] = {
     "model.anchor": at_least(0.0),
     "model.text_neighbours": at_least(0),
     "model.new_item_norm": all_of(one_of(*NEW_ITEM_NORMS), llminit_only(ModelConfig.new_item_norm)),
+    "model.init_norm": all_of(one_of(*INIT_NORMS), llminit_only(ModelConfig.init_norm)),
     "model.neighbour_boost": all_of(
         at_least(0.0), llminit_only(ModelConfig.neighbour_boost), needs_text_neighbours
     ),

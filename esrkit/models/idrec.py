@@ -121,7 +121,7 @@ class IDRecommender(SequentialRecommender):
         """Rows drawn like the table's xavier-normal initialisation (std for its trained shape): what the
         model would hold for an item it never saw."""
         rows, hidden = self.items.weight.shape
-        std = (2.0 / (rows + hidden)) ** 0.5
+        std = xavier_std(rows, hidden)
         device = generator.device if generator is not None else "cpu"
         new = torch.randn(count, hidden, generator=generator, device=device) * std
         grow_embedding(self.items, new, self.n_items)
@@ -152,6 +152,7 @@ class LLMInitRecommender(IDRecommender):
             semantic_adapter=cfg.semantic_adapter,
             text_neighbours=cfg.text_neighbours,
             new_item_norm=cfg.new_item_norm,
+            init_norm=cfg.init_norm,
             neighbour_boost=cfg.neighbour_boost,
             neighbour_boost_items=cfg.neighbour_boost_items,
             neighbour_boost_tail=cfg.neighbour_boost_tail,
@@ -173,6 +174,7 @@ class LLMInitRecommender(IDRecommender):
         semantic_adapter: bool | None = None,
         text_neighbours: int = 0,
         new_item_norm: str = "projection",
+        init_norm: str = "pca",
         neighbour_boost: float = 0.0,
         neighbour_boost_items: int = 1,
         neighbour_boost_tail: float = 0.0,
@@ -186,7 +188,13 @@ class LLMInitRecommender(IDRecommender):
             raise ValueError(
                 "llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)"
             )
-        super().__init__(n_items, init_table=init_table, **kwargs)
+        if init_norm not in ("pca", "backbone"):
+            raise ValueError(f"model.init_norm = {init_norm!r} must be 'pca' or 'backbone'")
+        factor = backbone_scale(init_table, n_items) if init_norm == "backbone" else 1.0
+        super().__init__(n_items, init_table=init_table * factor, **kwargs)
+        # the factor the start was rescaled by, so items added later (add_items) start at the same scale; not
+        # in checkpoints (a run's rebuilt model recomputes it from the PCA table), in exports (every buffer)
+        self.register_buffer("init_factor", torch.tensor(factor), persistent=False)
         self.anchor, self.new_item_norm = anchor, new_item_norm
         if anchor > 0:  # the semantic starting point every item vector is pulled back to
             self.register_buffer("anchor_table", self.items.weight.detach().clone())
@@ -281,6 +289,7 @@ class LLMInitRecommender(IDRecommender):
         if projection is None:
             raise ValueError("llminit: adding items needs the training PCA projection (mean and components)")
         rows = projection.transform(as_vectors(llm_vectors, projection.input_dim, "llminit"))
+        rows = rows * float(self.init_factor)
         if self.new_item_norm == "trained":
             rows = with_mean_length(rows, self.items.weight[1 : self.n_items + 1].detach().cpu().numpy())
         grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
@@ -296,6 +305,20 @@ class LLMInitRecommender(IDRecommender):
                 self.semantic_table, llm.to(self.semantic_table), self.n_items
             )
         self.grow_catalogue(len(rows))
+
+
+def xavier_std(rows: int, hidden: int) -> float:
+    """The std xavier-normal draws a (rows, hidden) table with (the official initialisation)."""
+    return (2.0 / (rows + hidden)) ** 0.5
+
+
+def backbone_scale(table: np.ndarray, n_items: int) -> float:
+    """The factor that brings ``table``'s root-mean-square entry to the std the backbone's own initialisation
+    draws its item table (n_items + 2 rows) with: PCA of unit LLM vectors sits about 3x above it, which random
+    vectors then carry as noise the ID backbone does not start with."""
+    rms = float(np.sqrt(np.mean(np.square(table, dtype=np.float64))))
+    # an all-zero table is an export's placeholder, overwritten by the exported weights and init_factor
+    return xavier_std(n_items + 2, table.shape[1]) / rms if rms > 0 else 1.0
 
 
 def with_mean_length(rows: np.ndarray, trained: np.ndarray) -> np.ndarray:

@@ -113,6 +113,33 @@ def test_llminit_new_rows_can_take_the_trained_rows_mean_length() -> None:
     assert not torch.allclose(plain.items.weight[N + 1 : N + 3].norm(dim=1), new.norm(dim=1))
 
 
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec", "gru4rec"])
+def test_llminit_can_start_from_the_pca_directions_at_the_backbones_scale(backbone) -> None:
+    """``init_norm="backbone"``: the PCA table's directions at the root-mean-square entry xavier-normal draws
+    the ID model's item table with, so random text starts the model as the ID backbone starts."""
+    _, table, _ = llm_table()
+    plain, _, _ = model("llminit", backbone=backbone)
+    scaled, _, assets = model("llminit", backbone=backbone, init_norm="backbone")
+    ids_only, _, _ = model("id", backbone=backbone)
+    rows = scaled.items.weight[1 : N + 1].detach()
+    xavier = (2.0 / (N + 2 + HIDDEN)) ** 0.5
+    assert float(rows.pow(2).mean().sqrt()) == pytest.approx(xavier, rel=1e-5)
+    drawn = float(ids_only.items.weight[1 : N + 1].detach().pow(2).mean().sqrt())
+    assert drawn == pytest.approx(xavier, rel=0.25)  # what the ID model really drew, at this tiny size
+    factor = float(scaled.init_factor)
+    assert factor != pytest.approx(1.0, abs=0.05)  # the PCA table of unit-variance vectors is far larger
+    torch.testing.assert_close(rows, torch.as_tensor(table) * factor, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(plain.items.weight[1 : N + 1].detach(), torch.as_tensor(table))
+    assert float(plain.init_factor) == 1.0
+    llm, _, _ = llm_table()
+    scaled.add_items(llm[:2], assets)  # a new item's projection starts at the same scale as the table
+    torch.testing.assert_close(
+        scaled.items.weight[N + 1 : N + 3].detach(), torch.as_tensor(table[:2]) * factor, rtol=1e-4, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="init_norm"):
+        model("llminit", backbone=backbone, init_norm="unit")
+
+
 def test_untrained_rows_for_id_only_families() -> None:
     m, _, _ = model("id", backbone="bert4rec")
     mask_row = m.items.weight[N + 1].detach().clone()
