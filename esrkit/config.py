@@ -142,6 +142,10 @@ class ModelConfig:
     # initialisation (backbone: xavier-normal's for the item table), directions kept, so text that carries no
     # signal starts the model exactly as the ID backbone starts, a random table at the usual scale
     init_norm: str = "pca"
+    # LLMInit: each item keeps w_i = 2 sigmoid(a + b z_i) of its text start (z_i its standardised log training
+    # popularity; a, b learned from 0, so training starts at LLMInit), so text that does not help can be taken
+    # out of tail items too (esrkit/models/text_start.py)
+    start_gate: bool = False
     # LLMInit with text_neighbours: when ranking (final evaluation and serving; not training, not epoch
     # selection), the text neighbours of the user's last item get this bonus on their scores (0 = off)
     neighbour_boost: float = 0.0
@@ -625,6 +629,7 @@ RULES: dict[str, Rule] = {
     "model.text_neighbours": at_least(0),
     "model.new_item_norm": all_of(one_of(*NEW_ITEM_NORMS), llminit_only(ModelConfig.new_item_norm)),
     "model.init_norm": all_of(one_of(*INIT_NORMS), llminit_only(ModelConfig.init_norm)),
+    "model.start_gate": llminit_only(ModelConfig.start_gate),
     "model.neighbour_boost": all_of(
         at_least(0.0), llminit_only(ModelConfig.neighbour_boost), needs_text_neighbours
     ),

@@ -66,6 +66,7 @@ BAD = [
     ("model.new_item_norm", "trained"),  # an LLMInit option; the recipe's model is another family
     ("model.init_norm", "xavier"),
     ("model.init_norm", "backbone"),  # an LLMInit option too
+    ("model.start_gate", "true"),  # an LLMInit option too
     ("model.neighbour_boost", "-1"),
     ("model.neighbour_boost", "0.5"),  # LLMInit with text neighbours only
     ("model.neighbour_boost_items", "0"),
@@ -148,9 +149,16 @@ def test_defaults_every_recipe_and_edge_values_pass() -> None:
 
 def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
     cfg = resolve_recipe(
-        "demo", ["model.name=llminit", "model.new_item_norm=trained", "model.init_norm=backbone"]
+        "demo",
+        [
+            "model.name=llminit",
+            "model.new_item_norm=trained",
+            "model.init_norm=backbone",
+            "model.start_gate=true",
+        ],
     )
     assert cfg.model.new_item_norm == "trained" and cfg.model.init_norm == "backbone"
+    assert cfg.model.start_gate is True
     cfg = resolve_recipe(
         "demo",
         [

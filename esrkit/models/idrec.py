@@ -28,6 +28,7 @@ from esrkit.models.recommender import (
     grow_embedding,
     insert_item_rows,
 )
+from esrkit.models.text_start import TextStartGate
 
 
 def common_options(cfg) -> dict:
@@ -153,6 +154,7 @@ class LLMInitRecommender(IDRecommender):
             text_neighbours=cfg.text_neighbours,
             new_item_norm=cfg.new_item_norm,
             init_norm=cfg.init_norm,
+            start_gate=cfg.start_gate,
             neighbour_boost=cfg.neighbour_boost,
             neighbour_boost_items=cfg.neighbour_boost_items,
             neighbour_boost_tail=cfg.neighbour_boost_tail,
@@ -175,6 +177,7 @@ class LLMInitRecommender(IDRecommender):
         text_neighbours: int = 0,
         new_item_norm: str = "projection",
         init_norm: str = "pca",
+        start_gate: bool = False,
         neighbour_boost: float = 0.0,
         neighbour_boost_items: int = 1,
         neighbour_boost_tail: float = 0.0,
@@ -196,6 +199,7 @@ class LLMInitRecommender(IDRecommender):
         # in checkpoints (a run's rebuilt model recomputes it from the PCA table), in exports (every buffer)
         self.register_buffer("init_factor", torch.tensor(factor), persistent=False)
         self.anchor, self.new_item_norm = anchor, new_item_norm
+        self.start_gate = TextStartGate(self.items.weight) if start_gate else None
         if anchor > 0:  # the semantic starting point every item vector is pulled back to
             self.register_buffer("anchor_table", self.items.weight.detach().clone())
         self.semantic_adapter = llm_items is not None if semantic_adapter is None else semantic_adapter
@@ -231,13 +235,20 @@ class LLMInitRecommender(IDRecommender):
         return self.anchor * (self.items.weight[rows] - self.anchor_table[rows]).pow(2).sum(-1).mean()
 
     def setup(self, data) -> None:
-        if self.text_neighbours is not None:
-            self.text_neighbours.set_popularity(np.bincount(training_items(data), minlength=self.n_items + 1))
+        counts = np.bincount(training_items(data), minlength=self.n_items + 1)
+        for part in (self.text_neighbours, self.start_gate):
+            if part is not None:
+                part.set_popularity(counts)
+
+    def own_vectors(self, ids: Tensor) -> Tensor:
+        """Each item's own vector: its table row, less what the start gate takes of its text start."""
+        vectors = self.items(ids)
+        return vectors if self.start_gate is None else self.start_gate(vectors, ids)
 
     def input_vectors(self, ids: Tensor) -> Tensor:
-        vectors = self.items(ids)
+        vectors = self.own_vectors(ids)
         if self.text_neighbours is not None:
-            vectors = self.text_neighbours.mix(vectors, ids, self.items)
+            vectors = self.text_neighbours.mix(vectors, ids, self.own_vectors)
         if not self.semantic_adapter:
             return vectors
         unique, inverse = torch.unique(ids, return_inverse=True)  # the adapter once per distinct item
@@ -291,8 +302,12 @@ class LLMInitRecommender(IDRecommender):
         rows = projection.transform(as_vectors(llm_vectors, projection.input_dim, "llminit"))
         rows = rows * float(self.init_factor)
         if self.new_item_norm == "trained":
-            rows = with_mean_length(rows, self.items.weight[1 : self.n_items + 1].detach().cpu().numpy())
+            with torch.no_grad():
+                trained = self.own_vectors(torch.arange(1, self.n_items + 1, device=self.device))
+            rows = with_mean_length(rows, trained.float().cpu().numpy())
         grow_embedding(self.items, torch.as_tensor(rows), self.n_items)
+        if self.start_gate is not None:  # a new item's start is its row: e = w(unseen) x row
+            self.start_gate.add(torch.as_tensor(rows), self.n_items)
         if self.anchor > 0:
             self.anchor_table = insert_item_rows(self.anchor_table, torch.as_tensor(rows), self.n_items)
         if self.text_neighbours is not None:  # a new item borrows from the trained items its text resembles

@@ -22,11 +22,23 @@ cosine of every item with the user's last items, which reaches every item rather
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from esrkit.index.exact import exact_search, exact_topk, normalise_rows
+
+
+def standardised_log_popularity(counts: np.ndarray, rows: int) -> tuple[Tensor, float]:
+    """z_i = standardised log(1 + training count) per item id in a (rows,) tensor (padding and rows past the
+    counts 0), and the z of an item never seen (count 0), which items added later take."""
+    logs = np.log1p(counts[1:].astype(np.float64))
+    mean, std = logs.mean(), max(logs.std(), 1e-12)
+    z = np.zeros(rows)
+    z[1 : len(logs) + 1] = (logs - mean) / std
+    return torch.as_tensor(z, dtype=torch.float32), float(-mean / std)
 
 
 class TextNeighbours(nn.Module):
@@ -56,18 +68,16 @@ class TextNeighbours(nn.Module):
 
     def set_popularity(self, counts: np.ndarray) -> None:
         """``counts`` (n_items + 1,): training interactions per item id (row 0 = padding)."""
-        logs = np.log1p(counts[1:].astype(np.float64))
-        mean, std = logs.mean(), max(logs.std(), 1e-12)
-        z = np.zeros(len(self.popularity_z))
-        z[1 : len(logs) + 1] = (logs - mean) / std
-        self.popularity_z.copy_(torch.as_tensor(z, dtype=torch.float32))
-        self.unseen_z.fill_(float(-mean / std))
+        z, unseen = standardised_log_popularity(counts, len(self.popularity_z))
+        self.popularity_z.copy_(z)
+        self.unseen_z.fill_(unseen)
 
     def weight(self, ids: Tensor) -> Tensor:
         """g_i: how much item i leans on its text neighbours, (..., 1)."""
         return torch.sigmoid(self.gate_bias + self.gate_slope * self.popularity_z[ids]).unsqueeze(-1)
 
-    def mix(self, own: Tensor, ids: Tensor, table: nn.Embedding) -> Tensor:
+    def mix(self, own: Tensor, ids: Tensor, table: Callable[[Tensor], Tensor]) -> Tensor:
+        """``table``: the items' own vectors by id (the ID table, or the gated one of ``TextStartGate``)."""
         borrowed = table(self.neighbour_ids[ids]).mean(-2)
         g = self.weight(ids)
         if self.training and self.dropout > 0:  # neighbour dropout: the neighbours' mean alone (g = 1)

@@ -73,9 +73,17 @@ def test_new_items_keep_bert4rec_mask_valid_and_score_like_a_forward_pass() -> N
     np.testing.assert_allclose(served.scores(raw), forward_pass_scores(served, history), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("init_norm", ["pca", "backbone"])
-def test_added_items_survive_an_export(init_norm, tmp_path) -> None:
-    served = served_model("model.name=llminit", f"model.init_norm={init_norm}")
+@pytest.mark.parametrize(
+    "switches",
+    [(), ("model.init_norm=backbone",), ("model.start_gate=true", "model.text_neighbours=3")],
+    ids=["pca-start", "backbone-scale", "start-gate"],
+)
+def test_added_items_survive_an_export(switches, tmp_path) -> None:
+    served = served_model("model.name=llminit", *switches)
+    if served.model.start_gate is not None:  # a gate that is not at its start, so the export must carry it
+        with torch.no_grad():
+            served.model.start_gate.bias.fill_(-0.7)
+            served.model.start_gate.slope.fill_(0.4)
     served.add_items([twin_record()])
     served.save(tmp_path / "x")
     loaded = esrkit.load(tmp_path / "x")
