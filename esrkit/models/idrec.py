@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from esrkit.config import INIT_NORMS
 from esrkit.data.tensors import SeqInput
 from esrkit.models.base import MODELS, InputStage, build_encoder, official_init
 from esrkit.models.fusion import ScoreNorm
@@ -191,8 +192,8 @@ class LLMInitRecommender(IDRecommender):
             raise ValueError(
                 "llminit needs LLM item embeddings (set embedding.provider or embedding.item_embeddings)"
             )
-        if init_norm not in ("pca", "backbone"):
-            raise ValueError(f"model.init_norm = {init_norm!r} must be 'pca' or 'backbone'")
+        if init_norm not in INIT_NORMS:
+            raise ValueError(f"model.init_norm = {init_norm!r} must be one of {', '.join(INIT_NORMS)}")
         factor = backbone_scale(init_table, n_items) if init_norm == "backbone" else 1.0
         super().__init__(n_items, init_table=init_table * factor, **kwargs)
         # the factor the start was rescaled by, so items added later (add_items) start at the same scale; not

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from esrkit.index.exact import exact_search, exact_topk, normalise_rows
+from esrkit.models.recommender import insert_item_rows
 
 
 def standardised_log_popularity(counts: np.ndarray, rows: int) -> tuple[Tensor, float]:
@@ -91,11 +92,9 @@ class TextNeighbours(nn.Module):
         units = normalise_rows(np.asarray(llm_vectors, dtype=np.float32))
         rows, _ = exact_search(units, self.keys[: int(self.trained)].cpu().numpy(), k)
         self.keys = torch.cat([self.keys[:n_items], torch.as_tensor(units, device=self.keys.device)])
-        new = torch.as_tensor(rows.astype(np.int64) + 1, device=self.neighbour_ids.device)
-        nb = self.neighbour_ids
-        self.neighbour_ids = torch.cat([nb[: n_items + 1], new, nb[n_items + 1 :]])
-        z = self.popularity_z
-        self.popularity_z = torch.cat([z[: n_items + 1], self.unseen_z.expand(len(new)), z[n_items + 1 :]])
+        new = torch.as_tensor(rows.astype(np.int64) + 1)
+        self.neighbour_ids = insert_item_rows(self.neighbour_ids, new, n_items)
+        self.popularity_z = insert_item_rows(self.popularity_z, self.unseen_z.expand(len(new)), n_items)
 
     def text_similarity(self, recent_items: Tensor, n_rows: int, tail: float = 0.0) -> tuple[Tensor, Tensor]:
         """The dense text term as two factors whose product is added to the scores: (B, E) the unit sum of the

@@ -51,5 +51,4 @@ class TextStartGate(nn.Module):
     def add(self, rows: Tensor, n_items: int) -> None:
         """New items (ids n_items+1..) start where their table rows start, with an unseen item's z."""
         self.start = insert_item_rows(self.start, rows, n_items)
-        unseen = self.unseen_z.expand(len(rows)).to(self.popularity_z)
-        self.popularity_z = insert_item_rows(self.popularity_z[:, None], unseen[:, None], n_items)[:, 0]
+        self.popularity_z = insert_item_rows(self.popularity_z, self.unseen_z.expand(len(rows)), n_items)

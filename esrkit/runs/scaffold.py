@@ -302,14 +302,15 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
         "train.lr=0.001",
     ]
     shared += ["model.causal=true"] if backbone == "sasrec" else []
+    plain_start = ["model.start_gate=false"] if best.start_gate else []  # the baselines start as LLMInit does
     id_only = [
         "model.name=id",
         "embedding.provider=none",
         "model.text_neighbours=0",
         "model.new_item_norm=projection",
-        *(["model.start_gate=false"] if best.start_gate else []),
+        *plain_start,
     ]
-    llminit = ["model.text_neighbours=0", *(["model.start_gate=false"] if best.start_gate else [])]
+    llminit = ["model.text_neighbours=0", *plain_start]
     baseline = BACKBONE_LABELS.get(backbone, backbone)
     intro = [
         *_comment(
