@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         for name in names
     ]
     print(f"seeds {', '.join(seeds)}; " + "; ".join(levels))
+    graded = {Setting.from_record(r) for r in bonus["runs"][0]["settings"]}
     for label, key in rows:
+        if key not in graded:  # a small confirmation grid need not hold the recipe's setting
+            print(f"{label} ({key.label()}): not in {args.bonus_json}'s grid")
+            continue
         print(describe(label, key, *setting_scores(bonus, key), base, base_tail))
 
 
