@@ -192,6 +192,9 @@ class ModelConfig:
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (catalogue products in bfloat16: faster on CPU)
     # ce: this share of every target's mass spread evenly over all items (torch's label_smoothing; 0 = off)
     label_smoothing: float = 0.0
+    # ce, LLMInit with text_neighbours: this share of every target's mass moved to its K text neighbours
+    # (evenly), so tail items that resemble bought ones are trained towards those users too (0 = off)
+    neighbour_smoothing: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # options of custom encoders and baselines
 
 
@@ -567,6 +570,12 @@ def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
     return None if ok else "needs model.text_neighbours > 0 (it acts on the items' text neighbours)"
 
 
+def smoothing_leaves_the_target(v: float, cfg: RunConfig) -> str | None:
+    """The two smoothings take their shares from the same target: together they must leave it some."""
+    total = v + cfg.model.label_smoothing
+    return None if total < 1 else f"plus model.label_smoothing is {total:g}; the two must sum to less than 1"
+
+
 # model options that only change how a trained model ranks (evaluation and serving), never training: they can
 # be chosen on validation after training (load_run(ranking=...), `esrkit evaluate/export --neighbour-boost`)
 RANKING_OPTIONS = (
@@ -620,6 +629,13 @@ RULES: dict[str, Rule] = {
     "model.popularity_adjust": all_of(at_least(0.0), losses_only("ce", "sampled_softmax")),
     "model.ce_precision": one_of("float32", "bfloat16"),
     "model.label_smoothing": all_of(between(0.0, 1.0, high_open=True), losses_only("ce")),
+    "model.neighbour_smoothing": all_of(
+        between(0.0, 1.0, high_open=True),
+        losses_only("ce"),
+        llminit_only(ModelConfig.neighbour_smoothing),
+        needs_text_neighbours,
+        smoothing_leaves_the_target,
+    ),
     "model.gate": one_of(*GATES),
     "model.null_dim": at_least(1),
     "model.null_threshold": at_least(0.0),

@@ -235,6 +235,13 @@ class LLMInitRecommender(IDRecommender):
         rows = slice(1, self.n_items + 1)
         return self.anchor * (self.items.weight[rows] - self.anchor_table[rows]).pow(2).sum(-1).mean()
 
+    def target_neighbours(self, pos: Tensor) -> Tensor | None:
+        """The text neighbours of each target (``model.neighbour_smoothing``): under a full softmax an item is
+        a negative in every step and a positive only in its own few, so a tail item's row is pushed away from
+        users far more often than towards them; a share of each target's mass on the items its text resembles
+        gives those rows a pull towards the users who bought their look-alikes."""
+        return None if self.text_neighbours is None else self.text_neighbours.neighbour_ids[pos]
+
     def setup(self, data) -> None:
         counts = np.bincount(training_items(data), minlength=self.n_items + 1)
         for part in (self.text_neighbours, self.start_gate):

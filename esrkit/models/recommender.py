@@ -109,6 +109,11 @@ class SequentialRecommender(nn.Module):
         """An extra loss added to the default one (weights are the model's business), or None."""
         return None
 
+    def target_neighbours(self, pos: Tensor) -> Tensor | None:
+        """(m, K) items that share a training target's mass under ``model.neighbour_smoothing`` (the items
+        most like each target in ``pos`` (m,)), or None where the model has no such list."""
+        return None
+
     def setup(self, data: Any) -> None:
         """Called once with the SequenceData before training (e.g. to compute popularity or head/tail splits
         from the training part only)."""

@@ -107,6 +107,7 @@ def loss_spec(cfg: RunConfig) -> LossSpec:
         popularity_adjust=m.popularity_adjust,
         ce_precision=m.ce_precision,
         label_smoothing=m.label_smoothing,
+        neighbour_smoothing=m.neighbour_smoothing,
     )
 
 

@@ -21,7 +21,8 @@ vectors, so a loss works for every model family and backbone.
 logits beside the loss on the fused logits. ``model.popularity_adjust`` (``ce``, ``sampled_softmax``) adds
 tau x log popularity to each item's training logit (logit adjustment); ``model.ce_precision=bfloat16`` runs
 ``ce``'s catalogue products with bfloat16 factors; ``model.label_smoothing`` spreads that share of every
-target's mass evenly over the catalogue (``ce``).
+target's mass evenly over the catalogue (``ce``), ``model.neighbour_smoothing`` over the target's text
+neighbours (``ce``; models that list them, ``target_neighbours``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class LossSpec:
     popularity_adjust: float = 0.0  # ce/sampled_softmax: tau of the logit adjustment (training only)
     ce_precision: str = "float32"  # ce: float32 | bfloat16 (the three catalogue products in bfloat16)
     label_smoothing: float = 0.0  # ce: share of each target's mass spread evenly over every item
+    neighbour_smoothing: float = 0.0  # ce: share of each target's mass moved to its text neighbours
 
     @property
     def batch_negatives(self) -> int:
@@ -111,11 +113,38 @@ def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: L
         return hs.sum() * 0.0
     fn: LossFn = LOSSES.get(ctx.spec.name)
     total = fn(ItemScorer(model), hs, pos, neg, ctx)
+    if ctx.spec.neighbour_smoothing:
+        total = total + neighbour_smoothing_term(model, hs, pos, ctx)
     views = getattr(model, "score_views", list)()
     if ctx.spec.view_losses and len(views) > 1:
         for view in views:
             total = total + fn(ItemScorer(model, view), hs, pos, neg, ctx)
     return total
+
+
+def neighbour_smoothing_term(model, hs: Tensor, pos: Tensor, ctx: LossContext) -> Tensor:
+    """What moving a share eps of each target's mass to its K neighbours (``model.target_neighbours``: the
+    items its text resembles) adds to a softmax cross-entropy: the target distribution becomes (1 - eps) on
+    the target and eps / K on each neighbour, and since log p_j = s_j - logsumexp, the loss changes by exactly
+    eps x (s_pos - mean_k s_k) per row (logit adjustment's offsets included), with no second pass over the
+    catalogue. Unlike ``label_smoothing``, which lifts every item alike, this pulls up the items like the
+    target, so a rarely bought item's row is trained towards the users who bought its look-alikes."""
+    lists = getattr(model, "target_neighbours", None)  # the SequentialRecommender hook; None by default
+    neighbours = None if lists is None else lists(pos)
+    if neighbours is None:
+        raise ValueError(
+            f"model.neighbour_smoothing: {type(model).__name__} lists no neighbours of its targets "
+            "(target_neighbours); use model.name=llminit with model.text_neighbours > 0"
+        )
+    scorer = ItemScorer(model)
+    vectors = scorer.all_real()  # row j-1 = item j, the vectors the softmax scores
+    states = scorer.states(hs)
+    pulled = vectors[pos - 1] - vectors[neighbours - 1].mean(1)  # (m, D)
+    shift = (states * pulled).sum(-1)
+    bias = ctx.logit_adjustment()
+    if bias is not None:
+        shift = shift + bias[pos - 1] - bias[neighbours - 1].mean(1)
+    return ctx.spec.neighbour_smoothing * shift.mean()
 
 
 # ---------------------------------------------------------------------------------------------- pairwise

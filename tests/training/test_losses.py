@@ -330,6 +330,65 @@ def test_label_smoothing_zero_is_the_plain_fused_ce_bit_for_bit():
         assert torch.equal(x, y)
 
 
+class NeighbourModel(TableModel):
+    """TableModel with K fixed neighbours per item (``target_neighbours``), as LLMInit's text neighbours."""
+
+    def __init__(self, k: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.neighbour_ids = torch.zeros(N + 2, k, dtype=torch.long)
+        for item in range(1, N + 1):  # k distinct items other than the item itself
+            others = torch.tensor([j for j in range(1, N + 1) if j != item])
+            self.neighbour_ids[item] = others[torch.randperm(N - 1, generator=g)[:k]]
+
+    def target_neighbours(self, pos):
+        return self.neighbour_ids[pos]
+
+
+def _soft_targets(model: NeighbourModel, pos, eps: float, label_eps: float = 0.0):
+    """(M, N) dense target distribution: 1 - eps - label_eps on the target, eps / K on each neighbour,
+    label_eps / N on every item."""
+    q = torch.full((len(pos), N), label_eps / N)
+    q[torch.arange(len(pos)), pos - 1] += 1 - eps - label_eps
+    neighbours = model.neighbour_ids[pos] - 1
+    q.scatter_add_(1, neighbours, torch.full(neighbours.shape, eps / neighbours.shape[1]))
+    return q
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.7])
+@pytest.mark.parametrize("label_eps", [0.0, 0.1])
+def test_neighbour_smoothing_is_cross_entropy_against_soft_targets(tau, label_eps):
+    """model.neighbour_smoothing = eps: loss and gradients are the softmax cross-entropy against the target
+    distribution (1 - eps) on the target and eps / K on each of its neighbours, with the logit adjustment and
+    with label smoothing beside it."""
+    model, log_pop, eps = NeighbourModel(), _popularity(), 0.3
+    hs, pos = _states(8)
+    spec = LossSpec(
+        "ce", chunk_rows=4, popularity_adjust=tau, label_smoothing=label_eps, neighbour_smoothing=eps
+    )
+    loss = ranking_loss_from_states(model, hs, pos, None, LossContext(spec, None, log_pop))
+    logits = hs @ model.table[1 : N + 1].T + tau * log_pop
+    reference = -(_soft_targets(model, pos, eps, label_eps) * logits.log_softmax(-1)).sum(-1).mean()
+    plain_logits = hs @ model.table[1 : N + 1].T + tau * log_pop  # a graph of its own (two backwards)
+    plain = F.cross_entropy(plain_logits, pos - 1, label_smoothing=label_eps)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert abs(loss.item() - plain.item()) > 1e-2  # the neighbours' share changes the objective
+    mine = _grads(loss, hs, model.table)
+    for x, y in zip(mine, _grads(reference, hs, model.table)):
+        assert torch.allclose(x, y, atol=1e-6)
+    # the neighbours of the batch's targets are pulled up: their rows' gradients differ from plain ce's
+    plain_items = _grads(plain, model.table)[0]
+    pulled = model.neighbour_ids[pos].unique()
+    assert (mine[1][pulled] - plain_items[pulled]).abs().sum(-1).min() > 0
+
+
+def test_neighbour_smoothing_needs_a_model_that_lists_neighbours():
+    hs, pos = _states(9)
+    ctx = LossContext(LossSpec("ce", neighbour_smoothing=0.2))
+    with pytest.raises(ValueError, match="target_neighbours"):
+        ranking_loss_from_states(TableModel(), hs, pos, None, ctx)
+
+
 def test_popularity_adjusted_sampled_softmax_shifts_positive_and_negatives():
     """The registered loss adds tau x log p to the positive and to each shared negative, on top of logQ."""
     model, log_pop, tau = TableModel(), _popularity(), 0.5
