@@ -573,7 +573,9 @@ def needs_text_neighbours(v: float, cfg: RunConfig) -> str | None:
 def smoothing_leaves_the_target(v: float, cfg: RunConfig) -> str | None:
     """The two smoothings take their shares from the same target: together they must leave it some."""
     total = v + cfg.model.label_smoothing
-    return None if total < 1 else f"plus model.label_smoothing is {total:g}; the two must sum to less than 1"
+    if v == 0 or total < 1:
+        return None
+    return f"plus model.label_smoothing is {total:g}; the two must sum to less than 1"
 
 
 # model options that only change how a trained model ranks (evaluation and serving), never training: they can

@@ -55,6 +55,8 @@ BAD = [
     ("model.ce_precision", "float16"),
     ("model.label_smoothing", "1.0"),
     ("model.label_smoothing", "0.1"),  # with the default loss (bce): only ce has every item
+    ("model.neighbour_smoothing", "1.0"),
+    ("model.neighbour_smoothing", "0.1"),  # ce, LLMInit with text neighbours only
     ("model.gate", "item"),
     ("model.null_dim", "0"),
     ("model.null_threshold", "-1"),
@@ -178,6 +180,12 @@ def test_options_of_one_family_or_loss_pass_where_they_apply() -> None:
     cfg = resolve_recipe("demo", [*boost, "model.neighbour_boost_items=3", "model.neighbour_boost_tail=2"])
     assert (cfg.model.neighbour_boost_items, cfg.model.neighbour_boost_tail) == (3, 2.0)
     assert resolve_recipe("demo", [*boost, "model.neighbour_dropout=0.2"]).model.neighbour_dropout == 0.2
+    smooth = [*boost, "model.loss=ce", "model.neighbour_smoothing=0.3"]
+    assert resolve_recipe("demo", smooth).model.neighbour_smoothing == 0.3
+    with pytest.raises(ConfigError, match="needs model.loss = ce"):
+        resolve_recipe("demo", [*boost, "model.neighbour_smoothing=0.3"])
+    with pytest.raises(ConfigError, match="must sum to less than 1"):
+        resolve_recipe("demo", [*smooth, "model.label_smoothing=0.7"])
     with pytest.raises(ConfigError, match="neighbour_boost_items.*applies to model.name = llminit only"):
         resolve_recipe("demo", ["model.neighbour_boost_items=3"])
     # a recipe's bonus is turned off by neighbour_boost alone (its refinements are inert without it)

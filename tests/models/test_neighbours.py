@@ -7,7 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from esrkit.data.batches import history_input
 from esrkit.models.neighbours import TextNeighbours
+from esrkit.training.losses import LossContext, LossSpec, ranking_loss_from_states
+from tests.models.test_new_items import MAX_LEN
+from tests.models.test_text_start import llminit, scores
 
 N, D, K = 12, 5, 3
 
@@ -87,3 +91,27 @@ def test_neighbour_dropout_uses_the_neighbours_mean_alone_at_its_rate_in_trainin
 def test_neighbour_dropout_must_leave_the_own_vector_a_chance(p: float) -> None:
     with pytest.raises(ValueError, match="neighbour_dropout"):
         TextNeighbours(table(), K, dropout=p)
+
+
+def test_llminit_lists_each_targets_text_neighbours_for_neighbour_smoothing() -> None:
+    """model.neighbour_smoothing's model side: LLMInit with text neighbours names them (None without), and a
+    small step of ce with the smoothing leaves the neighbours' mean score closer to the target's than a step
+    of plain ce (to first order the smoothing term moves mean_k s_k - s_pos up by lr eps |grad|^2)."""
+    plain, _ = llminit()
+    assert plain.target_neighbours(torch.tensor([1, 2])) is None
+    history, target = [2, 5, 7], torch.tensor([4])
+    after = {}
+    for eps in (0.0, 0.5):
+        m, _ = llminit(text_neighbours=K)
+        listed = m.target_neighbours(target)
+        assert listed.tolist() == m.text_neighbours.neighbour_ids[target].tolist()
+        user = m.last_hidden(history_input([np.array(history)], MAX_LEN, m.objective, m.mask_token))
+        spec = LossSpec("ce", neighbour_smoothing=eps)
+        ranking_loss_from_states(m, user, target, None, LossContext(spec)).backward()
+        with torch.no_grad():
+            for p in m.parameters():
+                if p.grad is not None:
+                    p -= 1e-3 * p.grad
+        s = scores(m, history)
+        after[eps] = (s[listed[0]].mean() - s[target[0]]).item()
+    assert after[0.5] > after[0.0] + 1e-6, after
