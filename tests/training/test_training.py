@@ -30,6 +30,17 @@ from tests.training.helpers import (
 BACKBONES = ["sasrec", "bert4rec", "gru4rec"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny (hidden 16-64): a second intra-op thread costs them more in synchronisation than
+    it computes, so each test trains on one (benchmarks/RESULTS.md, "CPU threads: reading the figures");
+    restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _llmesr(backbone: str = "sasrec", **switches):
     torch.manual_seed(0)  # the same initial weights in every run of a test
     data = small_data()
