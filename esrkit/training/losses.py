@@ -113,8 +113,6 @@ def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: L
         return hs.sum() * 0.0
     fn: LossFn = LOSSES.get(ctx.spec.name)
     total = fn(ItemScorer(model), hs, pos, neg, ctx)
-    if ctx.spec.neighbour_smoothing:
-        total = total + neighbour_smoothing_term(model, hs, pos, ctx)
     views = getattr(model, "score_views", list)()
     if ctx.spec.view_losses and len(views) > 1:
         for view in views:
@@ -122,13 +120,16 @@ def ranking_loss_from_states(model, hs: Tensor, pos: Tensor, neg: Tensor, ctx: L
     return total
 
 
-def neighbour_smoothing_term(model, hs: Tensor, pos: Tensor, ctx: LossContext) -> Tensor:
+def neighbour_smoothing_term(
+    model, states: Tensor, items: Tensor, pos: Tensor, bias: Tensor | None, eps: float
+) -> Tensor:
     """What moving a share eps of each target's mass to its K neighbours (``model.target_neighbours``: the
-    items its text resembles) adds to a softmax cross-entropy: the target distribution becomes (1 - eps) on
-    the target and eps / K on each neighbour, and since log p_j = s_j - logsumexp, the loss changes by exactly
-    eps x (s_pos - mean_k s_k) per row (logit adjustment's offsets included), with no second pass over the
-    catalogue. Unlike ``label_smoothing``, which lifts every item alike, this pulls up the items like the
-    target, so a rarely bought item's row is trained towards the users who bought its look-alikes."""
+    items its text resembles) adds to a softmax cross-entropy over ``items`` (row j-1 = item j) with offsets
+    ``bias``: the target distribution becomes (1 - eps) on the target and eps / K on each neighbour, and
+    since log p_j = s_j - logsumexp, the loss changes by exactly eps x (s_pos - mean_k s_k) per row, with no
+    second pass over the catalogue. Unlike ``label_smoothing``, which lifts every item alike, this pulls up
+    the items like the target, so a rarely bought item's row is trained towards the users who bought its
+    look-alikes."""
     lists = getattr(model, "target_neighbours", None)  # the SequentialRecommender hook; None by default
     neighbours = None if lists is None else lists(pos)
     if neighbours is None:
@@ -136,15 +137,11 @@ def neighbour_smoothing_term(model, hs: Tensor, pos: Tensor, ctx: LossContext) -
             f"model.neighbour_smoothing: {type(model).__name__} lists no neighbours of its targets "
             "(target_neighbours); use model.name=llminit with model.text_neighbours > 0"
         )
-    scorer = ItemScorer(model)
-    vectors = scorer.all_real()  # row j-1 = item j, the vectors the softmax scores
-    states = scorer.states(hs)
-    pulled = vectors[pos - 1] - vectors[neighbours - 1].mean(1)  # (m, D)
+    pulled = items[pos - 1] - items[neighbours - 1].mean(1)  # (m, D)
     shift = (states * pulled).sum(-1)
-    bias = ctx.logit_adjustment()
     if bias is not None:
         shift = shift + bias[pos - 1] - bias[neighbours - 1].mean(1)
-    return ctx.spec.neighbour_smoothing * shift.mean()
+    return eps * shift.mean()
 
 
 # ---------------------------------------------------------------------------------------------- pairwise
@@ -433,7 +430,12 @@ def ce_loss(scorer: ItemScorer, hs: Tensor, pos: Tensor, neg: Tensor, ctx: LossC
     spec = ctx.spec
     low, smoothing = spec.ce_precision == "bfloat16", spec.label_smoothing
     states, items, bias = scorer.states(hs), scorer.all_real(), ctx.logit_adjustment()
-    return fused_softmax_ce(states, items, pos - 1, spec.chunk_rows, bias, low, smoothing)
+    loss = fused_softmax_ce(states, items, pos - 1, spec.chunk_rows, bias, low, smoothing)
+    if spec.neighbour_smoothing:  # the item vectors and offsets the softmax just used, not built again
+        loss = loss + neighbour_smoothing_term(
+            scorer.model, states, items, pos, bias, spec.neighbour_smoothing
+        )
+    return loss
 
 
 def _uniform(ctx: LossContext, n_items: int, pos: Tensor) -> tuple[Tensor, Tensor]:
