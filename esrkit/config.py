@@ -161,6 +161,12 @@ class ModelConfig:
     # ... item i's share is multiplied by 1 + s max(0, -z_i): items rarer than average get more, popular the
     # plain cosine (z_i as for neighbour_boost_tail)
     text_boost_tail: float = 0.0
+    # LLMInit with text_neighbours: when ranking (as neighbour_boost), every item i gets
+    # alpha (h_u - c) z_i: h_u the mean z of the user's last M items, c that of the average training
+    # interaction, z as for neighbour_boost_tail. A user whose recent items are rarer than usual has popular
+    # items lowered and rare ones raised, a mainstream user the reverse (0 = off) ...
+    popularity_tilt: float = 0.0
+    popularity_tilt_items: int = 1  # ... M
     # LLMInit with text_neighbours: in training, each item's vector is its text neighbours' mean alone with
     # this probability (per occurrence, inputs and candidates), as DropoutNet drops a cold item's preference
     # input, so that the mean a tail item leans on is trained to stand in for an ID vector (0 = off)
@@ -587,6 +593,8 @@ RANKING_OPTIONS = (
     "text_boost",
     "text_boost_items",
     "text_boost_tail",
+    "popularity_tilt",
+    "popularity_tilt_items",
 )
 
 
@@ -658,6 +666,10 @@ RULES: dict[str, Rule] = {
     "model.text_boost": all_of(at_least(0.0), llminit_only(ModelConfig.text_boost), needs_text_neighbours),
     "model.text_boost_items": all_of(at_least(1), llminit_only(ModelConfig.text_boost_items)),
     "model.text_boost_tail": all_of(at_least(0.0), llminit_only(ModelConfig.text_boost_tail)),
+    "model.popularity_tilt": all_of(
+        at_least(0.0), llminit_only(ModelConfig.popularity_tilt), needs_text_neighbours
+    ),
+    "model.popularity_tilt_items": all_of(at_least(1), llminit_only(ModelConfig.popularity_tilt_items)),
     "model.neighbour_dropout": all_of(
         between(0.0, 1.0, high_open=True), llminit_only(ModelConfig.neighbour_dropout), needs_text_neighbours
     ),

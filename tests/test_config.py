@@ -77,6 +77,9 @@ BAD = [
     ("model.text_boost", "0.5"),  # LLMInit with text neighbours only
     ("model.text_boost_items", "0"),
     ("model.text_boost_tail", "-1"),
+    ("model.popularity_tilt", "-0.1"),
+    ("model.popularity_tilt", "0.1"),  # LLMInit with text neighbours only
+    ("model.popularity_tilt_items", "0"),
     ("model.neighbour_dropout", "1"),
     ("model.neighbour_dropout", "0.2"),  # LLMInit with text neighbours only
     ("train.lr", "0"),

@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         "--also",
         action="append",
         default=[],
-        metavar="B,M,S[,G,m,T]",
-        help="one more setting to print (the bonus's three numbers, then the text term's), repeatable",
+        metavar="B,M,S[,G,m,T[,A,H]]",
+        help="one more setting to print (the bonus's three numbers, then the text term's, then the "
+        "popularity tilt's two), repeatable",
     )
     parser.add_argument("--baselines", default=",".join(BASELINES), help="the ID-only and LLMInit rows")
     args = parser.parse_args(argv)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((f"tail-first {pick['tolerance']:g}", Setting.from_record(pick)))
     for text in args.also:
         values = text.split(",")
-        kinds = (float, int, float, float, int, float)
+        kinds = (float, int, float, float, int, float, float, int)
         rows.append(("also", Setting(*(kind(v) for kind, v in zip(kinds, values, strict=False)))))
     levels = [
         f"{name} {statistics.mean(base[name]):.4f}, tail items {statistics.mean(base_tail[name]):.4f}"

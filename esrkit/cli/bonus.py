@@ -49,6 +49,13 @@ def number_list(kind: type, low: float, empty: bool = False) -> Callable:
     help="t: items rarer than average get up to 1 + t |z| times γ.",
 )
 @click.option(
+    "--tilts",
+    default="0",
+    callback=number_list(float, 0),
+    help="Values of α, the popularity tilt (model.popularity_tilt; 0 alone: not tuned).",
+)
+@click.option("--tilt-items", default="1", callback=number_list(int, 1), help="M: h_u from the last M items.")
+@click.option(
     "--tail-first",
     default="",
     callback=number_list(float, 0, empty=True),
@@ -80,6 +87,8 @@ def tune_bonus(
     text_boosts,
     text_items,
     text_tails,
+    tilts,
+    tilt_items,
     tail_first,
     new_items,
     with_test,
@@ -87,10 +96,10 @@ def tune_bonus(
     json_path,
     device,
 ) -> None:
-    """Choose model.neighbour_boost, model.text_boost and their refinements on validation for RUN_DIRS (the
-    seeds of one trained configuration with model.text_neighbours; docs/FULL_RANKING.md). Nothing is trained
-    again: both change how a run ranks, not what it learnt. Prints every setting's mean over the runs and the
-    options that ship the choice with `esrkit export`."""
+    """Choose model.neighbour_boost, model.text_boost, model.popularity_tilt and their refinements on
+    validation for RUN_DIRS (the seeds of one trained configuration with model.text_neighbours;
+    docs/FULL_RANKING.md). Nothing is trained again: they change how a run ranks, not what it learnt. Prints
+    every setting's mean over the runs and the options that ship the choice with `esrkit export`."""
     from esrkit.runs import bonus  # lazy: the CLI starts fast
     from esrkit.utils.io import atomic_write_text
 
@@ -102,7 +111,7 @@ def tune_bonus(
             raise click.UsageError(f"--records holds the runs' evaluation already; drop {', '.join(given)}")
         record = bonus.combine_records(records, tail_first)
     else:
-        grid = bonus.bonus_grid(betas, items, tails, text_boosts, text_items, text_tails)
+        grid = bonus.bonus_grid(betas, items, tails, text_boosts, text_items, text_tails, tilts, tilt_items)
         record = bonus.tune_bonus(list(run_dirs), grid, tail_first, with_test, device, click.echo, new_items)
     runs = [run["run"] for run in record["runs"]]
     click.echo(bonus_table(record["mean"]))
@@ -125,6 +134,8 @@ EVALUATION_OPTIONS = (
     "text_boosts",
     "text_items",
     "text_tails",
+    "tilts",
+    "tilt_items",
     "new_items",
     "with_test",
 )

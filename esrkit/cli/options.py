@@ -21,8 +21,8 @@ def _term_options(name: str, value_help: str, items_help: str, tail_help: str) -
 
 
 def ranking_options(verb: str):
-    """The ranking-time model options (``config.RANKING_OPTIONS``) as ``--neighbour-boost``, ``--text-boost``
-    and their refinements, collected into one ``ranking`` dict of those given (for
+    """The ranking-time model options (``config.RANKING_OPTIONS``) as ``--neighbour-boost``, ``--text-boost``,
+    ``--popularity-tilt`` and their refinements, collected into one ``ranking`` dict of those given (for
     ``load_run(ranking=...)``)."""
     options = [
         *_term_options(
@@ -39,6 +39,18 @@ def ranking_options(verb: str):
             "item gets it times its cosine by text with the user's last items (0 turns it off).",
             "... the last M items",
             "... items rarer than average get more of it",
+        ),
+        click.option(
+            "--popularity-tilt",
+            type=click.FloatRange(min=0),
+            help=f"LLMInit with text neighbours: {verb} with this model.popularity_tilt instead of the "
+            "run's: item i gets it times (h_u - c) z_i, so a user whose last items are rarer than the "
+            "average interaction's sees rarer items (0 turns it off).",
+        ),
+        click.option(
+            "--popularity-tilt-items",
+            type=click.IntRange(min=1),
+            help="... h_u: the mean popularity z of the last M items (model.popularity_tilt_items).",
         ),
     ]
 

@@ -162,6 +162,8 @@ class LLMInitRecommender(IDRecommender):
             text_boost=cfg.text_boost,
             text_boost_items=cfg.text_boost_items,
             text_boost_tail=cfg.text_boost_tail,
+            popularity_tilt=cfg.popularity_tilt,
+            popularity_tilt_items=cfg.popularity_tilt_items,
             neighbour_dropout=cfg.neighbour_dropout,
             max_len=max_len,
             **common_options(cfg),
@@ -185,6 +187,8 @@ class LLMInitRecommender(IDRecommender):
         text_boost: float = 0.0,
         text_boost_items: int = 1,
         text_boost_tail: float = 0.0,
+        popularity_tilt: float = 0.0,
+        popularity_tilt_items: int = 1,
         neighbour_dropout: float = 0.0,
         **kwargs,
     ) -> None:
@@ -209,14 +213,17 @@ class LLMInitRecommender(IDRecommender):
         self.text_neighbours = (
             TextNeighbours(llm_items, text_neighbours, neighbour_dropout) if text_neighbours else None
         )
-        if (neighbour_boost or text_boost or neighbour_dropout) and self.text_neighbours is None:
+        needs_neighbours = neighbour_boost or text_boost or popularity_tilt or neighbour_dropout
+        if needs_neighbours and self.text_neighbours is None:
             raise ValueError(
-                "llminit: neighbour_boost, text_boost and neighbour_dropout need text_neighbours"
+                "llminit: neighbour_boost, text_boost, popularity_tilt and neighbour_dropout need "
+                "text_neighbours"
             )
         self.neighbour_boost, self.neighbour_boost_items = neighbour_boost, neighbour_boost_items
         self.neighbour_boost_tail = neighbour_boost_tail
         self.text_boost, self.text_boost_items = text_boost, text_boost_items
         self.text_boost_tail = text_boost_tail
+        self.popularity_tilt, self.popularity_tilt_items = popularity_tilt, popularity_tilt_items
         if self.semantic_adapter:
             table = torch.zeros(n_items + 2, llm_items.shape[1])
             table[1 : n_items + 1] = torch.as_tensor(llm_items, dtype=torch.float32)
@@ -248,6 +255,12 @@ class LLMInitRecommender(IDRecommender):
             if part is not None:
                 part.set_popularity(counts)
 
+    def restore_state(self, data) -> None:
+        """What a checkpoint written before it existed lacks: the popularity tilt's centre."""
+        tn = self.text_neighbours
+        if tn is not None and torch.isnan(tn.popularity_centre):
+            tn.restore_centre(np.bincount(training_items(data), minlength=self.n_items + 1))
+
     def own_vectors(self, ids: Tensor) -> Tensor:
         """Each item's own vector: its table row, less what the start gate takes of its text start."""
         vectors = self.items(ids)
@@ -265,12 +278,14 @@ class LLMInitRecommender(IDRecommender):
 
     @property
     def bonus_history(self) -> int:
-        """The last items the ranking-time terms read: as many as the longer of the two that are on."""
+        """The last items the ranking-time terms read: as many as the longest of those that are on."""
         reads = [1]
         if self.neighbour_boost:
             reads.append(self.neighbour_boost_items)
         if self.text_boost:
             reads.append(self.text_boost_items)
+        if self.popularity_tilt:
+            reads.append(self.popularity_tilt_items)
         return max(reads)
 
     def ranking_bonus(self, recent_items: Tensor) -> tuple[Tensor, Tensor | float] | None:
@@ -291,6 +306,15 @@ class LLMInitRecommender(IDRecommender):
         )
 
     def ranking_similarity(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
+        """The dense ranking-time terms that are on, side by side as the columns of one product: the text term
+        and the popularity tilt."""
+        terms = [self.text_term(recent_items, n_rows), self.tilt_term(recent_items, n_rows)]
+        terms = [t for t in terms if t is not None]
+        if len(terms) < 2:
+            return terms[0] if terms else None
+        return torch.cat([q for q, _ in terms], 1), torch.cat([t for _, t in terms], 1)
+
+    def text_term(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
         """``text_boost`` x the cosine, by text, of every item with the user's last ``text_boost_items``
         items (their unit LLM vectors summed), items rarer than average weighted up by ``text_boost_tail``
         (``TextNeighbours.text_similarity``): the bonus's signal spent on the whole catalogue instead of K
@@ -300,6 +324,16 @@ class LLMInitRecommender(IDRecommender):
         recent = recent_items[:, : self.text_boost_items]
         query, table = self.text_neighbours.text_similarity(recent, n_rows, self.text_boost_tail)
         return query * self.text_boost, table
+
+    def tilt_term(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
+        """``popularity_tilt`` x (h_u - c) z_i (``TextNeighbours.popularity_tilt``): softmax training ranks
+        every user's items by one popularity slope, and the last ``popularity_tilt_items`` items say whether
+        this user buys rarer things than the average interaction does."""
+        if not self.popularity_tilt or self.text_neighbours is None:
+            return None
+        recent = recent_items[:, : self.popularity_tilt_items]
+        query, table = self.text_neighbours.popularity_tilt(recent, n_rows)
+        return query * self.popularity_tilt, table
 
     def add_items(self, llm_vectors: np.ndarray, assets: ModelAssets) -> None:
         """The new rows start as the trained rows did: the PCA projection of the LLM vectors; with

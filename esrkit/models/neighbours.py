@@ -42,6 +42,13 @@ def standardised_log_popularity(counts: np.ndarray, rows: int) -> tuple[Tensor, 
     return torch.as_tensor(z, dtype=torch.float32), float(-mean / std)
 
 
+def interaction_mean(counts: np.ndarray, z: Tensor) -> float:
+    """The mean z over training interactions (items weighted by their counts; row 0 = padding)."""
+    weights = np.asarray(counts[1:], dtype=np.float64)
+    total = weights.sum()
+    return float(weights @ z[1 : len(weights) + 1].double().numpy() / total) if total else 0.0
+
+
 class TextNeighbours(nn.Module):
     def __init__(self, llm_items: np.ndarray, k: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -65,6 +72,9 @@ class TextNeighbours(nn.Module):
         self.gate_slope = nn.Parameter(torch.zeros(()))
         self.register_buffer("popularity_z", torch.zeros(n + 2))
         self.register_buffer("unseen_z", torch.zeros(()))
+        # the mean z of a training interaction, the centre of the popularity tilt; NaN: not known (a run
+        # written before it existed, until ``restore_centre`` recomputes it from the training data)
+        self.register_buffer("popularity_centre", torch.tensor(float("nan")))
         self._tables: dict[tuple, Tensor] = {}  # the text term's item tables (_item_table)
 
     def set_popularity(self, counts: np.ndarray) -> None:
@@ -72,6 +82,26 @@ class TextNeighbours(nn.Module):
         z, unseen = standardised_log_popularity(counts, len(self.popularity_z))
         self.popularity_z.copy_(z)
         self.unseen_z.fill_(unseen)
+        self.popularity_centre.fill_(interaction_mean(counts, z))
+
+    def restore_centre(self, counts: np.ndarray) -> None:
+        """A checkpoint written before ``popularity_centre`` existed: recompute it from the training counts,
+        after checking that they are the counts the checkpoint's popularity came from."""
+        z, _ = standardised_log_popularity(counts, len(self.popularity_z))
+        if not torch.allclose(z, self.popularity_z.cpu(), atol=1e-5):
+            raise ValueError(
+                "the training data's item counts differ from those the checkpoint's popularity was computed "
+                "from; the popularity tilt's centre cannot be recovered (train the run again)"
+            )
+        self.popularity_centre.fill_(interaction_mean(counts, z))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        """Checkpoints written before ``popularity_centre`` existed load as they are, the centre kept as it
+        was (computed by ``setup`` from the same data, or unknown: NaN)."""
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+        key = prefix + "popularity_centre"
+        if key in missing:
+            missing.remove(key)
 
     def weight(self, ids: Tensor) -> Tensor:
         """g_i: how much item i leans on its text neighbours, (..., 1)."""
@@ -95,6 +125,28 @@ class TextNeighbours(nn.Module):
         new = torch.as_tensor(rows.astype(np.int64) + 1)
         self.neighbour_ids = insert_item_rows(self.neighbour_ids, new, n_items)
         self.popularity_z = insert_item_rows(self.popularity_z, self.unseen_z.expand(len(new)), n_items)
+
+    def popularity_tilt(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
+        """The popularity tilt as two factors whose product is added to the scores: (B, 1) h_u - c, h_u the
+        mean z of ``recent_items`` (B, M; id 0 = none; 0 for a history without items: no tilt) and c the
+        centre, and (n_rows, 1) every item id's z (padding and [MASK] 0). Personal, not global: a popularity
+        offset for everyone trades head for tail items (docs/RESULTS.md), while a user whose recent items
+        are rarer than the average interaction's is the one a rare item suits."""
+        centre = self.popularity_centre
+        if torch.isnan(centre):
+            raise ValueError(
+                "model.popularity_tilt: this model does not know its training popularity's centre (a run "
+                "written before the tilt existed); load it with `esrkit evaluate` / `export` from its run "
+                "folder, which recomputes the centre from the training data"
+            )
+        known = recent_items > 0
+        z = self.popularity_z[recent_items] * known
+        mean = z.sum(1) / known.sum(1).clamp(min=1)
+        query = torch.where(known.any(1), mean - centre, torch.zeros_like(mean)).unsqueeze(1)
+        table = self.popularity_z.new_zeros(n_rows, 1)
+        known_rows = min(len(self.popularity_z) - 2, n_rows - 1)  # item ids 1..n; not [MASK]
+        table[1 : known_rows + 1, 0] = self.popularity_z[1 : known_rows + 1]
+        return query, table
 
     def text_similarity(self, recent_items: Tensor, n_rows: int, tail: float = 0.0) -> tuple[Tensor, Tensor]:
         """The dense text term as two factors whose product is added to the scores: (B, E) the unit sum of the

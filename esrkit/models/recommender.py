@@ -118,6 +118,10 @@ class SequentialRecommender(nn.Module):
         """Called once with the SequenceData before training (e.g. to compute popularity or head/tail splits
         from the training part only)."""
 
+    def restore_state(self, data: Any) -> None:
+        """Called after a checkpoint is loaded into a rebuilt model, with the run's SequenceData: recompute
+        from the training part what a checkpoint written by an older esrkit lacks."""
+
     def on_epoch_start(self, ctx: Any) -> None:
         """Called before every training epoch (e.g. to refresh statistics a baseline needs)."""
 

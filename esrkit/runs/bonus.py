@@ -9,6 +9,9 @@ the one with the best mean validation N@10 over the runs given (a recipe's seeds
 smaller setting. The test split is read only when asked, to report the choice beside no bonus; it never
 takes part in choosing.
 
+The popularity tilt (``model.popularity_tilt`` α, ``popularity_tilt_items`` M) joins the grid the same way,
+off unless its values are given.
+
 A catalogue that puts its tail first can choose by the tail-first rule instead: among the settings within a
 relative tolerance of the best mean validation N@10, the best mean validation tail-item N@10.
 """
@@ -38,11 +41,15 @@ class Setting(NamedTuple):
     text: float = 0.0  # model.text_boost: the cosine by text with the last items, for every item
     text_items: int = 1  # model.text_boost_items
     text_tail: float = 0.0  # model.text_boost_tail: items rarer than average get more
+    tilt: float = 0.0  # model.popularity_tilt: alpha (h_u - c) z_i
+    tilt_items: int = 1  # model.popularity_tilt_items: h_u from the last M items
 
     def label(self) -> str:
         parts = [] if self.beta == 0 else [f"beta {self.beta:g}, last {self.items}, tail {self.tail:g}"]
         if self.text:
             parts.append(f"text {self.text:g}, last {self.text_items}, tail {self.text_tail:g}")
+        if self.tilt:
+            parts.append(f"tilt {self.tilt:g}, last {self.tilt_items}")
         return "; ".join(parts) or "none"
 
     def options(self) -> str:
@@ -50,7 +57,8 @@ class Setting(NamedTuple):
         return (
             f"--neighbour-boost {self.beta:g} --neighbour-boost-items {self.items} "
             f"--neighbour-boost-tail {self.tail:g} --text-boost {self.text:g} "
-            f"--text-boost-items {self.text_items} --text-boost-tail {self.text_tail:g}"
+            f"--text-boost-items {self.text_items} --text-boost-tail {self.text_tail:g} "
+            f"--popularity-tilt {self.tilt:g} --popularity-tilt-items {self.tilt_items}"
         )
 
     @classmethod
@@ -64,7 +72,7 @@ class Setting(NamedTuple):
         return cls(*(getattr(model, name) for name in RANKING_OPTIONS))
 
     def apply(self, model) -> None:
-        """Set the six ranking-time attributes ``load_run(ranking=...)`` would (``config.RANKING_OPTIONS``, in
+        """Set the ranking-time attributes ``load_run(ranking=...)`` would (``config.RANKING_OPTIONS``, in
         this tuple's order), without a reload."""
         for name, value in zip(RANKING_OPTIONS, self, strict=True):
             setattr(model, name, value)
@@ -90,12 +98,15 @@ def bonus_grid(
     texts: Sequence[float] = (0.0,),
     text_items: Sequence[int] = (1,),
     text_tails: Sequence[float] = (0.0,),
+    tilts: Sequence[float] = (0.0,),
+    tilt_items: Sequence[int] = (1,),
 ) -> list[Setting]:
-    """Every combination of the bonus's grid (β, M, s) and the text term's (γ, m, t), each off once, then
-    smallest first: the order ties are broken in (no bonus and no text term first)."""
+    """Every combination of the bonus's grid (β, M, s), the text term's (γ, m, t) and the popularity tilt's
+    (α, M), each off once, then smallest first: the order ties are broken in (none of the terms first)."""
     bonus = _part(betas, items, tails, "bonus")
     text = _part(texts, text_items, text_tails, "text term")
-    return [Setting(*b, *t) for b, t in itertools.product(bonus, text)]
+    tilt = [t[:2] for t in _part(tilts, tilt_items, (0.0,), "popularity tilt")]
+    return [Setting(*b, *t, *a) for b, t, a in itertools.product(bonus, text, tilt)]
 
 
 def check_runs(run_dirs: Sequence[str | Path], new_items: bool = False) -> None:

@@ -86,6 +86,7 @@ def load_run(
     model = build_model(cfg.model, inputs.data.n_items, cfg.data.max_len, inputs.assets).to(dev)
     if rd.best.exists():
         ckpt.load_model(rd.best, model)
+        model.restore_state(inputs.data)
     else:
         model.setup(inputs.data)
     model.eval()

@@ -42,7 +42,8 @@ def test_the_grid_has_no_bonus_once_then_every_setting_smallest_first():
     ]
     assert Setting(0.25, 3, 1).options() == (
         "--neighbour-boost 0.25 --neighbour-boost-items 3 --neighbour-boost-tail 1 "
-        "--text-boost 0 --text-boost-items 1 --text-boost-tail 0"
+        "--text-boost 0 --text-boost-items 1 --text-boost-tail 0 "
+        "--popularity-tilt 0 --popularity-tilt-items 1"
     )
     for bad in ([[-1], [1], [0]], [[1], [0], [0]], [[1], [1], [-0.5]], [[1], [], [0]]):
         with pytest.raises(ConfigError, match="bonus grid"):
@@ -69,6 +70,22 @@ def test_the_two_terms_grids_combine_each_off_once_and_off_first():
     grid[5].apply(model)
     assert (model.neighbour_boost, model.text_boost, model.text_boost_tail) == (0.5, 1.0, 1.0)
     assert Setting.of(model) == grid[5]
+
+
+def test_the_popularity_tilt_joins_the_grid_off_first_and_round_trips():
+    grid = bonus_grid([0.5], [1], [0], [0], [1], [0], [0, 0.1, 0.25], [10, 3])
+    assert grid[:3] == [NO_BONUS, Setting(0, 1, 0, 0, 1, 0, 0.1, 3), Setting(0, 1, 0, 0, 1, 0, 0.1, 10)]
+    assert len(grid) == 2 * 5 and grid[5] == Setting(0.5, 1, 0)  # the bonus off, then on; the tilt off first
+    assert grid[-1].label() == "beta 0.5, last 1, tail 0; tilt 0.25, last 10"
+    assert grid[-1].options().endswith("--popularity-tilt 0.25 --popularity-tilt-items 10")
+    model = types.SimpleNamespace()
+    grid[-1].apply(model)
+    assert (model.popularity_tilt, model.popularity_tilt_items) == (0.25, 10) and Setting.of(model) == grid[
+        -1
+    ]
+    assert Setting.from_record({"beta": 0.5, "items": 1, "tail": 0.0, "text": 0}) == grid[5]  # older records
+    with pytest.raises(ConfigError, match="popularity tilt grid"):
+        bonus_grid([0], [1], [0], [0], [1], [0], [0.1], [0])
 
 
 def test_tail_first_picks_the_best_tail_within_the_tolerance_and_never_below_it():
@@ -167,6 +184,24 @@ def test_the_choice_is_made_on_validation_with_evaluates_numbers(runs, tmp_path)
     assert out.exit_code == 0, out.output
     test = json.loads(path.read_text())["runs"][0]["settings"][1]["test"]
     assert test["overall"] == pytest.approx(evaluate(a, "test", 3)["overall"]["ndcg@10"], abs=1e-9)
+
+
+def test_the_popularity_tilt_is_tuned_with_evaluates_numbers(runs, tmp_path):
+    a, _, _ = runs
+    path = tmp_path / "tilt.json"
+    grid = ("--betas", "0", "--text-boosts", "0", "--tilts", "0,2", "--tilt-items", "3", "--with-test")
+    out = CliRunner().invoke(cli, ["tune-bonus", str(a), *grid, "--json", str(path)])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(path.read_text())["runs"][0]["settings"]
+    assert [(r["tilt"], r["tilt_items"]) for r in rows] == [(0.0, 1), (2.0, 3)]
+    assert rows[0]["valid"] != rows[1]["valid"]  # the tilt changes ranking
+    options = ["--popularity-tilt", "2", "--popularity-tilt-items", "3"]
+    for split, number in (("valid", rows[1]["valid"]), ("test", rows[1]["test"]["overall"])):
+        res = CliRunner().invoke(
+            cli, ["evaluate", str(a), "--split", split, "--json", "--protocol", "full", *options]
+        )
+        assert res.exit_code == 0, res.output
+        assert number == pytest.approx(json.loads(res.output)["full"]["overall"]["ndcg@10"], abs=1e-9)
 
 
 def test_the_text_term_is_tuned_with_evaluates_numbers(runs, tmp_path):
