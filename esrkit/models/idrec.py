@@ -305,14 +305,10 @@ class LLMInitRecommender(IDRecommender):
             -self.neighbour_boost_tail * tn.popularity_z[ids]
         )
 
-    def ranking_similarity(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
-        """The dense ranking-time terms that are on, side by side as the columns of one product: the text term
-        and the popularity tilt."""
+    def ranking_similarity(self, recent_items: Tensor, n_rows: int) -> list[tuple[Tensor, Tensor]]:
+        """The dense ranking-time terms that are on: the text term and the popularity tilt."""
         terms = [self.text_term(recent_items, n_rows), self.tilt_term(recent_items, n_rows)]
-        terms = [t for t in terms if t is not None]
-        if len(terms) < 2:
-            return terms[0] if terms else None
-        return torch.cat([q for q, _ in terms], 1), torch.cat([t for _, t in terms], 1)
+        return [t for t in terms if t is not None]
 
     def text_term(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
         """``text_boost`` x the cosine, by text, of every item with the user's last ``text_boost_items``

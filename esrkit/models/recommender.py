@@ -7,8 +7,8 @@ A recommender scores ``<user representation, item representation>``:
 * ``objective``: how the backbone trains (``seq2seq``, ``cloze`` or ``last``);
 * ``auxiliary_loss(ctx)``: an extra training loss (LLM-ESR's self-distillation), or None;
 * ``ranking_bonus(recent_items)`` and ``ranking_similarity(recent_items, n_rows)``: ranking-time terms after a
-  history's last items (LLMInit's text-neighbour bonus and dense text term), added by ``add_ranking_bonus``
-  wherever a model ranks (evaluation and serving, never training), or None.
+  history's last items (LLMInit's text-neighbour bonus, dense text term and popularity tilt), added by
+  ``add_ranking_bonus`` wherever a model ranks (evaluation and serving, never training).
 
 Training and evaluation code only use this contract, so a new model family is one class.
 
@@ -136,11 +136,12 @@ class SequentialRecommender(nn.Module):
         (``add_ranking_bonus``)."""
         return None
 
-    def ranking_similarity(self, recent_items: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
-        """A dense ranking-time term after histories that end with ``recent_items`` (as ``ranking_bonus``):
-        (B, E) user factors and (n_rows, E) factors of every item id, whose product is added to the scores
-        (``add_ranking_bonus``), or None. Applied where ``ranking_bonus`` is."""
-        return None
+    def ranking_similarity(self, recent_items: Tensor, n_rows: int) -> list[tuple[Tensor, Tensor]]:
+        """Dense ranking-time terms after histories that end with ``recent_items`` (as ``ranking_bonus``):
+        per term, (B, E) user factors and (n_rows, E) factors of every item id, whose product is added to the
+        scores (``add_ranking_bonus``); none by default. Applied where ``ranking_bonus`` is. A list, not one
+        concatenated pair, so that a term's item table can be kept between calls."""
+        return []
 
     # -------------------------------------------------------------------- shared helpers
     @property
@@ -257,14 +258,12 @@ class SequentialRecommender(nn.Module):
 def add_ranking_bonus(
     scores: Tensor, model: SequentialRecommender, recent_items: Tensor, candidates: Tensor | None = None
 ) -> Tensor:
-    """``scores`` plus the model's ranking bonus (``SequentialRecommender.ranking_bonus``) and dense term
+    """``scores`` plus the model's ranking bonus (``SequentialRecommender.ranking_bonus``) and dense terms
     (``ranking_similarity``) after histories ending with ``recent_items`` (B, model.bonus_history), in place:
     (B, n_items + 1) scores of every item id, or (B, C) scores of the ``candidates`` (B, C) ids. Padding never
     gets either."""
     n_rows = scores.shape[1] if candidates is None else model.n_items + 1
-    dense = model.ranking_similarity(recent_items, n_rows)
-    if dense is not None:
-        query, table = dense
+    for query, table in model.ranking_similarity(recent_items, n_rows):
         if candidates is None:
             scores.addmm_(query.to(scores.dtype), table.to(scores.dtype).T)
         else:
