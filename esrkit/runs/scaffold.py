@@ -365,6 +365,7 @@ def best_preset(name: str, data: SequenceData, backbone: str, mean: float) -> tu
         ),
         _line("neighbour_boost", 0.0, "ranking only: choose it after training with esrkit tune-bonus"),
         _line("text_boost", 0.0, "ranking only: the dense text term, chosen with it by esrkit tune-bonus"),
+        _line("popularity_tilt", 0.0, "ranking only: a per-user popularity offset (tune-bonus --tilts)"),
         "",
         "[train]",
         _line("epochs", 200, "up to 200 epochs, early stopping on validation"),
