@@ -75,7 +75,7 @@ class TextNeighbours(nn.Module):
         # the mean z of a training interaction, the centre of the popularity tilt; NaN: not known (a run
         # written before it existed, until ``restore_centre`` recomputes it from the training data)
         self.register_buffer("popularity_centre", torch.tensor(float("nan")))
-        self._tables: dict[tuple, Tensor] = {}  # the text term's item tables (_item_table)
+        self._tables: dict[tuple, Tensor] = {}  # ranking terms' item tables (_item_table, _popularity_column)
 
     def set_popularity(self, counts: np.ndarray) -> None:
         """``counts`` (n_items + 1,): training interactions per item id (row 0 = padding)."""
@@ -143,10 +143,23 @@ class TextNeighbours(nn.Module):
         z = self.popularity_z[recent_items] * known
         mean = z.sum(1) / known.sum(1).clamp(min=1)
         query = torch.where(known.any(1), mean - centre, torch.zeros_like(mean)).unsqueeze(1)
-        table = self.popularity_z.new_zeros(n_rows, 1)
-        known_rows = min(len(self.popularity_z) - 2, n_rows - 1)  # item ids 1..n; not [MASK]
-        table[1 : known_rows + 1, 0] = self.popularity_z[1 : known_rows + 1]
-        return query, table
+        return query, self._popularity_column(n_rows)
+
+    def _popularity_column(self, n_rows: int) -> Tensor:
+        """(n_rows, 1) z by item id (padding and [MASK] 0), kept as ``_item_table`` keeps its table: building
+        it took most of a single history's tilt."""
+        z = self.popularity_z
+        key = ("tilt", n_rows, z.data_ptr(), z._version, z.device)
+        cached = self._tables.get(key)
+        if cached is not None:
+            return cached
+        table = z.new_zeros(n_rows, 1)
+        known_rows = min(len(z) - 2, n_rows - 1)  # item ids 1..n; not [MASK]
+        table[1 : known_rows + 1, 0] = z[1 : known_rows + 1]
+        if len(self._tables) >= 4:
+            self._tables.clear()
+        self._tables[key] = table
+        return table
 
     def text_similarity(self, recent_items: Tensor, n_rows: int, tail: float = 0.0) -> tuple[Tensor, Tensor]:
         """The dense text term as two factors whose product is added to the scores: (B, E) the unit sum of the

@@ -102,6 +102,23 @@ def test_a_checkpoint_from_before_the_centre_loads_and_recovers_it_from_the_trai
         tn.restore_centre(other)
 
 
+def test_the_kept_popularity_column_follows_new_popularity_and_new_items() -> None:
+    served = served_model(*OPTIONS, "model.popularity_tilt=0.4", "model.popularity_tilt_items=2")
+    model, recent = served.model, torch.tensor([[5, 9]])
+    model.setup(catalogue())
+    first = add_ranking_bonus(torch.zeros(1, model.n_items + 1), model, recent).clone()
+    tn = model.text_neighbours
+    tn.set_popularity(np.r_[0, np.arange(model.n_items)])  # other counts, written in place
+    second = add_ranking_bonus(torch.zeros(1, model.n_items + 1), model, recent)
+    z, centre = tn.popularity_z[: model.n_items + 1], float(tn.popularity_centre)
+    torch.testing.assert_close(second[0], 0.4 * (z[[5, 9]].mean() - centre) * z)
+    assert not torch.allclose(first, second)
+    served.add_items([{**catalogue().item_attrs[3], "id": "NEW-1"}])  # a new item: popularity of count 0
+    grown = add_ranking_bonus(torch.zeros(1, model.n_items + 1), model, recent)
+    assert grown.shape[1] == model.n_items + 1
+    assert float(grown[0, -1]) == pytest.approx(0.4 * (float(z[[5, 9]].mean()) - centre) * float(tn.unseen_z))
+
+
 def test_an_export_keeps_the_centre_and_ranks_as_the_model_did(tmp_path) -> None:
     served = with_popularity("model.popularity_tilt=0.4", "model.popularity_tilt_items=2")
     served.save(tmp_path / "x")
