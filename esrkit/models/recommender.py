@@ -263,7 +263,7 @@ def add_ranking_bonus(
     (B, n_items + 1) scores of every item id, or (B, C) scores of the ``candidates`` (B, C) ids. Padding never
     gets either."""
     n_rows = scores.shape[1] if candidates is None else model.n_items + 1
-    for query, table in model.ranking_similarity(recent_items, n_rows):
+    for query, table in dense_terms(model.ranking_similarity(recent_items, n_rows)):
         if candidates is None:
             scores.addmm_(query.to(scores.dtype), table.to(scores.dtype).T)
         else:
@@ -280,6 +280,16 @@ def add_ranking_bonus(
         return scores
     hits = (candidates.unsqueeze(-1) == ids.unsqueeze(1)) & (candidates != 0).unsqueeze(-1)  # (B, C, J)
     return scores.add_((hits.to(scores.dtype) * value.unsqueeze(1)).sum(-1))
+
+
+def dense_terms(returned) -> list[tuple[Tensor, Tensor]]:
+    """``ranking_similarity``'s terms as a list; a plug-in written for the earlier contract (one
+    (query, table) pair, or None) still works."""
+    if returned is None:
+        return []
+    if isinstance(returned, tuple) and len(returned) == 2 and all(isinstance(t, Tensor) for t in returned):
+        return [returned]
+    return list(returned)
 
 
 def recent_items(histories: Sequence[np.ndarray], count: int) -> np.ndarray:

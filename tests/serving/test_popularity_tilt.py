@@ -84,6 +84,18 @@ def test_candidate_scores_get_the_same_tilt_and_it_adds_to_the_text_term() -> No
     torch.testing.assert_close(picked, full.gather(1, candidates))
 
 
+def test_a_plugin_returning_one_dense_pair_as_before_still_ranks() -> None:
+    """The earlier contract of ``ranking_similarity``: one (query, table) pair or None, not a list."""
+    model = with_popularity("model.popularity_tilt=0.4").model
+    recent = torch.tensor([[5], [9]])
+    expected = add_ranking_bonus(torch.zeros(2, model.n_items + 1), model, recent)
+    pair = model.ranking_similarity(recent, model.n_items + 1)[0]
+    model.ranking_similarity = lambda r, n: pair  # an old-style plug-in's answer
+    torch.testing.assert_close(add_ranking_bonus(torch.zeros(2, model.n_items + 1), model, recent), expected)
+    model.ranking_similarity = lambda r, n: None
+    assert (add_ranking_bonus(torch.zeros(2, model.n_items + 1), model, recent) == 0).all()
+
+
 def test_a_checkpoint_from_before_the_centre_loads_and_recovers_it_from_the_training_data() -> None:
     trained = with_popularity("model.popularity_tilt=0.4").model
     state = {k: v for k, v in trained.state_dict().items() if not k.endswith("popularity_centre")}
