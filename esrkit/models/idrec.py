@@ -250,7 +250,7 @@ class LLMInitRecommender(IDRecommender):
         return None if self.text_neighbours is None else self.text_neighbours.neighbour_ids[pos]
 
     def setup(self, data) -> None:
-        counts = np.bincount(training_items(data), minlength=self.n_items + 1)
+        counts = self._training_counts(data)
         for part in (self.text_neighbours, self.start_gate):
             if part is not None:
                 part.set_popularity(counts)
@@ -259,7 +259,11 @@ class LLMInitRecommender(IDRecommender):
         """What a checkpoint written before it existed lacks: the popularity tilt's centre."""
         tn = self.text_neighbours
         if tn is not None and torch.isnan(tn.popularity_centre):
-            tn.restore_centre(np.bincount(training_items(data), minlength=self.n_items + 1))
+            tn.restore_centre(self._training_counts(data))
+
+    def _training_counts(self, data) -> np.ndarray:
+        """(n_items + 1,) training interactions per item id, what the popularity parts are fitted on."""
+        return np.bincount(training_items(data), minlength=self.n_items + 1)
 
     def own_vectors(self, ids: Tensor) -> Tensor:
         """Each item's own vector: its table row, less what the start gate takes of its text start."""

@@ -75,7 +75,7 @@ class TextNeighbours(nn.Module):
         # the mean z of a training interaction, the centre of the popularity tilt; NaN: not known (a run
         # written before it existed, until ``restore_centre`` recomputes it from the training data)
         self.register_buffer("popularity_centre", torch.tensor(float("nan")))
-        self._tables: dict[tuple, Tensor] = {}  # ranking terms' item tables (_item_table, _popularity_column)
+        self._tables: dict[tuple, Tensor] = {}  # ranking terms' item tables (_kept)
 
     def set_popularity(self, counts: np.ndarray) -> None:
         """``counts`` (n_items + 1,): training interactions per item id (row 0 = padding)."""
@@ -146,20 +146,17 @@ class TextNeighbours(nn.Module):
         return query, self._popularity_column(n_rows)
 
     def _popularity_column(self, n_rows: int) -> Tensor:
-        """(n_rows, 1) z by item id (padding and [MASK] 0), kept as ``_item_table`` keeps its table: building
-        it took most of a single history's tilt."""
-        z = self.popularity_z
-        key = ("tilt", n_rows, z.data_ptr(), z._version, z.device)
-        cached = self._tables.get(key)
-        if cached is not None:
-            return cached
-        table = z.new_zeros(n_rows, 1)
-        known_rows = min(len(z) - 2, n_rows - 1)  # item ids 1..n; not [MASK]
-        table[1 : known_rows + 1, 0] = z[1 : known_rows + 1]
-        if len(self._tables) >= 4:
-            self._tables.clear()
-        self._tables[key] = table
-        return table
+        """(n_rows, 1) z by item id (padding and [MASK] 0), kept as the text term's table is: building it took
+        most of a single history's tilt."""
+
+        def build() -> Tensor:
+            z = self.popularity_z
+            table = z.new_zeros(n_rows, 1)
+            known = min(len(z) - 2, n_rows - 1)  # item ids 1..n; not [MASK]
+            table[1 : known + 1, 0] = z[1 : known + 1]
+            return table
+
+        return self._kept(("tilt", n_rows), (self.popularity_z,), build)
 
     def text_similarity(self, recent_items: Tensor, n_rows: int, tail: float = 0.0) -> tuple[Tensor, Tensor]:
         """The dense text term as two factors whose product is added to the scores: (B, E) the unit sum of the
@@ -176,17 +173,26 @@ class TextNeighbours(nn.Module):
         """(n_rows, E) unit LLM vectors by item id, weighted for ``tail``; kept until the keys, the popularity
         or the request change, since building it costs more than the product it serves (a catalogue-sized
         copy for every history ranked; benchmarks/RESULTS.md, "Ranking bonus: serving cost")."""
-        # a buffer replaced (add, .to) has new storage; one written in place (set_popularity, loading a state)
-        # a new version count (autograd's counter of in-place writes)
-        key = (n_rows, tail, *((t.data_ptr(), t._version, t.device) for t in (self.keys, self.popularity_z)))
+
+        def build() -> Tensor:
+            known = min(len(self.keys), n_rows - 1)
+            table = self.keys.new_zeros(n_rows, self.keys.shape[1])
+            table[1 : known + 1] = self.keys[:known]
+            if tail:
+                table *= (1 + tail * torch.clamp(-self.popularity_z[:n_rows], min=0)).unsqueeze(-1)
+            return table
+
+        return self._kept(("text", n_rows, tail), (self.keys, self.popularity_z), build)
+
+    def _kept(self, request: tuple, sources: tuple[Tensor, ...], build: Callable[[], Tensor]) -> Tensor:
+        """A ranking term's item table for ``request``, built from ``sources`` once and kept until one of them
+        changes: a buffer replaced (add, .to) has new storage, one written in place (set_popularity, loading a
+        state) a new version count (autograd's counter of in-place writes)."""
+        key = (*request, *((t.data_ptr(), t._version, t.device) for t in sources))
         cached = self._tables.get(key)
         if cached is not None:
             return cached
-        known = min(len(self.keys), n_rows - 1)
-        table = self.keys.new_zeros(n_rows, self.keys.shape[1])
-        table[1 : known + 1] = self.keys[:known]
-        if tail:
-            table *= (1 + tail * torch.clamp(-self.popularity_z[:n_rows], min=0)).unsqueeze(-1)
+        table = build()
         if len(self._tables) >= 4:  # a few settings at once (tune-bonus, tests), not one per setting tried
             self._tables.clear()
         self._tables[key] = table
